@@ -1,0 +1,3 @@
+"""Usher: self-hosted stream-access tickets speaking the ScaleEngine Virtual Usher API."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from usher.cli import main
+
+sys.exit(main())

@@ -1,0 +1,302 @@
+"""The ``usher`` command: serve, manage accounts, call the API, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from usher import accounts
+from usher.config import Settings
+from usher.protocol.errors import ConfigError, UsherError
+from usher.storage import storage_for_url
+from usher.storage.base import Storage
+
+T = TypeVar("T")
+
+DEMO_USERNAME = "demo"
+
+
+def _with_storage(database: str | None, work: Callable[[Storage], Awaitable[T]]) -> T:
+    async def run() -> T:
+        storage = storage_for_url(Settings.from_env(database_url=database).database_url)
+        await storage.open()
+        try:
+            return await work(storage)
+        finally:
+            await storage.close()
+
+    return asyncio.run(run())
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+# -- serve ---------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from usher.web.app import create_app
+
+    settings = Settings.from_env(database_url=args.database)
+    if args.demo:
+        account = _with_storage(args.database, _demo_account)
+        _print_demo(account, args.host, args.port)
+    app = create_app(settings)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=args.access_log,
+        log_level=args.log_level,
+        lifespan="on",
+        # Callers behind a proxy are handled by USHER_CALLBACK_ALLOW and
+        # X-Real-IP; uvicorn must not rewrite the peer address itself.
+        proxy_headers=False,
+        server_header=False,
+    )
+    return 0
+
+
+async def _demo_account(storage: Storage) -> dict[str, object]:
+    existing = await storage.get_account_by_username(DEMO_USERNAME)
+    account = existing or await accounts.create(storage, DEMO_USERNAME)
+    return accounts.credentials(account)
+
+
+def _print_demo(account: dict[str, object], host: str, port: int) -> None:
+    url = f"http://{host}:{port}/api"
+    print(
+        "Usher demo account (this database only; create real ones with `usher account create`):\n"
+        f"  cdn      {account['cdn']}\n"
+        f"  username {account['username']}\n"
+        f"  api_key  {account['api_key']}\n"
+        f"  secret   {account['secret']}\n\n"
+        "In another shell, from this folder:\n"
+        f"  export USHER_URL={url} USHER_CDN={account['cdn']} "
+        f"USHER_API_KEY={account['api_key']} USHER_SECRET={account['secret']}\n"
+        "  .venv/bin/usher call sevu.request app=demo-live video=mystream pass=s3cret ip=auto uses=5\n"
+        "  .venv/bin/usher call sevu.errorcount\n"
+        f"  curl -i 'http://{host}:{port}/usher/check?key=KEY&pass=s3cret&app=demo-live&video=mystream'\n",
+        flush=True,
+    )
+
+
+# -- accounts --------------------------------------------------------------------
+
+
+def cmd_account_create(args: argparse.Namespace) -> int:
+    async def work(storage: Storage) -> dict[str, object]:
+        account = await accounts.create(
+            storage, args.username, cdn=args.cdn, api_key=args.api_key, secret=args.secret
+        )
+        return accounts.credentials(account)
+
+    created = _with_storage(args.database, work)
+    if args.json:
+        print(json.dumps(created))
+    else:
+        for name, value in created.items():
+            print(f"{name:9}{value}")
+    return 0
+
+
+def cmd_account_list(args: argparse.Namespace) -> int:
+    async def work(storage: Storage) -> list[dict[str, object]]:
+        return [accounts.public_fields(a) for a in await storage.list_accounts()]
+
+    listed = _with_storage(args.database, work)
+    if args.json:
+        print(json.dumps(listed))
+        return 0
+    if not listed:
+        print("No accounts yet; create one with `usher account create --username NAME`.")
+        return 0
+    print(f"{'cdn':>6}  {'username':20}  {'api_key':32}  state")
+    for row in listed:
+        state = "disabled" if row["disabled"] else "active"
+        print(f"{row['cdn']:>6}  {row['username']!s:20}  {row['api_key']!s:32}  {state}")
+    return 0
+
+
+def cmd_account_rotate(args: argparse.Namespace) -> int:
+    async def work(storage: Storage) -> dict[str, object]:
+        account = await accounts.find(storage, cdn=args.cdn, username=args.username)
+        updated = await storage.update_account(account.cdn, secret=accounts.new_secret())
+        assert updated is not None  # found just above, and accounts are never deleted
+        return accounts.credentials(updated)
+
+    rotated = _with_storage(args.database, work)
+    if args.json:
+        print(json.dumps(rotated))
+    else:
+        print(f"New secret for cdn {rotated['cdn']} ({rotated['username']}): {rotated['secret']}")
+        print("The old secret no longer verifies; update every client that signs requests.")
+    return 0
+
+
+def _set_disabled(disabled: bool) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        async def work(storage: Storage) -> dict[str, object]:
+            account = await accounts.find(storage, cdn=args.cdn, username=args.username)
+            updated = await storage.update_account(account.cdn, disabled=disabled)
+            assert updated is not None  # found just above, and accounts are never deleted
+            return accounts.public_fields(updated)
+
+        changed = _with_storage(args.database, work)
+        state = "disabled" if disabled else "enabled"
+        print(f"Account cdn {changed['cdn']} ({changed['username']}) is {state}.")
+        return 0
+
+    return command
+
+
+# -- call ------------------------------------------------------------------------
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from usher.client import Client, ClientError
+
+    fields: dict[str, object] = {}
+    for item in args.fields:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"{item!r} is not FIELD=VALUE; write e.g. key=mystream.53ff.123.")
+        fields[name] = value
+    url = args.url or os.environ.get("USHER_URL") or "http://127.0.0.1:8080/api"
+    cdn = args.cdn or os.environ.get("USHER_CDN")
+    api_key = args.api_key or os.environ.get("USHER_API_KEY")
+    secret = args.secret or os.environ.get("USHER_SECRET")
+    missing = [
+        flag
+        for flag, value in (("--cdn/USHER_CDN", cdn), ("--api-key/USHER_API_KEY", api_key),
+                            ("--secret/USHER_SECRET", secret))
+        if not value
+    ]
+    if missing:
+        raise ConfigError(f"Missing credentials: {', '.join(missing)}.")
+    assert cdn is not None and api_key is not None and secret is not None  # checked above
+    if not str(cdn).isdigit():
+        raise ConfigError(f"The cdn must be a whole number, got {cdn!r}.")
+    with Client(url, cdn=int(cdn), api_key=api_key, secret=secret) as client:
+        try:
+            response: dict[str, Any] = client.call(args.command, **fields)
+        except ClientError as exc:
+            raise ConfigError(str(exc)) from None
+    _print_json(response)
+    return 0 if response.get("status") == "success" else 1
+
+
+# -- db --------------------------------------------------------------------------
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    async def work(storage: Storage) -> int:
+        return await storage.schema_version()
+
+    version = _with_storage(args.database, work)
+    print(f"The database is at schema version {version}.")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="usher", description="Stream-access tickets speaking the SEVU API."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def database_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--database",
+            metavar="URL",
+            help="database URL (default: $USHER_DATABASE_URL or sqlite:///usher.db)",
+        )
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+    database_option(serve)
+    serve.add_argument(
+        "--demo", action="store_true", help="create (once) and print a demo account"
+    )
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    serve.set_defaults(run=cmd_serve)
+
+    account = commands.add_parser("account", help="manage accounts (tenants)")
+    account_commands = account.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = account_commands.add_parser("create", help="create an account")
+    create.add_argument("--username", required=True, help="prefix of the account's app names")
+    create.add_argument("--cdn", type=int, help="CDN id (default: next free integer)")
+    create.add_argument("--api-key", help="API key (default: 32 random letters and digits)")
+    create.add_argument("--secret", help="signing secret (default: 64 random hex digits)")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    database_option(create)
+    create.set_defaults(run=cmd_account_create)
+
+    listing = account_commands.add_parser("list", help="list accounts (never their secrets)")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    database_option(listing)
+    listing.set_defaults(run=cmd_account_list)
+
+    for name, helptext, run in (
+        ("rotate-secret", "replace the signing secret", cmd_account_rotate),
+        ("disable", "refuse the account's API calls and tickets", _set_disabled(True)),
+        ("enable", "undo disable", _set_disabled(False)),
+    ):
+        sub = account_commands.add_parser(name, help=helptext)
+        which = sub.add_mutually_exclusive_group(required=True)
+        which.add_argument("--cdn", type=int)
+        which.add_argument("--username")
+        if name == "rotate-secret":
+            sub.add_argument("--json", action="store_true", help="print one JSON object")
+        database_option(sub)
+        sub.set_defaults(run=run)
+
+    call = commands.add_parser("call", help="send one signed command and print the response")
+    call.add_argument("command", help="e.g. sevu.errorcount")
+    call.add_argument("fields", nargs="*", metavar="FIELD=VALUE")
+    call.add_argument("--url", help="API URL (default: $USHER_URL or http://127.0.0.1:8080/api)")
+    call.add_argument("--cdn", help="CDN id (default: $USHER_CDN)")
+    call.add_argument("--api-key", help="API key (default: $USHER_API_KEY)")
+    call.add_argument("--secret", help="signing secret (default: $USHER_SECRET)")
+    call.set_defaults(run=cmd_call)
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="action", required=True, metavar="ACTION")
+    migrate = db_commands.add_parser("migrate", help="create or migrate the schema")
+    database_option(migrate)
+    migrate.set_defaults(run=cmd_db_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except UsherError as exc:
+        print(f"usher: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""From a parsed, signed request to a command's result.
+
+The order of the checks is part of the security design: nothing about an
+account is revealed before the caller proves it holds the account's secret,
+and a signature is spent (for replay protection) only once it has verified
+and its timestamp is fresh.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from usher.commands import COMMANDS, fields
+from usher.commands.base import Context, Result
+from usher.protocol.errors import (
+    AuthorizationFailed,
+    BadSignature,
+    InvalidField,
+    Replayed,
+    TimestampOutOfRange,
+    Unauthorized,
+    UnrecognizedCommand,
+)
+from usher.protocol.signing import signature_digest, signature_matches
+from usher.storage.base import Storage
+
+ENVELOPE_FIELDS = ("command", "cdn", "api_key", "timestamp")
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCommand:
+    """A request as parsed from JSON or PHP form, before authentication."""
+
+    fields: dict[str, object]
+    message: bytes
+    signature: str
+
+
+async def execute(
+    signed: SignedCommand, storage: Storage, *, now: int, tolerance: int
+) -> Result:
+    """Authenticate, spend the signature and run the command.
+
+    Raises an :class:`~usher.protocol.errors.ApiError` for every failure.
+    """
+    request = signed.fields
+    fields.require(request, *ENVELOPE_FIELDS)
+    command = fields.text(request, "command") or ""
+    cdn = fields.integer(request, "cdn")
+    api_key = fields.text(request, "api_key") or ""
+    timestamp = fields.integer(request, "timestamp")
+    if cdn is None or timestamp is None:  # present but "" — as good as missing
+        raise InvalidField("cdn" if cdn is None else "timestamp", "expected an integer")
+
+    account = await storage.get_account(cdn) if 0 <= cdn < 2**63 else None
+    # Same answer for an unknown cdn and a wrong key, so nobody can probe
+    # which api_keys exist under which cdn.
+    if account is None or not hmac.compare_digest(
+        api_key.encode("utf-8", "surrogatepass"), account.api_key.encode()
+    ):
+        raise AuthorizationFailed()
+    if account.disabled:
+        raise Unauthorized()
+    if not signature_matches(signed.message, signed.signature, account.secret):
+        raise BadSignature()
+    if abs(now - timestamp) > tolerance:
+        raise TimestampOutOfRange()
+    handler = COMMANDS.get(command)
+    if handler is None:
+        raise UnrecognizedCommand()
+    # The window is symmetric around the request's own timestamp: after
+    # timestamp + tolerance the freshness check above refuses it anyway.
+    if not await storage.claim_signature(
+        signature_digest(signed.signature), now=now, expires_at=timestamp + tolerance
+    ):
+        raise Replayed()
+    return await handler(Context(storage, account, now), request)

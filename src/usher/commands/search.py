@@ -1,0 +1,27 @@
+"""``sevu.search``: the account's tickets by exact-match filters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from usher.commands import fields
+from usher.commands.base import Context, Result, ticket_object
+from usher.protocol.codes import Code
+from usher.tickets.model import TicketFilter
+
+
+async def run(ctx: Context, request: Mapping[str, object]) -> Result:
+    where = TicketFilter(
+        key=fields.filter_text(request, "key"),
+        app=fields.filter_text(request, "app"),
+        video=fields.filter_text(request, "video"),
+        ip=fields.filter_text(request, "ip"),
+        password=fields.filter_text(request, "pass"),
+    )
+    tickets, total = await ctx.storage.search_tickets(
+        ctx.account.cdn, where, fields.page(request)
+    )
+    return Result(
+        Code.SEARCH_FOUND if tickets else Code.SEARCH_NONE,
+        {"tickets": [ticket_object(t) for t in tickets], "ticket_count": total},
+    )

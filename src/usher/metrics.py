@@ -1,0 +1,58 @@
+"""Prometheus metrics of one Usher process.
+
+A private registry (not the global default) so that tests can build several
+apps in one process without duplicate-metric errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Latency buckets from 0.5 ms: a playback check is expected to take a few ms.
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "usher_http_requests",
+            "HTTP requests answered, by route and status code.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "usher_http_request_duration_seconds",
+            "Time from request start to response, by route.",
+            ["route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.commands = Counter(
+            "usher_api_commands",
+            "Control-API commands answered, by command and response code.",
+            ["command", "code"],
+            registry=self.registry,
+        )
+        self.checks = Counter(
+            "usher_checks",
+            "Playback checks, by outcome and reason (empty when allowed).",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self.pending_writes = Gauge(
+            "usher_storage_pending_writes",
+            "Writes waiting for the storage's writer.",
+            registry=self.registry,
+        )
+
+    def watch_pending_writes(self, probe: Callable[[], float]) -> None:
+        self.pending_writes.set_function(probe)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

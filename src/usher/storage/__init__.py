@@ -1,0 +1,26 @@
+"""Persistent state behind one interface (:class:`usher.storage.base.Storage`).
+
+:func:`open_storage` picks the backend from the database URL.
+"""
+
+from __future__ import annotations
+
+from usher.protocol.errors import ConfigError
+from usher.storage.base import Storage
+
+DEFAULT_DATABASE_URL = "sqlite:///usher.db"
+
+
+def storage_for_url(url: str) -> Storage:
+    """A closed backend for ``url``; call ``await storage.open()`` before use."""
+    if url.startswith("sqlite:"):
+        from usher.storage.sqlite import SQLiteStorage, sqlite_path
+
+        return SQLiteStorage(sqlite_path(url))
+    if url.startswith(("postgresql:", "postgres:")):
+        raise ConfigError(
+            "PostgreSQL support is not in this release yet; use sqlite:///usher.db."
+        )
+    raise ConfigError(
+        f"Unknown database URL {url!r}; use sqlite:///path/to/usher.db."
+    )

@@ -1,0 +1,173 @@
+"""The records the rules work on: tickets, playback attempts and decisions.
+
+Plain frozen dataclasses with no I/O, shared by the rules (``usher.tickets``),
+the storage backends and the commands. Times are UNIX seconds (UTC) as ints;
+rendering to ``YYYY-MM-DD HH:MM:SS`` happens at the API edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Reason(str, Enum):
+    """Why a playback check was refused, in the order the checks run (SPEC §4).
+
+    The values are part of the wire contract: they are logged, returned by
+    ``sevu.errorlog`` and sent to streaming servers, so they never change.
+    """
+
+    INVALID_AUTH_TOKEN = "Invalid Auth Token"
+    TICKET_REVOKED = "Ticket revoked"
+    EXPIRED = "Expiration date surpassed"
+    INVALID_APPLICATION = "Invalid Application"
+    INVALID_VIDEO = "Invalid Video"
+    INVALID_IP = "Invalid IP Address"
+    USES_EXHAUSTED = "Ticket uses exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A tenant. ``username`` prefixes every app name of its tickets."""
+
+    cdn: int
+    username: str
+    api_key: str
+    secret: str
+    disabled: bool = False
+    created_at: int = 0
+
+    def __repr__(self) -> str:
+        # Keep the secret out of tracebacks, logs and debugger output.
+        return (
+            f"Account(cdn={self.cdn!r}, username={self.username!r}, "
+            f"api_key={self.api_key!r}, disabled={self.disabled!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One viewer's permission to play, as stored.
+
+    ``ip``, ``app`` and ``video`` keep the text the publisher sent; the rules
+    parse them. ``bound_ips`` holds what the ``auto`` slots have bound to, in
+    binding order, as address or network strings.
+    """
+
+    key: str
+    cdn: int
+    password: str
+    ip: str
+    video: str
+    app: str
+    uses: int
+    use_count: int
+    active: bool
+    created_at: int
+    expire_at: int
+    used_at: int | None = None
+    bound_ips: tuple[str, ...] = ()
+    account_disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """What a streaming server tells us about one playback attempt."""
+
+    key: str
+    password: str
+    app: str
+    video: str
+    ip: str
+    appinst: str = ""
+    pageurl: str = ""
+    refurl: str = ""
+    server_ip: str = ""
+    # False for re-checks of an open session (nginx-rtmp on_update, HLS
+    # segments): they must not spend a use nor bind an ``auto`` slot.
+    count_use: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of the rules for one request against one ticket state.
+
+    ``bind`` is the network an ``auto`` slot must take when the decision is
+    applied; it is only ever set on an allowed decision, so a refused attempt
+    never burns a slot.
+    """
+
+    allowed: bool
+    reason: Reason | None = None
+    bind: str | None = None
+    count_use: bool = False
+
+    @property
+    def reason_text(self) -> str:
+        return "" if self.reason is None else self.reason.value
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One logged playback attempt (the SEVU Attempt object)."""
+
+    id: int
+    cdn: int | None
+    at: int
+    key: str
+    password: str
+    ip: str
+    video: str
+    app: str
+    appinst: str
+    pageurl: str
+    refurl: str
+    success: bool
+    reason: str
+    server_ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFilter:
+    """Exact-match filters of ``sevu.search``; ``None`` means not filtered."""
+
+    key: str | None = None
+    app: str | None = None
+    video: str | None = None
+    ip: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFilter:
+    """Exact-match filters of ``sevu.errorcount`` / ``sevu.errorlog``.
+
+    ``start``/``end`` are inclusive UNIX-second bounds.
+    """
+
+    key: str | None = None
+    password: str | None = None
+    app: str | None = None
+    video: str | None = None
+    ip: str | None = None
+    success: bool | None = None
+    start: int | None = None
+    end: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """``limit``/``seek`` as the SEVU commands define them."""
+
+    limit: int | None = None
+    seek: int = 0
+
+
+@dataclass(slots=True)
+class CheckOutcome:
+    """What the storage returns after it applied a decision."""
+
+    decision: Decision
+    attempt_id: int
+    ticket: Ticket | None = field(default=None)

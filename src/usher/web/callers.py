@@ -1,0 +1,38 @@
+"""Who may call the playback callbacks (``USHER_CALLBACK_ALLOW``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+
+from starlette.requests import Request
+
+from usher.config import Network
+
+
+@lru_cache(maxsize=4096)
+def _allowed(peer: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def caller_allowed(request: Request, networks: tuple[Network, ...]) -> bool:
+    client = request.client
+    return client is not None and _allowed(client.host, networks)
+
+
+def client_address(request: Request) -> str:
+    """The viewer's address: ``X-Real-IP`` from an allowed caller, else the peer.
+
+    Only call this after :func:`caller_allowed`: the header is trusted
+    because the caller is.
+    """
+    real = request.headers.get("x-real-ip", "").strip()
+    if real:
+        return real
+    return request.client.host if request.client else ""

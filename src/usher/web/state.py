@@ -1,0 +1,30 @@
+"""What the handlers share: settings, storage, metrics and the clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+
+from usher.config import Settings
+from usher.metrics import Metrics
+from usher.storage.base import Storage
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    storage: Storage
+    metrics: Metrics = field(default_factory=Metrics)
+    # Injected so tests can move time (expiry, timestamp window) without sleeping.
+    clock: Callable[[], float] = time.time
+
+    def now(self) -> int:
+        return int(self.clock())
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.usher
+    return state
