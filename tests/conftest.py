@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,21 +63,16 @@ class Harness:
     clock: Clock
     calls: int = 0
 
-    async def call(
-        self,
-        command: str,
-        *,
-        account: Account | None = None,
-        timestamp: int | None = None,
-        **fields: object,
-    ) -> tuple[int, dict[str, Any]]:
+    async def call(self, command: str, **fields: Any) -> tuple[int, dict[str, Any]]:
         """Send a correctly signed command as the PHP client would.
 
         Identical requests in one second would share a signature (and be
         refused as replays, correctly), so each call steps the timestamp
-        back a little within the window.
+        back a little within the window. ``account=`` signs as another
+        account; ``timestamp=`` overrides the timestamp.
         """
-        who = account or self.account
+        who: Account = fields.pop("account", None) or self.account
+        timestamp: int | None = fields.pop("timestamp", None)
         self.calls += 1
         request: dict[str, object] = {
             "command": command,
@@ -123,13 +118,3 @@ async def harness(db_path: Path, clock: Clock) -> AsyncIterator[Harness]:
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://usher.test") as http:
             yield Harness(app, http, account, clock)
-
-
-@pytest.fixture
-def unused_port() -> Iterator[int]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    yield port

@@ -68,10 +68,8 @@ async def find(storage: Storage, *, cdn: int | None, username: str | None) -> Ac
     else:
         raise ConfigError("Name the account with --cdn N or --username NAME.")
     if account is None:
-        raise ConfigError(
-            f"No account with {'cdn ' + str(cdn) if cdn is not None else 'username ' + repr(username)}; "
-            "see `usher account list`."
-        )
+        named = f"cdn {cdn}" if cdn is not None else f"username {username!r}"
+        raise ConfigError(f"No account with {named}; see `usher account list`.")
     return account
 
 

@@ -86,9 +86,11 @@ def _print_demo(account: dict[str, object], host: str, port: int) -> None:
         "In another shell, from this folder:\n"
         f"  export USHER_URL={url} USHER_CDN={account['cdn']} "
         f"USHER_API_KEY={account['api_key']} USHER_SECRET={account['secret']}\n"
-        "  .venv/bin/usher call sevu.request app=demo-live video=mystream pass=s3cret ip=auto uses=5\n"
+        "  .venv/bin/usher call sevu.request app=demo-live video=mystream pass=s3cret "
+        "ip=auto uses=5\n"
         "  .venv/bin/usher call sevu.errorcount\n"
-        f"  curl -i 'http://{host}:{port}/usher/check?key=KEY&pass=s3cret&app=demo-live&video=mystream'\n",
+        f"  curl -i 'http://{host}:{port}/usher/check?"
+        "key=KEY&pass=s3cret&app=demo-live&video=mystream'\n",
         flush=True,
     )
 
@@ -180,8 +182,11 @@ def cmd_call(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("USHER_SECRET")
     missing = [
         flag
-        for flag, value in (("--cdn/USHER_CDN", cdn), ("--api-key/USHER_API_KEY", api_key),
-                            ("--secret/USHER_SECRET", secret))
+        for flag, value in (
+            ("--cdn/USHER_CDN", cdn),
+            ("--api-key/USHER_API_KEY", api_key),
+            ("--secret/USHER_SECRET", secret),
+        )
         if not value
     ]
     if missing:
@@ -230,13 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
     database_option(serve)
-    serve.add_argument(
-        "--demo", action="store_true", help="create (once) and print a demo account"
-    )
+    serve.add_argument("--demo", action="store_true", help="create (once) and print a demo account")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
-    serve.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=cmd_serve)
 
     account = commands.add_parser("account", help="manage accounts (tenants)")

@@ -1,4 +1,4 @@
-"""The control API's general codes 0–9 and 1000, each with its HTTP status,
+"""The control API's general codes 0-9 and 1000, each with its HTTP status,
 and the shape of the envelope (pinned here, in one place)."""
 
 from __future__ import annotations

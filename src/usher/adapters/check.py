@@ -15,9 +15,7 @@ _SINGLE = frozenset({"key", "pass"})
 
 def parse_pairs(data: bytes) -> list[tuple[str, str]]:
     """``a=1&b=2`` as decoded pairs; undecodable bytes become U+FFFD."""
-    return parse_qsl(
-        data.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200
-    )
+    return parse_qsl(data.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200)
 
 
 def parse_json_fields(data: bytes) -> list[tuple[str, str]]:

@@ -37,9 +37,7 @@ class SignedCommand:
     signature: str
 
 
-async def execute(
-    signed: SignedCommand, storage: Storage, *, now: int, tolerance: int
-) -> Result:
+async def execute(signed: SignedCommand, storage: Storage, *, now: int, tolerance: int) -> Result:
     """Authenticate, spend the signature and run the command.
 
     Raises an :class:`~usher.protocol.errors.ApiError` for every failure.

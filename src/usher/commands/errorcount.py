@@ -31,6 +31,4 @@ async def run(ctx: Context, request: Mapping[str, object]) -> Result:
     count = max(0, total - page.seek)
     if page.limit is not None:
         count = min(page.limit, count)
-    return Result(
-        Code.ERRORCOUNT_FOUND if count else Code.ERRORCOUNT_NONE, {"error_count": count}
-    )
+    return Result(Code.ERRORCOUNT_FOUND if count else Code.ERRORCOUNT_NONE, {"error_count": count})

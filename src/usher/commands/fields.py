@@ -92,6 +92,8 @@ def time_range(fields: Mapping[str, object]) -> tuple[int | None, int | None]:
     """``starttime``/``endtime`` as inclusive UNIX-second bounds."""
     start_text = filter_text(fields, "starttime")
     end_text = filter_text(fields, "endtime")
-    start = None if start_text is None else parse_time_bound(start_text, field="starttime", end=False)
+    start = (
+        None if start_text is None else parse_time_bound(start_text, field="starttime", end=False)
+    )
     end = None if end_text is None else parse_time_bound(end_text, field="endtime", end=True)
     return start, end

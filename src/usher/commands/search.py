@@ -18,9 +18,7 @@ async def run(ctx: Context, request: Mapping[str, object]) -> Result:
         ip=fields.filter_text(request, "ip"),
         password=fields.filter_text(request, "pass"),
     )
-    tickets, total = await ctx.storage.search_tickets(
-        ctx.account.cdn, where, fields.page(request)
-    )
+    tickets, total = await ctx.storage.search_tickets(ctx.account.cdn, where, fields.page(request))
     return Result(
         Code.SEARCH_FOUND if tickets else Code.SEARCH_NONE,
         {"tickets": [ticket_object(t) for t in tickets], "ticket_count": total},

@@ -18,9 +18,5 @@ def storage_for_url(url: str) -> Storage:
 
         return SQLiteStorage(sqlite_path(url))
     if url.startswith(("postgresql:", "postgres:")):
-        raise ConfigError(
-            "PostgreSQL support is not in this release yet; use sqlite:///usher.db."
-        )
-    raise ConfigError(
-        f"Unknown database URL {url!r}; use sqlite:///path/to/usher.db."
-    )
+        raise ConfigError("PostgreSQL support is not in this release yet; use sqlite:///usher.db.")
+    raise ConfigError(f"Unknown database URL {url!r}; use sqlite:///path/to/usher.db.")

@@ -330,9 +330,7 @@ class SQLiteStorage(Storage):
         known = migrations.load("sqlite")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-            )
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT version FROM schema_version").fetchone()
             current = row[0] if row else 0
             migrations.check_not_newer(current, known, self.path)
@@ -383,7 +381,9 @@ class SQLiteStorage(Storage):
                 raise AlreadyExists(f"An account named {username!r} already exists.")
             chosen = cdn
             if chosen is None:
-                chosen = conn.execute("SELECT COALESCE(MAX(cdn), 0) + 1 FROM accounts").fetchone()[0]
+                chosen = conn.execute("SELECT COALESCE(MAX(cdn), 0) + 1 FROM accounts").fetchone()[
+                    0
+                ]
             elif conn.execute("SELECT 1 FROM accounts WHERE cdn = ?", (chosen,)).fetchone():
                 raise AlreadyExists(f"CDN id {chosen} is already taken; choose another --cdn.")
             conn.execute(
@@ -425,9 +425,7 @@ class SQLiteStorage(Storage):
             if secret is not None:
                 conn.execute("UPDATE accounts SET secret = ? WHERE cdn = ?", (secret, cdn))
             if disabled is not None:
-                conn.execute(
-                    "UPDATE accounts SET disabled = ? WHERE cdn = ?", (int(disabled), cdn)
-                )
+                conn.execute("UPDATE accounts SET disabled = ? WHERE cdn = ?", (int(disabled), cdn))
             row = conn.execute(
                 f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE cdn = ?", (cdn,)
             ).fetchone()
@@ -599,7 +597,9 @@ class SQLiteStorage(Storage):
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
         sql, params = _attempt_where(cdn, where)
         row = await self._read(
-            lambda conn: conn.execute(f"SELECT COUNT(*) FROM attempts WHERE {sql}", params).fetchone()
+            lambda conn: conn.execute(
+                f"SELECT COUNT(*) FROM attempts WHERE {sql}", params
+            ).fetchone()
         )
         return int(row[0])
 

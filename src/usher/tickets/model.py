@@ -8,17 +8,17 @@ rendering to ``YYYY-MM-DD HH:MM:SS`` happens at the API edge.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why a playback check was refused, in the order the checks run (SPEC §4).
 
     The values are part of the wire contract: they are logged, returned by
     ``sevu.errorlog`` and sent to streaming servers, so they never change.
     """
 
-    INVALID_AUTH_TOKEN = "Invalid Auth Token"
+    INVALID_AUTH_TOKEN = "Invalid Auth Token"  # noqa: S105  # a reason, not a password
     TICKET_REVOKED = "Ticket revoked"
     EXPIRED = "Expiration date surpassed"
     INVALID_APPLICATION = "Invalid Application"

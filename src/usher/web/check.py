@@ -10,7 +10,7 @@ from starlette.responses import Response
 from usher.adapters import check as wire
 from usher.protocol.errors import BodyTooLarge, StorageBusy, StorageError
 from usher.tickets.decision import decide
-from usher.tickets.model import Decision
+from usher.tickets.model import CheckRequest, Decision
 from usher.web.body import read_body
 from usher.web.callers import caller_allowed, client_address
 from usher.web.state import AppState, app_state
@@ -18,8 +18,7 @@ from usher.web.state import AppState, app_state
 log = logging.getLogger("usher.check")
 
 FORBIDDEN_CALLER = (
-    b"This address may not call Usher's playback callbacks; "
-    b"add it to USHER_CALLBACK_ALLOW.\n"
+    b"This address may not call Usher's playback callbacks; add it to USHER_CALLBACK_ALLOW.\n"
 )
 #: Callback bodies are small forms; anything bigger is not a check.
 MAX_CHECK_BODY = 64 * 1024
@@ -55,7 +54,7 @@ async def check(request: Request) -> Response:
     return Response(body, status, media_type="application/json")
 
 
-async def run_check(state: AppState, checked: wire.CheckRequest) -> Decision:
+async def run_check(state: AppState, checked: CheckRequest) -> Decision:
     outcome = await state.storage.record_check(checked, decide, state.now())
     decision = outcome.decision
     state.metrics.checks.labels(

@@ -1,0 +1,110 @@
+"""Fixtures that run a real ``usher serve`` process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+USHER = [sys.executable, "-m", "usher"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def usher(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one ``usher`` CLI command and fail loudly if it fails."""
+    result = subprocess.run(
+        [*USHER, *args], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@dataclass
+class LiveServer:
+    url: str
+    database: str
+    cdn: int
+    api_key: str
+    secret: str
+    username: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def api(self) -> str:
+        return self.url + "/api"
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def start_again(self) -> None:
+        self.process = _start(self.url.rsplit(":", 1)[1], self.database, self.log)
+
+
+def _start(port: str, database: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "USHER_DATABASE_URL": database}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*USHER, "serve", "--host", "127.0.0.1", "--port", port, "--log-level", "warning"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"usher serve exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"usher serve did not become healthy:\n{log.read_text()}")
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    database = f"sqlite:///{tmp_path / 'usher.db'}"
+    created = json.loads(
+        usher("account", "create", "--username", "demo", "--json", "--database", database).stdout
+    )
+    port = str(free_port())
+    log = tmp_path / "server.log"
+    server = LiveServer(
+        url=f"http://127.0.0.1:{port}",
+        database=database,
+        cdn=created["cdn"],
+        api_key=created["api_key"],
+        secret=created["secret"],
+        username=created["username"],
+        process=_start(port, database, log),
+        log=log,
+    )
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.process.terminate()
+            try:
+                server.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
