@@ -47,8 +47,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from usher.web.app import create_app
 
     settings = Settings.from_env(database_url=args.database)
-    if args.demo:
-        account = _with_storage(args.database, _demo_account)
+    # Migrate (or refuse a newer schema) here, so a problem is one clear line
+    # instead of a failed ASGI lifespan.
+    account = _with_storage(args.database, _demo_account if args.demo else _no_demo)
+    if account is not None:
         _print_demo(account, args.host, args.port)
     app = create_app(settings)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -67,6 +69,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server_header=False,
     )
     return 0
+
+
+async def _no_demo(storage: Storage) -> None:
+    await storage.schema_version()
 
 
 async def _demo_account(storage: Storage) -> dict[str, object]:
