@@ -222,3 +222,16 @@ async def test_other_accounts_tickets_do_not_leak_through_checks(harness: Harnes
     assert body["error_count"] == 0
     payload = json.dumps(body)
     assert ticket["key"] not in payload
+
+
+async def test_pathological_wildcards_answer_at_once(harness: Harness) -> None:
+    # A backtracking matcher would take ~forever here; the per-test timeout
+    # (pytest-timeout) is what fails this test if matching ever regresses.
+    hostile = "*" + "a*" * 200 + "b"
+    ticket = await harness.ticket(app="demo-" + hostile, video=hostile)
+    status, reason = await play(harness, ticket, app="demo-" + "a" * 4000, video="a" * 4000)
+    assert (status, reason) == (403, "Invalid Application")
+    status, reason = await play(harness, ticket, app="demo-" + "a" * 4000 + "b", video="a" * 4000)
+    assert (status, reason) == (403, "Invalid Video")
+    fits = "a" * 200 + "b"
+    assert (await play(harness, ticket, app="demo-" + fits, video=fits))[0] == 200

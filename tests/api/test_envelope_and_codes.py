@@ -340,3 +340,12 @@ async def test_get_on_api_is_refused_cleanly(harness: Harness) -> None:
 
 def _unused(_: httpx.Response) -> None:  # keeps the httpx import typed for mypy
     return None
+
+
+async def test_malformed_php_request_is_answered_in_php(harness: Harness) -> None:
+    response = await harness.http.post("/api", files={"php": (None, b"a:1:{s:3:")})
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("text/plain")
+    decoded = phpserial.loads(response.content)
+    assert isinstance(decoded, dict)
+    assert decoded["code"] == 9 and decoded["status"] == "failure"

@@ -62,7 +62,10 @@ def _start(port: str, database: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "USHER_DATABASE_URL": database}
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [*USHER, "serve", "--host", "127.0.0.1", "--port", port, "--log-level", "warning"],
+            # The most verbose logging, so the no-secret-in-logs check at
+            # teardown sees every line the server can write.
+            [*USHER, "serve", "--host", "127.0.0.1", "--port", port, "--log-level", "debug",
+             "--access-log"],  # fmt: skip
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -99,12 +102,18 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
         process=_start(port, database, log),
         log=log,
     )
+    secrets = {created["secret"]}
     try:
         yield server
     finally:
+        secrets.add(server.secret)  # a test may have rotated it
         if server.process.poll() is None:
             server.process.terminate()
             try:
                 server.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 server.process.kill()
+    written = log.read_text(errors="replace")
+    assert "GET /healthz" in written, "the server log is not being captured"
+    for secret in secrets:
+        assert secret not in written, "an account secret reached the server log"

@@ -19,7 +19,7 @@ from usher.protocol.errors import (
     StorageError,
     UnexpectedError,
 )
-from usher.web.body import parse_command, read_body
+from usher.web.body import find_request, parse_request, read_body
 from usher.web.state import AppState, app_state
 
 log = logging.getLogger("usher.api")
@@ -32,7 +32,8 @@ async def api(request: Request) -> Response:
     command = "none"
     try:
         body = await read_body(request, state.settings.max_body)
-        signed, fmt = parse_command(request.headers.get("content-type", ""), body)
+        text, fmt = find_request(request.headers.get("content-type", ""), body)
+        signed = parse_request(text, fmt)
         named = signed.fields.get("command")
         command = named if isinstance(named, str) else "none"
         result = await execute(

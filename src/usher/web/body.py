@@ -38,11 +38,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_command(content_type: str, body: bytes) -> tuple[SignedCommand, Format]:
-    """Find the request text in the body and split off its signature."""
+def find_request(content_type: str, body: bytes) -> tuple[bytes, Format]:
+    """The request text in the body, and the format to answer in.
+
+    Split from parsing so that a malformed ``php`` field is still answered
+    PHP-serialized: that client cannot decode a JSON error.
+    """
     mime, params = parse_options_header(content_type)
     if mime in (b"application/json", b"text/json") or (not mime and body.lstrip()[:1] == b"{"):
-        return _from_json(body), "json"
+        return body, "json"
     if mime == b"multipart/form-data":
         boundary = params.get(b"boundary")
         if not boundary:
@@ -53,11 +57,18 @@ def parse_command(content_type: str, body: bytes) -> tuple[SignedCommand, Format
     else:
         raise MalformedRequest(f"unsupported Content-Type {content_type!r}; " + _HOW)
     if b"json" in form:
-        return _from_json(form[b"json"]), "json"
+        return form[b"json"], "json"
     if b"php" in form:
-        parsed = parse_php_request(form[b"php"])
-        return SignedCommand(parsed.fields, parsed.message, parsed.signature), "php"
+        return form[b"php"], "php"
     raise MalformedRequest("the form has no 'json' field; " + _HOW)
+
+
+def parse_request(text: bytes, fmt: Format) -> SignedCommand:
+    """Split the signature off the request text, byte-exact."""
+    if fmt == "php":
+        parsed = parse_php_request(text)
+        return SignedCommand(parsed.fields, parsed.message, parsed.signature)
+    return _from_json(text)
 
 
 def _from_json(text: bytes) -> SignedCommand:
