@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
 
 from usher import accounts
 from usher.config import Settings
@@ -23,6 +24,11 @@ DOC_CDN = 158
 DOC_API_KEY = "APX4GKLM0RKQLSP2FBO1ROPKSSW47DZE"
 DOC_SECRET = "8fc8c48da81e6a2a06a9556379bf798af508dc0792497c678b4c3532ba8b637f"
 START = 1_800_000_000  # 2027-01-15 08:00:00 UTC
+
+# CI machines are shared and noisy: a per-example deadline would make the
+# property tests flaky without making them stricter. Speed lives in bench/.
+settings.register_profile("usher", deadline=None)
+settings.load_profile("usher")
 
 
 @pytest.fixture

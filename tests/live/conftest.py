@@ -58,14 +58,16 @@ class LiveServer:
         self.process = _start(self.url.rsplit(":", 1)[1], self.database, self.log)
 
 
+# The most verbose logging, so the no-secret-in-logs check at teardown sees
+# every line the server can write.
+_VERBOSE = ("--log-level", "debug", "--access-log")
+
+
 def _start(port: str, database: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "USHER_DATABASE_URL": database}
     with log.open("ab") as out:
         process = subprocess.Popen(
-            # The most verbose logging, so the no-secret-in-logs check at
-            # teardown sees every line the server can write.
-            [*USHER, "serve", "--host", "127.0.0.1", "--port", port, "--log-level", "debug",
-             "--access-log"],  # fmt: skip
+            [*USHER, "serve", "--host", "127.0.0.1", "--port", port, *_VERBOSE],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

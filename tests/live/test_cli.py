@@ -17,7 +17,9 @@ from tests.live.conftest import USHER, LiveServer, free_port, usher
 pytestmark = pytest.mark.slow
 
 
-def call(server: LiveServer, *args: str, secret: str | None = None) -> tuple[int, dict[str, object]]:
+def call(
+    server: LiveServer, *args: str, secret: str | None = None
+) -> tuple[int, dict[str, object]]:
     env = {
         **os.environ,
         "USHER_URL": server.api,

@@ -34,7 +34,14 @@ def make_ticket(server: LiveServer, **fields: object) -> str:
     with client_for(server) as client:
         body = client.call(
             "sevu.request",
-            **{"app": "demo-live", "video": "mystream", "pass": "pw", "ip": "", "uses": 0, **fields},
+            **{
+                "app": "demo-live",
+                "video": "mystream",
+                "pass": "pw",
+                "ip": "",
+                "uses": 0,
+                **fields,
+            },
         )
     assert body["code"] == 2001, body
     key: str = body["ticket"]["key"]

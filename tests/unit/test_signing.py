@@ -149,6 +149,8 @@ def test_strip_signature_member_leaves_text_alone_unless_exactly_one(
         (b'{"a":1,"a":2,"signature":"x"}', MalformedRequest),
         (b'{"a":NaN,"signature":"x"}', MalformedRequest),
         (b'{"a":[Infinity],"signature":"x"}', MalformedRequest),
+        (b'{"a":[1e999],"signature":"x"}', MalformedRequest),
+        (b'{"a":-1E+400,"signature":"x"}', MalformedRequest),
         (b'{"a":"\\ud800","signature":"x"}', MalformedRequest),
         (b'{"a":"\xff","signature":"x"}', MalformedRequest),
         (b'\xef\xbb\xbf{"signature":"x"}', MalformedRequest),
