@@ -235,3 +235,18 @@ async def test_pathological_wildcards_answer_at_once(harness: Harness) -> None:
     assert (status, reason) == (403, "Invalid Video")
     fits = "a" * 200 + "b"
     assert (await play(harness, ticket, app="demo-" + fits, video=fits))[0] == 200
+
+
+async def test_lone_surrogate_in_a_json_check_is_logged_not_500(harness: Harness) -> None:
+    ticket = await harness.ticket()
+    # ensure_ascii writes the lone surrogate as the JSON escape \\ud800.
+    body = json.dumps(
+        {"key": ticket["key"], "pass": "pw", "app": "demo-live", "video": "mystream",
+         "ip": "198.51.100.7", "pageurl": "https://x/\ud800"}
+    )  # fmt: skip
+    response = await harness.http.post(
+        "/usher/check", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200
+    attempt = await last_attempt(harness, ticket["key"])
+    assert attempt["pageurl"] == "https://x/?"

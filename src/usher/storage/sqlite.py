@@ -152,7 +152,15 @@ def _page_sql(page: Page) -> str:
 
 
 def _clip(value: str) -> str:
-    return value if len(value) <= MAX_ATTEMPT_FIELD else value[:MAX_ATTEMPT_FIELD]
+    return _storable(value if len(value) <= MAX_ATTEMPT_FIELD else value[:MAX_ATTEMPT_FIELD])
+
+
+def _storable(value: str) -> str:
+    """Caller text SQLite can store: lone surrogates (from JSON ``\\ud800``
+    escapes) cannot be encoded as UTF-8 and would fail the whole check."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass(slots=True)
@@ -243,16 +251,30 @@ class SQLiteStorage(Storage):
     # -- the writer thread ---------------------------------------------------
 
     def _writer_loop(self, conn: sqlite3.Connection) -> None:
-        while True:
+        batch: list[_Job] = []
+        try:
+            while True:
+                with self._queue_lock:
+                    while not self._queue and not self._closing:
+                        self._queue_lock.wait()
+                    if not self._queue and self._closing:
+                        break
+                    batch = self._queue[:BATCH_MAX]
+                    del self._queue[:BATCH_MAX]
+                self._run_batch(conn, batch)
+                batch = []
+        except BaseException as exc:
+            # The writer is gone: refuse new writes and answer every waiting
+            # one, instead of letting requests hang on futures nobody settles.
             with self._queue_lock:
-                while not self._queue and not self._closing:
-                    self._queue_lock.wait()
-                if not self._queue and self._closing:
-                    break
-                batch = self._queue[:BATCH_MAX]
-                del self._queue[:BATCH_MAX]
-            self._run_batch(conn, batch)
-        conn.close()
+                self._closing = True
+                stranded = batch + self._queue
+                self._queue.clear()
+            failure = StorageUnavailable(f"The SQLite writer stopped: {exc!r}")
+            self._resolve([(job, None, failure) for job in stranded])
+            raise
+        finally:
+            conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
@@ -262,7 +284,7 @@ class SQLiteStorage(Storage):
                 conn.execute("SAVEPOINT job")
                 try:
                     result = job.run(conn)
-                except Exception as exc:
+                except BaseException as exc:  # even SystemExit must not kill the writer
                     conn.execute("ROLLBACK TO job")
                     outcomes.append((job, None, _as_storage_error(exc)))
                 else:
@@ -539,7 +561,8 @@ class SQLiteStorage(Storage):
     ) -> CheckOutcome:
         def run(conn: sqlite3.Connection) -> CheckOutcome:
             row = conn.execute(
-                f"SELECT t.id, {_TICKET_COLUMNS} {_TICKET_FROM} WHERE t.key = ?", (request.key,)
+                f"SELECT t.id, {_TICKET_COLUMNS} {_TICKET_FROM} WHERE t.key = ?",
+                (_storable(request.key),),
             ).fetchone()
             ticket = None if row is None else _ticket(row[1:])
             decision = decide(ticket, request, now)
@@ -619,9 +642,13 @@ def _split_sql(script: str) -> list[str]:
     return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
 
 
-def _as_storage_error(exc: Exception) -> Exception:
-    if isinstance(exc, sqlite3.IntegrityError):
+def _as_storage_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
         return AlreadyExists(f"The database refused a duplicate: {exc}.")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return StorageError(f"The database refused the change: {exc}.")
     if isinstance(exc, sqlite3.Error):
         return StorageUnavailable(f"SQLite failed: {exc}")
+    # Anything else (a bug in a job, even a BaseException) goes back to the
+    # job's own caller unchanged; the writer and the rest of the batch go on.
     return exc
