@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint unit system-deps lock clean
+.PHONY: serve test lint unit system-deps lock clean bench bench-quick screenshots
 
 # The venv is rebuilt when the pinned dependencies change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -23,8 +23,8 @@ test: $(VENV)/.installed system-deps lint
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 ## unit: only the fast in-process tests
@@ -33,6 +33,24 @@ unit: $(VENV)/.installed
 
 system-deps:
 	scripts/install-system-deps
+
+## screenshots: re-take the control panel's screenshots into docs/screenshots (real Chromium)
+screenshots: $(VENV)/.installed system-deps
+	USHER_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/live/test_panel_browser.py -k screenshots
+
+## bench: the full benchmark suite (1 M tickets, 10 M attempts; see docs/benchmarks.md)
+bench: $(VENV)/.bench-installed
+	scripts/install-system-deps bench
+	$(BIN)/python -m bench.run --mode full
+
+## bench-quick: the same steps at small sizes, in under two minutes
+bench-quick: $(VENV)/.bench-installed
+	scripts/install-system-deps bench
+	$(BIN)/python -m bench.run --mode quick
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	touch $@
 
 ## lock: re-pin constraints.txt from the current venv
 lock:

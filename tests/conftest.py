@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,11 @@ import httpx
 import pytest
 from hypothesis import settings
 
+from tests.pgcluster import PostgresCluster, start_cluster
 from usher import accounts
 from usher.config import Settings
 from usher.protocol.signing import sign_request
-from usher.storage.sqlite import SQLiteStorage
+from usher.storage import storage_for_url
 from usher.tickets.model import Account
 from usher.web.app import UsherApp, create_app
 
@@ -57,6 +58,37 @@ def clock() -> Clock:
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "usher.db"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """A throw-away PostgreSQL server, started on first use, stopped at session end."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> Iterator[str]:
+    """A migrated PostgreSQL database holding no rows, for this test alone."""
+    name = pg_cluster.take_database()
+    yield pg_cluster.url(name)
+    pg_cluster.give_back(name)
+
+
+#: Every backend the API and live tests run against.
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """A fresh database of each backend in turn (the test runs once per backend)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{db_path}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @dataclass
@@ -115,8 +147,8 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(db_path: Path, clock: Clock) -> AsyncIterator[Harness]:
-    app = create_app(Settings(), SQLiteStorage(str(db_path)), clock=clock)
+async def harness(database_url: str, clock: Clock) -> AsyncIterator[Harness]:
+    app = create_app(Settings(), storage_for_url(database_url), clock=clock)
     async with app.running():
         account = await accounts.create(
             app.state.storage, "demo", cdn=DOC_CDN, api_key=DOC_API_KEY, secret=DOC_SECRET

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -143,6 +145,9 @@ def cmd_account_rotate(args: argparse.Namespace) -> int:
         account = await accounts.find(storage, cdn=args.cdn, username=args.username)
         updated = await storage.update_account(account.cdn, secret=accounts.new_secret())
         assert updated is not None  # found just above, and accounts are never deleted
+        # A secret is rotated because it may have leaked: whoever signed in to
+        # the control panel with it must sign in again.
+        await storage.delete_panel_sessions(cdn=account.cdn)
         return accounts.credentials(updated)
 
     rotated = _with_storage(args.database, work)
@@ -151,6 +156,45 @@ def cmd_account_rotate(args: argparse.Namespace) -> int:
     else:
         print(f"New secret for cdn {rotated['cdn']} ({rotated['username']}): {rotated['secret']}")
         print("The old secret no longer verifies; update every client that signs requests.")
+    return 0
+
+
+def _read_new_password() -> str:
+    """A password from a terminal prompt (asked twice), or one line of stdin."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("New panel password: ")
+        if getpass.getpass("Repeat it: ") != first:
+            raise ConfigError("The two passwords differ; nothing was changed.")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise ConfigError(
+            "No password on standard input; pipe one line, or run in a terminal to be prompted."
+        )
+    return line.rstrip("\r\n")
+
+
+def cmd_account_set_panel_password(args: argparse.Namespace) -> int:
+    from usher import passwords
+
+    async def work(storage: Storage) -> tuple[dict[str, object], int]:
+        account = await accounts.find(storage, cdn=args.cdn, username=args.username)
+        hashed = None
+        if not args.clear:
+            hashed = passwords.hash_password(passwords.check_new_password(_read_new_password()))
+        await storage.set_panel_password(account.cdn, hashed, now=int(time.time()))
+        # Signed-in browsers keep no access that the old password gave.
+        ended = await storage.delete_panel_sessions(cdn=account.cdn)
+        return accounts.public_fields(account), ended
+
+    account, ended = _with_storage(args.database, work)
+    named = f"cdn {account['cdn']} ({account['username']})"
+    if args.clear:
+        print(f"Removed the panel password of {named}; it signs in with its API key and secret.")
+    else:
+        print(f"Set the panel password of {named}.")
+    if ended:
+        print(f"Signed out {ended} panel session{'s' if ended != 1 else ''} of this account.")
     return 0
 
 
@@ -221,6 +265,58 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    from usher.storage.copy import copy_database
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    result = copy_database(
+        args.source, args.target, signatures=args.signatures, batch=args.batch_size
+    )
+    for table, source, target in result.counts:
+        mark = "ok" if source == target else "MISMATCH"
+        print(f"  {table:16} source {source:>12,}  destination {target:>12,}  {mark}")
+    if not result.verified:
+        print("The counts differ: was the source written to during the copy? Stop the "
+              "nodes that use it and run the same command again.", file=sys.stderr)  # fmt: skip
+        return 1
+    print("Copy complete; every table's row count matches the source.")
+    return 0
+
+
+def cmd_seed_data(args: argparse.Namespace) -> int:
+    from usher.seed import seed_database
+
+    settings = Settings.from_env(database_url=args.database)
+    result = seed_database(
+        settings.database_url,
+        tickets=args.tickets,
+        attempts_total=args.attempts,
+        accounts=args.accounts,
+        seed=args.seed,
+    )
+    summary = {
+        "accounts": result.accounts,
+        "tickets": result.tickets,
+        "attempts": result.attempts,
+        "seconds": round(result.seconds, 2),
+        "attempts_per_second": round(result.attempts_per_second),
+        "attempt_phase_per_second": round(result.attempts / max(result.attempt_seconds, 1e-9)),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"Loaded {result.tickets:,} tickets and {result.attempts:,} attempts into "
+            f"{len(result.accounts)} new accounts in {result.seconds:.1f} s "
+            f"({result.attempts_per_second:,.0f} attempts/s, indexes included)."
+        )
+        for account in result.accounts:
+            print(f"  cdn {account['cdn']:<5} {account['username']:<10} {account['api_key']}")
+        print("Their secrets are printed only with --json.")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------
 
 
@@ -266,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("rotate-secret", "replace the signing secret", cmd_account_rotate),
         ("disable", "refuse the account's API calls and tickets", _set_disabled(True)),
         ("enable", "undo disable", _set_disabled(False)),
+        (
+            "set-panel-password",
+            "set the control-panel password (prompted, or one line of stdin)",
+            cmd_account_set_panel_password,
+        ),
     ):
         sub = account_commands.add_parser(name, help=helptext)
         which = sub.add_mutually_exclusive_group(required=True)
@@ -273,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
         which.add_argument("--username")
         if name == "rotate-secret":
             sub.add_argument("--json", action="store_true", help="print one JSON object")
+        if name == "set-panel-password":
+            sub.add_argument(
+                "--clear", action="store_true", help="remove the password instead of setting one"
+            )
         database_option(sub)
         sub.set_defaults(run=run)
 
@@ -290,6 +395,34 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = db_commands.add_parser("migrate", help="create or migrate the schema")
     database_option(migrate)
     migrate.set_defaults(run=cmd_db_migrate)
+    copy = db_commands.add_parser(
+        "copy",
+        help="copy accounts, tickets and attempts to another database (resumable)",
+        description="Copy accounts, tickets and the attempt log from one database to "
+        "another, e.g. sqlite:///usher.db to postgresql://…. Re-running the same command "
+        "continues an interrupted copy. Stop the nodes writing to the source first.",
+    )
+    copy.add_argument("--from", dest="source", required=True, metavar="URL", help="source")
+    copy.add_argument("--to", dest="target", required=True, metavar="URL", help="destination")
+    copy.add_argument(
+        "--signatures", action="store_true", help="also copy replay-protection signatures"
+    )
+    copy.add_argument("--batch-size", type=int, default=5000, help="rows per transaction")
+    copy.set_defaults(run=cmd_db_copy)
+
+    seed = commands.add_parser(
+        "seed-data",
+        help="fill a database with synthetic tickets and attempts (benchmarks, demos)",
+        description="Bulk-load realistic synthetic data into new accounts seed1, seed2, "
+        "… (SQLite). Holds the write lock until done: stop servers using the file first.",
+    )
+    seed.add_argument("--tickets", type=int, required=True, help="tickets to create")
+    seed.add_argument("--attempts", type=int, required=True, help="attempts to log")
+    seed.add_argument("--accounts", type=int, default=10, help="accounts to spread them over")
+    seed.add_argument("--seed", type=int, default=1, help="random seed (keys stay random)")
+    seed.add_argument("--json", action="store_true", help="print one JSON object, with secrets")
+    database_option(seed)
+    seed.set_defaults(run=cmd_seed_data)
     return parser
 
 

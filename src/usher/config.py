@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -14,6 +15,11 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_CALLBACK_ALLOW = "127.0.0.0/8,::1"
 DEFAULT_TOLERANCE = 300
+#: SPEC §4: an HTTP-streaming playback session lasts this long after its last request.
+DEFAULT_SESSION_TTL = 120
+#: A session TTL below this would make a player's normal pauses between
+#: requests (a segment is often 6-10 s) cost a new use each time.
+MIN_SESSION_TTL = 10
 #: SPEC §2: bodies over 1 MiB are refused with 413.
 MAX_BODY = 1024 * 1024
 
@@ -33,6 +39,28 @@ def parse_networks(text: str, setting: str) -> tuple[Network, ...]:
                 "use a comma-separated list such as 127.0.0.1,10.0.0.0/8,::1."
             ) from None
     return tuple(networks)
+
+
+def parse_uri_pattern(text: str) -> re.Pattern[str] | None:
+    """``USHER_URI_PATTERN``: a regular expression over the URI path with named
+    groups ``app`` and ``video`` (and optionally ``appinst``); empty means the
+    default layout."""
+    if not text.strip():
+        return None
+    try:
+        pattern = re.compile(text)
+    except re.error as exc:
+        raise ConfigError(
+            f"USHER_URI_PATTERN is not a valid regular expression ({exc}); "
+            r"write one such as ^/(?P<app>[^/]+)/(?P<appinst>[^/]+)/(?P<video>[^/]+)/[^/]+$."
+        ) from None
+    missing = [name for name in ("app", "video") if name not in pattern.groupindex]
+    if missing:
+        raise ConfigError(
+            f"USHER_URI_PATTERN has no named group {' or '.join(missing)}; "
+            "name the parts with (?P<app>...) and (?P<video>...)."
+        )
+    return pattern
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
@@ -56,6 +84,17 @@ class Settings:
         default_factory=lambda: parse_networks(DEFAULT_CALLBACK_ALLOW, "USHER_CALLBACK_ALLOW")
     )
     max_body: int = MAX_BODY
+    session_ttl: int = DEFAULT_SESSION_TTL
+    #: ``USHER_URI_PATTERN``: how /usher/auth-request reads app and video from
+    #: a URI; ``None`` is the default ``/<app>/<video path>/<file>`` layout.
+    uri_pattern: re.Pattern[str] | None = None
+    #: ``USHER_BENCH_ROUTES=1`` mounts ``GET /bench/constant`` (a constant 200
+    #: that touches no database), the baseline of the benchmark suite. Off by
+    #: default: production has no use for it.
+    bench_routes: bool = False
+    #: ``USHER_MAX_WRITE_WAIT_MS``: once the oldest queued write has waited
+    #: this long, new writes are shed with code 1000 (HTTP 503).
+    max_write_wait_ms: int = 500
 
     @classmethod
     def from_env(
@@ -68,6 +107,10 @@ class Settings:
             callback_allow=parse_networks(
                 env.get("USHER_CALLBACK_ALLOW", DEFAULT_CALLBACK_ALLOW), "USHER_CALLBACK_ALLOW"
             ),
+            session_ttl=_int(env, "USHER_SESSION_TTL", DEFAULT_SESSION_TTL, MIN_SESSION_TTL),
+            uri_pattern=parse_uri_pattern(env.get("USHER_URI_PATTERN", "")),
+            bench_routes=env.get("USHER_BENCH_ROUTES", "").strip() == "1",
+            max_write_wait_ms=_int(env, "USHER_MAX_WRITE_WAIT_MS", 500, 1),
         )
 
     def __repr__(self) -> str:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 USHER = [sys.executable, "-m", "usher"]
@@ -86,9 +90,20 @@ def _start(port: str, database: str, log: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"usher serve did not become healthy:\n{log.read_text()}")
 
 
+def query_database(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (no parameters, SQL both backends read alike) from
+    the database a server used, read behind its back."""
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            return db.execute(sql).fetchall()
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    database = f"sqlite:///{tmp_path / 'usher.db'}"
+def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    # Parametrised through database_url: once on SQLite, once on PostgreSQL.
+    database = database_url
     created = json.loads(
         usher("account", "create", "--username", "demo", "--json", "--database", database).stdout
     )

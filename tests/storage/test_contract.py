@@ -21,9 +21,19 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
+from tests.storage.session_contract import SessionContract
 from usher.protocol.errors import AlreadyExists, StorageUnavailable
 from usher.storage import migrations
-from usher.storage.base import MAX_ATTEMPT_FIELD, Decider, Storage
+from usher.storage.base import (
+    MAX_ATTEMPT_FIELD,
+    MAX_TIMELINE_BUCKETS,
+    MAX_TOP_VALUES,
+    Decider,
+    PanelSession,
+    Storage,
+    TimelineBucket,
+)
+from usher.storage.postgres import PostgresStorage
 from usher.storage.sqlite import SQLiteStorage
 from usher.tickets.decision import decide
 from usher.tickets.model import (
@@ -127,6 +137,30 @@ CLOSED_OPS: list[tuple[str, Callable[[Storage], Awaitable[object]]]] = [
     ("record_check", lambda s: s.record_check(request_for(make_ticket()), decide, NOW)),
     ("list_attempts", lambda s: s.list_attempts(DEMO_CDN, AttemptFilter(), Page())),
     ("count_attempts", lambda s: s.count_attempts(DEMO_CDN, AttemptFilter())),
+    ("lookup_ticket", lambda s: s.lookup_ticket("stream.0001")),
+    ("lookup_session", lambda s: s.lookup_session("http:0")),
+    (
+        "open_session",
+        lambda s: s.open_session(
+            request_for(make_ticket()), decide, NOW, session_id="http:0", ttl=60, reuse=True
+        ),
+    ),
+    ("renew_session", lambda s: s.renew_session("http:0", expires_at=NOW + 60)),
+    ("close_session", lambda s: s.close_session("http:0")),
+    (
+        "attempt_timeline",
+        lambda s: s.attempt_timeline(DEMO_CDN, AttemptFilter(start=NOW, end=NOW + 60), 60),
+    ),
+    ("top_attempt_values", lambda s: s.top_attempt_values(DEMO_CDN, AttemptFilter(), "ip", 5)),
+    ("set_panel_password", lambda s: s.set_panel_password(DEMO_CDN, "h", now=NOW)),
+    ("get_panel_password", lambda s: s.get_panel_password(DEMO_CDN)),
+    (
+        "create_panel_session",
+        lambda s: s.create_panel_session(PanelSession(b"t" * 32, DEMO_CDN, NOW, NOW)),
+    ),
+    ("get_panel_session", lambda s: s.get_panel_session(b"t" * 32)),
+    ("touch_panel_session", lambda s: s.touch_panel_session(b"t" * 32, now=NOW)),
+    ("delete_panel_sessions", lambda s: s.delete_panel_sessions(cdn=DEMO_CDN)),
 ]
 
 
@@ -164,7 +198,7 @@ ATTEMPT_FILTERS: list[tuple[str, AttemptFilter, list[int]]] = [
 ]
 
 
-class StorageContract:
+class StorageContract(SessionContract):
     """Behaviour every :class:`Storage` backend must show.
 
     Subclasses override ``storage`` to yield an open, empty backend and close
@@ -1076,6 +1110,332 @@ class StorageContract:
         assert await storage.list_attempts(999, AttemptFilter(), Page()) == []
         assert await storage.count_attempts(999, AttemptFilter()) == 0
 
+    async def test_attempts_newest_first(self, storage: Storage, attempt_log: list[int]) -> None:
+        newest = await storage.list_attempts(DEMO_CDN, AttemptFilter(), Page(), newest_first=True)
+        assert [a.id for a in newest] == [attempt_log[i] for i in reversed(DEMO_ROWS)]
+        # Paging counts from the newest end, after filtering.
+        page = await storage.list_attempts(
+            DEMO_CDN, AttemptFilter(key="k1"), Page(limit=2, seek=1), newest_first=True
+        )
+        assert [a.id for a in page] == [attempt_log[1], attempt_log[0]]
+
+    # -- attempt statistics ------------------------------------------------------
+
+    @pytest.mark.parametrize("bucket", [1, 7, 20, 3600])
+    @pytest.mark.parametrize(
+        ("where", "expected"),
+        [(where, expected) for _, where, expected in ATTEMPT_FILTERS],
+        ids=[name for name, _, _ in ATTEMPT_FILTERS],
+    )
+    async def test_timeline_counts_each_bucket(
+        self,
+        storage: Storage,
+        attempt_log: list[int],
+        where: AttemptFilter,
+        expected: list[int],
+        bucket: int,
+    ) -> None:
+        # The timeline needs a bounded range; default to the whole log's.
+        bounded = dataclasses.replace(
+            where,
+            start=NOW if where.start is None else where.start,
+            end=NOW + 60 if where.end is None else where.end,
+        )
+        allowed = {0, 2, 4, 5}
+        counts: dict[int, list[int]] = {}
+        for i in expected:
+            at = LOG_ROWS[i][0]
+            slot = counts.setdefault(at - at % bucket, [0, 0])
+            slot[0 if i in allowed else 1] += 1
+        timeline = await storage.attempt_timeline(DEMO_CDN, bounded, bucket)
+        assert timeline == [TimelineBucket(start, a, d) for start, (a, d) in sorted(counts.items())]
+        assert sum(b.allowed + b.denied for b in timeline) == len(expected)
+
+    async def test_timeline_is_isolated_by_account(
+        self, storage: Storage, attempt_log: list[int]
+    ) -> None:
+        whole = AttemptFilter(start=NOW, end=NOW + 60)
+        assert await storage.attempt_timeline(OTHER_CDN, whole, 60) == [
+            TimelineBucket(NOW + 40 - (NOW + 40) % 60, 1, 0)
+        ]
+        assert await storage.attempt_timeline(999, whole, 60) == []
+
+    @pytest.mark.parametrize(
+        ("where", "bucket"),
+        [
+            (AttemptFilter(end=NOW), 60),
+            (AttemptFilter(start=NOW), 60),
+            (AttemptFilter(start=NOW, end=NOW + 60), 0),
+            (AttemptFilter(start=NOW, end=NOW + 60), -5),
+            (AttemptFilter(start=NOW, end=NOW + MAX_TIMELINE_BUCKETS * 60), 60),
+        ],
+        ids=["no-start", "no-end", "zero-bucket", "negative-bucket", "too-many-buckets"],
+    )
+    async def test_timeline_refuses_unbounded_requests(
+        self, storage: Storage, demo: Account, where: AttemptFilter, bucket: int
+    ) -> None:
+        with pytest.raises(ValueError, match=r"\.$"):
+            await storage.attempt_timeline(DEMO_CDN, where, bucket)
+
+    async def test_timeline_accepts_the_largest_bounded_range(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        start = NOW - NOW % 60
+        where = AttemptFilter(start=start, end=start + MAX_TIMELINE_BUCKETS * 60 - 1)
+        assert await storage.attempt_timeline(DEMO_CDN, where, 60) == []
+
+    @pytest.mark.parametrize(
+        ("column", "where", "limit", "expected"),
+        [
+            ("ip", AttemptFilter(), 10, [("10.0.0.1", 2), ("10.0.0.2", 2), ("10.0.0.3", 1)]),
+            ("ip", AttemptFilter(), 1, [("10.0.0.1", 2)]),
+            ("key", AttemptFilter(), 10, [("k1", 3), ("k2", 2)]),
+            ("key", AttemptFilter(success=False), 10, [("k1", 1), ("k2", 1)]),
+            (
+                "reason",
+                AttemptFilter(success=False),
+                10,
+                [(Reason.INVALID_APPLICATION.value, 1), (Reason.INVALID_AUTH_TOKEN.value, 1)],
+            ),
+            ("reason", AttemptFilter(success=True), 10, [("", 3)]),
+            ("app", AttemptFilter(), 10, [("demo-live", 4), ("demo-vod", 1)]),
+            ("video", AttemptFilter(start=NOW + 20, end=NOW + 30), 10, [("b", 2)]),
+            ("ip", AttemptFilter(key="nope"), 10, []),
+        ],
+        ids=[
+            "ip",
+            "ip-limit",
+            "key",
+            "key-denied",
+            "reason-denied",
+            "reason-allowed",
+            "app",
+            "video-range",
+            "no-match",
+        ],
+    )
+    async def test_top_values_count_and_order(
+        self,
+        storage: Storage,
+        attempt_log: list[int],
+        column: Any,
+        where: AttemptFilter,
+        limit: int,
+        expected: list[tuple[str, int]],
+    ) -> None:
+        assert await storage.top_attempt_values(DEMO_CDN, where, column, limit) == expected
+
+    async def test_top_values_are_isolated_by_account(
+        self, storage: Storage, attempt_log: list[int]
+    ) -> None:
+        assert await storage.top_attempt_values(OTHER_CDN, AttemptFilter(), "key", 10) == [
+            ("k3", 1)
+        ]
+        assert await storage.top_attempt_values(999, AttemptFilter(), "key", 10) == []
+
+    @pytest.mark.parametrize("limit", [0, -1, MAX_TOP_VALUES + 1])
+    async def test_top_values_refuse_an_unbounded_limit(
+        self, storage: Storage, demo: Account, limit: int
+    ) -> None:
+        with pytest.raises(ValueError, match=r"\.$"):
+            await storage.top_attempt_values(DEMO_CDN, AttemptFilter(), "ip", limit)
+
+    async def test_top_values_cap_many_distinct_values(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        ticket = make_ticket()
+        await storage.insert_ticket(ticket)
+        checks = [
+            storage.record_check(request_for(ticket, ip=f"10.1.0.{i}"), decide, NOW + i)
+            for i in range(MAX_TOP_VALUES + 20)
+        ]
+        await asyncio.gather(*checks)
+        top = await storage.top_attempt_values(DEMO_CDN, AttemptFilter(), "ip", MAX_TOP_VALUES)
+        assert len(top) == MAX_TOP_VALUES
+        # All counts tie at 1, so values come in ascending order.
+        assert [value for value, _ in top] == sorted(value for value, _ in top)
+
+    # -- control-panel sign-in ---------------------------------------------------
+
+    async def test_panel_password_set_replace_clear(
+        self, storage: Storage, demo: Account, other: Account
+    ) -> None:
+        assert await storage.get_panel_password(DEMO_CDN) is None
+        assert await storage.set_panel_password(DEMO_CDN, "scrypt$first", now=NOW)
+        assert await storage.get_panel_password(DEMO_CDN) == "scrypt$first"
+        assert await storage.set_panel_password(DEMO_CDN, "scrypt$second", now=NOW + 1)
+        assert await storage.get_panel_password(DEMO_CDN) == "scrypt$second"
+        assert await storage.get_panel_password(OTHER_CDN) is None
+        assert await storage.set_panel_password(DEMO_CDN, None, now=NOW + 2)
+        assert await storage.get_panel_password(DEMO_CDN) is None
+        # Clearing twice is fine; an unknown account is reported, not created.
+        assert await storage.set_panel_password(DEMO_CDN, None, now=NOW + 3)
+        assert not await storage.set_panel_password(999, "scrypt$x", now=NOW)
+        assert await storage.get_panel_password(999) is None
+
+    async def test_panel_session_round_trip_and_touch(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        session = PanelSession(b"\x00\xff" * 16, DEMO_CDN, NOW, NOW)
+        await storage.create_panel_session(session)
+        assert await storage.get_panel_session(session.token_hash) == session
+        assert await storage.get_panel_session(b"\x00" * 32) is None
+        await storage.touch_panel_session(session.token_hash, now=NOW + 30)
+        touched = dataclasses.replace(session, seen_at=NOW + 30)
+        assert await storage.get_panel_session(session.token_hash) == touched
+        # A late touch from another node never moves seen_at back.
+        await storage.touch_panel_session(session.token_hash, now=NOW + 10)
+        assert await storage.get_panel_session(session.token_hash) == touched
+        # Touching an unknown token does nothing (and does not create one).
+        await storage.touch_panel_session(b"\x01" * 32, now=NOW)
+        assert await storage.get_panel_session(b"\x01" * 32) is None
+
+    async def test_panel_session_tokens_are_unique(self, storage: Storage, demo: Account) -> None:
+        session = PanelSession(b"s" * 32, DEMO_CDN, NOW, NOW)
+        await storage.create_panel_session(session)
+        with pytest.raises(AlreadyExists):
+            await storage.create_panel_session(dataclasses.replace(session, created_at=NOW + 1))
+        assert await storage.get_panel_session(session.token_hash) == session
+
+    async def test_panel_sessions_delete_by_any_criterion(
+        self, storage: Storage, demo: Account, other: Account
+    ) -> None:
+        sessions = {
+            "fresh": PanelSession(b"a" * 32, DEMO_CDN, NOW, NOW + 100),
+            "idle": PanelSession(b"b" * 32, DEMO_CDN, NOW, NOW + 10),
+            "old": PanelSession(b"c" * 32, OTHER_CDN, NOW - 1000, NOW + 100),
+            "other": PanelSession(b"d" * 32, OTHER_CDN, NOW, NOW + 100),
+        }
+        for session in sessions.values():
+            await storage.create_panel_session(session)
+
+        async def left() -> set[str]:
+            return {
+                name
+                for name, s in sessions.items()
+                if await storage.get_panel_session(s.token_hash) is not None
+            }
+
+        assert await storage.delete_panel_sessions() == 0
+        assert await left() == set(sessions)
+        # Expiry: idle since before, or created before; either one is enough.
+        assert await storage.delete_panel_sessions(seen_before=NOW + 50, created_before=NOW) == 2
+        assert await left() == {"fresh", "other"}
+        assert await storage.delete_panel_sessions(token_hash=sessions["fresh"].token_hash) == 1
+        assert await storage.delete_panel_sessions(token_hash=sessions["fresh"].token_hash) == 0
+        assert await left() == {"other"}
+        assert await storage.delete_panel_sessions(cdn=DEMO_CDN) == 0
+        assert await storage.delete_panel_sessions(cdn=OTHER_CDN) == 1
+        assert await left() == set()
+
+    async def test_panel_state_survives_reopen(self, storage: Storage, demo: Account) -> None:
+        session = PanelSession(b"r" * 32, DEMO_CDN, NOW, NOW)
+        await storage.create_panel_session(session)
+        assert await storage.set_panel_password(DEMO_CDN, "scrypt$kept", now=NOW)
+        await storage.close()
+        await storage.open()
+        assert await storage.get_panel_session(session.token_hash) == session
+        assert await storage.get_panel_password(DEMO_CDN) == "scrypt$kept"
+
+    # -- errorcount: every filter combination ----------------------------------------
+
+    @pytest.fixture
+    async def varied_log(self, storage: Storage, demo: Account, other: Account) -> list[Attempt]:
+        """A few dozen attempts over several apps, videos, addresses, passes
+        and outcomes, in both accounts and unattributed; demo's, oldest first."""
+        tickets = [
+            make_ticket(key="va", password="pa", app="demo-*", video="v1|v2"),
+            make_ticket(key="vb", password="pb", app="demo-live", video="*", uses=3),
+            make_ticket(key="vc", cdn=OTHER_CDN, password="pc", app="other-*", video="v1"),
+        ]
+        for ticket in tickets:
+            await storage.insert_ticket(ticket)
+        apps = ["demo-live", "demo-vod", "", "other-live", "nobody-live"]
+        for i in range(60):
+            ticket = tickets[i % 3]
+            request = CheckRequest(
+                key=ticket.key if i % 11 else "unknown",
+                password=ticket.password if i % 7 else "wrong",
+                app=apps[(i * 7) % 5] if i % 4 == 0 else apps[i % 2],
+                video=f"v{i % 3}",
+                ip=f"10.0.0.{i % 4}",
+            )
+            await storage.record_check(request, decide, NOW + i)
+        return await storage.list_attempts(DEMO_CDN, AttemptFilter(), Page())
+
+    async def test_counts_match_the_log_for_every_filter_combination(
+        self, storage: Storage, varied_log: list[Attempt]
+    ) -> None:
+        assert {a.success for a in varied_log} == {True, False}
+        assert len({(a.app, a.video) for a in varied_log}) > 3
+        names = ["key", "password", "app", "video", "ip", "success"]
+        # Values from real attempts (so most combinations match something),
+        # plus one that matches nothing.
+        samples = [varied_log[0], varied_log[len(varied_log) // 2], varied_log[-1]]
+        bounds = [(None, None), (NOW + 10, None), (None, NOW + 30), (NOW + 20, NOW + 20)]
+        for mask in range(64):
+            for sample in samples:
+                chosen = {n: getattr(sample, n) for i, n in enumerate(names) if mask >> i & 1}
+                for start, end in bounds:
+                    where = AttemptFilter(**chosen, start=start, end=end)
+                    expected = len(await storage.list_attempts(DEMO_CDN, where, Page()))
+                    assert await storage.count_attempts(DEMO_CDN, where) == expected, where
+            if mask:
+                missing: dict[str, Any] = {
+                    n: "no-such-value" for i, n in enumerate(names[:5]) if mask >> i & 1
+                }
+                if missing:
+                    where = AttemptFilter(**missing)
+                    assert await storage.count_attempts(DEMO_CDN, where) == 0
+
+    async def test_counts_of_an_empty_app_or_video_are_exact(
+        self, storage: Storage, varied_log: list[Attempt]
+    ) -> None:
+        # An empty string is a value like any other at this layer (the API
+        # turns empty filters into None before it gets here).
+        empty_app = sum(1 for a in varied_log if a.app == "")
+        assert empty_app > 0
+        assert await storage.count_attempts(DEMO_CDN, AttemptFilter(app="")) == empty_app
+        assert await storage.count_attempts(DEMO_CDN, AttemptFilter(video="")) == 0
+
+    async def test_counts_stay_exact_under_concurrent_checks(
+        self, storage: Storage, demo: Account, other: Account
+    ) -> None:
+        limited = make_ticket(key="lim", uses=7, video="*")
+        unlimited = make_ticket(key="unl", video="v1|v2")
+        foreign = make_ticket(key="for", cdn=OTHER_CDN, app="other-*", video="*")
+        for ticket in (limited, unlimited, foreign):
+            await storage.insert_ticket(ticket)
+        requests = [
+            CheckRequest(
+                key=(limited, unlimited, foreign)[i % 3].key,
+                password="pw",
+                app="other-live" if i % 3 == 2 else ("demo-live", "demo-vod")[i % 2],
+                video=f"v{i % 4}",
+                ip=CLIENT,
+            )
+            for i in range(300)
+        ]
+        with anyio.fail_after(HANG_LIMIT_S * 5):
+            await asyncio.gather(*(storage.record_check(r, decide, NOW) for r in requests))
+        logged = await storage.list_attempts(DEMO_CDN, AttemptFilter(), Page())
+        assert len(logged) == 200
+        for app in (None, "demo-live", "demo-vod"):
+            for video in (None, "v0", "v1", "v3"):
+                for success in (None, True, False):
+                    where = AttemptFilter(app=app, video=video, success=success)
+                    expected = sum(
+                        1
+                        for a in logged
+                        if (app is None or a.app == app)
+                        and (video is None or a.video == video)
+                        and (success is None or a.success == success)
+                    )
+                    assert await storage.count_attempts(DEMO_CDN, where) == expected, where
+        limited_plays = AttemptFilter(key="lim", success=True)
+        assert await storage.count_attempts(DEMO_CDN, limited_plays) == 7
+        assert await storage.count_attempts(OTHER_CDN, AttemptFilter()) == 100
+
 
 class TestSQLite(StorageContract):
     # A fresh file ends at the newest migration shipped, however many there are.
@@ -1084,6 +1444,19 @@ class TestSQLite(StorageContract):
     @pytest.fixture
     async def storage(self, tmp_path: Path) -> AsyncIterator[Storage]:
         s = SQLiteStorage(str(tmp_path / "c.db"))
+        await s.open()
+        yield s
+        await s.close()
+
+
+class TestPostgres(StorageContract):
+    # A fresh database (cloned from the session's migrated template) ends at
+    # the newest migration shipped.
+    expected_schema_version = migrations.load("postgresql")[-1].version
+
+    @pytest.fixture
+    async def storage(self, pg_url: str) -> AsyncIterator[Storage]:
+        s = PostgresStorage(pg_url)
         await s.open()
         yield s
         await s.close()

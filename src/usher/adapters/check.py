@@ -1,8 +1,14 @@
-"""The generic ``/usher/check`` callback: plain fields in, JSON out."""
+"""The generic ``/usher/check`` callback: plain fields in, JSON out.
+
+Also the field helpers every adapter shares: lenient decoding (a streaming
+server forwards whatever bytes its viewers sent) and the rule that an
+ambiguous credential counts as no credential.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import parse_qsl
 
 from usher.tickets.model import CheckRequest, Decision
@@ -10,35 +16,108 @@ from usher.tickets.model import CheckRequest, Decision
 FIELDS = ("key", "pass", "app", "video", "ip", "appinst", "pageurl", "refurl", "server_ip")
 #: Fields a caller may not send twice with different values: an ambiguous
 #: credential is treated as no credential.
-_SINGLE = frozenset({"key", "pass"})
+CREDENTIALS = frozenset({"key", "pass"})
+_SINGLE = CREDENTIALS
+#: Form fields read from one callback at most; the rest is ignored.
+MAX_FIELDS = 200
 
 
-def parse_pairs(data: bytes) -> list[tuple[str, str]]:
+def text(value: str) -> str:
+    """``value`` without lone surrogates (from JSON ``\\ud800`` escapes), which
+    no UTF-8 database or log can hold; they become ``?``, as in storage."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def parse_pairs(data: bytes | str) -> list[tuple[str, str]]:
     """``a=1&b=2`` as decoded pairs; undecodable bytes become U+FFFD."""
-    return parse_qsl(data.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=200)
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    # parse_qsl percent-decodes with errors="replace" too, so "%ff" cannot fail.
+    return parse_qsl(data, keep_blank_values=True, max_num_fields=None)[:MAX_FIELDS]
+
+
+def parse_json_object(data: bytes) -> dict[str, Any] | None:
+    """A JSON object body, or ``None`` when the body is anything else.
+
+    A member given twice with different values becomes ``None`` (absent), for
+    the same reason a conflicting credential does: the caller is ambiguous.
+    """
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name, value in pairs:
+            name = text(name)
+            if name in found and found[name] != value:
+                found[name] = None
+            else:
+                found.setdefault(name, value)
+        return found
+
+    try:
+        value = json.loads(data.decode("utf-8", "replace"), object_pairs_hook=pairs_hook)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def json_text(value: object) -> str:
+    """A JSON member as text: strings as they are, numbers as digits (old SRS
+    sends an integer ``client_id``), anything else as absent."""
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, int | float):
+        return str(value)
+    return ""
 
 
 def parse_json_fields(data: bytes) -> list[tuple[str, str]]:
     """A JSON object body as pairs; anything else yields no fields."""
-    try:
-        value = json.loads(data.decode("utf-8", "replace"))
-    except ValueError:
-        return []
-    if not isinstance(value, dict):
+    value = parse_json_object(data)
+    if value is None:
         return []
     return [
-        (str(name), item if isinstance(item, str) else json.dumps(item))
+        (name, text(item) if isinstance(item, str) else json.dumps(item))
         for name, item in value.items()
         if item is not None
     ]
 
 
+def first(pairs: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of ``name``, or ``None`` when it is absent.
+
+    Callback formats put the server's own fields before anything copied from
+    the viewer's URL, so the first occurrence is the one to trust.
+    """
+    for field, value in pairs:
+        if field == name:
+            return text(value)
+    return None
+
+
+def credential(pairs: list[tuple[str, str]], name: str) -> str | None:
+    """``key`` or ``pass`` from pairs: ``None`` when absent, ``""`` when given
+    twice with different values (ambiguous, so no credential)."""
+    found: str | None = None
+    for field, value in pairs:
+        if field != name:
+            continue
+        if found is not None and found != value:
+            return ""
+        found = value
+    return None if found is None else text(found)
+
+
 def collect(pairs: list[tuple[str, str]]) -> dict[str, str]:
     """The known fields; a conflicting duplicate of key or pass empties it."""
     found: dict[str, str] = {}
-    for name, value in pairs:
+    for name, raw in pairs:
         if name not in FIELDS:
             continue
+        value = text(raw)
         if name in found and name in _SINGLE and found[name] != value:
             found[name] = ""
             continue

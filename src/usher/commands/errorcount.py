@@ -14,9 +14,12 @@ from usher.protocol.codes import Code
 from usher.tickets.model import AttemptFilter
 
 
-async def run(ctx: Context, request: Mapping[str, object]) -> Result:
+def attempt_filter(request: Mapping[str, object]) -> AttemptFilter:
+    """The command's filters (everything but ``limit``/``seek``); the control
+    panel's attempts explorer reads its form through this too, so that its
+    count is the one this command returns."""
     start, end = fields.time_range(request)
-    where = AttemptFilter(
+    return AttemptFilter(
         key=fields.filter_text(request, "key"),
         password=fields.filter_text(request, "pass"),
         app=fields.filter_text(request, "app"),
@@ -26,6 +29,10 @@ async def run(ctx: Context, request: Mapping[str, object]) -> Result:
         start=start,
         end=end,
     )
+
+
+async def run(ctx: Context, request: Mapping[str, object]) -> Result:
+    where = attempt_filter(request)
     page = fields.page(request)
     total = await ctx.storage.count_attempts(ctx.account.cdn, where)
     count = max(0, total - page.seek)

@@ -18,5 +18,11 @@ def storage_for_url(url: str) -> Storage:
 
         return SQLiteStorage(sqlite_path(url))
     if url.startswith(("postgresql:", "postgres:")):
-        raise ConfigError("PostgreSQL support is not in this release yet; use sqlite:///usher.db.")
-    raise ConfigError(f"Unknown database URL {url!r}; use sqlite:///path/to/usher.db.")
+        from usher.storage.postgres import PostgresStorage
+
+        return PostgresStorage(url)
+    # Not the URL itself: it may carry a password.
+    raise ConfigError(
+        f"Unknown database URL scheme {url.partition(':')[0]!r}; use sqlite:///path/to/usher.db "
+        "or postgresql://user:password@host:5432/dbname."
+    )

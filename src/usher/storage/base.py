@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from usher.tickets.model import (
     Account,
@@ -22,6 +24,8 @@ from usher.tickets.model import (
     CheckRequest,
     Decision,
     Page,
+    PlaybackSession,
+    SessionOutcome,
     Ticket,
     TicketFilter,
 )
@@ -33,6 +37,55 @@ Decider = Callable[[Ticket | None, CheckRequest, int], Decision]
 #: Longest text kept for any attempt field; longer values are cut so a hostile
 #: caller cannot grow the log by megabytes per request.
 MAX_ATTEMPT_FIELD = 1024
+
+#: Most buckets one ``attempt_timeline`` call may span, and most rows one
+#: ``top_attempt_values`` call may return: the control panel's charts poll
+#: these, so their answers stay small whatever the range or the log size.
+MAX_TIMELINE_BUCKETS: Final = 1440
+MAX_TOP_VALUES: Final = 100
+
+#: Attempt columns the charts may group by (``top_attempt_values``).
+AttemptColumn = Literal["reason", "ip", "key", "app", "video"]
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineBucket:
+    """Attempts whose time falls in ``[start, start + bucket)``."""
+
+    start: int
+    allowed: int
+    denied: int
+
+
+@dataclass(frozen=True, slots=True)
+class PanelSession:
+    """A signed-in control-panel browser. Only a hash of the cookie's token is
+    stored, so a copy of the database does not let anyone sign in."""
+
+    token_hash: bytes
+    cdn: int
+    created_at: int
+    seen_at: int
+
+
+def check_timeline_bounds(where: AttemptFilter, bucket: int) -> None:
+    """Refuse a timeline request whose answer would not be small."""
+    if where.start is None or where.end is None:
+        raise ValueError("attempt_timeline needs both where.start and where.end.")
+    if bucket < 1:
+        raise ValueError(f"The bucket must be at least 1 second, got {bucket}.")
+    buckets = where.end // bucket - where.start // bucket + 1
+    if buckets > MAX_TIMELINE_BUCKETS:
+        raise ValueError(
+            f"The range spans {buckets} buckets of {bucket} s; at most "
+            f"{MAX_TIMELINE_BUCKETS} are allowed, so choose a larger bucket."
+        )
+
+
+def check_top_limit(limit: int) -> None:
+    """Refuse a ``top_attempt_values`` limit outside 1..MAX_TOP_VALUES."""
+    if not 1 <= limit <= MAX_TOP_VALUES:
+        raise ValueError(f"The limit must be between 1 and {MAX_TOP_VALUES}, got {limit}.")
 
 
 class Storage(ABC):
@@ -60,6 +113,11 @@ class Storage(ABC):
     @abstractmethod
     async def schema_version(self) -> int:
         """The schema version the database is at."""
+
+    #: Seconds the oldest queued write may wait before new writes are shed
+    #: with :class:`~usher.protocol.errors.StorageBusy` (code 1000 / 503).
+    #: Backends without a write queue ignore it.
+    max_write_wait: float = 0.5
 
     @property
     def pending_writes(self) -> int:
@@ -138,10 +196,134 @@ class Storage(ABC):
         attempt survives a crash.
         """
 
+    # -- playback sessions (streaming-server integrations) -----------------------
+
     @abstractmethod
-    async def list_attempts(self, cdn: int, where: AttemptFilter, page: Page) -> list[Attempt]:
-        """Matching attempts of the account, oldest first, paged."""
+    async def lookup_ticket(self, key: str) -> Ticket | None:
+        """The ticket with this key in any account (with its account's
+        ``disabled`` flag), or ``None``.
+
+        A read, never queued behind writes: re-checks of open sessions (HLS
+        segments, nginx-rtmp ``update_play``) use it, so they cost no write.
+        """
+
+    @abstractmethod
+    async def lookup_session(self, session_id: str) -> tuple[PlaybackSession, Ticket | None] | None:
+        """The session and its ticket as they are now, read in one snapshot;
+        ``None`` when there is no such row. An expired row is returned too:
+        the caller compares ``expires_at`` with its own clock."""
+
+    @abstractmethod
+    async def open_session(
+        self,
+        request: CheckRequest,
+        decide: Decider,
+        now: int,
+        *,
+        session_id: str,
+        ttl: int,
+        reuse: bool,
+    ) -> SessionOutcome:
+        """Start (or resume) a playback session, atomically and durably.
+
+        In one transaction, with the ticket named by ``request.key`` locked:
+
+        * ``reuse`` and a session ``session_id`` with ``expires_at > now``
+          exists: the request is a re-check. ``decide`` gets it with
+          ``count_use=False``; if allowed, the session's expiry moves to
+          ``now + ttl`` (never earlier) and nothing is counted or logged; if
+          refused, the attempt is logged and the session is left as it is.
+        * otherwise: a counted check exactly like :meth:`record_check`
+          (always logged); if allowed, the session row is created, replacing
+          any stale or (without ``reuse``) live row of that id, with
+          ``expires_at = now + ttl``.
+
+        Concurrent calls for one ``session_id``, from any process or node
+        sharing the database, count exactly one use between them. Rows that
+        expired long ago may be purged by any call.
+        """
+
+    @abstractmethod
+    async def renew_session(self, session_id: str, *, expires_at: int) -> bool:
+        """Move the session's expiry to ``expires_at`` unless it is already
+        later; ``False`` if there is no such session."""
+
+    @abstractmethod
+    async def close_session(self, session_id: str) -> bool:
+        """End the session (delete its row); ``False`` if there was none.
+        Closing twice is harmless: callbacks may arrive out of order."""
+
+    @abstractmethod
+    async def list_attempts(
+        self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
+    ) -> list[Attempt]:
+        """Matching attempts of the account, oldest first (or newest first), paged."""
 
     @abstractmethod
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
         """How many attempts of the account match (before ``limit``/``seek``)."""
+
+    # -- attempt statistics (the control panel's charts) ------------------------
+
+    @abstractmethod
+    async def attempt_timeline(
+        self, cdn: int, where: AttemptFilter, bucket: int
+    ) -> list[TimelineBucket]:
+        """Matching attempts counted per time bucket, allowed and denied apart.
+
+        A bucket starts at a multiple of ``bucket`` seconds since the epoch
+        (``at - at % bucket``). Only buckets holding attempts are returned,
+        oldest first. ``where.start`` and ``where.end`` must both be set and
+        span at most :data:`MAX_TIMELINE_BUCKETS` buckets, else ``ValueError``.
+        """
+
+    @abstractmethod
+    async def top_attempt_values(
+        self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
+    ) -> list[tuple[str, int]]:
+        """The most frequent values of ``column`` among matching attempts.
+
+        ``(value, count)`` pairs, most frequent first, ties by value ascending;
+        ``1 <= limit <= MAX_TOP_VALUES``, else ``ValueError``.
+        """
+
+    # -- control-panel sign-in ------------------------------------------------
+
+    @abstractmethod
+    async def set_panel_password(self, cdn: int, password_hash: str | None, *, now: int) -> bool:
+        """Store (or with ``None`` remove) the account's panel password hash;
+        ``False`` if no such account."""
+
+    @abstractmethod
+    async def get_panel_password(self, cdn: int) -> str | None:
+        """The account's panel password hash, or ``None`` if it has none."""
+
+    @abstractmethod
+    async def create_panel_session(self, session: PanelSession) -> None:
+        """Store a new panel session (its token hash is unique)."""
+
+    @abstractmethod
+    async def get_panel_session(self, token_hash: bytes) -> PanelSession | None:
+        """The session with this token hash, or ``None``."""
+
+    @abstractmethod
+    async def touch_panel_session(self, token_hash: bytes, *, now: int) -> None:
+        """Record activity: set the session's ``seen_at`` to ``now``, never back
+        (two nodes may touch one session out of order)."""
+
+    @abstractmethod
+    async def delete_panel_sessions(
+        self,
+        *,
+        token_hash: bytes | None = None,
+        cdn: int | None = None,
+        seen_before: int | None = None,
+        created_before: int | None = None,
+    ) -> int:
+        """Delete the sessions matching ANY given criterion; how many went.
+
+        One token (sign-out), every session of an account (new password,
+        rotated secret), or every session idle since before ``seen_before``
+        or created before ``created_before`` (expiry). No criterion deletes
+        nothing.
+        """

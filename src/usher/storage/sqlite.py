@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,14 +37,27 @@ from usher.protocol.errors import (
     StorageUnavailable,
 )
 from usher.storage import migrations
-from usher.storage.base import MAX_ATTEMPT_FIELD, Decider, Storage
+from usher.storage.base import (
+    MAX_ATTEMPT_FIELD,
+    AttemptColumn,
+    Decider,
+    PanelSession,
+    Storage,
+    TimelineBucket,
+    check_timeline_bounds,
+    check_top_limit,
+)
+from usher.storage.sqlite_counts import count_query
 from usher.tickets.model import (
     Account,
     Attempt,
     AttemptFilter,
     CheckOutcome,
     CheckRequest,
+    Decision,
     Page,
+    PlaybackSession,
+    SessionOutcome,
     Ticket,
     TicketFilter,
 )
@@ -58,6 +73,12 @@ _ATTEMPT_COLUMNS: Final = (
     "id, cdn, at, key, pass, ip, video, app, appinst, pageurl, refurl, success, reason, server_ip"
 )
 _ACCOUNT_COLUMNS: Final = "cdn, username, api_key, secret, disabled, created_at"
+_SESSION_INSERT: Final = "id, key, cdn, ip, app, video, created_at, expires_at"
+_SESSION_COLUMNS: Final = "s.id, s.key, s.cdn, s.ip, s.app, s.video, s.created_at, s.expires_at"
+_SESSION_WIDTH: Final = 8
+#: Seconds an expired session row is kept before a purge may delete it; the
+#: rows are tiny, and a little slack keeps purges away from live rows.
+_SESSION_GRACE: Final = 3600
 
 #: Jobs committed together at most; bounds the latency one batch adds.
 BATCH_MAX: Final = 512
@@ -167,6 +188,8 @@ def _storable(value: str) -> str:
 class _Job:
     run: Callable[[sqlite3.Connection], Any]
     future: asyncio.Future[Any]
+    #: ``time.monotonic()`` when queued, for shedding by waiting time.
+    queued_at: float = 0.0
 
 
 def sqlite_path(url: str) -> str:
@@ -198,6 +221,7 @@ class SQLiteStorage(Storage):
         self._pool: ThreadPoolExecutor | None = None
         self._reader_connections: list[sqlite3.Connection] = []
         self._claims = 0
+        self._session_opens = 0
 
     # -- connections -------------------------------------------------------
 
@@ -237,10 +261,22 @@ class SQLiteStorage(Storage):
         if self._writer is None or self._closing:
             raise StorageUnavailable("The SQLite storage is not open; call open() first.")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        now = time.monotonic()
         with self._queue_lock:
-            if len(self._queue) >= QUEUE_MAX:
-                raise StorageBusy(f"{len(self._queue)} writes are already waiting.")
-            self._queue.append(_Job(fn, future))
+            queue = self._queue
+            # Shed by waiting time, not only by length: once the oldest
+            # queued write has waited longer than the budget, the writer is
+            # past capacity and a new write would only wait longer still.
+            # Answering 1000/503 at once keeps latency bounded for the writes
+            # already accepted, and lets the caller retry or fail over.
+            if len(queue) >= QUEUE_MAX or (
+                queue and now - queue[0].queued_at > self.max_write_wait
+            ):
+                raise StorageBusy(
+                    f"{len(queue)} writes are waiting, the oldest for "
+                    f"{now - queue[0].queued_at:.3f} s."
+                )
+            queue.append(_Job(fn, future, now))
             self._queue_lock.notify()
         return await future
 
@@ -560,57 +596,108 @@ class SQLiteStorage(Storage):
         self, request: CheckRequest, decide: Decider, now: int, *, log: bool = True
     ) -> CheckOutcome:
         def run(conn: sqlite3.Connection) -> CheckOutcome:
-            row = conn.execute(
-                f"SELECT t.id, {_TICKET_COLUMNS} {_TICKET_FROM} WHERE t.key = ?",
-                (_storable(request.key),),
-            ).fetchone()
-            ticket = None if row is None else _ticket(row[1:])
-            decision = decide(ticket, request, now)
-            if ticket is not None and decision.allowed and (decision.count_use or decision.bind):
-                bound = ticket.bound_ips + ((decision.bind,) if decision.bind else ())
-                conn.execute(
-                    "UPDATE tickets SET use_count = use_count + ?, used_at = ?, bound_ips = ?"
-                    " WHERE id = ?",
-                    (
-                        int(decision.count_use),
-                        now if decision.count_use else ticket.used_at,
-                        "|".join(bound),
-                        row[0],
-                    ),
-                )
-            attempt_id = 0
-            if log:
-                cdn = ticket.cdn if ticket is not None else _cdn_for_app(conn, request.app)
-                cursor = conn.execute(
-                    "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-                    " refurl, success, reason, server_ip)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        cdn,
-                        now,
-                        _clip(request.key),
-                        _clip(request.password),
-                        _clip(request.ip),
-                        _clip(request.video),
-                        _clip(request.app),
-                        _clip(request.appinst),
-                        _clip(request.pageurl),
-                        _clip(request.refurl),
-                        int(decision.allowed),
-                        decision.reason_text,
-                        _clip(request.server_ip),
-                    ),
-                )
-                attempt_id = cursor.lastrowid or 0
-            return CheckOutcome(decision, attempt_id, ticket)
+            outcome, _ = _apply_check(conn, request, decide, now, log=log)
+            return outcome
 
         return await self._write(run)
 
-    async def list_attempts(self, cdn: int, where: AttemptFilter, page: Page) -> list[Attempt]:
+    # -- playback sessions ------------------------------------------------------------
+
+    async def lookup_ticket(self, key: str) -> Ticket | None:
+        row = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {_TICKET_COLUMNS} {_TICKET_FROM} WHERE t.key = ?", (_storable(key),)
+            ).fetchone()
+        )
+        return None if row is None else _ticket(row)
+
+    async def lookup_session(self, session_id: str) -> tuple[PlaybackSession, Ticket | None] | None:
+        # One statement, so the session and its ticket come from one snapshot.
+        row = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {_SESSION_COLUMNS}, {_TICKET_COLUMNS} FROM playback_sessions s"
+                " LEFT JOIN tickets t ON t.key = s.key LEFT JOIN accounts a ON a.cdn = t.cdn"
+                " WHERE s.id = ?",
+                (session_id,),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        width = _SESSION_WIDTH
+        return _session(row[:width]), (None if row[width] is None else _ticket(row[width:]))
+
+    async def open_session(
+        self,
+        request: CheckRequest,
+        decide: Decider,
+        now: int,
+        *,
+        session_id: str,
+        ttl: int,
+        reuse: bool,
+    ) -> SessionOutcome:
+        self._session_opens += 1
+        purge = self._session_opens % _PURGE_EVERY == 0
+
+        def run(conn: sqlite3.Connection) -> SessionOutcome:
+            if purge:
+                conn.execute(
+                    "DELETE FROM playback_sessions WHERE expires_at < ?", (now - _SESSION_GRACE,)
+                )
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM playback_sessions s WHERE s.id = ?",
+                (session_id,),
+            ).fetchone()
+            found = None if row is None else _session(row)
+            if reuse and found is not None and found.expires_at > now:
+                return _resume(conn, found, request, decide, now, ttl)
+            outcome, ticket = _apply_check(conn, request, decide, now, log=True)
+            session = None
+            if outcome.decision.allowed:
+                session = PlaybackSession(
+                    id=session_id,
+                    key=_clip(request.key),
+                    cdn=None if ticket is None else ticket.cdn,
+                    ip=_clip(request.ip),
+                    app=_clip(request.app),
+                    video=_clip(request.video),
+                    created_at=now,
+                    expires_at=now + ttl,
+                )
+                conn.execute(
+                    f"INSERT OR REPLACE INTO playback_sessions ({_SESSION_INSERT})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    dataclasses.astuple(session),
+                )
+            return SessionOutcome(outcome.decision, outcome.attempt_id, ticket, session, False)
+
+        return await self._write(run)
+
+    async def renew_session(self, session_id: str, *, expires_at: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE playback_sessions SET expires_at = MAX(expires_at, ?) WHERE id = ?",
+                (expires_at, session_id),
+            )
+            return cursor.rowcount > 0
+
+        return await self._write(run)
+
+    async def close_session(self, session_id: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("DELETE FROM playback_sessions WHERE id = ?", (session_id,))
+            return cursor.rowcount > 0
+
+        return await self._write(run)
+
+    async def list_attempts(
+        self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
+    ) -> list[Attempt]:
         sql, params = _attempt_where(cdn, where)
+        order = "id DESC" if newest_first else "id"
         rows = await self._read(
             lambda conn: conn.execute(
-                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE {sql} ORDER BY id"
+                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE {sql} ORDER BY {order}"
                 + _page_sql(page),
                 params,
             ).fetchall()
@@ -618,13 +705,229 @@ class SQLiteStorage(Storage):
         return [_attempt(row) for row in rows]
 
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
+        # Rollup rows or the one selective index; see sqlite_counts.
+        sql, params = count_query(cdn, where)
+        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
+        return int(row[0])
+
+    # -- attempt statistics ------------------------------------------------------------
+
+    async def attempt_timeline(
+        self, cdn: int, where: AttemptFilter, bucket: int
+    ) -> list[TimelineBucket]:
+        check_timeline_bounds(where, bucket)
         sql, params = _attempt_where(cdn, where)
+        # Integer division of non-negative integers floors, so every attempt
+        # lands in the bucket that starts at a multiple of ``bucket``.
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT (at / ?) * ? AS b, SUM(success), COUNT(*) - SUM(success)"
+                f" FROM attempts WHERE {sql} GROUP BY b ORDER BY b",
+                [bucket, bucket, *params],
+            ).fetchall()
+        )
+        return [TimelineBucket(int(row[0]), int(row[1]), int(row[2])) for row in rows]
+
+    async def top_attempt_values(
+        self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
+    ) -> list[tuple[str, int]]:
+        check_top_limit(limit)
+        name = _GROUPABLE[column]  # a fixed column name, never caller text
+        sql, params = _attempt_where(cdn, where)
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {name}, COUNT(*) AS n FROM attempts WHERE {sql}"
+                f" GROUP BY {name} ORDER BY n DESC, {name} LIMIT {int(limit)}",
+                params,
+            ).fetchall()
+        )
+        return [(str(row[0]), int(row[1])) for row in rows]
+
+    # -- control-panel sign-in -------------------------------------------------------
+
+    async def set_panel_password(self, cdn: int, password_hash: str | None, *, now: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            if not conn.execute("SELECT 1 FROM accounts WHERE cdn = ?", (cdn,)).fetchone():
+                return False
+            if password_hash is None:
+                conn.execute("DELETE FROM panel_passwords WHERE cdn = ?", (cdn,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO panel_passwords (cdn, hash, updated_at)"
+                    " VALUES (?, ?, ?)",
+                    (cdn, password_hash, now),
+                )
+            return True
+
+        return await self._write(run)
+
+    async def get_panel_password(self, cdn: int) -> str | None:
         row = await self._read(
             lambda conn: conn.execute(
-                f"SELECT COUNT(*) FROM attempts WHERE {sql}", params
+                "SELECT hash FROM panel_passwords WHERE cdn = ?", (cdn,)
             ).fetchone()
         )
-        return int(row[0])
+        return None if row is None else str(row[0])
+
+    async def create_panel_session(self, session: PanelSession) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO panel_sessions (token_hash, cdn, created_at, seen_at)"
+                " VALUES (?, ?, ?, ?)",
+                (session.token_hash, session.cdn, session.created_at, session.seen_at),
+            )
+
+        await self._write(run)
+
+    async def get_panel_session(self, token_hash: bytes) -> PanelSession | None:
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT token_hash, cdn, created_at, seen_at FROM panel_sessions"
+                " WHERE token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+        )
+        return None if row is None else PanelSession(bytes(row[0]), row[1], row[2], row[3])
+
+    async def touch_panel_session(self, token_hash: bytes, *, now: int) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE panel_sessions SET seen_at = MAX(seen_at, ?) WHERE token_hash = ?",
+                (now, token_hash),
+            )
+
+        await self._write(run)
+
+    async def delete_panel_sessions(
+        self,
+        *,
+        token_hash: bytes | None = None,
+        cdn: int | None = None,
+        seen_before: int | None = None,
+        created_before: int | None = None,
+    ) -> int:
+        clauses: list[str] = []
+        params: list[object] = []
+        for clause, value in (
+            ("token_hash = ?", token_hash),
+            ("cdn = ?", cdn),
+            ("seen_at < ?", seen_before),
+            ("created_at < ?", created_before),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if not clauses:
+            return 0
+
+        def run(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                f"DELETE FROM panel_sessions WHERE {' OR '.join(clauses)}", params
+            )
+            return cursor.rowcount
+
+        return await self._write(run)
+
+
+#: ``top_attempt_values`` columns, mapped to SQL through this fixed table.
+_GROUPABLE: Final[dict[str, str]] = {
+    "reason": "reason",
+    "ip": "ip",
+    "key": "key",
+    "app": "app",
+    "video": "video",
+}
+
+
+def _apply_check(
+    conn: sqlite3.Connection, request: CheckRequest, decide: Decider, now: int, *, log: bool
+) -> tuple[CheckOutcome, Ticket | None]:
+    """One playback check inside the writer's transaction.
+
+    Returns the outcome (whose ``ticket`` is the state ``decide`` saw, as
+    ``record_check`` promises) and the ticket as it is after the check.
+    """
+    row = conn.execute(
+        f"SELECT t.id, {_TICKET_COLUMNS} {_TICKET_FROM} WHERE t.key = ?",
+        (_storable(request.key),),
+    ).fetchone()
+    ticket = None if row is None else _ticket(row[1:])
+    decision = decide(ticket, request, now)
+    after = ticket
+    if ticket is not None and decision.allowed and (decision.count_use or decision.bind):
+        bound = ticket.bound_ips + ((decision.bind,) if decision.bind else ())
+        used_at = now if decision.count_use else ticket.used_at
+        conn.execute(
+            "UPDATE tickets SET use_count = use_count + ?, used_at = ?, bound_ips = ? WHERE id = ?",
+            (int(decision.count_use), used_at, "|".join(bound), row[0]),
+        )
+        after = dataclasses.replace(
+            ticket,
+            use_count=ticket.use_count + int(decision.count_use),
+            used_at=used_at,
+            bound_ips=bound,
+        )
+    attempt_id = _log_attempt(conn, request, decision, ticket, now) if log else 0
+    return CheckOutcome(decision, attempt_id, ticket), after
+
+
+def _log_attempt(
+    conn: sqlite3.Connection,
+    request: CheckRequest,
+    decision: Decision,
+    ticket: Ticket | None,
+    now: int,
+) -> int:
+    cdn = ticket.cdn if ticket is not None else _cdn_for_app(conn, request.app)
+    cursor = conn.execute(
+        "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+        " refurl, success, reason, server_ip)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            cdn,
+            now,
+            _clip(request.key),
+            _clip(request.password),
+            _clip(request.ip),
+            _clip(request.video),
+            _clip(request.app),
+            _clip(request.appinst),
+            _clip(request.pageurl),
+            _clip(request.refurl),
+            int(decision.allowed),
+            decision.reason_text,
+            _clip(request.server_ip),
+        ),
+    )
+    return cursor.lastrowid or 0
+
+
+def _resume(
+    conn: sqlite3.Connection,
+    session: PlaybackSession,
+    request: CheckRequest,
+    decide: Decider,
+    now: int,
+    ttl: int,
+) -> SessionOutcome:
+    """Re-check a request of an open session: no use counted, no slot bound."""
+    recheck = dataclasses.replace(request, count_use=False)
+    outcome, ticket = _apply_check(conn, recheck, decide, now, log=False)
+    decision = outcome.decision
+    if not decision.allowed:
+        attempt_id = _log_attempt(conn, request, decision, outcome.ticket, now)
+        return SessionOutcome(decision, attempt_id, ticket, session, True)
+    expires_at = max(session.expires_at, now + ttl)
+    if expires_at != session.expires_at:
+        conn.execute(
+            "UPDATE playback_sessions SET expires_at = ? WHERE id = ?", (expires_at, session.id)
+        )
+        session = dataclasses.replace(session, expires_at=expires_at)
+    return SessionOutcome(decision, 0, ticket, session, True)
+
+
+def _session(row: tuple[Any, ...]) -> PlaybackSession:
+    return PlaybackSession(*row)
 
 
 def _cdn_for_app(conn: sqlite3.Connection, app: str) -> int | None:
@@ -637,9 +940,25 @@ def _cdn_for_app(conn: sqlite3.Connection, app: str) -> int | None:
 
 
 def _split_sql(script: str) -> list[str]:
-    """Statements of a migration file (which holds no ``;`` inside literals)."""
-    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    """Statements of a migration file, one by one.
+
+    ``sqlite3.complete_statement`` decides where a statement ends, so a
+    trigger's ``BEGIN … END;`` body (which holds ``;``) stays one statement.
+    ``executescript`` would do the splitting too, but it commits first, and a
+    migration must run inside its own transaction.
+    """
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        pending += line + "\n"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements
 
 
 def _as_storage_error(exc: BaseException) -> BaseException:

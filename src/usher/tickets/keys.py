@@ -19,5 +19,7 @@ _SAFE = frozenset(string.ascii_letters + string.digits + "_-")
 def new_ticket_key(video: str) -> str:
     """A fresh key for a ticket whose ``video`` list is ``video``."""
     first = video.split("|", 1)[0][:MAX_HEAD_LENGTH]
-    head = "".join(char if char in _SAFE else "_" for char in first)
+    # An empty first entry cannot come from a validated request, but a key
+    # must never start with "." whatever it is given.
+    head = "".join(char if char in _SAFE else "_" for char in first) or "_"
     return f"{head}.{secrets.token_hex(7)}.{secrets.randbelow(10**8):08d}"

@@ -171,3 +171,43 @@ class CheckOutcome:
     decision: Decision
     attempt_id: int
     ticket: Ticket | None = field(default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackSession:
+    """One open playback of a streaming-server integration.
+
+    ``id`` is chosen by the adapter from what identifies the playback (for
+    HTTP streaming the ticket key, viewer address and video; for RTMP the
+    server's connection), so that every request of one playback, on any Usher
+    node, finds the same row. The row is the truth about whether the playback
+    already spent its use; ``expires_at`` ends it unless it is renewed.
+    """
+
+    id: str
+    key: str
+    cdn: int | None
+    ip: str
+    app: str
+    video: str
+    created_at: int
+    expires_at: int
+
+
+@dataclass(slots=True)
+class SessionOutcome:
+    """What the storage returns after opening (or resuming) a session.
+
+    ``ticket`` is the ticket as it is *after* the call (use counted, ``auto``
+    slot bound), so a caller may re-check later requests of the session
+    against it. ``session`` is the open session after the call, or ``None``
+    when the request was refused and no session was open. ``resumed`` says an
+    open session was found: no use was counted and, when allowed, nothing was
+    logged (``attempt_id`` is then 0).
+    """
+
+    decision: Decision
+    attempt_id: int
+    ticket: Ticket | None
+    session: PlaybackSession | None
+    resumed: bool

@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from prometheus_client import Counter, Histogram
 from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
@@ -13,9 +14,12 @@ from starlette.types import Message, Receive, Scope, Send
 from usher.config import Settings
 from usher.storage import storage_for_url
 from usher.storage.base import Storage
+from usher.web import integrations
 from usher.web.api import api
 from usher.web.check import check
+from usher.web.fastcheck import serve_check
 from usher.web.ops import healthz, metrics
+from usher.web.panel.routes import panel_mount, panel_redirect
 from usher.web.state import AppState
 
 ROUTES = [
@@ -23,10 +27,28 @@ ROUTES = [
     Route("/stable/", api, methods=["POST"]),
     Route("/stable", api, methods=["POST"]),
     Route("/usher/check", check, methods=["GET", "POST"]),
+    # nginx-rtmp POSTs by default; ``notify_method get`` sends the same as a query.
+    Route("/usher/nginx-rtmp", integrations.nginx_rtmp, methods=["GET", "POST"]),
+    Route("/usher/auth-request", integrations.auth_request, methods=["GET"]),
+    Route("/usher/srs", integrations.srs, methods=["POST"]),
+    Route("/usher/mediamtx", integrations.mediamtx, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    panel_redirect(),
+    panel_mount(),
 ]
-_ROUTE_LABELS = frozenset(route.path for route in ROUTES)
+_ROUTE_LABELS = frozenset(route.path for route in ROUTES if isinstance(route, Route))
+_FAST_METHODS = frozenset({"GET", "POST"})
+
+#: The benchmark baseline: the same process and metrics, no database. Mounted
+#: only with ``USHER_BENCH_ROUTES=1`` (see docs/benchmarks.md).
+BENCH_CONSTANT = "/bench/constant"
+_CONSTANT_START: Message = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")],
+}
+_CONSTANT_BODY: Message = {"type": "http.response.body", "body": b'{"status":"ok"}'}
 
 
 class UsherApp:
@@ -38,6 +60,10 @@ class UsherApp:
         self.starlette = Starlette(routes=ROUTES, lifespan=lambda _: self.running())
         self.starlette.state.usher = state
         state.metrics.watch_pending_writes(lambda: float(state.storage.pending_writes))
+        # Prometheus ``labels()`` takes a lock and builds a key on every call;
+        # the children are looked up once per label set instead.
+        self._request_counters: dict[tuple[str, int], Counter] = {}
+        self._latencies: dict[str, Histogram] = {}
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -55,7 +81,22 @@ class UsherApp:
             return
         started = time.perf_counter()
         path = scope["path"]
+        if path == "/usher/check" and scope["method"] in _FAST_METHODS:
+            # The hot path skips Starlette (see usher.web.fastcheck).
+            sent = 500
+            try:
+                sent = await serve_check(self.state, scope, receive, send)
+            finally:
+                self._observe(path, sent, started)
+            return
+        if path == BENCH_CONSTANT and self.state.settings.bench_routes:
+            await send(_CONSTANT_START)
+            await send(_CONSTANT_BODY)
+            self._observe(path, 200, started)
+            return
         route = path if path in _ROUTE_LABELS else "other"
+        if path.startswith("/panel/"):
+            route = "/panel"  # one label for every panel page keeps the series few
         status = 500
 
         async def send_and_watch(message: Message) -> None:
@@ -67,9 +108,18 @@ class UsherApp:
         try:
             await self.starlette(scope, receive, send_and_watch)
         finally:
-            metrics = self.state.metrics
-            metrics.requests.labels(route, str(status)).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - started)
+            self._observe(route, status, started)
+
+    def _observe(self, route: str, status: int, started: float) -> None:
+        counter = self._request_counters.get((route, status))
+        if counter is None:
+            counter = self.state.metrics.requests.labels(route, str(status))
+            self._request_counters[route, status] = counter
+        counter.inc()
+        latency = self._latencies.get(route)
+        if latency is None:
+            latency = self._latencies[route] = self.state.metrics.latency.labels(route)
+        latency.observe(time.perf_counter() - started)
 
 
 def create_app(
@@ -79,6 +129,6 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> UsherApp:
     """The Usher ASGI app; it opens the storage on startup and closes it on shutdown."""
-    return UsherApp(
-        AppState(settings, storage or storage_for_url(settings.database_url), clock=clock)
-    )
+    storage = storage or storage_for_url(settings.database_url)
+    storage.max_write_wait = settings.max_write_wait_ms / 1000
+    return UsherApp(AppState(settings, storage, clock=clock))

@@ -21,6 +21,11 @@ def _allowed(peer: str, networks: tuple[Network, ...]) -> bool:
     return any(address in network for network in networks)
 
 
+def peer_allowed(peer: str | None, networks: tuple[Network, ...]) -> bool:
+    """:func:`caller_allowed` for a bare ASGI ``scope["client"]`` host."""
+    return peer is not None and _allowed(peer, networks)
+
+
 def caller_allowed(request: Request, networks: tuple[Network, ...]) -> bool:
     client = request.client
     return client is not None and _allowed(client.host, networks)

@@ -11,6 +11,8 @@ from starlette.requests import Request
 from usher.config import Settings
 from usher.metrics import Metrics
 from usher.storage.base import Storage
+from usher.web.panel.limits import SignInLimiter
+from usher.web.playback import Playback
 
 
 @dataclass
@@ -18,8 +20,12 @@ class AppState:
     settings: Settings
     storage: Storage
     metrics: Metrics = field(default_factory=Metrics)
+    # Failed control-panel sign-ins per client address (this process only).
+    sign_in_limiter: SignInLimiter = field(default_factory=SignInLimiter)
     # Injected so tests can move time (expiry, timestamp window) without sleeping.
     clock: Callable[[], float] = time.time
+    # What storage said a moment ago about playback sessions (this process only).
+    playback: Playback = field(default_factory=Playback)
 
     def now(self) -> int:
         return int(self.clock())

@@ -1,0 +1,221 @@
+"""The processes a benchmark run drives: Usher, nginx and wrk.
+
+Everything listens on 127.0.0.1 on a free port, and every process started
+here is stopped by the same ``with`` block that started it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def require(program: str) -> str:
+    found = shutil.which(program) or (f"/usr/sbin/{program}" if program == "nginx" else None)
+    if not found or not Path(found).exists():
+        raise SystemExit(
+            f"The benchmark needs `{program}`; run `scripts/install-system-deps bench` "
+            "(Debian packages wrk and nginx)."
+        )
+    return found
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited early:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within 60 s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def usher_server(database: str, workdir: Path) -> Iterator[tuple[str, int]]:
+    """``usher serve`` with the benchmark routes on; yields (base URL, pid)."""
+    port = free_port()
+    log = workdir / "usher.log"
+    env = {**os.environ, "USHER_DATABASE_URL": database, "USHER_BENCH_ROUTES": "1"}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "usher", "serve", "--port", str(port), "--log-level", "warning"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url + "/healthz", process, log)
+        yield url, process.pid
+    finally:
+        _stop(process)
+
+
+NGINX_SECRET = "bench-secret"  # noqa: S105  # a throwaway secret for a local benchmark
+_NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp;
+    proxy_temp_path {prefix}/tmp;
+    fastcgi_temp_path {prefix}/tmp;
+    uwsgi_temp_path {prefix}/tmp;
+    scgi_temp_path {prefix}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        location /s/ {{
+            secure_link $arg_md5,$arg_expires;
+            secure_link_md5 "$secure_link_expires$uri {secret}";
+            if ($secure_link = "") {{ return 403; }}
+            if ($secure_link = "0") {{ return 410; }}
+            default_type application/json;
+            return 200 '{{"allowed":true,"reason":""}}';
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx_secure_link(workdir: Path) -> Iterator[str]:
+    """nginx (one worker, like Usher's one process) answering a ``secure_link``
+    check; yields a URL that passes it."""
+    nginx = require("nginx")
+    prefix = workdir / "nginx"
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(prefix=prefix, port=port, secret=NGINX_SECRET))
+    log = prefix / "stdout.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [nginx, "-p", str(prefix), "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        expires = int(time.time()) + 86_400
+        uri = "/s/seed1-live/bench"
+        digest = hashlib.md5(f"{expires}{uri} {NGINX_SECRET}".encode()).digest()  # noqa: S324  # what secure_link speaks
+        token = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        url = f"http://127.0.0.1:{port}{uri}?md5={token}&expires={expires}"
+        _wait_ready(url, process, log)
+        if httpx.get(url, timeout=2).status_code != 200:
+            raise RuntimeError("nginx secure_link refused the benchmark's own link.")
+        yield url
+    finally:
+        _stop(process)
+
+
+@dataclass
+class WrkResult:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    errors: int
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        raise ValueError(f"wrk printed an unexpected latency {text!r}.")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(url: str, *, connections: int, seconds: float, threads: int = 2) -> WrkResult:
+    program = require("wrk")
+    out = subprocess.run(
+        [program, f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds:g}s",
+         "--latency", "--timeout", "10s", url],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    ).stdout  # fmt: skip
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"\s50%\s+(\S+)", out)
+    p99 = re.search(r"\s99%\s+(\S+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if not (rate and p50 and p99 and total):
+        raise RuntimeError(f"Could not read wrk's output:\n{out}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*?read (\d+), write (\d+), timeout (\d+)", out)
+    return WrkResult(
+        requests_per_s=float(rate.group(1)),
+        p50_ms=_ms(p50.group(1)),
+        p99_ms=_ms(p99.group(1)),
+        requests=int(total.group(1)),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        errors=sum(int(n) for n in errors.groups()) if errors else 0,
+    )
+
+
+class RssSampler:
+    """The largest resident set size of one process, read from /proc while
+    a phase runs."""
+
+    def __init__(self, pid: int, every_s: float = 0.1) -> None:
+        self.pid = pid
+        self.every_s = every_s
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self.peak_kib = max(self.peak_kib, self.rss_kib())
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> RssSampler:
+        self.peak_kib = self.rss_kib()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()

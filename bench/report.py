@@ -1,0 +1,166 @@
+"""The results table and plots of one benchmark run."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.counts import median, percentile
+
+_HEADER = (
+    "| figure | value | baseline (same run) | ratio | median | p99 | target | met |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median round by throughput (the suite runs one or two rounds)."""
+    ordered = sorted(runs, key=lambda r: r["requests_per_s"])
+    return ordered[len(ordered) // 2]
+
+
+def table(r: dict[str, Any]) -> str:
+    rows: list[str] = []
+
+    def row(figure: str, value: str, base: str, ratio: str, med: str, p99: str,
+            target: str, met: bool | None) -> None:  # fmt: skip
+        mark = "—" if met is None else ("yes" if met else "**no**")
+        rows.append(
+            f"| {figure} | {value} | {base} | {ratio} | {med} | {p99} | {target} | {mark} |"
+        )
+
+    check, const, nginx = (_best(r["wrk"][k]) for k in ("check", "constant", "nginx"))
+    ratio = check["requests_per_s"] / const["requests_per_s"]
+    row("`/usher/check` req/s (c=64) vs constant 200 in the same process",
+        _fmt(check["requests_per_s"], 0), _fmt(const["requests_per_s"], 0), f"{ratio:.2f}",
+        f"{_fmt(check['p50_ms'], 2)} ms", f"{_fmt(check['p99_ms'], 2)} ms",
+        "ratio ≥ 0.5, p99 ≤ 20 ms", ratio >= 0.5 and check["p99_ms"] <= 20)  # fmt: skip
+    row(
+        "constant 200 (`/bench/constant`, no database)",
+        _fmt(const["requests_per_s"], 0),
+        "—",
+        "—",
+        f"{_fmt(const['p50_ms'], 2)} ms",
+        f"{_fmt(const['p99_ms'], 2)} ms",
+        "—",
+        None,
+    )
+    row("`/usher/check` req/s vs nginx `secure_link` (C, stateless, 1 worker)",
+        _fmt(check["requests_per_s"], 0), _fmt(nginx["requests_per_s"], 0),
+        f"{check['requests_per_s'] / nginx['requests_per_s']:.2f}",
+        f"{_fmt(nginx['p50_ms'], 2)} ms", f"{_fmt(nginx['p99_ms'], 2)} ms",
+        "reported", None)  # fmt: skip
+
+    combos = r["counts"]
+    e2e = [v for c in combos for v in c["e2e_ms"]]
+    paged = [v for c in combos for v in c["e2e_paged_ms"]]
+    query = [v for c in combos for v in c["query_ms"]]
+    plain = [v for c in combos for v in c["plain_ms"]]
+    worst = max(combos, key=lambda c: percentile(c["e2e_ms"] + c["e2e_paged_ms"], 0.99))
+    both = e2e + paged
+    row("`sevu.errorcount` end to end, all 64 combinations (ms)",
+        _fmt(percentile(both, 0.99), 2), f"plain COUNT(*) p99 {_fmt(percentile(plain, 0.99), 1)}",
+        f"{percentile(plain, 0.99) / percentile(both, 0.99):,.0f}x faster",
+        _fmt(median(both), 2), _fmt(percentile(both, 0.99), 2), "p99 ≤ 10 ms",
+        percentile(both, 0.99) <= 10)  # fmt: skip
+    row("… without `limit`/`seek` / with them (ms)",
+        f"{_fmt(percentile(e2e, 0.99), 2)} / {_fmt(percentile(paged, 0.99), 2)}", "—", "—",
+        f"{_fmt(median(e2e), 2)} / {_fmt(median(paged), 2)}",
+        f"{_fmt(percentile(e2e, 0.99), 2)} / {_fmt(percentile(paged, 0.99), 2)}", "p99 ≤ 10 ms",
+        max(percentile(e2e, 0.99), percentile(paged, 0.99)) <= 10)  # fmt: skip
+    row(f"… worst combination ({worst['name']}) (ms)",
+        _fmt(percentile(worst["e2e_ms"] + worst["e2e_paged_ms"], 0.99), 2), "—", "—",
+        _fmt(median(worst["e2e_ms"] + worst["e2e_paged_ms"]), 2),
+        _fmt(percentile(worst["e2e_ms"] + worst["e2e_paged_ms"], 0.99), 2), "—", None)  # fmt: skip
+    row("count query alone vs plain indexed COUNT(*) (ms)",
+        _fmt(median(query), 3), _fmt(median(plain), 1),
+        f"{median(plain) / max(median(query), 1e-6):,.0f}x faster (median)",
+        f"{_fmt(median(query), 3)} vs {_fmt(median(plain), 1)}",
+        f"{_fmt(percentile(query, 0.99), 3)} vs {_fmt(percentile(plain, 0.99), 1)}",
+        "—", None)  # fmt: skip
+
+    seed = r["seed"]
+    row("ingest: `usher seed-data`, indexes and rollups included (attempts/s)",
+        _fmt(seed["attempts_per_second"], 0),
+        f"insert phase alone {_fmt(seed['attempt_phase_per_second'], 0)}/s", "—",
+        f"{_fmt(seed['seconds'], 1)} s total", "—", "≥ 100,000/s",
+        seed["attempts_per_second"] >= 100_000)  # fmt: skip
+
+    row("server RSS, peak during check load / during count matrix (MiB)",
+        f"{_fmt(r['rss_check_mib'], 0)} / {_fmt(r['rss_counts_mib'], 0)}", "—", "—", "—", "—",
+        "≤ 200 MiB", max(r["rss_check_mib"], r["rss_counts_mib"]) <= 200)  # fmt: skip
+
+    top = r["curve"][-1]
+    shed = top["non_2xx"] / max(top["requests"], 1)
+    row(f"overload: check at c={top['connections']} (ms)",
+        f"{_fmt(top['requests_per_s'], 0)} req/s, {shed:.0%} shed with 503", "—", "—",
+        f"{_fmt(top['p50_ms'], 1)} ms", f"{_fmt(top['p99_ms'], 1)} ms",
+        "bounded latency, 503 past capacity",
+        top["p99_ms"] < 2000 and top["errors"] == 0)  # fmt: skip
+
+    load = r["load_avg_before"], r["load_avg_after"]
+    sizes = r["mode_sizes"]
+    head = (
+        f"Mode `{r['mode']}`: {sizes['tickets']:,} tickets, {sizes['attempts']:,} attempts; "
+        f"wrk -t2 -c64 for {sizes['wrk_s']:g} s, {sizes['rounds']} round(s).\n"
+        f"Machine: {r['machine']}. Load average before/after: "
+        f"{load[0][0]:.2f} / {load[1][0]:.2f}.\n"
+    )
+    return head + "\n" + _HEADER + "\n" + "\n".join(rows)
+
+
+def plots(r: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = r["curve"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    conns = [p["connections"] for p in curve]
+    ax.plot(conns, [p["p50_ms"] for p in curve], "o-", label="p50 latency")
+    ax.plot(conns, [p["p99_ms"] for p in curve], "s-", label="p99 latency")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load: concurrent wrk connections (closed loop)")
+    ax.set_ylabel("latency (ms)")
+    ax2 = ax.twinx()
+    ax2.plot(conns, [p["requests_per_s"] for p in curve], "^--", color="gray", label="req/s")
+    ax2.plot(conns, [p["non_2xx"] / max(p["requests"], 1) * max(p["requests_per_s"] for p in curve)
+                     for p in curve], "x:", color="red", label="503 share (scaled)")  # fmt: skip
+    ax2.set_ylabel("requests/s")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+    ax.set_title("/usher/check latency vs offered load")
+    fig.tight_layout()
+    fig.savefig(out / "check_latency_vs_load.png", dpi=110)
+    plt.close(fig)
+
+    combos = r["counts"]
+    fig, ax = plt.subplots(figsize=(12, 5))
+    names = [c["name"] for c in combos]
+    xs = range(len(combos))
+    ax.plot(xs, [percentile(c["e2e_ms"] + c["e2e_paged_ms"], 0.99) for c in combos], "o",
+            ms=4, label="errorcount end to end, p99")  # fmt: skip
+    ax.plot(xs, [median(c["query_ms"]) for c in combos], ".", ms=5, label="count query, median")
+    ax.plot(xs, [statistics.median(c["plain_ms"]) if c["plain_ms"] else float("nan")
+                 for c in combos], "x", ms=5, label="plain COUNT(*), median")  # fmt: skip
+    ax.axhline(10, color="red", lw=0.8, ls="--", label="10 ms target")
+    ax.set_yscale("log")
+    ax.set_ylabel("ms")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.legend(fontsize=8)
+    ax.set_title("sevu.errorcount latency per filter combination")
+    fig.tight_layout()
+    fig.savefig(out / "errorcount_per_combination.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,193 @@
+"""Usher's benchmark suite: ``make bench`` (full) or ``make bench-quick``.
+
+One command builds the data, starts the servers, runs ``wrk`` and the count
+matrix, and prints one table: each figure, its baseline measured in the same
+run, the ratio, median and p99. It also writes ``results.json``,
+``results.md`` and two plots into ``--out`` (default ``bench/results``).
+
+Absolute numbers drift on a shared machine; the ratios against baselines
+from the same run are what the targets are stated in (see
+docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import counts, procs
+from usher.client import Client
+
+
+@dataclass(frozen=True)
+class Mode:
+    tickets: int
+    attempts: int
+    accounts: int
+    wrk_s: float
+    rounds: int
+    curve: tuple[int, ...]
+    curve_s: float
+    samples: int
+    plain_samples: int
+
+
+MODES = {
+    # The suite's own test: proves every step works, measures nothing.
+    "tiny": Mode(300, 3_000, 2, 1, 1, (8, 64, 256), 1, 2, 1),
+    "quick": Mode(20_000, 200_000, 5, 5, 1, (16, 64, 256, 1024), 3, 6, 2),
+    "full": Mode(1_000_000, 10_000_000, 10, 15, 2, (16, 64, 256, 1024, 2048, 4096), 8, 30, 4),
+}
+CHECK_CONNECTIONS = 64
+
+
+def _seed(database: str, mode: Mode, workdir: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "usher", "seed-data", "--tickets", str(mode.tickets),
+         "--attempts", str(mode.attempts), "--accounts", str(mode.accounts), "--json",
+         "--database", database],
+        stdout=subprocess.PIPE, text=True, check=True, timeout=3600,
+    ).stdout  # fmt: skip
+    seeded: dict[str, Any] = json.loads(out)
+    (workdir / "seed.json").write_text(out)
+    return seeded
+
+
+def _bench_ticket(url: str, account: dict[str, Any]) -> str:
+    """A valid ticket with unlimited uses; its check URL."""
+    with Client(url + "/api", cdn=account["cdn"], api_key=account["api_key"],
+                secret=account["secret"]) as client:  # fmt: skip
+        answer = client.call(
+            "sevu.request", app=f"{account['username']}-bench", video="bench", ip="", uses=0,
+            **{"pass": "bench-pass"},
+        )  # fmt: skip
+    key = answer["ticket"]["key"]
+    return (
+        f"{url}/usher/check?key={key}&pass=bench-pass&app={account['username']}-bench"
+        "&video=bench&ip=203.0.113.10"
+    )
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return (
+        f"{os.cpu_count()} x {cpu}, {mem_kib / 1048576:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def run(mode_name: str, out: Path, workdir: Path, *, reuse: bool = False) -> dict[str, Any]:
+    mode = MODES[mode_name]
+    # wrk and Usher need a descriptor per connection of the overload curve.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    db_path = workdir / "usher.db"
+    database = f"sqlite:///{db_path}"
+    results: dict[str, Any] = {"mode": mode_name, "mode_sizes": asdict(mode),
+                               "machine": _machine(), "started": time.time()}  # fmt: skip
+    load_avg_before = os.getloadavg()
+
+    saved = workdir / "seed.json"
+    if reuse and saved.exists():
+        # The database of an earlier run with the same --workdir; its ingest
+        # figure is the one measured when it was seeded.
+        print(f"== reusing {db_path}", file=sys.stderr)
+        seeded = json.loads(saved.read_text())
+    else:
+        print(f"== seeding {mode.tickets:,} tickets, {mode.attempts:,} attempts", file=sys.stderr)
+        seeded = _seed(database, mode, workdir)
+    results["seed"] = {k: v for k, v in seeded.items() if k != "accounts"}
+    accounts = {a["cdn"]: a for a in seeded["accounts"]}
+
+    with (
+        procs.usher_server(database, workdir) as (url, pid),
+        procs.nginx_secure_link(workdir) as nginx_url,
+    ):
+        check_url = _bench_ticket(url, seeded["accounts"][0])
+        answer = httpx.get(check_url, timeout=5)
+        if answer.status_code != 200:
+            raise RuntimeError(f"The benchmark ticket is refused: {answer.text}")
+        constant_url = url + "/bench/constant"
+        if httpx.get(constant_url, timeout=5).status_code != 200:
+            raise RuntimeError("/bench/constant is not mounted (USHER_BENCH_ROUTES=1).")
+
+        print("== wrk: constant, check, nginx secure_link", file=sys.stderr)
+        runs: dict[str, list[procs.WrkResult]] = {"constant": [], "check": [], "nginx": []}
+        with procs.RssSampler(pid) as rss_check:
+            for _ in range(mode.rounds):
+                for name, target in (("constant", constant_url), ("check", check_url),
+                                     ("nginx", nginx_url)):  # fmt: skip
+                    runs[name].append(
+                        procs.wrk(target, connections=CHECK_CONNECTIONS, seconds=mode.wrk_s)
+                    )
+            print("== overload curve", file=sys.stderr)
+            curve = []
+            for connections in mode.curve:
+                r = procs.wrk(check_url, connections=connections, seconds=mode.curve_s)
+                curve.append({"connections": connections, **asdict(r)})
+        results["wrk"] = {k: [asdict(r) for r in v] for k, v in runs.items()}
+        results["curve"] = curve
+        results["rss_check_mib"] = rss_check.peak_kib / 1024
+
+        print("== errorcount matrix (64 combinations)", file=sys.stderr)
+        with procs.RssSampler(pid) as rss_counts:
+            matrix = counts.run_matrix(
+                url + "/api", str(db_path), accounts,
+                samples=mode.samples, plain_samples=mode.plain_samples,
+            )  # fmt: skip
+        results["counts"] = [asdict(c) for c in matrix]
+        results["rss_counts_mib"] = rss_counts.peak_kib / 1024
+    results["load_avg_before"] = load_avg_before
+    results["load_avg_after"] = os.getloadavg()
+    results["finished"] = time.time()
+
+    from bench import report
+
+    table = report.table(results)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(table + "\n")
+    report.plots(results, out)
+    print(table)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--mode", choices=sorted(MODES), default="quick")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--workdir", type=Path, help="keep the database here (default: a temp dir)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="use the database already seeded in --workdir"
+    )
+    args = parser.parse_args(argv)
+    procs.require("wrk")
+    procs.require("nginx")
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        run(args.mode, args.out, args.workdir, reuse=args.reuse)
+    else:
+        with tempfile.TemporaryDirectory(prefix="usher-bench-") as tmp:
+            run(args.mode, args.out, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Playback-session ids: what makes two callbacks belong to one playback.
+
+An id is a digest, so it has a fixed size whatever the caller sent, and every
+Usher node computes the same id for the same playback without coordinating.
+The parts are joined with NUL. A caller that puts NUL into its own fields can
+at worst make its own playbacks share (or split) a session; the rules still
+check every request against the ticket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from usher.tickets.model import CheckRequest
+
+
+def _digest(kind: str, *parts: str) -> str:
+    joined = "\x00".join(parts).encode("utf-8", "surrogatepass")
+    return kind + ":" + hashlib.sha256(joined).hexdigest()
+
+
+def http_session_id(request: CheckRequest) -> str:
+    """HTTP streaming (HLS, DASH, progressive): SPEC §4 keys a session on
+    (key, client ip, video), so a player's playlist and segment requests,
+    and its other renditions of the same video, share one use."""
+    return _digest("http", request.key, request.ip, request.video)
+
+
+def rtmp_session_id(server: str, clientid: str, request: CheckRequest) -> str:
+    """nginx-rtmp: one connection of one nginx (``clientid`` is nginx's
+    connection number) playing one stream. The viewer's address, stream and
+    key are part of the id, so a connection number reused after an nginx
+    restart does not collide with a row left over from before it."""
+    return _digest("rtmp", server, clientid, request.ip, request.app, request.video, request.key)

@@ -1,0 +1,114 @@
+"""SRS HTTP hooks (``on_play``): JSON in, ``0`` or a refusal out.
+
+SRS POSTs a JSON object: ``action``, ``client_id``, ``ip``, ``vhost``, ``app``,
+``stream``, ``param`` (``?key=…&pass=…``), ``pageUrl``, ``tcUrl`` and, since
+SRS 4, ``server_id``, ``service_id``, ``stream_url`` and ``stream_id``. Old
+SRS sends an integer ``client_id`` and no ``param``; the viewer's query then
+rides on the stream name or the tcUrl, so those are read too.
+
+SRS allows only on HTTP 200/201 *and* a body of ``0`` (or ``{"code":0}``);
+anything else refuses. Usher's refusal is 403 with a JSON body whose
+non-zero ``code`` refuses even to an SRS that reads only the body.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from usher.adapters.check import credential, json_text, parse_json_object, parse_pairs
+from usher.tickets.model import CheckRequest
+
+
+class Action(Enum):
+    PLAY = "play"
+    NOTICE = "notice"  # on_stop, on_close…: nothing to decide, answered 0
+    REFUSED = "refused"  # on_publish: publishers are not Usher's to allow
+    INVALID = "invalid"
+
+
+_ACTIONS = {
+    "on_play": Action.PLAY,
+    "on_stop": Action.NOTICE,
+    "on_close": Action.NOTICE,
+    "on_unpublish": Action.NOTICE,
+    "on_dvr": Action.NOTICE,
+    "on_hls": Action.NOTICE,
+    "on_hls_notify": Action.NOTICE,
+    # Connecting decides nothing: the play that follows is checked.
+    "on_connect": Action.NOTICE,
+    "on_publish": Action.REFUSED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    action: Action
+    request: CheckRequest
+    problem: str = ""
+
+
+_EMPTY = CheckRequest(key="", password="", app="", video="", ip="")
+
+
+def parse(body: bytes, *, server_ip: str) -> Hook:
+    """Read one hook call. Never raises."""
+    fields = parse_json_object(body)
+    if fields is None:
+        return Hook(Action.INVALID, _EMPTY, "The SRS hook body is not a JSON object.")
+    action_name = json_text(fields.get("action"))
+    action = _ACTIONS.get(action_name, Action.INVALID)
+    if action is Action.INVALID:
+        shown = repr(action_name[:40]) if action_name else "no action"
+        return Hook(
+            action,
+            _EMPTY,
+            f"The SRS hook has {shown}; point only on_play (and optionally on_stop) at /usher/srs.",
+        )
+    if action is Action.REFUSED:
+        return Hook(
+            action,
+            _EMPTY,
+            f"Usher authorizes viewers only; remove {action_name} pointing at /usher/srs.",
+        )
+    return Hook(action, _request(fields, server_ip))
+
+
+def _request(fields: dict[str, Any], server_ip: str) -> CheckRequest:
+    app, app_query = _split(json_text(fields.get("app")))
+    stream, stream_query = _split(json_text(fields.get("stream")))
+    tcurl = json_text(fields.get("tcUrl"))
+    param = json_text(fields.get("param")).removeprefix("?")
+    # The first source that carries a key wins: param (SRS 3 and later),
+    # then what old SRS left on the stream name, the app or the tcUrl.
+    key = password = None
+    for query in (param, stream_query, app_query, tcurl.partition("?")[2]):
+        pairs = parse_pairs(query)
+        key = credential(pairs, "key")
+        if key is not None:
+            password = credential(pairs, "pass")
+            break
+    return CheckRequest(
+        key=key or "",
+        password=password or "",
+        app=app,
+        video=stream,
+        ip=json_text(fields.get("ip")),
+        pageurl=json_text(fields.get("pageUrl")),
+        refurl=tcurl,
+        server_ip=server_ip,
+    )
+
+
+def _split(value: str) -> tuple[str, str]:
+    name, _, query = value.partition("?")
+    return name, query
+
+
+ALLOW = b"0"
+
+
+def deny_body(reason: str) -> bytes:
+    return json.dumps({"code": 403, "allowed": False, "reason": reason}).encode()

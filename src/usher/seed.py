@@ -1,0 +1,352 @@
+"""Synthetic but realistic tickets and attempts, for benchmarks and demos.
+
+``usher seed-data`` fills a database with what a busy deployment
+accumulates, so that counts, searches and checks can be measured at the
+sizes the issue tracker's targets name (1 M tickets, 10 M attempts).
+
+The shape follows what a streaming publisher sees:
+
+* a few hundred apps spread over the accounts, each with its own videos
+  (thousands in all), every app named ``<username>-…`` as the rules demand;
+* one ticket per viewer session, with a per-viewer random pass, bound to the
+  viewer's address (``auto``), to that exact address, or to none;
+* about ten attempts per ticket on average, skewed: a few tickets (shared
+  links, players stuck in a retry loop) get a hundred times more; viewers'
+  addresses are mostly distinct, a few (carrier NAT) are shared by many;
+* about a third refused, for the reasons real logs show: wrong or stale
+  passes, unknown keys, expiry, a link opened on another app, video or
+  address, revoked tickets, and limited tickets whose uses ran out (counted
+  exactly, so ``use_count`` agrees with the log).
+
+Generation is deterministic for a given ``--seed`` except for the keys, which
+come from :mod:`secrets` like real ones. Rows are produced in chunks as plain
+tuples; the backend's bulk loader (:mod:`usher.storage.sqlite_bulk`) writes
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.queues
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from usher import accounts as account_rules
+from usher.progress import Progress
+from usher.protocol.errors import ConfigError
+from usher.tickets.keys import new_ticket_key
+from usher.tickets.model import Reason
+
+#: Attempts are generated and written in chunks of this many rows.
+CHUNK: Final = 50_000
+#: Attempts span this many seconds before ``now`` (30 days).
+SPAN: Final = 30 * 86_400
+
+# Each attempt's fate, as cumulative weights over these outcomes. Revoked
+# and exhausted tickets add their own refusals on top (about 3% more).
+_OK, _BAD_PASS, _UNKNOWN_KEY, _EXPIRED, _BAD_APP, _BAD_VIDEO, _BAD_IP = range(7)
+_FATE_WEIGHTS: Final = (70, 7, 4, 4, 4, 4, 7)
+
+#: One ticket row: (cdn, key, pass, ip, video, app, uses, active, created, expire).
+TicketRow = tuple[int, str, str, str, str, str, int, int, int, int]
+#: One attempt row in ``attempts`` column order after ``id``.
+AttemptRow = tuple[int, int, str, str, str, str, str, str, str, str, int, str, str]
+
+
+@dataclass
+class Shape:
+    """Cardinalities derived from the requested sizes."""
+
+    tickets: int
+    attempts: int
+    accounts: int
+    apps: int
+    videos: int
+    addresses: int
+
+    @classmethod
+    def for_sizes(cls, tickets: int, attempts: int, accounts: int) -> Shape:
+        # A few hundred apps and thousands of videos at 1 M tickets, scaled
+        # down (never below one per account) for small runs.
+        apps = max(accounts, min(300, tickets // 3000))
+        videos = max(apps, min(5000, tickets // 200))
+        return cls(tickets, attempts, accounts, apps, videos, max(1, tickets // 2))
+
+
+@dataclass
+class SeedPlan:
+    """Everything generated besides the attempts, and the running tallies."""
+
+    shape: Shape
+    usernames: list[str]
+    cdns: list[int]
+    now: int
+    rng: random.Random
+    apps: list[tuple[int, str]] = field(default_factory=list)  # (cdn, app)
+    videos: list[tuple[int, str]] = field(default_factory=list)  # (app index, video)
+    tickets: list[TicketRow] = field(default_factory=list)
+    viewer_ip: list[str] = field(default_factory=list)
+    use_count: list[int] = field(default_factory=list)
+    used_at: list[int | None] = field(default_factory=list)
+    bound: list[str] = field(default_factory=list)
+    #: Attempts per (cdn, app, video, success), for the rollup.
+    tally: Counter[tuple[int, str, str, int]] = field(default_factory=Counter)
+
+
+def _address(rng: random.Random, n: int) -> str:
+    # One in twenty viewers on IPv6, as in many access networks.
+    if n % 20 == 0:
+        return f"2001:db8:{n >> 16 & 0xFFFF:x}:{n & 0xFFFF:x}::{rng.randrange(1, 0xFFFF):x}"
+    return f"{1 + n % 223}.{n >> 16 & 0xFF}.{n >> 8 & 0xFF}.{n & 0xFF}"
+
+
+def plan(shape: Shape, usernames: list[str], cdns: list[int], now: int, seed: int = 1) -> SeedPlan:
+    """Apps, videos and tickets (held in memory: the attempts refer to them)."""
+    rng = random.Random(seed)  # noqa: S311  # synthetic data, not secrets; keys use secrets
+    p = SeedPlan(shape, usernames, cdns, now, rng)
+    for i in range(shape.apps):
+        account = i % shape.accounts
+        p.apps.append((cdns[account], f"{usernames[account]}-{('live', 'vod', 'event')[i % 3]}{i}"))
+    for i in range(shape.videos):
+        owner = i % shape.apps
+        kind = p.apps[owner][1].rsplit("-", 1)[1]
+        name = f"stream{i}" if kind.startswith("live") else f"vod/{i // 100}/title{i}.mp4"
+        p.videos.append((owner, name))
+    # Viewer addresses: most distinct, 10% of viewers behind 1,000 shared ones.
+    shared = max(1, min(1000, shape.addresses // 100))
+    for _ in range(shape.tickets):
+        app_index, video = p.videos[rng.randrange(shape.videos)]
+        cdn, app = p.apps[app_index]
+        if rng.random() < 0.1:
+            ip_n = rng.randrange(shared)
+        else:
+            ip_n = shared + rng.randrange(shape.addresses)
+        viewer = _address(rng, ip_n)
+        rule = rng.random()
+        ip_rule = "auto" if rule < 0.3 else (viewer if rule < 0.5 else "")
+        uses = 0 if rng.random() < 0.8 else rng.choice((5, 10, 20, 50))
+        active = 0 if rng.random() < 0.03 else 1
+        created = now - SPAN - rng.randrange(86_400)
+        expire = now + 7 * 86_400
+        password = f"{rng.getrandbits(48):012x}"
+        key = new_ticket_key(video)
+        p.tickets.append((cdn, key, password, ip_rule, video, app, uses, active, created, expire))
+        p.viewer_ip.append(viewer)
+    p.use_count = [0] * shape.tickets
+    p.used_at = [None] * shape.tickets
+    p.bound = [""] * shape.tickets
+    return p
+
+
+def attempts(p: SeedPlan) -> Iterator[list[AttemptRow]]:
+    """The attempt log in time order, in chunks; updates the plan's tallies."""
+    rng = p.rng
+    shape = p.shape
+    tickets = p.tickets
+    count = shape.tickets
+    # A hot 1% of tickets draws a fifth of all attempts.
+    hot = max(1, count // 100)
+    servers = [f"198.51.100.{n}" for n in range(1, 9)]
+    pages = {app: f"https://www.{app.split('-', 1)[0]}.example/watch" for _, app in p.apps}
+    first_at = p.now - SPAN
+    cum = list(_cumulative(_FATE_WEIGHTS))
+    fates = range(len(_FATE_WEIGHTS))
+    reasons = {
+        "auth": Reason.INVALID_AUTH_TOKEN.value,
+        "revoked": Reason.TICKET_REVOKED.value,
+        "expired": Reason.EXPIRED.value,
+        "app": Reason.INVALID_APPLICATION.value,
+        "video": Reason.INVALID_VIDEO.value,
+        "ip": Reason.INVALID_IP.value,
+        "uses": Reason.USES_EXHAUSTED.value,
+    }
+    done = 0
+    while done < shape.attempts:
+        n = min(CHUNK, shape.attempts - done)
+        picks = [
+            rng.randrange(hot) if r < 0.2 else rng.randrange(count)
+            for r in (rng.random() for _ in range(n))
+        ]
+        fate_of = rng.choices(fates, cum_weights=cum, k=n)
+        rows: list[AttemptRow] = []
+        for j in range(n):
+            at = first_at + (done + j) * SPAN // shape.attempts
+            t = picks[j]
+            cdn, key, password, _, video, app, uses, active, _, _ = tickets[t]
+            ip = p.viewer_ip[t]
+            fate = fate_of[j]
+            reason = ""
+            if fate == _BAD_PASS:
+                password = tickets[rng.randrange(count)][2]
+                reason = reasons["auth"]
+            elif fate == _UNKNOWN_KEY:
+                key = f"{video.replace('/', '_')}.{rng.getrandbits(56):014x}.00000000"
+                reason = reasons["auth"]
+            elif not active:
+                reason = reasons["revoked"]
+            elif fate == _EXPIRED:
+                reason = reasons["expired"]
+            elif fate == _BAD_APP:
+                app = p.apps[rng.randrange(shape.apps)][1]
+                reason = reasons["app"]
+            elif fate == _BAD_VIDEO:
+                video = p.videos[rng.randrange(shape.videos)][1]
+                reason = reasons["video"]
+            elif fate == _BAD_IP:
+                ip = _address(rng, rng.randrange(shape.addresses))
+                reason = reasons["ip"]
+            elif uses and p.use_count[t] >= uses:
+                reason = reasons["uses"]
+            else:
+                p.use_count[t] += 1
+                p.used_at[t] = at
+                if tickets[t][3] == "auto":
+                    p.bound[t] = ip
+            success = 0 if reason else 1
+            p.tally[cdn, app, video, success] += 1
+            rows.append(
+                (cdn, at, key, password, ip, video, app, "", pages.get(app, ""), "", success,
+                 reason, servers[j & 7])
+            )  # fmt: skip
+        done += n
+        yield rows
+
+
+def attempts_in_worker(p: SeedPlan) -> Iterator[list[AttemptRow]]:
+    """:func:`attempts`, generated in a forked process while this one writes.
+
+    Generating a row costs about as much as SQLite's insert of it, so on two
+    cores the pipeline nearly halves the load. The worker inherits the plan
+    through ``fork`` (nothing big is copied up front), sends chunks through a
+    short queue (which also bounds memory), and finally sends back the tallies
+    it kept, which replace this process's copies.
+    """
+    context = multiprocessing.get_context("fork")
+    chunks: multiprocessing.queues.Queue[object] = context.Queue(maxsize=4)
+    worker = context.Process(target=_generate_into, args=(p, chunks), daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = chunks.get()
+            if isinstance(item, list):
+                yield item
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            p.use_count, p.used_at, p.bound, p.tally = item  # type: ignore[misc]  # the worker's final tallies
+            break
+    finally:
+        worker.join(timeout=5)
+        if worker.is_alive():
+            worker.kill()
+
+
+def _generate_into(p: SeedPlan, out: multiprocessing.queues.Queue[object]) -> None:
+    try:
+        for rows in attempts(p):
+            out.put(rows)
+        out.put((p.use_count, p.used_at, p.bound, p.tally))
+    except BaseException as exc:  # reported to the parent, which re-raises it
+        out.put(exc)
+
+
+def _cumulative(weights: tuple[int, ...]) -> Iterator[int]:
+    total = 0
+    for weight in weights:
+        total += weight
+        yield total
+
+
+@dataclass
+class SeedResult:
+    accounts: list[dict[str, object]]
+    tickets: int
+    attempts: int
+    seconds: float
+    attempt_seconds: float
+
+    @property
+    def attempts_per_second(self) -> float:
+        return self.attempts / self.seconds if self.seconds else 0.0
+
+
+def seed_database(
+    database_url: str,
+    *,
+    tickets: int,
+    attempts_total: int,
+    accounts: int,
+    seed: int = 1,
+    now: int | None = None,
+) -> SeedResult:
+    """Create ``accounts`` new accounts and fill them with data (SQLite only)."""
+    from usher.storage import storage_for_url
+    from usher.storage.sqlite import sqlite_path
+    from usher.storage.sqlite_bulk import BulkLoader
+
+    if tickets < 1 or attempts_total < 0 or accounts < 1:
+        raise ConfigError("seed-data needs --tickets ≥ 1, --attempts ≥ 0 and --accounts ≥ 1.")
+    if not database_url.startswith("sqlite:"):
+        raise ConfigError(
+            "seed-data bulk-loads SQLite databases only; seed a SQLite file and copy it."
+        )
+    started = time.monotonic()
+    # Create or migrate the schema the ordinary way first.
+    storage = storage_for_url(database_url)
+
+    async def migrate() -> None:
+        await storage.open()
+        await storage.close()
+
+    asyncio.run(migrate())
+    now = int(time.time()) if now is None else now
+    with BulkLoader(sqlite_path(database_url)) as loader:
+        taken = loader.taken_usernames()
+        first_cdn = loader.next_cdn()
+        usernames: list[str] = []
+        n = 1
+        while len(usernames) < accounts:
+            if f"seed{n}" not in taken:
+                usernames.append(f"seed{n}")
+            n += 1
+        created = [
+            (first_cdn + i, name, account_rules.new_api_key(), account_rules.new_secret(), now)
+            for i, name in enumerate(usernames)
+        ]
+        loader.insert_accounts(created)
+        cdns = [row[0] for row in created]
+
+        shape = Shape.for_sizes(tickets, attempts_total, accounts)
+        bar = Progress("tickets", 1)
+        p = plan(shape, usernames, cdns, now, seed)
+        bar.advance()
+        bar.finish()
+        bar = Progress("indexes", loader.drop_attempt_indexes())
+        bar.label = "attempts"
+        bar = Progress("attempts", attempts_total)
+        loader.insert_attempts(attempts_in_worker(p), bar.advance)
+        attempt_seconds = bar.finish()
+        loader.insert_tickets(
+            (*row[:6], row[6], row[7], row[8], row[9], p.use_count[i], p.used_at[i], p.bound[i])
+            for i, row in enumerate(p.tickets)
+        )
+        loader.add_counts(p.tally)
+        restored = len(loader._restore)
+        bar = Progress("indexes", restored)
+        loader.restore_attempt_indexes(lambda done: bar.advance(1))
+        bar.finish()
+    return SeedResult(
+        accounts=[
+            {"cdn": cdn, "username": name, "api_key": key, "secret": secret}
+            for cdn, name, key, secret, _ in created
+        ],
+        tickets=tickets,
+        attempts=attempts_total,
+        seconds=time.monotonic() - started,
+        attempt_seconds=attempt_seconds,
+    )

@@ -1,0 +1,139 @@
+"""The control panel's queries on PostgreSQL: chart statistics and sign-in.
+
+A mixin of :class:`~usher.storage.postgres.PostgresStorage`, kept apart so
+each module stays about one concern.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from usher.storage.base import (
+    AttemptColumn,
+    PanelSession,
+    TimelineBucket,
+    check_timeline_bounds,
+    check_top_limit,
+)
+from usher.storage.pgrunner import PgRunner
+from usher.storage.pgsql import attempt_where
+from usher.tickets.model import AttemptFilter
+
+
+class PostgresPanelMixin:
+    """Panel statistics and sign-in; needs the storage's :class:`PgRunner`."""
+
+    _db: PgRunner
+
+    # -- attempt statistics --------------------------------------------------------
+
+    async def attempt_timeline(
+        self, cdn: int, where: AttemptFilter, bucket: int
+    ) -> list[TimelineBucket]:
+        check_timeline_bounds(where, bucket)
+        sql, params = attempt_where(cdn, where)
+        # Integer division of non-negative integers floors, so every attempt
+        # lands in the bucket that starts at a multiple of ``bucket``.
+        rows = await self._db.fetchall(
+            "SELECT (at / %s) * %s AS b, count(*) FILTER (WHERE success),"
+            f" count(*) FILTER (WHERE NOT success) FROM attempts WHERE {sql}"
+            " GROUP BY b ORDER BY b",
+            [bucket, bucket, *params],
+        )
+        return [TimelineBucket(int(row[0]), int(row[1]), int(row[2])) for row in rows]
+
+    async def top_attempt_values(
+        self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
+    ) -> list[tuple[str, int]]:
+        check_top_limit(limit)
+        name = _GROUPABLE[column]  # a fixed column name, never caller text
+        sql, params = attempt_where(cdn, where)
+        # COLLATE "C": ties break by code point, as in SQLite, whatever the
+        # database's own collation.
+        rows = await self._db.fetchall(
+            f"SELECT {name}, count(*) AS n FROM attempts WHERE {sql}"
+            f' GROUP BY {name} ORDER BY n DESC, {name} COLLATE "C" LIMIT %s',
+            [*params, limit],
+        )
+        return [(str(row[0]), int(row[1])) for row in rows]
+
+    # -- control-panel sign-in -----------------------------------------------------
+
+    async def set_panel_password(self, cdn: int, password_hash: str | None, *, now: int) -> bool:
+        if password_hash is None:
+            row, _ = await self._db.write(
+                "WITH gone AS (DELETE FROM panel_passwords WHERE cdn = %s)"
+                " SELECT EXISTS (SELECT 1 FROM accounts WHERE cdn = %s)",
+                (cdn, cdn),
+            )
+            return bool(row and row[0])
+        # Selecting from accounts makes an unknown cdn insert nothing.
+        row, _ = await self._db.write(
+            "INSERT INTO panel_passwords (cdn, hash, updated_at)"
+            " SELECT cdn, %s, %s FROM accounts WHERE cdn = %s"
+            " ON CONFLICT (cdn) DO UPDATE SET hash = EXCLUDED.hash,"
+            " updated_at = EXCLUDED.updated_at RETURNING 1",
+            (password_hash, now, cdn),
+        )
+        return row is not None
+
+    async def get_panel_password(self, cdn: int) -> str | None:
+        row = await self._db.fetchone("SELECT hash FROM panel_passwords WHERE cdn = %s", (cdn,))
+        return None if row is None else str(row[0])
+
+    async def create_panel_session(self, session: PanelSession) -> None:
+        await self._db.write(
+            "INSERT INTO panel_sessions (token_hash, cdn, created_at, seen_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (session.token_hash, session.cdn, session.created_at, session.seen_at),
+        )
+
+    async def get_panel_session(self, token_hash: bytes) -> PanelSession | None:
+        row = await self._db.fetchone(
+            "SELECT token_hash, cdn, created_at, seen_at FROM panel_sessions WHERE token_hash = %s",
+            (token_hash,),
+        )
+        return None if row is None else PanelSession(bytes(row[0]), row[1], row[2], row[3])
+
+    async def touch_panel_session(self, token_hash: bytes, *, now: int) -> None:
+        # GREATEST: two nodes touching at once never move seen_at backwards.
+        await self._db.write(
+            "UPDATE panel_sessions SET seen_at = GREATEST(seen_at, %s) WHERE token_hash = %s",
+            (now, token_hash),
+        )
+
+    async def delete_panel_sessions(
+        self,
+        *,
+        token_hash: bytes | None = None,
+        cdn: int | None = None,
+        seen_before: int | None = None,
+        created_before: int | None = None,
+    ) -> int:
+        clauses: list[str] = []
+        params: list[object] = []
+        for clause, value in (
+            ("token_hash = %s", token_hash),
+            ("cdn = %s", cdn),
+            ("seen_at < %s", seen_before),
+            ("created_at < %s", created_before),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if not clauses:
+            return 0
+        _, count = await self._db.write(
+            f"DELETE FROM panel_sessions WHERE {' OR '.join(clauses)}", params
+        )
+        return count
+
+
+#: ``top_attempt_values`` columns, mapped to SQL through this fixed table.
+_GROUPABLE: Final[dict[str, str]] = {
+    "reason": "reason",
+    "ip": "ip",
+    "key": "key",
+    "app": "app",
+    "video": "video",
+}

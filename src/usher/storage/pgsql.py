@@ -1,0 +1,209 @@
+"""SQL text and row mapping shared by the PostgreSQL backend's modules.
+
+Also the parts of a playback check that :meth:`PostgresStorage.record_check`
+and the session calls share, so the two cannot drift apart: lock the ticket,
+apply a decision, log the attempt. They run on a connection already inside a
+transaction and in pipeline mode; each queues its statement and returns
+without waiting, so a check costs two round trips however many parts it
+uses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any, Final
+
+import psycopg
+
+from usher.storage.base import MAX_ATTEMPT_FIELD
+from usher.tickets.model import (
+    Account,
+    Attempt,
+    AttemptFilter,
+    CheckRequest,
+    Decision,
+    Ticket,
+)
+
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+
+TICKET_COLUMNS: Final = (
+    "t.key, t.cdn, t.pass, t.ip, t.video, t.app, t.uses, t.use_count, t.active, "
+    "t.created_at, t.expire_at, t.used_at, t.bound_ips, a.disabled"
+)
+TICKET_FROM: Final = "FROM tickets t JOIN accounts a ON a.cdn = t.cdn"
+ATTEMPT_COLUMNS: Final = (
+    "id, cdn, at, key, pass, ip, video, app, appinst, pageurl, refurl, success, reason, server_ip"
+)
+ACCOUNT_COLUMNS: Final = "cdn, username, api_key, secret, disabled, created_at"
+
+# The check: lock the ticket row (not its account's), then apply and log.
+CHECK_LOCK: Final = f"SELECT t.id, {TICKET_COLUMNS} {TICKET_FROM} WHERE t.key = %s FOR UPDATE OF t"
+CHECK_APPLY: Final = (
+    "UPDATE tickets SET use_count = use_count + %s, used_at = %s, bound_ips = %s WHERE id = %s"
+)
+# An attempt with an unknown key belongs to the account whose username
+# prefixes its app; the lookup rides along in the INSERT instead of costing
+# a round trip of its own.
+CHECK_LOG: Final = (
+    "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl, refurl,"
+    " success, reason, server_ip)"
+    " VALUES (COALESCE(%s::bigint, (SELECT cdn FROM accounts WHERE username = %s::text)),"
+    " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+)
+CLAIM: Final = (
+    "INSERT INTO used_signatures AS u (digest, expires_at) VALUES (%s, %s)"
+    " ON CONFLICT (digest) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+    " WHERE u.expires_at < %s RETURNING 1"
+)
+
+#: Text PostgreSQL cannot store: NUL, and lone surrogates (not UTF-8).
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: str) -> str:
+    """``value`` with what PostgreSQL's text type cannot hold replaced by U+FFFD.
+
+    Applied to everything Usher stores or filters by, so a value reads back
+    as it would match: a filter for a logged value finds it.
+    """
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
+def clip(value: str) -> str:
+    return storable(value[:MAX_ATTEMPT_FIELD])
+
+
+def storable_request(request: CheckRequest) -> CheckRequest:
+    texts = (request.key, request.password, request.app, request.video, request.ip)
+    extra = (request.appinst, request.pageurl, request.refurl, request.server_ip)
+    if not any(_UNSTORABLE.search(text) for text in (*texts, *extra)):
+        return request
+    return replace(
+        request,
+        key=storable(request.key),
+        password=storable(request.password),
+        app=storable(request.app),
+        video=storable(request.video),
+        ip=storable(request.ip),
+        appinst=storable(request.appinst),
+        pageurl=storable(request.pageurl),
+        refurl=storable(request.refurl),
+        server_ip=storable(request.server_ip),
+    )
+
+
+def ticket_from_row(row: tuple[Any, ...]) -> Ticket:
+    return Ticket(
+        key=row[0],
+        cdn=row[1],
+        password=row[2],
+        ip=row[3],
+        video=row[4],
+        app=row[5],
+        uses=row[6],
+        use_count=row[7],
+        active=row[8],
+        created_at=row[9],
+        expire_at=row[10],
+        used_at=row[11],
+        bound_ips=tuple(row[12].split("|")) if row[12] else (),
+        account_disabled=row[13],
+    )
+
+
+def attempt_from_row(row: tuple[Any, ...]) -> Attempt:
+    return Attempt(*row)
+
+
+def account_from_row(row: tuple[Any, ...]) -> Account:
+    return Account(*row)
+
+
+def all_equal(pairs: Iterable[tuple[str, object]]) -> tuple[str, list[object]]:
+    """``AND``-join ``column = %s`` for every value that is not ``None``."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for clause, value in pairs:
+        if value is not None:
+            clauses.append(clause)
+            params.append(storable(value) if isinstance(value, str) else value)
+    return " AND ".join(clauses), params
+
+
+def attempt_where(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
+    return all_equal(
+        [
+            ("cdn = %s", cdn),
+            ("key = %s", where.key),
+            ("pass = %s", where.password),
+            ("app = %s", where.app),
+            ("video = %s", where.video),
+            ("ip = %s", where.ip),
+            ("success = %s", where.success),
+            ("at >= %s", where.start),
+            ("at <= %s", where.end),
+        ]
+    )
+
+
+def username_of(app: str) -> str | None:
+    """The username an app name starts with (usernames hold no ``-``)."""
+    username, dash, _ = app.partition("-")
+    return username if dash else None
+
+
+async def lock_ticket(conn: Conn, key: str) -> tuple[int, Ticket] | None:
+    """Lock the ticket with this key (any account) until the transaction ends;
+    its row id and state, or ``None`` for an unknown key."""
+    row = await (await conn.execute(CHECK_LOCK, (key,))).fetchone()
+    return None if row is None else (int(row[0]), ticket_from_row(row[1:]))
+
+
+async def apply_decision(
+    conn: Conn, row_id: int, ticket: Ticket, decision: Decision, now: int
+) -> Ticket:
+    """Queue what an allowed decision changes; the ticket as it will be."""
+    if not decision.allowed or not (decision.count_use or decision.bind):
+        return ticket
+    bound = ticket.bound_ips + ((decision.bind,) if decision.bind else ())
+    used_at = now if decision.count_use else ticket.used_at
+    count = int(decision.count_use)
+    await conn.execute(CHECK_APPLY, (count, used_at, "|".join(bound), row_id))
+    return replace(ticket, use_count=ticket.use_count + count, used_at=used_at, bound_ips=bound)
+
+
+async def log_attempt(
+    conn: Conn, request: CheckRequest, ticket: Ticket | None, decision: Decision, now: int
+) -> Cursor:
+    """Queue the attempt's INSERT; fetch its id from the cursor after commit."""
+    return await conn.execute(
+        CHECK_LOG,
+        (
+            None if ticket is None else ticket.cdn,
+            username_of(request.app) if ticket is None else None,
+            now,
+            clip(request.key),
+            clip(request.password),
+            clip(request.ip),
+            clip(request.video),
+            clip(request.app),
+            clip(request.appinst),
+            clip(request.pageurl),
+            clip(request.refurl),
+            decision.allowed,
+            decision.reason_text,
+            clip(request.server_ip),
+        ),
+    )
+
+
+async def inserted_id(cursor: Cursor | None) -> int:
+    """The id an ``INSERT … RETURNING id`` gave, 0 without one."""
+    if cursor is None:
+        return 0
+    row = await cursor.fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,282 @@
+"""The PostgreSQL backend: any number of Usher nodes on one database.
+
+Why this shape:
+
+* Nodes share nothing but the database, so every rule that must hold across
+  nodes is enforced by PostgreSQL, never by a node's memory:
+
+  - a playback check locks its ticket row (``SELECT … FOR UPDATE OF t``),
+    so concurrent checks of one ticket queue on that lock whichever node they
+    arrive at: ``uses = N`` allows exactly N and an ``auto`` slot binds once.
+    Only the ticket row is locked, never its account, so checks of different
+    tickets never wait for each other;
+  - a replay claim is one ``INSERT … ON CONFLICT DO UPDATE … WHERE expired``;
+  - a revocation is a committed ``UPDATE`` that the next check on any node
+    reads, because nothing about tickets or accounts is cached.
+
+* Every operation is one short transaction on a pooled connection (psycopg 3,
+  async, psycopg_pool). A check costs two round trips: ``BEGIN`` and the
+  locking ``SELECT`` travel in one pipeline sync, the ``UPDATE``, the attempt
+  ``INSERT`` and ``COMMIT`` in the next. psycopg prepares a statement on a
+  connection once it has run a few times there.
+
+* Failures are answered, not hung on: a lost connection is
+  :class:`StorageUnavailable` (code 4), a pool with every connection busy and
+  too many requests queued is :class:`StorageBusy` (code 1000), and
+  ``statement_timeout`` bounds every statement. A lost connection makes the
+  pool test its idle connections at once, so after a database restart only
+  the requests in flight fail, and reads are retried once on a fresh
+  connection.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import psycopg
+
+from usher.protocol.errors import AlreadyExists, StorageBusy
+from usher.storage.base import Decider, Storage
+from usher.storage.pgconfig import parse_url
+from usher.storage.pgpanel import PostgresPanelMixin
+from usher.storage.pgrunner import PgRunner
+from usher.storage.pgsessions import PostgresSessionsMixin
+from usher.storage.pgsql import (
+    ACCOUNT_COLUMNS,
+    ATTEMPT_COLUMNS,
+    CLAIM,
+    TICKET_COLUMNS,
+    TICKET_FROM,
+    Conn,
+    account_from_row,
+    all_equal,
+    apply_decision,
+    attempt_from_row,
+    attempt_where,
+    inserted_id,
+    lock_ticket,
+    log_attempt,
+    storable,
+    storable_request,
+    ticket_from_row,
+)
+from usher.tickets.model import (
+    Account,
+    Attempt,
+    AttemptFilter,
+    CheckOutcome,
+    CheckRequest,
+    Page,
+    Ticket,
+    TicketFilter,
+)
+
+#: How often (in claims, per node) expired replay-protection rows are purged.
+_PURGE_EVERY: Final = 1000
+
+
+class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
+    """Storage in a PostgreSQL database shared by any number of nodes."""
+
+    def __init__(self, url: str) -> None:
+        self.target = parse_url(url)
+        self._db = PgRunner(self.target)
+        self._claims = 0
+
+    @property
+    def pending_writes(self) -> int:
+        """Requests waiting for a database connection."""
+        return self._db.waiting
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def ping(self) -> None:
+        await self._db.fetchone("SELECT 1")
+
+    async def schema_version(self) -> int:
+        row = await self._db.fetchone("SELECT max(version) FROM schema_version")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- accounts ----------------------------------------------------------------
+
+    async def create_account(
+        self, *, username: str, api_key: str, secret: str, cdn: int | None, now: int
+    ) -> Account:
+        # "Next free cdn" is MAX + 1, computed in the INSERT itself. Two nodes
+        # may compute the same one; the loser hits the primary key and tries
+        # the next. Bounded: every round, some creator wins.
+        for _ in range(100):
+            try:
+                row, _ = await self._db.write(
+                    f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) SELECT"
+                    " COALESCE(%s::bigint, (SELECT COALESCE(MAX(cdn), 0) + 1 FROM accounts)),"
+                    f" %s, %s, %s, FALSE, %s RETURNING {ACCOUNT_COLUMNS}",
+                    (cdn, username, api_key, secret, now),
+                )
+            except AlreadyExists as exc:
+                cause = exc.__cause__
+                constraint = (
+                    cause.diag.constraint_name if isinstance(cause, psycopg.Error) else None
+                )
+                if constraint == "accounts_username_key":
+                    raise AlreadyExists(f"An account named {username!r} already exists.") from None
+                if cdn is not None:
+                    raise AlreadyExists(
+                        f"CDN id {cdn} is already taken; choose another --cdn."
+                    ) from None
+                continue
+            assert row is not None  # INSERT … RETURNING gives its row
+            return account_from_row(row)
+        raise StorageBusy("Could not find a free cdn; too many accounts are being created at once.")
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self._db.fetchall(f"SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY cdn")
+        return [account_from_row(row) for row in rows]
+
+    async def get_account(self, cdn: int) -> Account | None:
+        row = await self._db.fetchone(
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE cdn = %s", (cdn,)
+        )
+        return None if row is None else account_from_row(row)
+
+    async def get_account_by_username(self, username: str) -> Account | None:
+        row = await self._db.fetchone(
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username = %s", (storable(username),)
+        )
+        return None if row is None else account_from_row(row)
+
+    async def update_account(
+        self, cdn: int, *, secret: str | None = None, disabled: bool | None = None
+    ) -> Account | None:
+        row, _ = await self._db.write(
+            "UPDATE accounts SET secret = COALESCE(%s, secret),"
+            " disabled = COALESCE(%s, disabled)"
+            f" WHERE cdn = %s RETURNING {ACCOUNT_COLUMNS}",
+            (secret, disabled, cdn),
+        )
+        return None if row is None else account_from_row(row)
+
+    # -- replay protection ---------------------------------------------------------
+
+    async def claim_signature(self, digest: bytes, *, now: int, expires_at: int) -> bool:
+        self._claims += 1
+        purge = self._claims % _PURGE_EVERY == 0
+
+        async def work(conn: Conn) -> bool:
+            if purge:
+                await conn.execute("DELETE FROM used_signatures WHERE expires_at < %s", (now,))
+            # Inserted (new) or updated (the old claim had expired): accepted.
+            # A live claim makes the WHERE false, so no row comes back.
+            cursor = await conn.execute(CLAIM, (digest, expires_at, now))
+            return await cursor.fetchone() is not None
+
+        return await self._db.run(work)
+
+    # -- tickets ---------------------------------------------------------------------
+
+    async def insert_ticket(self, ticket: Ticket) -> None:
+        await self._db.write(
+            "INSERT INTO tickets (cdn, key, pass, ip, video, app, uses, use_count, active,"
+            " created_at, expire_at, used_at, bound_ips)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                ticket.cdn,
+                storable(ticket.key),
+                storable(ticket.password),
+                storable(ticket.ip),
+                storable(ticket.video),
+                storable(ticket.app),
+                ticket.uses,
+                ticket.use_count,
+                ticket.active,
+                ticket.created_at,
+                ticket.expire_at,
+                ticket.used_at,
+                "|".join(ticket.bound_ips),
+            ),
+        )
+
+    async def get_ticket(self, cdn: int, key: str) -> Ticket | None:
+        row = await self._db.fetchone(
+            f"SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE t.key = %s AND t.cdn = %s",
+            (storable(key), cdn),
+        )
+        return None if row is None else ticket_from_row(row)
+
+    async def revoke_ticket(self, cdn: int, key: str) -> bool:
+        row, _ = await self._db.write(
+            "UPDATE tickets SET active = FALSE WHERE key = %s AND cdn = %s RETURNING 1",
+            (storable(key), cdn),
+        )
+        return row is not None
+
+    async def search_tickets(
+        self, cdn: int, where: TicketFilter, page: Page
+    ) -> tuple[list[Ticket], int]:
+        sql, params = all_equal(
+            [
+                ("t.cdn = %s", cdn),
+                ("t.key = %s", where.key),
+                ("t.app = %s", where.app),
+                ("t.video = %s", where.video),
+                ("t.ip = %s", where.ip),
+                ("t.pass = %s", where.password),
+            ]
+        )
+        # One statement, so the page and the total come from one snapshot.
+        # The count row is always there; a page past the end joins nothing.
+        rows = await self._db.fetchall(
+            f"SELECT c.total, p.* FROM (SELECT count(*) FROM tickets t WHERE {sql}) AS c (total)"
+            f" LEFT JOIN LATERAL (SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE {sql}"
+            "  ORDER BY t.id DESC LIMIT %s OFFSET %s) AS p ON TRUE",
+            [*params, *params, page.limit, page.seek],
+        )
+        total = int(rows[0][0]) if rows else 0
+        return [ticket_from_row(row[1:]) for row in rows if row[1] is not None], total
+
+    # -- playback checks and the attempt log ---------------------------------------------
+
+    async def record_check(
+        self, request: CheckRequest, decide: Decider, now: int, *, log: bool = True
+    ) -> CheckOutcome:
+        request = storable_request(request)
+
+        async def work(conn: Conn) -> CheckOutcome:
+            logged = None
+            # Two round trips: BEGIN + the locking SELECT, then the UPDATE,
+            # the INSERT and COMMIT, which leaving both blocks sends and syncs.
+            async with conn.pipeline(), conn.transaction():
+                locked = await lock_ticket(conn, request.key)
+                ticket = None if locked is None else locked[1]
+                decision = decide(ticket, request, now)
+                if locked is not None:
+                    await apply_decision(conn, locked[0], locked[1], decision, now)
+                if log:
+                    logged = await log_attempt(conn, request, ticket, decision, now)
+            # Committed by now, so the id belongs to an attempt on disk.
+            return CheckOutcome(decision, await inserted_id(logged), ticket)
+
+        return await self._db.run(work)
+
+    async def list_attempts(
+        self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
+    ) -> list[Attempt]:
+        sql, params = attempt_where(cdn, where)
+        order = "DESC" if newest_first else ""
+        rows = await self._db.fetchall(
+            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql}"
+            f" ORDER BY id {order} LIMIT %s OFFSET %s",
+            [*params, page.limit, page.seek],
+        )
+        return [attempt_from_row(row) for row in rows]
+
+    async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
+        sql, params = attempt_where(cdn, where)
+        row = await self._db.fetchone(f"SELECT count(*) FROM attempts WHERE {sql}", params)
+        return int(row[0]) if row else 0

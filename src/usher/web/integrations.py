@@ -1,0 +1,235 @@
+"""The streaming-server callbacks of SPEC §4: thin handlers around the adapters.
+
+Each handler refuses callers outside ``USHER_CALLBACK_ALLOW`` before reading
+anything, reads a bounded body, lets its sans-io adapter turn the wire format
+into a check, runs it (:mod:`usher.web.playback`) and answers in the server's
+own dialect. Input an adapter cannot use is refused with a sentence saying
+why, and logged once; nothing here lets an exception reach the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from usher.adapters import auth_request as http_wire
+from usher.adapters import mediamtx as mediamtx_wire
+from usher.adapters import nginx_rtmp as rtmp_wire
+from usher.adapters import srs as srs_wire
+from usher.adapters.sessions import http_session_id
+from usher.protocol.errors import BodyTooLarge, StorageBusy, StorageError
+from usher.tickets.model import Decision
+from usher.web.body import read_body
+from usher.web.callers import caller_allowed, client_address
+from usher.web.check import MAX_CHECK_BODY, forbidden_caller
+from usher.web.playback import Checker
+from usher.web.state import app_state
+
+log = logging.getLogger("usher.integrations")
+
+REASON_HEADER = "X-Usher-Reason"
+_TOO_LARGE = "The callback body is larger than 64 KiB; this is not a playback callback."
+_BUSY = "Usher is overloaded; try again shortly."
+_UNAVAILABLE = "Usher storage unavailable."
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _header_bytes(request: Request, name: bytes) -> bytes | None:
+    """A header's raw bytes (Starlette would decode them as latin-1)."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _plain(status: int, reason: str, body: str | None = None) -> Response:
+    """A text answer carrying the reason in ``X-Usher-Reason`` too.
+
+    Header values must be latin-1; reasons are ASCII, and anything else that
+    reaches here is escaped rather than allowed to fail the response.
+    """
+    header = reason.encode("ascii", "backslashreplace").decode("ascii")
+    text = reason if body is None else body
+    return Response(
+        (text + "\n").encode() if text else b"",
+        status,
+        media_type="text/plain; charset=utf-8",
+        headers={REASON_HEADER: header},
+    )
+
+
+def _refuse_input(server: str, request: Request, status: int, problem: str) -> Response:
+    log.warning("Refused a %s callback from %s: %s", server, _peer(request), problem)
+    return _plain(status, problem)
+
+
+def _decided(decision: Decision) -> Response:
+    return _plain(200 if decision.allowed else 403, decision.reason_text)
+
+
+def _storage_failed(exc: StorageError, what: str) -> Response:
+    # 503, not 403: the viewer was not refused, Usher could not decide.
+    if isinstance(exc, StorageBusy):
+        return _plain(503, _BUSY)
+    log.error("The storage failed during %s: %s", what, exc)
+    return _plain(503, _UNAVAILABLE)
+
+
+async def _body(request: Request) -> bytes:
+    return await read_body(request, MAX_CHECK_BODY) if request.method == "POST" else b""
+
+
+# -- nginx-rtmp -------------------------------------------------------------------
+
+
+async def nginx_rtmp(request: Request) -> Response:
+    state = app_state(request)
+    if not caller_allowed(request, state.settings.callback_allow):
+        return forbidden_caller()
+    try:
+        body = await _body(request)
+    except BodyTooLarge:
+        return _refuse_input("nginx-rtmp", request, 413, _TOO_LARGE)
+    query: bytes = request.scope["query_string"]
+    pairs = rtmp_wire.parse_body(query, body, request.method)
+    note = rtmp_wire.parse(pairs, caller=_peer(request), server_ip=_rtmp_server_ip(request, query))
+    checker = Checker(state)
+    call = note.call
+    if call is rtmp_wire.Call.INVALID:
+        return _refuse_input("nginx-rtmp", request, 400, note.problem)
+    if call is rtmp_wire.Call.PUBLISH:
+        return _refuse_input("nginx-rtmp", request, 403, note.problem)
+    if call is rtmp_wire.Call.IGNORED:
+        return _plain(200, "")
+    if call is rtmp_wire.Call.DONE:
+        await checker.rtmp_done(note.session_id)
+        return _plain(200, "")
+    try:
+        if call is rtmp_wire.Call.PLAY:
+            decision = await checker.rtmp_play(note.request, note.session_id)
+        else:
+            decision = await checker.rtmp_update(note.request, note.session_id)
+    except StorageError as exc:
+        if call is rtmp_wire.Call.UPDATE:
+            # nginx drops the viewer on any non-2xx update answer. An outage
+            # must not cut off every viewer who was already allowed (a revoke
+            # cannot be stored during it either), so keep them playing.
+            log.warning("The storage failed during an update_play re-check; allowing: %s", exc)
+            return _plain(200, "")
+        return _storage_failed(exc, "an nginx-rtmp play check")
+    return _decided(decision)
+
+
+def _rtmp_server_ip(request: Request, query: bytes) -> str:
+    """The streaming server's address for the attempt log: a ``server_ip``
+    the operator put in the on_play URL (``…/usher/nginx-rtmp?server_ip=…``),
+    else the address the notification came from. With ``notify_method get``
+    the query is nginx's and the viewer's, so it is not trusted for this."""
+    if request.method == "POST":
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if name == "server_ip" and value:
+                return value[:100]
+    return _peer(request)
+
+
+# -- nginx auth_request -------------------------------------------------------
+
+
+_NO_URI = (
+    "The auth_request subrequest has no X-Original-URI header; add "
+    "'proxy_set_header X-Original-URI $request_uri;' to the auth location."
+)
+
+
+async def auth_request(request: Request) -> Response:
+    state = app_state(request)
+    if not caller_allowed(request, state.settings.callback_allow):
+        return forbidden_caller()
+    uri = _header_bytes(request, b"x-original-uri")
+    if not uri:
+        return _refuse_input("auth_request", request, 403, _NO_URI)
+    server = (request.headers.get("x-server-addr") or "").strip() or _peer(request)
+    checked, session_id = http_wire.parse(
+        uri,
+        ip=client_address(request),
+        referer=request.headers.get("referer", ""),
+        server_ip=server[:100],
+        pattern=state.settings.uri_pattern,
+    )
+    try:
+        decision = await Checker(state).http_session(checked, session_id)
+    except StorageError as exc:
+        return _storage_failed(exc, "an auth_request check")
+    # nginx ignores the body; curl users get the reason.
+    return _decided(decision)
+
+
+# -- SRS ------------------------------------------------------------------------------
+
+
+def _srs_refusal(status: int, reason: str) -> Response:
+    return Response(
+        srs_wire.deny_body(reason),
+        status,
+        media_type="application/json",
+        headers={REASON_HEADER: reason.encode("ascii", "backslashreplace").decode("ascii")},
+    )
+
+
+async def srs(request: Request) -> Response:
+    state = app_state(request)
+    if not caller_allowed(request, state.settings.callback_allow):
+        return forbidden_caller()
+    try:
+        body = await read_body(request, MAX_CHECK_BODY)
+    except BodyTooLarge:
+        log.warning("Refused an SRS hook from %s: %s", _peer(request), _TOO_LARGE)
+        return _srs_refusal(413, _TOO_LARGE)
+    hook = srs_wire.parse(body, server_ip=_peer(request))
+    if hook.action is srs_wire.Action.NOTICE:
+        return Response(srs_wire.ALLOW, 200, media_type="text/plain")
+    if hook.action is not srs_wire.Action.PLAY:
+        status = 403 if hook.action is srs_wire.Action.REFUSED else 400
+        log.warning("Refused an SRS hook from %s: %s", _peer(request), hook.problem)
+        return _srs_refusal(status, hook.problem)
+    try:
+        decision = await Checker(state).counted(hook.request)
+    except StorageError as exc:
+        failed = _storage_failed(exc, "an SRS check")
+        return _srs_refusal(503, failed.headers[REASON_HEADER])
+    if decision.allowed:
+        return Response(srs_wire.ALLOW, 200, media_type="text/plain")
+    return _srs_refusal(403, decision.reason_text)
+
+
+# -- MediaMTX -----------------------------------------------------------------------------
+
+
+async def mediamtx(request: Request) -> Response:
+    state = app_state(request)
+    if not caller_allowed(request, state.settings.callback_allow):
+        return forbidden_caller()
+    try:
+        body = await read_body(request, MAX_CHECK_BODY)
+    except BodyTooLarge:
+        return _refuse_input("MediaMTX", request, 413, _TOO_LARGE)
+    auth = mediamtx_wire.parse(body, server_ip=_peer(request))
+    if auth.action is mediamtx_wire.Action.INVALID:
+        return _refuse_input("MediaMTX", request, 400, auth.problem)
+    if auth.action is mediamtx_wire.Action.REFUSED:
+        return _refuse_input("MediaMTX", request, 403, auth.problem)
+    checker = Checker(state)
+    try:
+        if auth.http:
+            decision = await checker.http_session(auth.request, http_session_id(auth.request))
+        else:
+            decision = await checker.counted(auth.request)
+    except StorageError as exc:
+        return _storage_failed(exc, "a MediaMTX check")
+    return _decided(decision)

@@ -1,0 +1,236 @@
+"""The overview: attempt charts for a time range, refreshed live.
+
+The page and its refresh share one renderer: ``/panel/`` embeds the charts
+fragment and the script re-fetches ``/panel/charts`` every few seconds and
+swaps it in, so the charts are plain server-rendered HTML and SVG that work
+(without the refresh) even with scripts off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from usher.tickets.expiry import format_utc
+from usher.tickets.model import AttemptFilter
+from usher.web.panel import forms
+from usher.web.panel.auth import Viewer, signed_in
+from usher.web.panel.render import page, render_text
+
+#: name -> (label, seconds)
+RANGES: Final = {
+    "1h": ("Last hour", 3600),
+    "6h": ("Last 6 hours", 6 * 3600),
+    "24h": ("Last 24 hours", 86400),
+    "7d": ("Last 7 days", 7 * 86400),
+    "30d": ("Last 30 days", 30 * 86400),
+}
+DEFAULT_RANGE: Final = "24h"
+#: Bucket sizes a person reads easily; the smallest that keeps the chart
+#: within MAX_BARS bars wins.
+NICE_BUCKETS: Final = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+MAX_BARS: Final = 120
+TOP: Final = 10
+#: Milliseconds between live refreshes of the charts.
+REFRESH_MS: Final = 5000
+
+
+def bucket_for(span: int) -> int:
+    for bucket in NICE_BUCKETS:
+        if math.ceil(span / bucket) <= MAX_BARS:
+            return bucket
+    return math.ceil(span / MAX_BARS)
+
+
+def nice_max(value: int) -> int:
+    """The smallest "round" axis maximum ≥ ``value`` that splits into four
+    whole-number steps (4, 8, 20, 40, 100, 200, …)."""
+    step = max(1, math.ceil(value / 4))
+    magnitude = 10 ** max(0, len(str(step)) - 1)
+    for factor in (1, 2, 2.5, 5, 10):
+        candidate = factor * magnitude
+        if candidate >= step and candidate == int(candidate):
+            return int(candidate) * 4
+    return step * 4  # not reached: factor 10 always fits
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def _time_label(ts: int, bucket: int, span: int) -> str:
+    text = format_utc(ts)  # YYYY-MM-DD HH:MM:SS
+    if bucket >= 86400:
+        return text[5:10]
+    return text[5:16] if span > 86400 else text[11:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    start: int
+    allowed: int
+    denied: int
+    title: str
+    # Geometry in the SVG's own units: each bar is 10 wide, the chart 100 high.
+    x: float
+    allowed_y: float
+    allowed_h: float
+    denied_y: float
+    denied_h: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    value: str
+    count: int
+    share: float  # of the largest count, 0..100, for the bar's width
+
+
+@dataclass(frozen=True, slots=True)
+class Charts:
+    range: str
+    label: str
+    start: int
+    end: int
+    bucket_text: str
+    bars: list[Bar]
+    y_max: int
+    y_ticks: list[int]
+    x_labels: list[str]
+    allowed: int
+    denied: int
+    reasons: list[Ranked]
+    ips: list[Ranked]
+    tickets: list[Ranked]
+    digest: str
+
+    @property
+    def busy(self) -> list[Bar]:
+        """Bars with at least one attempt, for the table view."""
+        return [bar for bar in self.bars if bar.allowed or bar.denied]
+
+    @property
+    def width(self) -> int:
+        return len(self.bars) * 10
+
+    @property
+    def denial_rate(self) -> str:
+        total = self.allowed + self.denied
+        return "—" if total == 0 else f"{100 * self.denied / total:.0f}%"
+
+
+def _ranked(pairs: list[tuple[str, int]]) -> list[Ranked]:
+    top = max((count for _, count in pairs), default=0)
+    return [
+        Ranked(value, count, round(100 * count / top, 2) if top else 0.0) for value, count in pairs
+    ]
+
+
+async def build_charts(viewer: Viewer, range_name: str) -> Charts:
+    label, span = RANGES[range_name]
+    bucket = bucket_for(span)
+    end = viewer.now
+    start = end - span + 1
+    storage = viewer.state.storage
+    cdn = viewer.account.cdn
+    every = AttemptFilter(start=start, end=end)
+    denied_only = AttemptFilter(start=start, end=end, success=False)
+    # Four independent reads: the reader pool runs them side by side.
+    timeline, reasons, ips, tickets = await asyncio.gather(
+        storage.attempt_timeline(cdn, every, bucket),
+        storage.top_attempt_values(cdn, denied_only, "reason", TOP),
+        storage.top_attempt_values(cdn, denied_only, "ip", TOP),
+        storage.top_attempt_values(cdn, denied_only, "key", TOP),
+    )
+    counted = {b.start: (b.allowed, b.denied) for b in timeline}
+    first = start - start % bucket
+    starts = list(range(first, end + 1, bucket))
+    y_max = nice_max(max((a + d for a, d in counted.values()), default=0))
+    bars = []
+    for i, bar_start in enumerate(starts):
+        allowed, denied = counted.get(bar_start, (0, 0))
+        allowed_h = round(100 * allowed / y_max, 3)
+        denied_h = round(100 * denied / y_max, 3)
+        until = format_utc(bar_start + bucket - 1)[11:16]
+        title = f"{format_utc(bar_start)[:16]} to {until} UTC: {allowed} allowed, {denied} denied"
+        bars.append(
+            Bar(
+                bar_start,
+                allowed,
+                denied,
+                title,
+                x=i * 10 + 1,
+                allowed_y=round(100 - allowed_h, 3),
+                allowed_h=allowed_h,
+                denied_y=round(100 - allowed_h - denied_h, 3),
+                denied_h=denied_h,
+            )
+        )
+    marks = sorted({0, len(starts) // 4, len(starts) // 2, 3 * len(starts) // 4, len(starts) - 1})
+    data = repr((range_name, timeline, reasons, ips, tickets, first)).encode()
+    return Charts(
+        range=range_name,
+        label=label,
+        start=start,
+        end=end,
+        bucket_text=_duration(bucket),
+        bars=bars,
+        y_max=y_max,
+        y_ticks=[y_max * i // 4 for i in range(4, -1, -1)],
+        x_labels=[_time_label(starts[i], bucket, span) for i in marks],
+        allowed=sum(a for a, _ in counted.values()),
+        denied=sum(d for _, d in counted.values()),
+        reasons=_ranked(reasons),
+        ips=_ranked(ips),
+        tickets=_ranked(tickets),
+        digest=hashlib.sha256(data).hexdigest()[:16],
+    )
+
+
+def _range_of(request: Request) -> str | None:
+    name = forms.query_values(request).get("range", DEFAULT_RANGE)
+    return name if name in RANGES else None
+
+
+async def _overview(request: Request, viewer: Viewer) -> Response:
+    name = _range_of(request)
+    status = 200
+    if name is None:
+        name, status = DEFAULT_RANGE, 400
+    charts = await build_charts(viewer, name)
+    return page(
+        request,
+        "overview.html",
+        {
+            "viewer": viewer,
+            "nav": "overview",
+            "charts": charts,
+            "ranges": RANGES,
+            "refresh_ms": REFRESH_MS,
+            "error": "" if status == 200 else "Unknown range; showing the last 24 hours.",
+        },
+        status=status,
+    )
+
+
+async def _fragment(request: Request, viewer: Viewer) -> Response:
+    name = _range_of(request)
+    if name is None:
+        return HTMLResponse("<p>Unknown range.</p>", 400, headers={"cache-control": "no-store"})
+    charts = await build_charts(viewer, name)
+    body = render_text("_charts.html", {"charts": charts})
+    return HTMLResponse(body, headers={"cache-control": "no-store"})
+
+
+overview = signed_in(_overview)
+fragment = signed_in(_fragment, fragment=True)

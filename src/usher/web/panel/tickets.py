@@ -1,0 +1,226 @@
+"""Ticket pages: search, create, detail and revoke.
+
+Creating runs :func:`usher.commands.request.run` itself and searching reads
+its filters through :func:`usher.commands.search.ticket_filter`, so the panel
+accepts and refuses exactly what ``sevu.request`` and ``sevu.search`` do.
+Every storage call is scoped to the signed-in account's cdn: a key from
+another account is "not found", whatever the URL says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from usher.commands import request as request_command
+from usher.commands.base import Context
+from usher.commands.search import ticket_filter
+from usher.protocol.errors import ApiError, InvalidField, MissingFields
+from usher.tickets.model import AttemptFilter, Page, Ticket
+from usher.web.panel import forms
+from usher.web.panel.auth import Viewer, signed_in
+from usher.web.panel.render import PREFIX, error_page, page, path_part
+
+PAGE_SIZE = 25
+#: Attempts shown on a ticket's page; the explorer pages through the rest.
+RECENT_ATTEMPTS = 20
+SEARCH_FIELDS = ("key", "app", "video", "ip", "pass")
+CREATE_FIELDS = ("app", "video", "pass", "ip", "uses", "expire")
+
+
+def status_of(ticket: Ticket, now: int) -> tuple[str, str]:
+    """A label and a style class for the ticket's state, in the order the
+    checks apply them."""
+    if not ticket.active or ticket.account_disabled:
+        return "Revoked", "bad"
+    if now >= ticket.expire_at:
+        return "Expired", "muted"
+    if ticket.uses > 0 and ticket.use_count >= ticket.uses:
+        return "Used up", "muted"
+    return "Active", "good"
+
+
+def play_query(ticket: Ticket) -> str:
+    """What the player appends to the stream URL, encoded so that any pass
+    (even one with ``&`` or spaces) survives the trip."""
+    return f"?key={quote(ticket.key, safe='')}&pass={quote(ticket.password, safe='')}"
+
+
+def message_of(exc: ApiError) -> str:
+    text = exc.message
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+async def _search(request: Request, viewer: Viewer) -> Response:
+    values = forms.query_values(request)
+    filters = forms.pick(values, SEARCH_FIELDS)
+    number = forms.page_number(values)
+    context: dict[str, object] = {
+        "viewer": viewer,
+        "nav": "tickets",
+        "filters": filters,
+        "tickets": [],
+        "total": 0,
+        "page": number,
+        "page_size": PAGE_SIZE,
+        "error": "",
+        "status_of": status_of,
+    }
+    try:
+        where = ticket_filter(filters)
+    except ApiError as exc:
+        context["error"] = message_of(exc)
+        return page(request, "tickets.html", context, status=400)
+    found, total = await viewer.state.storage.search_tickets(
+        viewer.account.cdn, where, Page(limit=PAGE_SIZE, seek=(number - 1) * PAGE_SIZE)
+    )
+    context.update(tickets=found, total=total)
+    return page(request, "tickets.html", context)
+
+
+def _new_form(
+    request: Request,
+    viewer: Viewer,
+    values: dict[str, str],
+    *,
+    error: str = "",
+    field: str = "",
+    status: int = 200,
+) -> Response:
+    return page(
+        request,
+        "ticket_new.html",
+        {
+            "viewer": viewer,
+            "nav": "new",
+            "values": values,
+            "error": error,
+            "error_field": field,
+        },
+        status=status,
+    )
+
+
+async def _new(request: Request, viewer: Viewer) -> Response:
+    # A fresh random pass per form: each viewer should get their own.
+    defaults = {
+        "app": f"{viewer.account.username}-",
+        "video": "",
+        "pass": secrets.token_urlsafe(12),
+        "ip": "auto",
+        "uses": "5",
+        "expire": "",
+        "active": "1",
+    }
+    return _new_form(request, viewer, defaults)
+
+
+async def _create(request: Request, viewer: Viewer) -> Response:
+    values = {name: viewer.form.get(name, "").strip() for name in CREATE_FIELDS}
+    # An unchecked box is absent from the form: the ticket starts inactive.
+    values["active"] = "1" if viewer.form.get("active") == "1" else "0"
+    fields: dict[str, object] = {**values}
+    if not fields.get("expire"):
+        fields.pop("expire", None)  # the command's default (one week)
+    try:
+        result = await request_command.run(
+            Context(viewer.state.storage, viewer.account, viewer.now), fields
+        )
+    except ApiError as exc:
+        field = ""
+        if isinstance(exc, InvalidField):
+            field = exc.name
+        elif isinstance(exc, MissingFields) and exc.names:
+            field = exc.names[0]
+        return _new_form(request, viewer, values, error=message_of(exc), field=field, status=400)
+    ticket = result.payload["ticket"]
+    assert isinstance(ticket, dict)  # the command's payload is a ticket object
+    key = str(ticket["key"])
+    return RedirectResponse(f"{PREFIX}/tickets/{path_part(key)}?created=1", 303)
+
+
+def _not_found(request: Request, viewer: Viewer) -> Response:
+    # The same page whether the key is unknown or another account's, so the
+    # panel tells nobody which keys exist elsewhere.
+    return error_page(
+        request,
+        404,
+        "Ticket not found",
+        "Your account has no ticket with this key. Check the key, or search your tickets.",
+        viewer=viewer,
+    )
+
+
+async def _find(request: Request, viewer: Viewer) -> Ticket | Response:
+    key = str(request.path_params["key"])
+    ticket = await viewer.state.storage.get_ticket(viewer.account.cdn, key)
+    return _not_found(request, viewer) if ticket is None else ticket
+
+
+async def _detail(request: Request, viewer: Viewer) -> Response:
+    found = await _find(request, viewer)
+    if isinstance(found, Response):
+        return found
+    storage = viewer.state.storage
+    cdn = viewer.account.cdn
+    where = AttemptFilter(key=found.key)
+    # Independent reads: the storage's reader pool runs them side by side.
+    attempts, allowed, denied, addresses = await asyncio.gather(
+        storage.list_attempts(cdn, where, Page(limit=RECENT_ATTEMPTS), newest_first=True),
+        storage.count_attempts(cdn, AttemptFilter(key=found.key, success=True)),
+        storage.count_attempts(cdn, AttemptFilter(key=found.key, success=False)),
+        storage.top_attempt_values(cdn, where, "ip", 10),
+    )
+    values = forms.query_values(request)
+    return page(
+        request,
+        "ticket.html",
+        {
+            "viewer": viewer,
+            "nav": "tickets",
+            "ticket": found,
+            "status": status_of(found, viewer.now),
+            "play": play_query(found),
+            "attempts": attempts,
+            "allowed": allowed,
+            "denied": denied,
+            "addresses": addresses,
+            "created": bool(values.get("created")),
+            "revoked": bool(values.get("revoked")),
+        },
+    )
+
+
+async def _confirm_revoke(request: Request, viewer: Viewer) -> Response:
+    found = await _find(request, viewer)
+    if isinstance(found, Response):
+        return found
+    return page(
+        request,
+        "revoke.html",
+        {
+            "viewer": viewer,
+            "nav": "tickets",
+            "ticket": found,
+            "status": status_of(found, viewer.now),
+        },
+    )
+
+
+async def _revoke(request: Request, viewer: Viewer) -> Response:
+    key = str(request.path_params["key"])
+    if not await viewer.state.storage.revoke_ticket(viewer.account.cdn, key):
+        return _not_found(request, viewer)
+    return RedirectResponse(f"{PREFIX}/tickets/{path_part(key)}?revoked=1", 303)
+
+
+search = signed_in(_search)
+new = signed_in(_new)
+create = signed_in(_create)
+detail = signed_in(_detail)
+confirm_revoke = signed_in(_confirm_revoke)
+revoke = signed_in(_revoke)

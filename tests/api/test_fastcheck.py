@@ -1,0 +1,85 @@
+"""The bare-ASGI ``/usher/check`` path and the benchmark baseline route.
+
+The behaviour of checks is covered by test_checks.py (which now runs through
+the fast path); these pin what the fast path does on its own: the answers
+Starlette used to give, overload, and the gated ``/bench/constant``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Clock, Harness
+from usher.config import Settings
+from usher.protocol.errors import StorageBusy
+from usher.storage.sqlite import SQLiteStorage
+from usher.tickets.model import CheckOutcome, CheckRequest
+from usher.web.app import create_app
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_bench_route_is_absent_by_default(harness: Harness) -> None:
+    assert (await harness.http.get("/bench/constant")).status_code == 404
+
+
+async def test_bench_route_answers_without_the_database(tmp_path: Path, clock: Clock) -> None:
+    app = create_app(
+        Settings(bench_routes=True), SQLiteStorage(str(tmp_path / "b.db")), clock=clock
+    )
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    # Not even opened: the route must not touch the storage.
+    async with httpx.AsyncClient(transport=transport, base_url="http://usher.test") as http:
+        response = await http.get("/bench/constant")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_other_methods_still_get_405(harness: Harness) -> None:
+    assert (await harness.http.put("/usher/check")).status_code == 405
+
+
+async def test_head_is_answered(harness: Harness) -> None:
+    response = await harness.http.head("/usher/check", params={"key": "k", "pass": "p"})
+    assert response.status_code == 403
+
+
+async def test_oversized_body_gets_413(harness: Harness) -> None:
+    response = await harness.http.post("/usher/check", content=b"key=" + b"a" * 70_000)
+    assert response.status_code == 413
+
+
+async def test_overload_is_503_not_a_denial(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def busy(*_: object, **__: object) -> CheckOutcome:
+        raise StorageBusy("20000 writes are waiting.")
+
+    monkeypatch.setattr(harness.app.state.storage, "record_check", busy)
+    status, body = await harness.check(key="k", **{"pass": "p"})
+    assert status == 503
+    assert body == {"allowed": False, "reason": "Usher is overloaded"}
+    metrics = (await harness.http.get("/metrics")).text
+    assert 'usher_http_requests_total{route="/usher/check",status="503"} 1.0' in metrics
+
+
+async def test_check_request_fields_reach_the_storage(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[CheckRequest] = []
+    original = harness.app.state.storage.record_check
+
+    async def spy(request: CheckRequest, *args: object, **kwargs: object) -> CheckOutcome:
+        seen.append(request)
+        return await original(request, *args, **kwargs)  # type: ignore[arg-type]  # passed through unchanged
+
+    monkeypatch.setattr(harness.app.state.storage, "record_check", spy)
+    await harness.http.get(
+        "/usher/check",
+        params={"key": "k", "pass": "p", "app": "demo-a", "video": "v", "pageurl": "u"},
+        headers={"X-Real-IP": " 192.0.2.9 "},
+    )
+    assert seen[0].ip == "192.0.2.9" and seen[0].pageurl == "u" and seen[0].app == "demo-a"

@@ -1,0 +1,206 @@
+"""SRS and MediaMTX callbacks, driven by the fixtures in tests/fixtures/:
+one request body per server version, and the exact replies each server
+reads as allow or deny (SPEC §4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Harness
+from usher.web.app import ROUTES
+
+pytestmark = pytest.mark.anyio
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+SRS_VERSIONS = sorted(path.name for path in (FIXTURES / "srs").glob("*.json"))
+MEDIAMTX_VERSIONS = sorted(path.name for path in (FIXTURES / "mediamtx").glob("*.json"))
+
+
+def fill(value: Any, key: str, password: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{key}", key).replace("{pass}", password)
+    if isinstance(value, dict):
+        return {name: fill(item, key, password) for name, item in value.items()}
+    return value
+
+
+def fixture(server: str, name: str, part: str, key: str, password: str) -> dict[str, Any]:
+    document = json.loads((FIXTURES / server / name).read_text())
+    body: dict[str, Any] = fill(document[part], key, password)
+    return body
+
+
+async def last_attempt(harness: Harness, key: str) -> dict[str, Any]:
+    _, body = await harness.call("sevu.errorlog", key=key)
+    attempts: list[dict[str, Any]] = body["attempts"]
+    return attempts[-1]
+
+
+# -- SRS ------------------------------------------------------------------------------
+
+
+def test_there_are_fixtures_for_several_versions() -> None:
+    assert len(SRS_VERSIONS) >= 3 and len(MEDIAMTX_VERSIONS) >= 3
+
+
+@pytest.mark.parametrize("version", SRS_VERSIONS)
+async def test_srs_allow_is_200_and_body_0(harness: Harness, version: str) -> None:
+    ticket = await harness.ticket(app="demo-live", video="livestream", uses=1)
+    body = fixture("srs", version, "on_play", ticket["key"], "pw")
+    response = await harness.http.post("/usher/srs", json=body)
+    assert (response.status_code, response.content) == (200, b"0")
+    attempt = await last_attempt(harness, ticket["key"])
+    assert attempt["success"] == 1
+    assert (attempt["app"], attempt["video"], attempt["ip"]) == (
+        "demo-live",
+        "livestream",
+        body["ip"],
+    )
+    assert attempt["pageurl"] == body.get("pageUrl", "")
+    # A second play exceeds uses=1: refused with SRS's 403 and a JSON reason.
+    response = await harness.http.post("/usher/srs", json=body)
+    assert response.status_code == 403
+    assert response.json() == {"code": 403, "allowed": False, "reason": "Ticket uses exhausted"}
+
+
+@pytest.mark.parametrize("version", SRS_VERSIONS)
+async def test_srs_deny_is_403_with_the_reason(harness: Harness, version: str) -> None:
+    ticket = await harness.ticket(app="demo-live", video="livestream")
+    body = fixture("srs", version, "on_play", ticket["key"], "wrong")
+    response = await harness.http.post("/usher/srs", json=body)
+    assert response.status_code == 403
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"code": 403, "allowed": False, "reason": "Invalid Auth Token"}
+
+
+@pytest.mark.parametrize("version", SRS_VERSIONS)
+async def test_srs_on_stop_is_acknowledged_without_a_check(harness: Harness, version: str) -> None:
+    ticket = await harness.ticket(app="demo-live", video="livestream")
+    body = fixture("srs", version, "on_stop", ticket["key"], "pw")
+    response = await harness.http.post("/usher/srs", json=body)
+    assert (response.status_code, response.content) == (200, b"0")
+    _, log = await harness.call("sevu.errorlog", key=ticket["key"])
+    assert log["code"] == 2040  # nothing logged
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"not json", 400),
+        (b"[1, 2]", 400),
+        (b'{"action": 7}', 400),
+        (b'{"action": "on_publish", "app": "demo-live", "stream": "s"}', 403),
+        (b"\xff\xfe{\x00", 400),
+    ],
+    ids=["garbage", "array", "bad-action", "publish", "non-utf8"],
+)
+async def test_srs_unusable_hooks_are_refused_with_a_reason(
+    harness: Harness, body: bytes, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = await harness.http.post(
+        "/usher/srs", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status
+    assert response.json()["code"] == 403 and response.json()["reason"].endswith(".")
+    warnings = [r for r in caplog.records if r.name == "usher.integrations"]
+    assert len(warnings) == 1  # logged once
+
+
+async def test_srs_duplicated_or_huge_param_is_denied_not_500(harness: Harness) -> None:
+    ticket = await harness.ticket(app="demo-live", video="livestream")
+    base = fixture("srs", "srs-6.0.json", "on_play", ticket["key"], "pw")
+    twice = {**base, "param": f"?key={ticket['key']}&key=other&pass=pw"}
+    response = await harness.http.post("/usher/srs", json=twice)
+    assert response.json()["reason"] == "Invalid Auth Token"
+    huge = {**base, "param": "?key=" + "k" * 60_000 + "&pass=pw"}
+    response = await harness.http.post("/usher/srs", json=huge)
+    assert response.json()["reason"] == "Invalid Auth Token"
+    too_big = {**base, "param": "?key=" + "k" * 70_000}
+    response = await harness.http.post("/usher/srs", json=too_big)
+    assert response.status_code == 413 and response.json()["code"] == 403
+
+
+# -- MediaMTX ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", MEDIAMTX_VERSIONS)
+async def test_mediamtx_read_allows_with_2xx_and_denies_with_the_reason(
+    harness: Harness, version: str
+) -> None:
+    ticket = await harness.ticket(app="demo-live", video="livestream", uses=0)
+    allowed = await harness.http.post(
+        "/usher/mediamtx", json=fixture("mediamtx", version, "read", ticket["key"], "pw")
+    )
+    assert allowed.status_code == 200
+    denied = await harness.http.post(
+        "/usher/mediamtx", json=fixture("mediamtx", version, "read", ticket["key"], "bad")
+    )
+    assert (denied.status_code, denied.text) == (403, "Invalid Auth Token\n")
+    attempt = await last_attempt(harness, ticket["key"])
+    assert (attempt["app"], attempt["video"], attempt["reason"]) == (
+        "demo-live",
+        "livestream",
+        "Invalid Auth Token",
+    )
+
+
+@pytest.mark.parametrize("version", MEDIAMTX_VERSIONS)
+async def test_mediamtx_publish_is_refused_unchecked(harness: Harness, version: str) -> None:
+    body = fixture("mediamtx", version, "publish", "", "")
+    response = await harness.http.post("/usher/mediamtx", json=body)
+    assert response.status_code == 403
+    assert "viewers" in response.text
+    _, count = await harness.call("sevu.errorcount")
+    assert count["error_count"] == 0  # not a playback attempt
+
+
+@pytest.mark.parametrize("action", ["playback", "read"])
+async def test_mediamtx_query_wins_over_user_and_password(harness: Harness, action: str) -> None:
+    ticket = await harness.ticket(app="demo-live", video="a/b", uses=0)
+    body = {
+        "user": "someone",
+        "password": "else",
+        "ip": "192.0.2.1",
+        "action": action,
+        "path": "demo-live/a/b",
+        "protocol": "rtsp",
+        "id": None,
+        "query": f"key={ticket['key']}&pass=pw",
+    }
+    assert (await harness.http.post("/usher/mediamtx", json=body)).status_code == 200
+
+
+async def test_mediamtx_hls_viewer_costs_one_use(harness: Harness) -> None:
+    # Old MediaMTX asked once per HLS request; Usher keeps a session anyway.
+    ticket = await harness.ticket(app="demo-live", video="livestream", uses=1)
+    body = fixture("mediamtx", "mediamtx-1.20.json", "read", ticket["key"], "pw")
+    for _ in range(5):
+        assert (await harness.http.post("/usher/mediamtx", json=body)).status_code == 200
+    _, status = await harness.call("sevu.status", key=ticket["key"])
+    assert status["use_count"] == 1
+
+
+async def test_callers_outside_the_allow_list_are_refused_first(harness: Harness) -> None:
+    transport = httpx.ASGITransport(app=harness.app, client=("192.0.2.50", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://usher.test") as outsider:
+        for path in ("/usher/srs", "/usher/mediamtx"):
+            response = await outsider.post(path, content=b"\xff not even json")
+            assert response.status_code == 403
+            assert "USHER_CALLBACK_ALLOW" in response.text
+    _, count = await harness.call("sevu.errorcount")
+    assert count["error_count"] == 0
+
+
+def test_shipped_snippets_point_at_the_right_endpoints() -> None:
+    paths = {getattr(route, "path", "") for route in ROUTES}
+    srs_conf = (DOCS / "srs.conf").read_text()
+    mediamtx_yml = (DOCS / "mediamtx.yml").read_text()
+    assert "on_play         http://127.0.0.1:8080/usher/srs;" in srs_conf
+    assert "authHTTPAddress: http://127.0.0.1:8080/usher/mediamtx" in mediamtx_yml
+    assert {"/usher/srs", "/usher/mediamtx"} <= paths

@@ -1,0 +1,373 @@
+"""The control panel in a real browser (Debian's Chromium, driven by
+Playwright) against a real ``usher serve`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
+
+from tests.live.conftest import USHER, LiveServer, free_port, usher
+from tests.live.panel_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PHONE,
+    no_horizontal_scroll,
+    play,
+    screenshot,
+    seed_busy_account,
+)
+from usher.client import Client
+
+pytestmark = pytest.mark.slow
+
+PASSWORD = "correct horse battery staple"
+#: Generous for a loaded 2-core machine; the charts refresh every 5 s.
+WAIT_MS = 15_000
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    # The panel's storage calls are covered on every backend in-process
+    # (tests/panel); the browser runs once, on SQLite.
+    return f"sqlite:///{tmp_path / 'usher.db'}"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; run scripts/install-system-deps (make test does).")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def new_context(chromium: Browser, server: LiveServer, viewport: ViewportSize) -> BrowserContext:
+    context = chromium.new_context(
+        viewport=viewport,
+        base_url=server.url,
+        timezone_id="UTC",
+        locale="en-GB",
+    )
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    context.set_default_timeout(WAIT_MS)
+    return context
+
+
+def set_panel_password(server: LiveServer, username: str = "demo") -> None:
+    result = subprocess.run(
+        [*USHER, "account", "set-panel-password", "--username", username],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"USHER_DATABASE_URL": server.database, "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def sign_in_with_password(page: Page, cdn: int) -> None:
+    page.goto("/panel/")
+    expect(page).to_have_url(re.compile(r"/panel/sign-in\?next="))
+    page.get_by_label("CDN id").fill(str(cdn))
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password", exact=True).press("Enter")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+def sign_in_with_api_key(page: Page, cdn: int, api_key: str, secret: str) -> None:
+    page.goto("/panel/sign-in")
+    page.get_by_label("CDN id").fill(str(cdn))
+    page.get_by_role("radio", name="API key and secret").check()
+    page.get_by_label("API key", exact=True).fill(api_key)
+    page.get_by_label("Secret", exact=True).fill(secret)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+def kpi(page: Page, name: str) -> str:
+    return page.locator(f'[data-kpi="{name}"]').inner_text()
+
+
+def test_sign_in_create_play_watch_revoke_sign_out(
+    chromium: Browser, live_server: LiveServer, tmp_path: Path
+) -> None:
+    server = live_server
+    set_panel_password(server)
+    context = new_context(chromium, server, DESKTOP)
+    page = context.new_page()
+    try:
+        sign_in_with_password(page, server.cdn)
+        screenshot(page, tmp_path, "flow-overview-empty")
+
+        # Create a ticket through the form.
+        page.get_by_role("link", name="New ticket").click()
+        expect(page.get_by_label("App")).to_have_value("demo-")
+        page.get_by_label("App").fill("demo-live")
+        page.get_by_label("Video").fill("mystream")
+        page.get_by_label("Pass").fill("s3cret-pass")
+        page.get_by_label("IP rules").fill("")
+        page.get_by_label("Uses").fill("5")
+        page.get_by_role("button", name="Create ticket").click()
+        expect(page.get_by_text("Ticket created.")).to_be_visible()
+        query = page.get_by_label("Query string for the player").input_value()
+        found = re.fullmatch(r"\?key=(mystream\.[0-9a-f]{14}\.[0-9]{8})&pass=s3cret-pass", query)
+        assert found, query
+        key = found.group(1)
+        page.get_by_role("button", name="Copy").click()
+        expect(page.get_by_role("button", name="Copied")).to_be_visible()
+        assert page.evaluate("navigator.clipboard.readText()") == query
+        screenshot(page, tmp_path, "flow-ticket-created")
+
+        # Watch the overview while a streaming server checks the ticket.
+        page.goto("/panel/?range=1h")
+        assert kpi(page, "total") == "0"
+        assert play(server, key, "s3cret-pass") == (200, "")
+        assert play(server, key, "wrong-pass") == (403, "Invalid Auth Token")
+        # No reload: the live refresh brings the numbers and the bars.
+        expect(page.locator('[data-kpi="total"]')).to_have_text("2", timeout=WAIT_MS)
+        assert (kpi(page, "allowed"), kpi(page, "denied")) == ("1", "1")
+        expect(page.locator("svg rect.allowed")).to_have_count(1)
+        expect(page.locator("svg rect.denied")).to_have_count(1)
+        expect(page.locator("#reasons-h + ol")).to_contain_text("Invalid Auth Token")
+        expect(page.locator("#tickets-h + ol")).to_contain_text(key)
+        expect(page.locator("#live-status")).to_contain_text("Live · updated")
+        screenshot(page, tmp_path, "flow-overview-live")
+
+        # The explorer shows both attempts, newest first, with errorcount's count.
+        page.get_by_role("link", name="Attempts").click()
+        expect(page.locator("[data-total]")).to_have_text("2")
+        rows = page.locator("tbody tr")
+        expect(rows).to_have_count(2)
+        expect(rows.nth(0)).to_contain_text("Invalid Auth Token")
+        expect(rows.nth(1)).to_contain_text("Allowed")
+        with Client(server.api, cdn=server.cdn, api_key=server.api_key, secret=server.secret) as c:
+            assert c.call("sevu.errorcount", key=key)["error_count"] == 2
+            time.sleep(1.05)  # the next signed call must not be a replay of this second
+            assert c.call("sevu.errorcount", key=key, success=0)["error_count"] == 1
+        page.get_by_label("Result").select_option("0")
+        page.get_by_role("button", name="Apply filters").click()
+        expect(page.locator("[data-total]")).to_have_text("1")
+
+        # One click from a row to its ticket, then revoke with confirmation.
+        rows.nth(0).get_by_role("link", name=key).click()
+        expect(page.get_by_role("heading", name=key)).to_be_visible()
+        expect(page.get_by_text("1 allowed")).to_be_visible()
+        page.get_by_role("link", name="Revoke…").click()
+        expect(page.get_by_role("heading", name="Revoke this ticket?")).to_be_visible()
+        page.get_by_role("button", name="Revoke ticket").click()
+        expect(page.get_by_text("Ticket revoked.")).to_be_visible()
+        expect(page.locator(".head-actions .pill")).to_have_text("Revoked")
+        assert play(server, key, "s3cret-pass") == (403, "Ticket revoked")
+
+        # Sign out: the session is gone, not just the cookie.
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_text("You are signed out.")).to_be_visible()
+        page.goto("/panel/tickets")
+        expect(page).to_have_url(re.compile(r"/panel/sign-in\?next=%2Fpanel%2Ftickets"))
+    finally:
+        context.close()
+    assert PASSWORD not in server.log.read_text(errors="replace")
+
+
+def test_keyboard_only_at_phone_width(
+    chromium: Browser, live_server: LiveServer, tmp_path: Path
+) -> None:
+    server = live_server
+    context = new_context(chromium, server, PHONE)
+    page = context.new_page()
+    try:
+        page.goto("/panel/sign-in")
+        # The form starts focused on its first field, with a visible focus ring.
+        expect(page.get_by_label("CDN id")).to_be_focused()
+        assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+        page.keyboard.type(str(server.cdn))
+        page.keyboard.press("Tab")  # to the method radios
+        page.keyboard.press("ArrowRight")  # "API key and secret"
+        expect(page.get_by_role("radio", name="API key and secret")).to_be_checked()
+        expect(page.get_by_label("Password", exact=True)).to_be_hidden()
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("API key", exact=True)).to_be_focused()
+        page.keyboard.type(server.api_key)
+        page.keyboard.press("Tab")
+        page.keyboard.type(server.secret)
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        assert server.secret not in page.url and server.secret not in page.content()
+        # The first Tab reaches the skip link, which jumps past the navigation.
+        page.keyboard.press("Tab")
+        skip = page.get_by_role("link", name="Skip to content")
+        expect(skip).to_be_focused()
+        expect(skip).to_be_in_viewport()
+        page.keyboard.press("Enter")
+        expect(page.locator("main")).to_be_focused()
+
+        page.get_by_role("link", name="New ticket").click()
+        page.get_by_label("App").fill("demo-live")
+        page.get_by_label("Video").fill("mystream")
+        page.get_by_label("Video").press("Enter")  # submits the form
+        expect(page.get_by_text("Ticket created.")).to_be_visible()
+        for path in ("/panel/", "/panel/tickets", "/panel/attempts", page.url):
+            page.goto(path)
+            assert no_horizontal_scroll(page), f"{path} scrolls sideways at phone width"
+        screenshot(page, tmp_path, "flow-ticket-phone")
+    finally:
+        context.close()
+
+
+class _AttackerPage(http.server.BaseHTTPRequestHandler):
+    """Another origin's page that posts a revoke form to the panel."""
+
+    target = ""
+
+    def do_GET(self) -> None:
+        body = (
+            f'<form id="f" method="post" action="{self.target}">'
+            '<input type="hidden" name="csrf" value="guessed"></form>'
+            '<script>document.getElementById("f").submit()</script>'
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep the test output clean
+
+
+def test_csrf_and_account_isolation_in_the_browser(
+    chromium: Browser, live_server: LiveServer, tmp_path: Path
+) -> None:
+    server = live_server
+    created = usher(
+        "account", "create", "--username", "rival", "--json", "--database", server.database
+    )
+    rival_account = json.loads(created.stdout)
+    with Client(server.api, cdn=server.cdn, api_key=server.api_key, secret=server.secret) as c:
+        key = c.call(
+            "sevu.request", app="demo-live", video="mystream", ip="", uses=0, **{"pass": "pw"}
+        )["ticket"]["key"]
+
+    def active() -> int:
+        with Client(
+            server.api, cdn=server.cdn, api_key=server.api_key, secret=server.secret
+        ) as client:
+            time.sleep(1.05)  # one signed call per second: never a replay
+            return int(client.call("sevu.status", key=key)["active"])
+
+    owner = new_context(chromium, server, DESKTOP)
+    other = new_context(chromium, server, DESKTOP)
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _AttackerPage)
+    _AttackerPage.target = f"{server.url}/panel/tickets/{key}/revoke"
+    thread = threading.Thread(target=attacker.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # A page on another origin submits a revoke form in the owner's browser.
+        page = owner.new_page()
+        sign_in_with_api_key(page, server.cdn, server.api_key, server.secret)
+        page.goto(f"http://127.0.0.1:{attacker.server_address[1]}/")
+        expect(page.get_by_role("heading", name="Form refused")).to_be_visible()
+        assert active() == 1
+
+        # The same request from the panel's own page, without the token.
+        page.goto("/panel/")
+        status = page.evaluate(
+            """async (url) => (await fetch(url, {method: "POST",
+                 body: new URLSearchParams({}), credentials: "same-origin"})).status""",
+            f"/panel/tickets/{key}/revoke",
+        )
+        assert status == 403
+        assert active() == 1
+
+        # Another account, with its own valid token, changing ids in URLs.
+        intruder = other.new_page()
+        sign_in_with_api_key(
+            intruder, rival_account["cdn"], rival_account["api_key"], rival_account["secret"]
+        )
+        for path in (f"/panel/tickets/{key}", f"/panel/tickets/{key}/revoke"):
+            response = intruder.goto(path)
+            assert response is not None and response.status == 404
+            expect(intruder.get_by_role("heading", name="Ticket not found")).to_be_visible()
+        screenshot(intruder, tmp_path, "flow-not-found")
+        token = intruder.locator('form[action="/panel/sign-out"] input[name="csrf"]').input_value()
+        status = intruder.evaluate(
+            """async ([url, csrf]) => (await fetch(url, {method: "POST",
+                 body: new URLSearchParams({csrf}), credentials: "same-origin"})).status""",
+            [f"/panel/tickets/{key}/revoke", token],
+        )
+        assert status == 404
+        assert active() == 1
+        intruder.goto("/panel/tickets")
+        expect(intruder.get_by_text("This account has no tickets yet.")).to_be_visible()
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+        owner.close()
+        other.close()
+
+
+def test_screenshots_of_a_busy_account(
+    chromium: Browser, live_server: LiveServer, tmp_path: Path
+) -> None:
+    server = live_server
+    seeded = seed_busy_account(server, int(time.time()))
+    desktop = new_context(chromium, server, DESKTOP)
+    phone = new_context(chromium, server, PHONE)
+    try:
+        page = desktop.new_page()
+        page.goto("/panel/sign-in")
+        page.get_by_label("CDN id").fill(str(server.cdn))
+        screenshot(page, tmp_path, "sign-in")
+        sign_in_with_api_key(page, server.cdn, server.api_key, server.secret)
+        total = int(kpi(page, "total"))
+        assert total == seeded.attempts
+        assert int(kpi(page, "denied")) > 70
+        expect(page.locator("#tickets-h + ol li").first).to_contain_text(seeded.shared_key)
+        expect(page.locator("#reasons-h + ol li").first).to_contain_text("Invalid IP Address")
+        screenshot(page, tmp_path, "overview")
+
+        page.goto("/panel/tickets")
+        expect(page.locator("tbody tr")).to_have_count(seeded.tickets)
+        screenshot(page, tmp_path, "tickets")
+        page.goto(f"/panel/tickets/{seeded.shared_key}")
+        screenshot(page, tmp_path, "ticket")
+        page.goto("/panel/attempts?success=0")
+        expect(page.locator("tbody tr")).to_have_count(50)
+        screenshot(page, tmp_path, "attempts", full_page=False)
+        page.goto("/panel/tickets/new")
+        screenshot(page, tmp_path, "new-ticket")
+
+        small = phone.new_page()
+        sign_in_with_api_key(small, server.cdn, server.api_key, server.secret)
+        assert no_horizontal_scroll(small)
+        screenshot(small, tmp_path, "overview-phone")
+        small.goto(f"/panel/tickets/{seeded.shared_key}")
+        assert no_horizontal_scroll(small)
+        screenshot(small, tmp_path, "ticket-phone", full_page=False)
+    finally:
+        desktop.close()
+        phone.close()

@@ -1,0 +1,384 @@
+"""End to end with real servers: nginx-rtmp and nginx auth_request in front of
+a real ``usher serve``, real media made and played by ffmpeg.
+
+One stack per module (Usher, one nginx with the shipped RTMP and HTTP
+configs, a live publisher, an HLS rendition) keeps the whole file to a few
+tens of seconds. Every ticket is fresh, so the tests do not depend on order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.live import streaming
+from tests.live.conftest import USHER, free_port, usher
+from usher.client import Client
+
+pytestmark = pytest.mark.slow
+
+#: The test's on_update interval (docs ship 30 s): a revoked viewer must be
+#: cut off within it.
+UPDATE_S = 2
+MEDIA_SECONDS = 6
+SEGMENT_S = 0.4  # many short segments: the revocation test needs fresh URIs
+
+
+@dataclass
+class Stack:
+    usher_url: str
+    usher_log: Path
+    secret: str
+    api: Client
+    rtmp: str  # rtmp://127.0.0.1:PORT
+    http: str  # http://127.0.0.1:PORT
+    nginx: streaming.Nginx
+    segments: list[str]  # the HLS rendition's segment file names, in order
+
+    def ticket(self, **fields: object) -> dict[str, Any]:
+        answer = self.api.call("sevu.request", **{"pass": "pw", "ip": "auto", **fields})
+        assert answer["code"] == 2001, answer
+        ticket: dict[str, Any] = answer["ticket"]
+        return ticket
+
+    def attempts(self, key: str) -> list[tuple[int, str]]:
+        answer = self.api.call("sevu.errorlog", key=key)
+        return [(a["success"], a["reason"]) for a in answer.get("attempts", [])]
+
+    def attempt_log(self, key: str) -> list[dict[str, Any]]:
+        attempts: list[dict[str, Any]] = self.api.call("sevu.errorlog", key=key).get("attempts", [])
+        return attempts
+
+    def errorcount(self, **filters: object) -> int:
+        answer = self.api.call("sevu.errorcount", **filters)
+        assert answer["status"] == "success", answer
+        count: int = answer["error_count"]
+        return count
+
+    def use_count(self, key: str) -> int:
+        count: int = self.api.call("sevu.status", key=key)["use_count"]
+        return count
+
+
+def _stepping_clock() -> Any:
+    # Identical commands signed in one second would be refused as replays
+    # (correctly); stepping the timestamp back keeps each signature unique.
+    steps = itertools.count()
+    return lambda: time.time() - next(steps) % 200
+
+
+def _serve(port: int, database: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "USHER_DATABASE_URL": database}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*USHER, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    streaming.wait_for_port(port, process, log)
+    return process
+
+
+def _make_hls(media: Path) -> list[str]:
+    """A VOD HLS rendition of the test pattern, made by ffmpeg."""
+    movie = media / "demo-vod" / "movie"
+    movie.mkdir(parents=True)
+    subprocess.run(
+        streaming.ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25",
+            "-t",
+            str(MEDIA_SECONDS),
+            *streaming.H264,
+            "-g",
+            "10",
+            "-keyint_min",
+            "10",
+            "-sc_threshold",
+            "0",
+            "-f",
+            "hls",
+            "-hls_time",
+            str(SEGMENT_S),
+            "-hls_playlist_type",
+            "vod",
+            "-hls_segment_filename",
+            str(movie / "seg%03d.ts"),
+            str(movie / "index.m3u8"),
+        ),
+        check=True,
+        timeout=60,
+    )
+    for path in (media, media / "demo-vod", movie, *movie.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return sorted(path.name for path in movie.glob("seg*.ts"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    database = f"sqlite:///{tmp / 'usher.db'}"
+    account = json.loads(
+        usher("account", "create", "--username", "demo", "--json", "--database", database).stdout
+    )
+    usher_port, rtmp_port, http_port = free_port(), free_port(), free_port()
+    log = tmp / "usher.log"
+    server = _serve(usher_port, database, log)
+    usher_url = f"http://127.0.0.1:{usher_port}"
+    publisher: subprocess.Popen[bytes] | None = None
+    try:
+        with streaming.private_prefix() as prefix:
+            segments = _make_hls(prefix / "media")
+            rtmp = streaming.render(
+                "nginx/rtmp.conf",
+                {
+                    "listen 1935;": f"listen 127.0.0.1:{rtmp_port};",
+                    "http://127.0.0.1:8080/": f"{usher_url}/",
+                    "notify_update_timeout 30s;": f"notify_update_timeout {UPDATE_S}s;",
+                    "/var/www/usher-vod": str(prefix / "vod"),
+                },
+            )
+            http = streaming.render(
+                "nginx/http.conf",
+                {
+                    "listen 80;": f"listen 127.0.0.1:{http_port};",
+                    "server 127.0.0.1:8080;": f"server 127.0.0.1:{usher_port};",
+                    "/var/www/usher-media": str(prefix / "media"),
+                    "/var/cache/nginx/usher": str(prefix / "cache"),
+                },
+            )
+            config = streaming.main_config(prefix, rtmp=rtmp, http=http)
+            with streaming.run_nginx(prefix, config, [rtmp_port, http_port]) as nginx:
+                progress = tmp / "publisher.progress"
+                publisher = streaming.start_publisher(
+                    f"rtmp://127.0.0.1:{rtmp_port}/demo-live/mystream", progress
+                )
+                streaming.wait_until_publishing(publisher, progress)
+                with Client(
+                    f"{usher_url}/api",
+                    cdn=account["cdn"],
+                    api_key=account["api_key"],
+                    secret=account["secret"],
+                    clock=_stepping_clock(),
+                ) as api:
+                    yield Stack(
+                        usher_url,
+                        log,
+                        account["secret"],
+                        api,
+                        f"rtmp://127.0.0.1:{rtmp_port}",
+                        f"http://127.0.0.1:{http_port}",
+                        nginx,
+                        segments,
+                    )
+    finally:
+        if publisher is not None:
+            publisher.kill()
+            publisher.wait(timeout=10)
+        server.terminate()
+        server.wait(timeout=10)
+    written = log.read_text(errors="replace")
+    assert "Traceback" not in written, written
+    assert account["secret"] not in written
+
+
+# -- RTMP ------------------------------------------------------------------------------
+
+
+def _stream(
+    stack: Stack, ticket: dict[str, Any], path: str = "demo-live/mystream", **q: str
+) -> str:
+    credentials = {"key": ticket["key"], "pass": ticket["pass"], **q}
+    return f"{stack.rtmp}/{path}?" + "&".join(f"{k}={v}" for k, v in credentials.items())
+
+
+def test_rtmp_valid_ticket_plays_once_then_is_exhausted(stack: Stack) -> None:
+    ticket = stack.ticket(app="demo-live", video="mystream", uses=1)
+    played = streaming.play(_stream(stack, ticket))
+    print(f"valid ticket: {played.frames} frames in {played.seconds:.1f} s")
+    assert played.returncode == 0, played.stderr
+    assert played.frames >= 25  # two seconds at 25 fps, less the start
+    refused = streaming.play(_stream(stack, ticket))
+    assert refused.frames == 0, refused
+    print(f"exhausted ticket: {refused.frames} frames, ffmpeg said {refused.stderr.strip()!r}")
+    log = stack.attempt_log(ticket["key"])
+    assert [(a["success"], a["reason"]) for a in log] == [(1, ""), (0, "Ticket uses exhausted")]
+    # What nginx-rtmp told Usher about the viewer lands in the attempt.
+    first = log[0]
+    assert (first["ip"], first["app"], first["video"], first["server_ip"]) == (
+        "127.0.0.1",
+        "demo-live",
+        "mystream",
+        "127.0.0.1",
+    )
+    assert first["refurl"] == f"{stack.rtmp}/demo-live"  # the tcUrl
+    assert stack.use_count(ticket["key"]) == 1
+    assert stack.errorcount(key=ticket["key"], success=0) == 1
+
+
+def test_rtmp_refusals_are_logged_with_their_reason(stack: Stack) -> None:
+    expiring = stack.ticket(app="demo-live", video="mystream", uses=0, expire=int(time.time()) + 2)
+    before = stack.errorcount(success=0)
+    cases: list[tuple[str, str, str]] = []  # (name, key, expected reason)
+
+    wrong_pass = stack.ticket(app="demo-live", video="mystream", uses=0)
+    cases.append(("wrong pass", wrong_pass["key"], "Invalid Auth Token"))
+    wrong_app = stack.ticket(app="demo-live", video="mystream", uses=0)
+    cases.append(("wrong app", wrong_app["key"], "Invalid Application"))
+    wrong_video = stack.ticket(app="demo-live", video="otherstream", uses=0)
+    cases.append(("wrong video", wrong_video["key"], "Invalid Video"))
+    plays = {
+        "wrong pass": _stream(stack, wrong_pass, **{"pass": "nope"}),
+        "wrong app": _stream(stack, wrong_app, "demo-vod/mystream"),
+        "wrong video": _stream(stack, wrong_video),
+    }
+    while time.time() < expiring_at(expiring):
+        time.sleep(0.1)
+    cases.append(("expired", expiring["key"], "Expiration date surpassed"))
+    plays["expired"] = _stream(stack, expiring)
+
+    for name, key, reason in cases:
+        played = streaming.play(plays[name], timeout=15)
+        print(f"{name}: {played.frames} frames in {played.seconds:.1f} s; Usher said {reason!r}")
+        assert played.frames == 0, (name, played)
+        assert stack.attempts(key) == [(0, reason)], name
+        assert stack.errorcount(key=key, success=0) == 1, name
+    assert stack.errorcount(success=0) == before + len(cases)
+
+
+def expiring_at(ticket: dict[str, Any]) -> float:
+    # expire_date is "YYYY-MM-DD HH:MM:SS" UTC; a second of margin past it.
+    stamp = time.strptime(ticket["expire_date"] + " UTC", "%Y-%m-%d %H:%M:%S %Z")
+    return float(time.mktime(stamp) - time.timezone) + 1.0
+
+
+def test_rtmp_revoked_viewer_is_cut_off_within_the_update_interval(
+    stack: Stack, tmp_path: Path
+) -> None:
+    ticket = stack.ticket(app="demo-live", video="mystream", uses=1)
+    progress = tmp_path / "player.progress"
+    player = subprocess.Popen(
+        streaming.ffmpeg(
+            "-progress", str(progress), "-i", _stream(stack, ticket), "-t", "30", "-f", "null", "-"
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + streaming.STARTUP_S
+        while streaming.frames_in(_read(progress)) < 25:
+            assert player.poll() is None, "the player stopped before the revoke"
+            assert time.monotonic() < deadline, "the player received no frames"
+            time.sleep(0.1)
+        assert stack.api.call("sevu.revoke", key=ticket["key"])["code"] == 2021
+        revoked = time.monotonic()
+        player.wait(timeout=UPDATE_S + 10)
+        cut_after = time.monotonic() - revoked
+    finally:
+        if player.poll() is None:
+            player.kill()
+            player.wait(timeout=10)
+    frames = streaming.frames_in(_read(progress))
+    print(f"revoked viewer cut off {cut_after:.2f} s after sevu.revoke, at frame {frames}")
+    assert cut_after <= UPDATE_S + 1.5
+    assert frames < 25 * 10  # nowhere near the 30 s it asked for
+    # The update that found the ticket revoked is logged once, with its reason.
+    assert stack.attempts(ticket["key"]) == [(1, ""), (0, "Ticket revoked")]
+    assert stack.use_count(ticket["key"]) == 1
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+# -- HLS behind auth_request -----------------------------------------------------
+
+
+def _requests_for(stack: Stack, key: str) -> list[tuple[str, int]]:
+    """(URI, status) of the nginx access log lines carrying ``key``."""
+    lines = (stack.nginx.prefix / "logs" / "access.log").read_text(errors="replace").splitlines()
+    found = []
+    for line in lines:
+        match = re.search(r'"GET (\S+) HTTP/[\d.]+" (\d{3})', line)
+        if match and key in match.group(1):
+            found.append((match.group(1), int(match.group(2))))
+    return found
+
+
+def test_hls_player_fetches_everything_for_one_use_and_one_attempt(stack: Stack) -> None:
+    ticket = stack.ticket(app="demo-vod", video="movie", uses=1)
+    url = f"{stack.http}/demo-vod/movie/index.m3u8?key={ticket['key']}&pass=pw"
+    # ffmpeg as the player: it follows the playlist's segment URIs, which the
+    # shipped config rewrote to carry the ticket.
+    played = streaming.play(url, seconds=MEDIA_SECONDS + 1)
+    assert played.returncode == 0, played.stderr
+    assert played.frames == MEDIA_SECONDS * 25, played
+    requests = _requests_for(stack, ticket["key"])
+    print(
+        f"HLS player: {len(requests)} requests ({played.frames} frames), "
+        f"use_count {stack.use_count(ticket['key'])}"
+    )
+    # Every file of the rendition was fetched (a player may fetch one twice),
+    # each through the playlist's rewritten, ticket-carrying URI.
+    fetched = {uri.split("?")[0].rsplit("/", 1)[1] for uri, _ in requests}
+    assert fetched == {"index.m3u8", *stack.segments}, requests
+    assert all(status in (200, 206) for _, status in requests), requests
+    # The same playback again, all segments at once, still within the session.
+    with httpx.Client(base_url=stack.http, timeout=10) as http, ThreadPoolExecutor(8) as pool:
+        query = f"?key={ticket['key']}&pass=pw"
+        uris = [f"/demo-vod/movie/{name}{query}" for name in stack.segments]
+        statuses = list(pool.map(lambda uri: http.get(uri).status_code, uris))
+    assert statuses == [200] * len(uris)
+    assert stack.use_count(ticket["key"]) == 1
+    assert stack.attempts(ticket["key"]) == [(1, "")]
+
+
+def test_hls_without_a_valid_ticket_every_request_is_403(stack: Stack) -> None:
+    ticket = stack.ticket(app="demo-vod", video="movie", uses=0)
+    names = ["index.m3u8", *stack.segments]
+    with httpx.Client(base_url=stack.http, timeout=10) as http:
+        for query in ("", f"?key={ticket['key']}", f"?key={ticket['key']}&pass=wrong"):
+            statuses = {http.get(f"/demo-vod/movie/{name}{query}").status_code for name in names}
+            assert statuses == {403}, (query, statuses)
+    assert stack.use_count(ticket["key"]) == 0
+    failures = stack.attempts(ticket["key"])
+    assert failures == [(0, "Invalid Auth Token")] * (2 * len(names))
+
+
+def test_hls_revoke_denies_the_next_segment_within_a_second(stack: Stack) -> None:
+    ticket = stack.ticket(app="demo-vod", video="movie", uses=1)
+    query = f"?key={ticket['key']}&pass=pw"
+    with httpx.Client(base_url=stack.http, timeout=10) as http:
+        assert http.get(f"/demo-vod/movie/index.m3u8{query}").status_code == 200
+        watched, unwatched = stack.segments[:3], stack.segments[3:]
+        for name in watched:
+            assert http.get(f"/demo-vod/movie/{name}{query}").status_code == 200
+        assert stack.api.call("sevu.revoke", key=ticket["key"])["code"] == 2021
+        revoked = time.monotonic()
+        answers: list[tuple[float, int]] = []
+        for name in unwatched:  # each one a segment nginx has not cached
+            status = http.get(f"/demo-vod/movie/{name}{query}").status_code
+            answers.append((time.monotonic() - revoked, status))
+            time.sleep(0.06)
+    refused = [at for at, status in answers if status == 403]
+    assert refused, f"no segment was refused after the revoke: {answers}"
+    print(f"first segment refused {refused[0]:.2f} s after sevu.revoke; answers {answers}")
+    assert refused[0] <= 1.0
+    first = next(i for i, (_, status) in enumerate(answers) if status == 403)
+    assert all(status == 403 for _, status in answers[first:]), answers
+    assert stack.use_count(ticket["key"]) == 1
