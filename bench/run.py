@@ -48,7 +48,7 @@ MODES = {
     # The suite's own test: proves every step works, measures nothing.
     "tiny": Mode(300, 3_000, 2, 1, 1, (8, 64, 256), 1, 2, 1),
     "quick": Mode(20_000, 200_000, 5, 5, 1, (16, 64, 256, 1024), 3, 6, 2),
-    "full": Mode(1_000_000, 10_000_000, 10, 15, 2, (16, 64, 256, 1024, 2048, 4096), 8, 30, 4),
+    "full": Mode(1_000_000, 10_000_000, 10, 15, 2, (16, 64, 256, 1024, 2048, 4096), 8, 20, 4),
 }
 CHECK_CONNECTIONS = 64
 
@@ -151,6 +151,7 @@ def run(mode_name: str, out: Path, workdir: Path, *, reuse: bool = False) -> dic
             matrix = counts.run_matrix(
                 url + "/api", str(db_path), accounts,
                 samples=mode.samples, plain_samples=mode.plain_samples,
+                max_id=mode.attempts,
             )  # fmt: skip
         results["counts"] = [asdict(c) for c in matrix]
         results["rss_counts_mib"] = rss_counts.peak_kib / 1024
