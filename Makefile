@@ -18,11 +18,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 serve: $(VENV)/.installed
 	$(BIN)/usher serve --demo --host $(HOST) --port $(PORT)
 
-## test: install everything (Python packages, php-cli/php-curl) and run lint, types and all tests
-test: $(VENV)/.installed system-deps lint
+## test: install everything (Python packages and Debian packages) and run lint, types and all tests
+test: $(VENV)/.bench-installed system-deps lint
 	$(BIN)/python -m pytest
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.bench-installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -39,13 +39,11 @@ screenshots: $(VENV)/.installed system-deps
 	USHER_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/live/test_panel_browser.py -k screenshots
 
 ## bench: the full benchmark suite (1 M tickets, 10 M attempts; see docs/benchmarks.md)
-bench: $(VENV)/.bench-installed
-	scripts/install-system-deps bench
+bench: $(VENV)/.bench-installed system-deps
 	$(BIN)/python -m bench.run --mode full
 
 ## bench-quick: the same steps at small sizes, in under two minutes
-bench-quick: $(VENV)/.bench-installed
-	scripts/install-system-deps bench
+bench-quick: $(VENV)/.bench-installed system-deps
 	$(BIN)/python -m bench.run --mode quick
 
 $(VENV)/.bench-installed: $(VENV)/.installed

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from usher.storage import migrations
-from usher.storage.sqlite import SQLiteStorage, _split_sql
+from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite_counts import count_query, plain_count_query
+from usher.storage.sqlite_engine import split_sql
 from usher.tickets.model import AttemptFilter
 
 NOW = 1_800_000_000
@@ -66,7 +67,7 @@ def test_migration_counts_attempts_logged_before_it(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     for migration in migrations.load("sqlite")[: ROLLUP_VERSION - 1]:
-        for statement in _split_sql(migration.sql):
+        for statement in split_sql(migration.sql):
             conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (ROLLUP_VERSION - 1,))
     conn.execute(

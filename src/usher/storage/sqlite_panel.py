@@ -1,0 +1,148 @@
+"""The SQLite side of the control panel: chart aggregations, panel
+passwords and panel sessions (a mixin of :class:`SQLiteStorage`)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+from usher.storage.base import (
+    AttemptColumn,
+    PanelSession,
+    TimelineBucket,
+    check_timeline_bounds,
+    check_top_limit,
+)
+from usher.storage.sqlite_engine import SQLiteAccess
+from usher.storage.sqlite_rows import attempt_where
+from usher.tickets.model import AttemptFilter
+
+
+class SQLitePanelMethods(SQLiteAccess):
+    # -- attempt statistics ------------------------------------------------------------
+
+    async def attempt_timeline(
+        self, cdn: int, where: AttemptFilter, bucket: int
+    ) -> list[TimelineBucket]:
+        check_timeline_bounds(where, bucket)
+        sql, params = attempt_where(cdn, where)
+        # Integer division of non-negative integers floors, so every attempt
+        # lands in the bucket that starts at a multiple of ``bucket``.
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT (at / ?) * ? AS b, SUM(success), COUNT(*) - SUM(success)"
+                f" FROM attempts WHERE {sql} GROUP BY b ORDER BY b",
+                [bucket, bucket, *params],
+            ).fetchall()
+        )
+        return [TimelineBucket(int(row[0]), int(row[1]), int(row[2])) for row in rows]
+
+    async def top_attempt_values(
+        self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
+    ) -> list[tuple[str, int]]:
+        check_top_limit(limit)
+        name = _GROUPABLE[column]  # a fixed column name, never caller text
+        sql, params = attempt_where(cdn, where)
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {name}, COUNT(*) AS n FROM attempts WHERE {sql}"
+                f" GROUP BY {name} ORDER BY n DESC, {name} LIMIT {int(limit)}",
+                params,
+            ).fetchall()
+        )
+        return [(str(row[0]), int(row[1])) for row in rows]
+
+    # -- control-panel sign-in -------------------------------------------------------
+
+    async def set_panel_password(self, cdn: int, password_hash: str | None, *, now: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            if not conn.execute("SELECT 1 FROM accounts WHERE cdn = ?", (cdn,)).fetchone():
+                return False
+            if password_hash is None:
+                conn.execute("DELETE FROM panel_passwords WHERE cdn = ?", (cdn,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO panel_passwords (cdn, hash, updated_at)"
+                    " VALUES (?, ?, ?)",
+                    (cdn, password_hash, now),
+                )
+            return True
+
+        return await self._write(run)
+
+    async def get_panel_password(self, cdn: int) -> str | None:
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT hash FROM panel_passwords WHERE cdn = ?", (cdn,)
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def create_panel_session(self, session: PanelSession) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO panel_sessions (token_hash, cdn, created_at, seen_at)"
+                " VALUES (?, ?, ?, ?)",
+                (session.token_hash, session.cdn, session.created_at, session.seen_at),
+            )
+
+        await self._write(run)
+
+    async def get_panel_session(self, token_hash: bytes) -> PanelSession | None:
+        row = await self._read(
+            lambda conn: conn.execute(
+                "SELECT token_hash, cdn, created_at, seen_at FROM panel_sessions"
+                " WHERE token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+        )
+        return None if row is None else PanelSession(bytes(row[0]), row[1], row[2], row[3])
+
+    async def touch_panel_session(self, token_hash: bytes, *, now: int) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE panel_sessions SET seen_at = MAX(seen_at, ?) WHERE token_hash = ?",
+                (now, token_hash),
+            )
+
+        await self._write(run)
+
+    async def delete_panel_sessions(
+        self,
+        *,
+        token_hash: bytes | None = None,
+        cdn: int | None = None,
+        seen_before: int | None = None,
+        created_before: int | None = None,
+    ) -> int:
+        clauses: list[str] = []
+        params: list[object] = []
+        for clause, value in (
+            ("token_hash = ?", token_hash),
+            ("cdn = ?", cdn),
+            ("seen_at < ?", seen_before),
+            ("created_at < ?", created_before),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if not clauses:
+            return 0
+
+        def run(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                f"DELETE FROM panel_sessions WHERE {' OR '.join(clauses)}", params
+            )
+            return cursor.rowcount
+
+        return await self._write(run)
+
+
+#: ``top_attempt_values`` columns, mapped to SQL through this fixed table.
+_GROUPABLE: Final[dict[str, str]] = {
+    "reason": "reason",
+    "ip": "ip",
+    "key": "key",
+    "app": "app",
+    "video": "video",
+}
