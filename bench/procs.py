@@ -36,7 +36,7 @@ def require(program: str) -> str:
     found = shutil.which(program) or (f"/usr/sbin/{program}" if program == "nginx" else None)
     if not found or not Path(found).exists():
         raise SystemExit(
-            f"The benchmark needs `{program}`; run `scripts/install-system-deps bench` "
+            f"The benchmark needs `{program}`; run `scripts/install-system-deps` "
             "(Debian packages wrk and nginx)."
         )
     return found

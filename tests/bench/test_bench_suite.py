@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.skipif(
     shutil.which("wrk") is None or not Path("/usr/sbin/nginx").exists(),
-    reason="the benchmark needs wrk and nginx: scripts/install-system-deps bench",
+    reason="the benchmark needs wrk and nginx: scripts/install-system-deps",
 )
 def test_tiny_benchmark_run_prints_the_table_and_writes_the_plots(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the plots need the bench extra")
