@@ -22,6 +22,8 @@ from usher.storage.base import Storage
 T = TypeVar("T")
 
 DEMO_USERNAME = "demo"
+#: The GIL switch interval of ``usher serve`` (see cmd_serve).
+SWITCH_INTERVAL_S = 0.00005
 
 
 def _with_storage(database: str | None, work: Callable[[Storage], Awaitable[T]]) -> T:
@@ -55,6 +57,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if account is not None:
         _print_demo(account, args.host, args.port)
     app = create_app(settings)
+    # The SQLite writer thread gives up the GIL around every SQLite call and
+    # must win it back from the event loop each time. Under a flood of
+    # requests the loop never idles, so each handback waited a full switch
+    # interval (5 ms by default): with 1,024 connections being shed, the
+    # writer held the GIL in 6 % of py-spy --gil samples and goodput
+    # collapsed. 50 µs cuts that wait: measured with wrk at 4,096
+    # connections, goodput went from 440-630 to 1,360-1,420 checks/s, and at
+    # 64 connections throughput did not drop.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         app,

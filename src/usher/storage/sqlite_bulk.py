@@ -50,10 +50,11 @@ class BulkLoader:
         if self._wal:
             with contextlib.suppress(sqlite3.OperationalError):
                 conn.execute("PRAGMA journal_mode = DELETE")
-        # A large page cache and in-memory sorting for the index builds; this
-        # process exits after the load.
+        # A large page cache while the rows go in; this process exits after
+        # the load. temp_store is left to its default (files) on purpose:
+        # SQLite turns the sorter's worker threads off when temporary storage
+        # is in memory (see restore_attempt_indexes).
         conn.execute("PRAGMA cache_size = -1000000")
-        conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("BEGIN IMMEDIATE")
         return self
@@ -87,10 +88,16 @@ class BulkLoader:
     def restore_attempt_indexes(self, progress: Callable[[int], None]) -> None:
         # Indexes first: the triggers only matter for later writes.
         ordered = sorted(self._restore, key=lambda sql: "TRIGGER" in sql.upper()[:20])
-        # Several sorted runs merged with a helper thread beat one huge
-        # in-memory sort (measured about 25% faster per index).
+        # CREATE INDEX is one sort per index. SQLite's sorter splits it into
+        # runs of at most cache_size bytes, sorts the runs on worker threads
+        # and merges them, but only with threads > 0 AND temporary files
+        # (with temp_store = MEMORY it silently stays single-threaded). Small
+        # runs keep both cores busy: on 1 M attempts the five indexes took
+        # 4.2 s this way against 9.0 s with one in-memory sort. The temporary
+        # runs sit in the OS page cache and are deleted after each index.
+        self.conn.execute("PRAGMA temp_store = FILE")
         self.conn.execute("PRAGMA threads = 2")
-        self.conn.execute("PRAGMA cache_size = -200000")
+        self.conn.execute("PRAGMA cache_size = -5000")
         for done, sql in enumerate(ordered, 1):
             self.conn.execute(sql)
             progress(done)

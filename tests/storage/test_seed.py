@@ -1,0 +1,78 @@
+"""``usher seed-data`` leaves a database the ordinary code paths would have made.
+
+The bulk loader drops the attempt indexes and triggers, appends rows, writes
+the rollup from tallies kept in Python and rebuilds the indexes with
+different pragmas. None of that may show afterwards: the schema, the rollup
+and the use counts must be exactly what migrations and triggers produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from tests.storage.test_sqlite_counts import _rollup_matches_attempts
+from usher.seed import _key_tails, seed_database
+from usher.storage.sqlite import SQLiteStorage
+from usher.tickets.keys import new_ticket_key
+
+
+def _schema(path: Path) -> list[tuple[str, str, str, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def _migrated(path: Path) -> None:
+    async def create() -> None:
+        storage = SQLiteStorage(str(path))
+        await storage.open()
+        await storage.close()
+
+    asyncio.run(create())
+
+
+def test_a_seeded_database_equals_one_built_the_ordinary_way(tmp_path: Path) -> None:
+    seeded = tmp_path / "seeded.db"
+    url = f"sqlite:///{seeded}"
+    # Twice: the second load adds to a database that already holds data, so
+    # the rollup rows of existing (cdn, app, video) groups must be added to.
+    for seed in (1, 2):
+        seed_database(url, tickets=400, attempts_total=5_000, accounts=2, seed=seed)
+    plain = tmp_path / "plain.db"
+    _migrated(plain)
+    assert _schema(seeded) == _schema(plain)
+
+    conn = sqlite3.connect(seeded)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 10_000
+        assert conn.execute("SELECT COUNT(*) FROM tickets").fetchone()[0] == 800
+        # The rollup equals a plain COUNT(*) ... GROUP BY at every grain.
+        _rollup_matches_attempts(conn)
+        # Every use a ticket counts is an allowed attempt in the log.
+        mismatched = conn.execute(
+            "SELECT COUNT(*) FROM tickets t WHERE t.use_count !="
+            " (SELECT COUNT(*) FROM attempts a WHERE a.key = t.key AND a.success = 1)"
+        ).fetchone()[0]
+        assert mismatched == 0
+        # About a third refused, as the module promises.
+        refused = conn.execute("SELECT AVG(success = 0) FROM attempts").fetchone()[0]
+        assert 0.2 < refused < 0.45
+    finally:
+        conn.close()
+
+
+def test_seeded_keys_look_like_issued_keys() -> None:
+    issued = new_ticket_key("vod/1/title1.mp4").split(".")
+    for tail in _key_tails(50):
+        hex_part, digits = tail.split(".")
+        assert len(hex_part) == len(issued[1]) and int(hex_part, 16) >= 0
+        assert len(digits) == len(issued[2]) and digits.isdigit()
+    assert len(set(_key_tails(1000))) == 1000
