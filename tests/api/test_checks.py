@@ -250,3 +250,12 @@ async def test_lone_surrogate_in_a_json_check_is_logged_not_500(harness: Harness
     assert response.status_code == 200
     attempt = await last_attempt(harness, ticket["key"])
     assert attempt["pageurl"] == "https://x/?"
+
+
+async def test_other_methods_on_check(harness: Harness) -> None:
+    ticket = await harness.ticket()
+    params = {"key": ticket["key"], "pass": "pw", "app": "demo-live", "video": "mystream"}
+    response = await harness.http.head("/usher/check", params=params)
+    assert response.status_code == 200  # the same handler as GET, through Starlette's route
+    response = await harness.http.put("/usher/check", params=params)
+    assert response.status_code == 405

@@ -16,8 +16,7 @@ from usher.storage import storage_for_url
 from usher.storage.base import Storage
 from usher.web import integrations
 from usher.web.api import api
-from usher.web.check import check
-from usher.web.fastcheck import serve_check
+from usher.web.fastcheck import CHECK_ROUTE_APP, serve_check
 from usher.web.ops import healthz, metrics
 from usher.web.panel.routes import panel_mount, panel_redirect
 from usher.web.state import AppState
@@ -26,7 +25,7 @@ ROUTES = [
     Route("/api", api, methods=["POST"]),
     Route("/stable/", api, methods=["POST"]),
     Route("/stable", api, methods=["POST"]),
-    Route("/usher/check", check, methods=["GET", "POST"]),
+    Route("/usher/check", CHECK_ROUTE_APP, methods=["GET", "POST"]),
     # nginx-rtmp POSTs by default; ``notify_method get`` sends the same as a query.
     Route("/usher/nginx-rtmp", integrations.nginx_rtmp, methods=["GET", "POST"]),
     Route("/usher/auth-request", integrations.auth_request, methods=["GET"]),

@@ -3,13 +3,13 @@
 Every viewer's first frame waits for this answer, and profiling the server
 under ``wrk`` showed about half of the event loop's time in Starlette's
 layers (middleware stack, routing, ``Request``/``Response`` objects) rather
-than in the check itself. This handler does exactly what
-:func:`usher.web.check.check` does, with the same parsing helpers and answers,
-straight on the ASGI scope: one dict walk for two headers, preallocated
-header lists, and one ``send`` per message.
+than in the check itself. This handler works straight on the ASGI scope:
+one dict walk for two headers, preallocated header lists, and one ``send``
+per message.
 
-:class:`usher.web.app.UsherApp` routes ``GET`` and ``POST /usher/check``
-here; other methods still reach Starlette, which answers 405.
+:class:`usher.web.app.UsherApp` sends ``GET`` and ``POST /usher/check``
+here before Starlette; Starlette's route (:data:`CHECK_ROUTE_APP`) runs the
+same handler for ``HEAD`` and answers 405 to other methods.
 """
 
 from __future__ import annotations
@@ -108,3 +108,13 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
         return await _answer(send, 503, _UNAVAILABLE, _JSON)
     status, answer = wire.answer(decision)
     return await _answer(send, status, answer, _JSON)
+
+
+class _CheckRoute:
+    """:func:`serve_check` as a Starlette route endpoint (a raw ASGI app)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await serve_check(scope["app"].state.usher, scope, receive, send)
+
+
+CHECK_ROUTE_APP: Final = _CheckRoute()
