@@ -17,6 +17,7 @@ from usher.storage.base import (
 )
 from usher.storage.pgrunner import PgRunner
 from usher.storage.pgsql import attempt_where
+from usher.storage.rows import clauses, panel_session_criteria
 from usher.tickets.model import AttemptFilter
 
 
@@ -110,22 +111,13 @@ class PostgresPanelMixin:
         seen_before: int | None = None,
         created_before: int | None = None,
     ) -> int:
-        clauses: list[str] = []
-        params: list[object] = []
-        for clause, value in (
-            ("token_hash = %s", token_hash),
-            ("cdn = %s", cdn),
-            ("seen_at < %s", seen_before),
-            ("created_at < %s", created_before),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        if not clauses:
-            return 0
-        _, count = await self._db.write(
-            f"DELETE FROM panel_sessions WHERE {' OR '.join(clauses)}", params
+        criteria = panel_session_criteria(
+            token_hash=token_hash, cdn=cdn, seen_before=seen_before, created_before=created_before
         )
+        where, params = clauses(criteria, "%s", joiner=" OR ")
+        if not params:
+            return 0
+        _, count = await self._db.write(f"DELETE FROM panel_sessions WHERE {where}", params)
         return count
 
 

@@ -27,8 +27,8 @@ from usher.storage.pgsql import (
     log_attempt,
     storable,
     storable_request,
-    ticket_from_row,
 )
+from usher.storage.rows import ticket_from_row
 from usher.tickets.model import CheckRequest, PlaybackSession, SessionOutcome, Ticket
 
 _SESSION_COLUMNS: Final = "s.id, s.key, s.cdn, s.ip, s.app, s.video, s.created_at, s.expires_at"

@@ -11,16 +11,14 @@ uses.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Final
 
 import psycopg
 
 from usher.storage.base import MAX_ATTEMPT_FIELD
+from usher.storage.rows import attempt_criteria, attempt_values, clauses, ticket_from_row
 from usher.tickets.model import (
-    Account,
-    Attempt,
     AttemptFilter,
     CheckRequest,
     Decision,
@@ -96,58 +94,9 @@ def storable_request(request: CheckRequest) -> CheckRequest:
     )
 
 
-def ticket_from_row(row: tuple[Any, ...]) -> Ticket:
-    return Ticket(
-        key=row[0],
-        cdn=row[1],
-        password=row[2],
-        ip=row[3],
-        video=row[4],
-        app=row[5],
-        uses=row[6],
-        use_count=row[7],
-        active=row[8],
-        created_at=row[9],
-        expire_at=row[10],
-        used_at=row[11],
-        bound_ips=tuple(row[12].split("|")) if row[12] else (),
-        account_disabled=row[13],
-    )
-
-
-def attempt_from_row(row: tuple[Any, ...]) -> Attempt:
-    return Attempt(*row)
-
-
-def account_from_row(row: tuple[Any, ...]) -> Account:
-    return Account(*row)
-
-
-def all_equal(pairs: Iterable[tuple[str, object]]) -> tuple[str, list[object]]:
-    """``AND``-join ``column = %s`` for every value that is not ``None``."""
-    clauses: list[str] = []
-    params: list[object] = []
-    for clause, value in pairs:
-        if value is not None:
-            clauses.append(clause)
-            params.append(storable(value) if isinstance(value, str) else value)
-    return " AND ".join(clauses), params
-
-
 def attempt_where(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
-    return all_equal(
-        [
-            ("cdn = %s", cdn),
-            ("key = %s", where.key),
-            ("pass = %s", where.password),
-            ("app = %s", where.app),
-            ("video = %s", where.video),
-            ("ip = %s", where.ip),
-            ("success = %s", where.success),
-            ("at >= %s", where.start),
-            ("at <= %s", where.end),
-        ]
-    )
+    """The ``WHERE`` body (with ``%s`` placeholders) for an account's attempts."""
+    return clauses(attempt_criteria(cdn, where), "%s", clean=storable)
 
 
 def username_of(app: str) -> str | None:
@@ -186,17 +135,7 @@ async def log_attempt(
             None if ticket is None else ticket.cdn,
             username_of(request.app) if ticket is None else None,
             now,
-            clip(request.key),
-            clip(request.password),
-            clip(request.ip),
-            clip(request.video),
-            clip(request.app),
-            clip(request.appinst),
-            clip(request.pageurl),
-            clip(request.refurl),
-            decision.allowed,
-            decision.reason_text,
-            clip(request.server_ip),
+            *attempt_values(request, decision, clip),
         ),
     )
 

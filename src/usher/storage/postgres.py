@@ -48,16 +48,19 @@ from usher.storage.pgsql import (
     TICKET_COLUMNS,
     TICKET_FROM,
     Conn,
-    account_from_row,
-    all_equal,
     apply_decision,
-    attempt_from_row,
     attempt_where,
     inserted_id,
     lock_ticket,
     log_attempt,
     storable,
     storable_request,
+)
+from usher.storage.rows import (
+    account_from_row,
+    attempt_from_row,
+    clauses,
+    ticket_criteria,
     ticket_from_row,
 )
 from usher.tickets.model import (
@@ -219,16 +222,7 @@ class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
     async def search_tickets(
         self, cdn: int, where: TicketFilter, page: Page
     ) -> tuple[list[Ticket], int]:
-        sql, params = all_equal(
-            [
-                ("t.cdn = %s", cdn),
-                ("t.key = %s", where.key),
-                ("t.app = %s", where.app),
-                ("t.video = %s", where.video),
-                ("t.ip = %s", where.ip),
-                ("t.pass = %s", where.password),
-            ]
-        )
+        sql, params = clauses(ticket_criteria(cdn, where), "%s", clean=storable)
         # One statement, so the page and the total come from one snapshot.
         # The count row is always there; a page past the end joins nothing.
         rows = await self._db.fetchall(

@@ -15,6 +15,13 @@ from typing import Final
 
 from usher.protocol.errors import AlreadyExists
 from usher.storage.base import Decider, Storage
+from usher.storage.rows import (
+    account_from_row,
+    attempt_from_row,
+    clauses,
+    ticket_criteria,
+    ticket_from_row,
+)
 from usher.storage.sqlite_checks import apply_check, resume_session
 from usher.storage.sqlite_counts import count_query
 from usher.storage.sqlite_engine import SQLiteEngine, sqlite_path
@@ -27,15 +34,11 @@ from usher.storage.sqlite_rows import (
     SESSION_WIDTH,
     TICKET_COLUMNS,
     TICKET_FROM,
-    account_of,
-    attempt_of,
     attempt_where,
     clip,
     page_sql,
     session_of,
     storable,
-    ticket_of,
-    where_clause,
 )
 from usher.tickets.model import (
     Account,
@@ -118,7 +121,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
                 f"SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY cdn"
             ).fetchall()
         )
-        return [account_of(row) for row in rows]
+        return [account_from_row(row) for row in rows]
 
     async def get_account(self, cdn: int) -> Account | None:
         row = await self._read(
@@ -126,7 +129,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
                 f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE cdn = ?", (cdn,)
             ).fetchone()
         )
-        return None if row is None else account_of(row)
+        return None if row is None else account_from_row(row)
 
     async def get_account_by_username(self, username: str) -> Account | None:
         row = await self._read(
@@ -134,7 +137,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
                 f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username = ?", (username,)
             ).fetchone()
         )
-        return None if row is None else account_of(row)
+        return None if row is None else account_from_row(row)
 
     async def update_account(
         self, cdn: int, *, secret: str | None = None, disabled: bool | None = None
@@ -147,7 +150,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
             row = conn.execute(
                 f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE cdn = ?", (cdn,)
             ).fetchone()
-            return None if row is None else account_of(row)
+            return None if row is None else account_from_row(row)
 
         return await self._write(run)
 
@@ -207,7 +210,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
                 (key, cdn),
             ).fetchone()
         )
-        return None if row is None else ticket_of(row)
+        return None if row is None else ticket_from_row(row)
 
     async def revoke_ticket(self, cdn: int, key: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -221,16 +224,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
     async def search_tickets(
         self, cdn: int, where: TicketFilter, page: Page
     ) -> tuple[list[Ticket], int]:
-        sql, params = where_clause(
-            [
-                ("t.cdn = ?", cdn),
-                ("t.key = ?", where.key),
-                ("t.app = ?", where.app),
-                ("t.video = ?", where.video),
-                ("t.ip = ?", where.ip),
-                ("t.pass = ?", where.password),
-            ]
-        )
+        sql, params = clauses(ticket_criteria(cdn, where), "?")
 
         def run(conn: sqlite3.Connection) -> tuple[list[Ticket], int]:
             # One read transaction so the page and the total agree.
@@ -246,7 +240,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
                 ).fetchall()
             finally:
                 conn.execute("COMMIT")
-            return [ticket_of(row) for row in rows], int(total)
+            return [ticket_from_row(row) for row in rows], int(total)
 
         return await self._read(run)
 
@@ -269,7 +263,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
                 f"SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE t.key = ?", (storable(key),)
             ).fetchone()
         )
-        return None if row is None else ticket_of(row)
+        return None if row is None else ticket_from_row(row)
 
     async def lookup_session(self, session_id: str) -> tuple[PlaybackSession, Ticket | None] | None:
         # One statement, so the session and its ticket come from one snapshot.
@@ -284,7 +278,9 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
         if row is None:
             return None
         width = SESSION_WIDTH
-        return session_of(row[:width]), (None if row[width] is None else ticket_of(row[width:]))
+        return session_of(row[:width]), (
+            None if row[width] is None else ticket_from_row(row[width:])
+        )
 
     async def open_session(
         self,
@@ -362,7 +358,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
                 params,
             ).fetchall()
         )
-        return [attempt_of(row) for row in rows]
+        return [attempt_from_row(row) for row in rows]
 
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
         # Rollup rows or the one selective index; see sqlite_counts.

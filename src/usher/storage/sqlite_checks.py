@@ -10,7 +10,8 @@ import dataclasses
 import sqlite3
 
 from usher.storage.base import Decider
-from usher.storage.sqlite_rows import TICKET_COLUMNS, TICKET_FROM, clip, storable, ticket_of
+from usher.storage.rows import attempt_values, ticket_from_row
+from usher.storage.sqlite_rows import TICKET_COLUMNS, TICKET_FROM, clip, storable
 from usher.tickets.model import (
     CheckOutcome,
     CheckRequest,
@@ -33,7 +34,7 @@ def apply_check(
         f"SELECT t.id, {TICKET_COLUMNS} {TICKET_FROM} WHERE t.key = ?",
         (storable(request.key),),
     ).fetchone()
-    ticket = None if row is None else ticket_of(row[1:])
+    ticket = None if row is None else ticket_from_row(row[1:])
     decision = decide(ticket, request, now)
     after = ticket
     if ticket is not None and decision.allowed and (decision.count_use or decision.bind):
@@ -65,21 +66,7 @@ def log_attempt(
         "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
         " refurl, success, reason, server_ip)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            cdn,
-            now,
-            clip(request.key),
-            clip(request.password),
-            clip(request.ip),
-            clip(request.video),
-            clip(request.app),
-            clip(request.appinst),
-            clip(request.pageurl),
-            clip(request.refurl),
-            int(decision.allowed),
-            decision.reason_text,
-            clip(request.server_ip),
-        ),
+        (cdn, now, *attempt_values(request, decision, clip)),
     )
     return cursor.lastrowid or 0
 

@@ -13,6 +13,7 @@ from usher.storage.base import (
     check_timeline_bounds,
     check_top_limit,
 )
+from usher.storage.rows import clauses, panel_session_criteria
 from usher.storage.sqlite_engine import SQLiteAccess
 from usher.storage.sqlite_rows import attempt_where
 from usher.tickets.model import AttemptFilter
@@ -115,24 +116,15 @@ class SQLitePanelMethods(SQLiteAccess):
         seen_before: int | None = None,
         created_before: int | None = None,
     ) -> int:
-        clauses: list[str] = []
-        params: list[object] = []
-        for clause, value in (
-            ("token_hash = ?", token_hash),
-            ("cdn = ?", cdn),
-            ("seen_at < ?", seen_before),
-            ("created_at < ?", created_before),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                params.append(value)
-        if not clauses:
+        criteria = panel_session_criteria(
+            token_hash=token_hash, cdn=cdn, seen_before=seen_before, created_before=created_before
+        )
+        where, params = clauses(criteria, "?", joiner=" OR ")
+        if not params:
             return 0
 
         def run(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                f"DELETE FROM panel_sessions WHERE {' OR '.join(clauses)}", params
-            )
+            cursor = conn.execute(f"DELETE FROM panel_sessions WHERE {where}", params)
             return cursor.rowcount
 
         return await self._write(run)

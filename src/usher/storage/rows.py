@@ -1,0 +1,152 @@
+"""Row shapes and filter clauses that every SQL backend shares.
+
+Both backends select tickets, attempts and accounts in the same column order
+and filter attempts by the same columns; only the parameter placeholder
+(``?`` or ``%s``) and what text each database can store differ, so those
+two are passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from usher.tickets.model import (
+    Account,
+    Attempt,
+    AttemptFilter,
+    CheckRequest,
+    Decision,
+    Ticket,
+    TicketFilter,
+)
+
+Criteria = list[tuple[str, object]]
+
+
+def ticket_from_row(row: tuple[Any, ...]) -> Ticket:
+    """A ticket from ``key, cdn, pass, ip, video, app, uses, use_count, active,
+    created_at, expire_at, used_at, bound_ips, <account disabled>``."""
+    return Ticket(
+        key=row[0],
+        cdn=row[1],
+        password=row[2],
+        ip=row[3],
+        video=row[4],
+        app=row[5],
+        uses=row[6],
+        use_count=row[7],
+        active=bool(row[8]),
+        created_at=row[9],
+        expire_at=row[10],
+        used_at=row[11],
+        bound_ips=tuple(row[12].split("|")) if row[12] else (),
+        account_disabled=bool(row[13]),
+    )
+
+
+def attempt_from_row(row: tuple[Any, ...]) -> Attempt:
+    """An attempt from its columns in :class:`Attempt` field order."""
+    return Attempt(
+        id=row[0],
+        cdn=row[1],
+        at=row[2],
+        key=row[3],
+        password=row[4],
+        ip=row[5],
+        video=row[6],
+        app=row[7],
+        appinst=row[8],
+        pageurl=row[9],
+        refurl=row[10],
+        success=bool(row[11]),
+        reason=row[12],
+        server_ip=row[13],
+    )
+
+
+def account_from_row(row: tuple[Any, ...]) -> Account:
+    """An account from ``cdn, username, api_key, secret, disabled, created_at``."""
+    return Account(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
+
+
+def ticket_criteria(cdn: int, where: TicketFilter) -> Criteria:
+    """``(comparison, value)`` pairs for ``sevu.search`` (tickets aliased ``t``)."""
+    return [
+        ("t.cdn =", cdn),
+        ("t.key =", where.key),
+        ("t.app =", where.app),
+        ("t.video =", where.video),
+        ("t.ip =", where.ip),
+        ("t.pass =", where.password),
+    ]
+
+
+def attempt_criteria(cdn: int, where: AttemptFilter) -> Criteria:
+    """``(comparison, value)`` pairs for an account's attempts matching ``where``."""
+    return [
+        ("cdn =", cdn),
+        ("key =", where.key),
+        ("pass =", where.password),
+        ("app =", where.app),
+        ("video =", where.video),
+        ("ip =", where.ip),
+        ("success =", where.success),
+        ("at >=", where.start),
+        ("at <=", where.end),
+    ]
+
+
+def panel_session_criteria(
+    *,
+    token_hash: bytes | None,
+    cdn: int | None,
+    seen_before: int | None,
+    created_before: int | None,
+) -> Criteria:
+    """The criteria of ``Storage.delete_panel_sessions`` (joined with OR)."""
+    return [
+        ("token_hash =", token_hash),
+        ("cdn =", cdn),
+        ("seen_at <", seen_before),
+        ("created_at <", created_before),
+    ]
+
+
+def clauses(
+    criteria: Iterable[tuple[str, object]],
+    placeholder: str,
+    *,
+    joiner: str = " AND ",
+    clean: Callable[[str], str] | None = None,
+) -> tuple[str, list[object]]:
+    """Join ``comparison <placeholder>`` for every criterion whose value is
+    not ``None``; ``clean`` makes text values storable for this backend, so a
+    filter for a logged value finds it."""
+    parts: list[str] = []
+    params: list[object] = []
+    for comparison, value in criteria:
+        if value is not None:
+            parts.append(f"{comparison} {placeholder}")
+            params.append(clean(value) if clean is not None and isinstance(value, str) else value)
+    return joiner.join(parts), params
+
+
+def attempt_values(
+    request: CheckRequest, decision: Decision, clip: Callable[[str], str]
+) -> tuple[object, ...]:
+    """``key, pass, ip, video, app, appinst, pageurl, refurl, success, reason,
+    server_ip`` of an attempt row, each text cut and cleaned by ``clip``."""
+    return (
+        clip(request.key),
+        clip(request.password),
+        clip(request.ip),
+        clip(request.video),
+        clip(request.app),
+        clip(request.appinst),
+        clip(request.pageurl),
+        clip(request.refurl),
+        decision.allowed,
+        decision.reason_text,
+        clip(request.server_ip),
+    )
