@@ -20,6 +20,8 @@ import httpx
 import psycopg
 import pytest
 
+from usher.client import Client
+
 USHER = [sys.executable, "-m", "usher"]
 
 
@@ -37,6 +39,18 @@ def usher(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )
     assert result.returncode == 0, result.stderr
     return result
+
+
+def request_ticket(client: Client, **fields: object) -> str:
+    """Create a ticket (unlimited plays of demo-live/mystream with pass "pw",
+    unless ``fields`` says otherwise) and return its key."""
+    body = client.call(
+        "sevu.request",
+        **{"app": "demo-live", "video": "mystream", "pass": "pw", "ip": "", "uses": 0, **fields},
+    )
+    assert body["code"] == 2001, body
+    key: str = body["ticket"]["key"]
+    return key
 
 
 @dataclass

@@ -17,7 +17,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.live.conftest import LiveServer, query_database
+from tests.live.conftest import LiveServer, query_database, request_ticket
 from usher.client import Client
 
 pytestmark = pytest.mark.slow
@@ -31,20 +31,7 @@ def client_for(server: LiveServer) -> Client:
 
 def make_ticket(server: LiveServer, **fields: object) -> str:
     with client_for(server) as client:
-        body = client.call(
-            "sevu.request",
-            **{
-                "app": "demo-live",
-                "video": "mystream",
-                "pass": "pw",
-                "ip": "",
-                "uses": 0,
-                **fields,
-            },
-        )
-    assert body["code"] == 2001, body
-    key: str = body["ticket"]["key"]
-    return key
+        return request_ticket(client, **fields)
 
 
 async def storm(server: LiveServer, params: list[dict[str, str]]) -> Counter[int]:

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live.conftest import _start, free_port, usher
+from tests.live.conftest import _start, free_port, request_ticket, usher
 from tests.pgcluster import PostgresCluster
 from usher.client import Client
 from usher.protocol.signing import sign_request
@@ -87,21 +87,8 @@ class Cluster:
             return client.call(command, **fields)
 
     def ticket(self, **fields: Any) -> str:
-        body = self.call(
-            0,
-            "sevu.request",
-            **{
-                "app": "demo-live",
-                "video": "mystream",
-                "pass": "pw",
-                "ip": "",
-                "uses": 0,
-                **fields,
-            },
-        )
-        assert body["code"] == 2001, body
-        key: str = body["ticket"]["key"]
-        return key
+        with self.client(0) as client:
+            return request_ticket(client, **fields)
 
 
 @pytest.fixture(scope="module")
