@@ -45,11 +45,21 @@ class Metrics:
             ["outcome", "reason"],
             registry=self.registry,
         )
+        # ``labels()`` takes a lock and builds a key on every call; a check
+        # looks its child up here instead (a handful of outcome/reason pairs).
+        self._check_children: dict[tuple[bool, str], Counter] = {}
         self.pending_writes = Gauge(
             "usher_storage_pending_writes",
             "Writes waiting for the storage's writer.",
             registry=self.registry,
         )
+
+    def count_check(self, allowed: bool, reason: str) -> None:
+        child = self._check_children.get((allowed, reason))
+        if child is None:
+            child = self.checks.labels("allowed" if allowed else "denied", reason)
+            self._check_children[allowed, reason] = child
+        child.inc()
 
     def watch_pending_writes(self, probe: Callable[[], float]) -> None:
         self.pending_writes.set_function(probe)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qsl
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from usher.adapters import auth_request, mediamtx, nginx_rtmp, srs
-from usher.adapters.check import credential, parse_json_object, parse_pairs, text
+from usher.adapters.check import MAX_FIELDS, credential, parse_json_object, parse_pairs, text
 from usher.adapters.sessions import http_session_id, rtmp_session_id
 from usher.config import parse_uri_pattern
 from usher.tickets.model import CheckRequest
@@ -117,3 +118,17 @@ def test_mediamtx_path_and_credentials() -> None:
     assert (auth.request.app, auth.request.video, auth.request.key) == ("demo-live", "a/b", "k")
     assert not auth.http
     assert mediamtx.parse(b'{"action": "api"}', server_ip="").action is mediamtx.Action.REFUSED
+
+
+@given(st.lists(st.sampled_from(["key", "pass", "=", "&", "a", "b", "é", " ", ";", "\x00"])))
+def test_the_plain_query_fast_path_parses_like_parse_qsl(parts: list[str]) -> None:
+    # Without % or + there is nothing to decode, and parse_pairs skips
+    # parse_qsl; the pairs must be exactly the ones parse_qsl would give.
+    data = "".join(parts)
+    expected = parse_qsl(data, keep_blank_values=True, max_num_fields=None)[:MAX_FIELDS]
+    assert parse_pairs(data) == expected
+    assert parse_pairs(data.encode()) == expected
+
+
+def test_the_fast_path_keeps_the_field_limit() -> None:
+    assert len(parse_pairs("&".join(f"f{i}=v" for i in range(500)))) == MAX_FIELDS

@@ -22,7 +22,8 @@ from usher.storage.rows import (
     ticket_criteria,
     ticket_from_row,
 )
-from usher.storage.sqlite_checks import apply_check, resume_session
+from usher.storage.sqlite_cache import TicketCache
+from usher.storage.sqlite_checks import CheckGroup, CheckItem, apply_check, resume_session
 from usher.storage.sqlite_counts import count_query
 from usher.storage.sqlite_engine import SQLiteEngine, sqlite_path
 from usher.storage.sqlite_panel import SQLitePanelMethods
@@ -67,7 +68,11 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
 
     def __init__(self, path: str, *, readers: int = 4, busy_timeout_ms: int = 5000) -> None:
         self.path = path
-        self._engine = SQLiteEngine(path, readers=readers, busy_timeout_ms=busy_timeout_ms)
+        self._tickets = TicketCache()
+        self._checks = CheckGroup(self._tickets)
+        self._engine = SQLiteEngine(
+            path, readers=readers, busy_timeout_ms=busy_timeout_ms, state=self._tickets
+        )
         self._claims = 0
         self._session_opens = 0
 
@@ -174,7 +179,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
             )
             return True
 
-        return await self._write(run)
+        return await self._write(run, keeps_state=True)
 
     # -- tickets -------------------------------------------------------------------
 
@@ -201,7 +206,8 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
                 ),
             )
 
-        await self._write(run)
+        # A new key is never cached: the cache holds only tickets it has read.
+        await self._write(run, keeps_state=True)
 
     async def get_ticket(self, cdn: int, key: str) -> Ticket | None:
         row = await self._read(
@@ -250,10 +256,16 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
         self, request: CheckRequest, decide: Decider, now: int, *, log: bool = True
     ) -> CheckOutcome:
         def run(conn: sqlite3.Connection) -> CheckOutcome:
-            outcome, _ = apply_check(conn, request, decide, now, log=log)
+            outcome, _ = apply_check(conn, self._tickets, request, decide, now, log=log)
             return outcome
 
-        return await self._write(run)
+        return await self._engine.write(
+            run,
+            max_wait=self.max_write_wait,
+            group=self._checks,
+            item=CheckItem(request, decide, now, log),
+            keeps_state=True,
+        )
 
     # -- playback sessions ------------------------------------------------------------
 
@@ -306,8 +318,8 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
             ).fetchone()
             found = None if row is None else session_of(row)
             if reuse and found is not None and found.expires_at > now:
-                return resume_session(conn, found, request, decide, now, ttl)
-            outcome, ticket = apply_check(conn, request, decide, now, log=True)
+                return resume_session(conn, self._tickets, found, request, decide, now, ttl)
+            outcome, ticket = apply_check(conn, self._tickets, request, decide, now, log=True)
             session = None
             if outcome.decision.allowed:
                 session = PlaybackSession(
@@ -327,7 +339,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
                 )
             return SessionOutcome(outcome.decision, outcome.attempt_id, ticket, session, False)
 
-        return await self._write(run)
+        return await self._write(run, keeps_state=True)
 
     async def renew_session(self, session_id: str, *, expires_at: int) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -337,14 +349,14 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
             )
             return cursor.rowcount > 0
 
-        return await self._write(run)
+        return await self._write(run, keeps_state=True)
 
     async def close_session(self, session_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute("DELETE FROM playback_sessions WHERE id = ?", (session_id,))
             return cursor.rowcount > 0
 
-        return await self._write(run)
+        return await self._write(run, keeps_state=True)
 
     async def list_attempts(
         self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False

@@ -14,6 +14,18 @@ Why this shape:
   one's effects: concurrent checks of a ticket with ``uses = N`` allow exactly
   N, and ``auto`` slots bind exactly once. ``BEGIN IMMEDIATE`` extends that to
   other processes opening the same file.
+* Consecutive jobs of one *group* (playback checks) run as one call, so a
+  batch of checks costs a handful of SQLite statements rather than several
+  per check. Every statement releases and retakes the GIL, and under load
+  retaking it means waiting for the busy event loop, so statements per batch,
+  not CPU, bound the writer. A group that fails is rolled back and re-run job
+  by job, each in its own savepoint, so one bad job still fails alone.
+* The writer keeps a :class:`WriterState` (the ticket cache): it is checked at
+  every ``BEGIN`` against ``PRAGMA data_version`` (another process wrote) and
+  dropped after any job that may change what it holds, and after any failure.
+* The WAL is checkpointed by a thread of its own, never by the writer's
+  ``COMMIT``: copying WAL pages into the database and its fsync used to land
+  on whichever check's batch crossed the auto-checkpoint threshold.
 * Reads run on a small pool of threads with their own connections; WAL lets
   them proceed while the writer commits.
 """
@@ -28,7 +40,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from usher.protocol.errors import AlreadyExists, StorageBusy, StorageError, StorageUnavailable
 from usher.storage import migrations
@@ -39,8 +51,36 @@ T = TypeVar("T")
 BATCH_MAX: Final = 512
 #: Jobs allowed to wait for the writer before new writes are shed (code 1000).
 QUEUE_MAX: Final = 20_000
+#: Seconds between checkpoints of the WAL by the checkpoint thread.
+CHECKPOINT_EVERY: Final = 0.2
 
 Outcome = tuple["_Job", Any, BaseException | None]
+
+
+class JobGroup(Protocol):
+    """Runs several queued jobs of one kind in one call."""
+
+    def run_group(self, conn: sqlite3.Connection, items: list[Any]) -> list[Any]:
+        """One result per item, in order; raising fails the whole group, which
+        is then re-run job by job."""
+
+
+class WriterState(Protocol):
+    """What the writer caches between jobs (see the module docstring)."""
+
+    def begin(self, conn: sqlite3.Connection) -> None:
+        """Called inside each batch's ``BEGIN IMMEDIATE``, before any job."""
+
+    def invalidate(self) -> None:
+        """Forget everything: the database may no longer match it."""
+
+
+class _NoState:
+    def begin(self, conn: sqlite3.Connection) -> None:
+        pass
+
+    def invalidate(self) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -49,6 +89,11 @@ class _Job:
     future: asyncio.Future[Any]
     #: ``time.monotonic()`` when queued, for shedding by waiting time.
     queued_at: float = 0.0
+    #: Consecutive jobs of the same group run together as ``group.run_group``.
+    group: JobGroup | None = None
+    item: Any = None
+    #: False when the job may change what the :class:`WriterState` caches.
+    keeps_state: bool = False
 
 
 def sqlite_path(url: str) -> str:
@@ -69,13 +114,23 @@ class SQLiteEngine:
     """The connections of one SQLite file: ``read`` on a pool, ``write`` as
     group-committed jobs on the writer thread."""
 
-    def __init__(self, path: str, *, readers: int = 4, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        readers: int = 4,
+        busy_timeout_ms: int = 5000,
+        state: WriterState | None = None,
+    ) -> None:
         self.path = path
         self._readers = readers
         self._busy_timeout_ms = busy_timeout_ms
+        self._state: WriterState = state or _NoState()
         self._queue: list[_Job] = []
         self._queue_lock = threading.Condition()
         self._writer: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stop_checkpoints = threading.Event()
         self._closing = False
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
@@ -116,8 +171,21 @@ class SQLiteEngine:
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T], *, max_wait: float) -> T:
+    async def write(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        max_wait: float,
+        group: JobGroup | None = None,
+        item: Any = None,
+        keeps_state: bool = False,
+    ) -> T:
         """Run ``fn`` in the writer's next batch; return once it is committed.
+
+        With ``group``, runs of consecutive jobs of that group are handed to
+        ``group.run_group`` with their ``item``\\ s instead; ``fn`` is the same
+        work for one job, used when the group call fails. ``keeps_state``
+        promises that the job leaves what the writer state caches unchanged.
 
         Raises :class:`StorageBusy` at once when the oldest queued write has
         waited longer than ``max_wait`` seconds.
@@ -138,7 +206,7 @@ class SQLiteEngine:
                     f"{len(queue)} writes are waiting, the oldest for "
                     f"{now - queue[0].queued_at:.3f} s."
                 )
-            queue.append(_Job(fn, future, now))
+            queue.append(_Job(fn, future, now, group, item, keeps_state))
             self._queue_lock.notify()
         return await future
 
@@ -178,24 +246,69 @@ class SQLiteEngine:
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.run(conn)
-                except BaseException as exc:  # even SystemExit must not kill the writer
-                    conn.execute("ROLLBACK TO job")
-                    outcomes.append((job, None, as_storage_error(exc)))
+            self._state.begin(conn)
+            start = 0
+            while start < len(batch):
+                group = batch[start].group
+                end = start + 1
+                if group is not None:
+                    while end < len(batch) and batch[end].group is group:
+                        end += 1
+                    outcomes += self._run_group(conn, group, batch[start:end])
                 else:
-                    outcomes.append((job, result, None))
-                conn.execute("RELEASE job")
+                    outcomes.append(self._run_job(conn, batch[start]))
+                start = end
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
+            self._state.invalidate()
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             # Nothing of this batch is on disk, so no job may report success.
             failure = StorageUnavailable(f"SQLite write failed: {exc}")
             outcomes = [(job, None, failure) for job in batch]
         _resolve(outcomes)
+
+    def _run_job(self, conn: sqlite3.Connection, job: _Job) -> Outcome:
+        conn.execute("SAVEPOINT job")
+        try:
+            result = job.run(conn)
+        except BaseException as exc:  # even SystemExit must not kill the writer
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            self._state.invalidate()
+            return (job, None, as_storage_error(exc))
+        conn.execute("RELEASE job")
+        if not job.keeps_state:
+            self._state.invalidate()
+        return (job, result, None)
+
+    def _run_group(
+        self, conn: sqlite3.Connection, group: JobGroup, jobs: list[_Job]
+    ) -> list[Outcome]:
+        conn.execute("SAVEPOINT job_group")
+        try:
+            results = group.run_group(conn, [job.item for job in jobs])
+        except BaseException:  # re-run job by job: each gets its own error
+            conn.execute("ROLLBACK TO job_group")
+            conn.execute("RELEASE job_group")
+            self._state.invalidate()
+            return [self._run_job(conn, job) for job in jobs]
+        conn.execute("RELEASE job_group")
+        return [(job, result, None) for job, result in zip(jobs, results, strict=True)]
+
+    # -- the checkpoint thread -------------------------------------------------
+
+    def _checkpoint_loop(self, conn: sqlite3.Connection) -> None:
+        # PASSIVE never waits for the writer or readers; it copies what it can
+        # and SQLite restarts the WAL from the top once all of it is copied.
+        try:
+            while not self._stop_checkpoints.wait(CHECKPOINT_EVERY):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -208,6 +321,14 @@ class SQLiteEngine:
             target=self._writer_loop, args=(conn,), name="usher-sqlite-writer", daemon=True
         )
         self._writer.start()
+        self._stop_checkpoints.clear()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop,
+            args=(self._connect(),),
+            name="usher-sqlite-checkpoint",
+            daemon=True,
+        )
+        self._checkpointer.start()
 
     def _open_writer_connection(self) -> sqlite3.Connection:
         try:
@@ -219,6 +340,8 @@ class SQLiteEngine:
                     "put the database on a local file system."
                 )
             self._migrate(conn)
+            # The checkpoint thread does this work (see the module docstring).
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.DatabaseError as exc:
             raise StorageError(
                 f"Cannot open the SQLite database {self.path}: {exc}. "
@@ -254,6 +377,11 @@ class SQLiteEngine:
                 self._queue_lock.notify_all()
             await asyncio.to_thread(writer.join)
             self._writer = None
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            self._stop_checkpoints.set()
+            await asyncio.to_thread(checkpointer.join)
+            self._checkpointer = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -329,5 +457,7 @@ class SQLiteAccess:
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._engine.read(fn)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._engine.write(fn, max_wait=self.max_write_wait)
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], *, keeps_state: bool = False
+    ) -> T:
+        return await self._engine.write(fn, max_wait=self.max_write_wait, keeps_state=keeps_state)

@@ -160,6 +160,7 @@ class IpRules:
         return _DENIED
 
 
+@lru_cache(maxsize=_CACHE_SIZE)
 def parse_client_address(text: str) -> IPAddress | None:
     """The client address a streaming server reported, or None if it is not one.
 

@@ -26,7 +26,5 @@ def forbidden_caller() -> Response:
 async def run_check(state: AppState, checked: CheckRequest) -> Decision:
     outcome = await state.storage.record_check(checked, decide, state.now())
     decision = outcome.decision
-    state.metrics.checks.labels(
-        "allowed" if decision.allowed else "denied", decision.reason_text
-    ).inc()
+    state.metrics.count_check(decision.allowed, decision.reason_text)
     return decision

@@ -1,0 +1,237 @@
+"""The SQLite writer's fast path: checks run as groups against a ticket cache.
+
+The storage contract (test_contract.py) already holds every backend to the
+observable rules. These tests pin what only the SQLite writer can get wrong:
+the cache must follow every change made elsewhere (another connection, a
+non-check job, a failed group), a group must hand out the right attempt ids,
+and the WAL must be checkpointed without the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from usher.storage import sqlite_engine
+from usher.storage.sqlite import SQLiteStorage
+from usher.storage.sqlite_cache import TicketCache
+from usher.storage.sqlite_checks import CheckGroup, CheckItem
+from usher.tickets.decision import decide
+from usher.tickets.model import Account, AttemptFilter, CheckOutcome, Page, Reason
+
+from .test_contract import DEMO_CDN, NOW, make_ticket, request_for
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "writer.db"
+
+
+@pytest.fixture
+async def storage(db_path: Path) -> AsyncIterator[SQLiteStorage]:
+    s = SQLiteStorage(str(db_path))
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def demo(storage: SQLiteStorage) -> Account:
+    return await storage.create_account(
+        username="demo", api_key="DEMOKEY", secret="demo-secret", cdn=DEMO_CDN, now=NOW
+    )
+
+
+def other_connection(db_path: Path) -> sqlite3.Connection:
+    """What another process (the CLI, a second server) writes through."""
+    conn = sqlite3.connect(db_path, isolation_level=None, timeout=5)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+@pytest.fixture
+def group_sizes(storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every group of checks the writer runs."""
+    sizes: list[int] = []
+    run_group = CheckGroup.run_group
+
+    def spy(self: CheckGroup, conn: sqlite3.Connection, items: list[CheckItem]) -> Any:
+        sizes.append(len(items))
+        return run_group(self, conn, items)
+
+    monkeypatch.setattr(CheckGroup, "run_group", spy)
+    return sizes
+
+
+async def test_concurrent_checks_run_as_groups_with_their_own_attempt_ids(
+    storage: SQLiteStorage, demo: Account, group_sizes: list[int]
+) -> None:
+    ticket = make_ticket()
+    await storage.insert_ticket(ticket)
+    clients = [f"198.51.{i // 250}.{i % 250}" for i in range(600)]
+    outcomes = await asyncio.gather(
+        *(storage.record_check(request_for(ticket, ip=ip), decide, NOW) for ip in clients)
+    )
+    # More checks than fit one batch, queued at once: several multi-check groups.
+    assert max(group_sizes) > 1 and sum(group_sizes) == 600
+    attempts = await storage.list_attempts(DEMO_CDN, AttemptFilter(), Page())
+    by_id = {a.id: a for a in attempts}
+    assert len(by_id) == 600
+    # Each caller got the id of the row that logged its own request.
+    assert all(by_id[o.attempt_id].ip == ip for o, ip in zip(outcomes, clients, strict=True))
+    stored = await storage.get_ticket(DEMO_CDN, ticket.key)
+    assert stored is not None and stored.use_count == 600
+
+
+async def test_a_group_mixing_tickets_unknown_keys_and_unlogged_checks(
+    storage: SQLiteStorage, demo: Account, group_sizes: list[int]
+) -> None:
+    limited = make_ticket(key="limited.0001", uses=3)
+    open_ = make_ticket(key="open.0001")
+    await storage.insert_ticket(limited)
+    await storage.insert_ticket(open_)
+    calls = []
+    for i in range(40):
+        if i % 4 == 0:
+            calls.append(storage.record_check(request_for(limited), decide, NOW))
+        elif i % 4 == 1:
+            calls.append(storage.record_check(request_for(open_), decide, NOW, log=False))
+        elif i % 4 == 2:
+            unknown = request_for(open_, key=f"unknown.{i}", app="demo-live")
+            calls.append(storage.record_check(unknown, decide, NOW))
+        else:
+            calls.append(storage.record_check(request_for(open_, app="nobody-live"), decide, NOW))
+    outcomes: list[CheckOutcome] = await asyncio.gather(*calls)
+    assert max(group_sizes) > 1
+    limited_reasons = [o.decision.reason for o in outcomes[0::4]]
+    assert limited_reasons == [None] * 3 + [Reason.USES_EXHAUSTED] * 7
+    assert all(o.decision.allowed and o.attempt_id == 0 for o in outcomes[1::4])
+    assert all(o.decision.reason is Reason.INVALID_AUTH_TOKEN for o in outcomes[2::4])
+    assert all(o.decision.reason is Reason.INVALID_APPLICATION for o in outcomes[3::4])
+    # Unknown keys are still attributed to the account their app names.
+    assert await storage.count_attempts(DEMO_CDN, AttemptFilter(success=False)) == 27
+    assert await storage.count_attempts(DEMO_CDN, AttemptFilter(success=True)) == 3
+    stored_open = await storage.get_ticket(DEMO_CDN, open_.key)
+    assert stored_open is not None and stored_open.use_count == 10
+    stored_limited = await storage.get_ticket(DEMO_CDN, limited.key)
+    assert stored_limited is not None and stored_limited.use_count == 3
+
+
+async def test_a_revocation_by_another_process_bites_at_the_next_check(
+    storage: SQLiteStorage, demo: Account, db_path: Path
+) -> None:
+    ticket = make_ticket()
+    await storage.insert_ticket(ticket)
+    assert (await storage.record_check(request_for(ticket), decide, NOW)).decision.allowed
+    with other_connection(db_path) as conn:
+        conn.execute("UPDATE tickets SET active = 0 WHERE key = ?", (ticket.key,))
+    outcome = await storage.record_check(request_for(ticket), decide, NOW)
+    assert outcome.decision.reason is Reason.TICKET_REVOKED
+
+
+async def test_uses_spent_by_another_process_are_counted(
+    storage: SQLiteStorage, demo: Account, db_path: Path
+) -> None:
+    ticket = make_ticket(uses=3)
+    await storage.insert_ticket(ticket)
+    assert (await storage.record_check(request_for(ticket), decide, NOW)).decision.allowed
+    with other_connection(db_path) as conn:
+        # Another server on the same file spent the other two uses.
+        conn.execute("UPDATE tickets SET use_count = use_count + 2 WHERE key = ?", (ticket.key,))
+    outcome = await storage.record_check(request_for(ticket), decide, NOW)
+    assert outcome.decision.reason is Reason.USES_EXHAUSTED
+    stored = await storage.get_ticket(DEMO_CDN, ticket.key)
+    assert stored is not None and stored.use_count == 3
+
+
+async def test_writer_jobs_that_change_tickets_or_accounts_drop_the_cache(
+    storage: SQLiteStorage, demo: Account
+) -> None:
+    ticket = make_ticket()
+    await storage.insert_ticket(ticket)
+    assert (await storage.record_check(request_for(ticket), decide, NOW)).decision.allowed
+    await storage.revoke_ticket(DEMO_CDN, ticket.key)
+    revoked = await storage.record_check(request_for(ticket), decide, NOW)
+    assert revoked.decision.reason is Reason.TICKET_REVOKED
+
+    second = make_ticket(key="second.0001")
+    await storage.insert_ticket(second)
+    assert (await storage.record_check(request_for(second), decide, NOW)).decision.allowed
+    await storage.update_account(DEMO_CDN, disabled=True)
+    disabled = await storage.record_check(request_for(second), decide, NOW)
+    assert disabled.decision.reason is Reason.TICKET_REVOKED
+    await storage.update_account(DEMO_CDN, disabled=False)
+    assert (await storage.record_check(request_for(second), decide, NOW)).decision.allowed
+
+
+async def test_a_failed_group_leaves_the_cache_matching_the_database(
+    storage: SQLiteStorage, demo: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticket = make_ticket(uses=2)
+    await storage.insert_ticket(ticket)
+    insert = CheckGroup._insert_attempts
+    failures = iter([True])
+
+    def fail_once(conn: sqlite3.Connection, logged: Any) -> None:
+        # The group's decisions and cache updates are done by now; the insert
+        # failing must undo both, or the next check would see a spent use.
+        if next(failures, False):
+            raise sqlite3.OperationalError("disk I/O error")
+        insert(conn, logged)
+
+    monkeypatch.setattr(CheckGroup, "_insert_attempts", staticmethod(fail_once))
+    first = await asyncio.gather(
+        *(storage.record_check(request_for(ticket), decide, NOW) for _ in range(2))
+    )
+    # Re-run check by check after the failed group: both allowed, once each.
+    assert all(o.decision.allowed for o in first)
+    stored = await storage.get_ticket(DEMO_CDN, ticket.key)
+    assert stored is not None and stored.use_count == 2
+    exhausted = await storage.record_check(request_for(ticket), decide, NOW)
+    assert exhausted.decision.reason is Reason.USES_EXHAUSTED
+    assert await storage.count_attempts(DEMO_CDN, AttemptFilter()) == 3
+
+
+async def test_the_wal_is_checkpointed_without_the_writer(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_engine, "CHECKPOINT_EVERY", 0.01)
+    storage = SQLiteStorage(str(db_path))
+    await storage.open()
+    try:
+        await storage.create_account(
+            username="demo", api_key="DEMOKEY", secret="demo-secret", cdn=DEMO_CDN, now=NOW
+        )
+        ticket = make_ticket()
+        await storage.insert_ticket(ticket)
+        for _ in range(60):
+            await asyncio.gather(
+                *(storage.record_check(request_for(ticket), decide, NOW) for _ in range(20))
+            )
+            await asyncio.sleep(0.02)
+        # Each commit appends about ten pages. Unless they are copied back and
+        # the WAL restarted, 60 commits leave it at about 2.4 MB (and SQLite's
+        # own auto-checkpoint lets it reach 4 MB).
+        wal = db_path.with_name(db_path.name + "-wal")
+        assert wal.stat().st_size < 1_000_000
+    finally:
+        await storage.close()
+
+
+def test_the_cache_keeps_the_newest_tickets_and_holds_a_whole_batch() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        TicketCache(limit=10)
+    cache = TicketCache(limit=1024)
+    for i in range(1500):
+        cache.put(f"k{i}", i, make_ticket(key=f"k{i}"))
+    assert "k0" not in cache and "k475" not in cache
+    assert "k476" in cache and "k1499" in cache
+    cache.invalidate()
+    assert "k1499" not in cache
