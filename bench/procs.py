@@ -1,4 +1,4 @@
-"""The processes a benchmark run drives: Usher, nginx and wrk.
+"""The processes a benchmark run drives: Usher, nginx, wrk and PostgreSQL.
 
 Everything listens on 127.0.0.1 on a free port, and every process started
 here is stopped by the same ``with`` block that started it.
@@ -10,12 +10,14 @@ import base64
 import contextlib
 import hashlib
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -65,10 +67,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def usher_server(database: str, workdir: Path) -> Iterator[tuple[str, int]]:
-    """``usher serve`` with the benchmark routes on; yields (base URL, pid)."""
+def usher_server(database: str, workdir: Path, name: str = "usher") -> Iterator[tuple[str, int]]:
+    """``usher serve`` with the benchmark routes on, logging to ``<name>.log``;
+    yields (base URL, pid)."""
     port = free_port()
-    log = workdir / "usher.log"
+    log = workdir / f"{name}.log"
     env = {**os.environ, "USHER_DATABASE_URL": database, "USHER_BENCH_ROUTES": "1"}
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -83,6 +86,124 @@ def usher_server(database: str, workdir: Path) -> Iterator[tuple[str, int]]:
         yield url, process.pid
     finally:
         _stop(process)
+
+
+PG_USER = "usher"
+#: The settings a benchmark cluster runs with. fsync and synchronous_commit
+#: stay on: a logged attempt must be on disk before its answer, as with
+#: SQLite's synchronous=FULL, or the comparison would flatter PostgreSQL.
+PG_SETTINGS = {
+    "shared_buffers": "256MB",
+    # The copy writes gigabytes of WAL at full size; the default 1 GB would
+    # checkpoint every few seconds of it.
+    "max_wal_size": "2GB",
+    "maintenance_work_mem": "256MB",
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+}
+
+
+def pg_bindir() -> Path | None:
+    """The newest installed PostgreSQL's bin folder (Debian keeps it off PATH)."""
+    installed = list(Path("/usr/lib/postgresql").glob("[0-9]*/bin/initdb"))
+    if installed:
+        return max(installed, key=lambda path: float(path.parts[-3])).parent
+    on_path = shutil.which("initdb")
+    return Path(on_path).parent if on_path else None
+
+
+def _has_postgres_user() -> bool:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return False
+    return True
+
+
+def require_postgres() -> Path:
+    bindir = pg_bindir()
+    runnable = os.geteuid() != 0 or _has_postgres_user()
+    if bindir is None or not (bindir / "pg_ctl").exists() or not runnable:
+        raise SystemExit(
+            "Measuring PostgreSQL needs its server programs (initdb, pg_ctl) and, under "
+            "root, the `postgres` system user, which were not found. Run "
+            "`scripts/install-system-deps` (Debian package postgresql), or pass "
+            "`--backends sqlite` to measure SQLite alone."
+        )
+    return bindir
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root; under root its folder belongs to
+    # the `postgres` system user, which runs every server command.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+def _pg_root(workdir: Path) -> Path:
+    """An empty folder for the cluster: ``<workdir>/postgres`` if the
+    ``postgres`` user can reach it, else one in the system's temp folder."""
+    root = workdir / "postgres"
+    # A cluster an interrupted run left behind would hold stale data.
+    shutil.rmtree(root, ignore_errors=True)
+    reachable = subprocess.run(
+        _as_postgres(["test", "-x", str(workdir)]), capture_output=True, timeout=30, check=False
+    )
+    if reachable.returncode != 0:
+        root = Path(tempfile.mkdtemp(prefix="usher-bench-pg-"))
+        print(
+            f"== {workdir} is closed to the postgres user; the cluster goes in {root}",
+            file=sys.stderr,
+        )
+    else:
+        root.mkdir()
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    return root
+
+
+@contextlib.contextmanager
+def postgres_cluster(workdir: Path) -> Iterator[str]:
+    """A throw-away PostgreSQL server with an empty database ``usher``,
+    started the way tests/pgcluster.py starts one (initdb + pg_ctl, its
+    socket in its own folder) but with :data:`PG_SETTINGS`; yields the
+    database URL. The folder is deleted afterwards."""
+    bindir = require_postgres()
+    root = _pg_root(workdir)
+    data, log = root / "data", root / "server.log"
+    port = free_port()
+
+    def pg(program: str, *args: str, timeout: float = 300) -> None:
+        command = _as_postgres([str(bindir / program), *args])
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            server_log = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({done.returncode}):\n"
+                f"{done.stdout}{done.stderr}\n{server_log}"
+            )
+
+    try:
+        # --no-sync: the cluster is thrown away with the run; the server
+        # itself runs with fsync on.
+        pg("initdb", "--pgdata", str(data), "--username", PG_USER, "--auth", "trust",
+           "--encoding", "UTF8", "--no-locale", "--no-sync")  # fmt: skip
+        settings = {"listen_addresses": "127.0.0.1", "port": str(port),
+                    "unix_socket_directories": str(root), **PG_SETTINGS}  # fmt: skip
+        options = " ".join(f"-c {name}={value}" for name, value in settings.items())
+        pg("pg_ctl", "start", "--wait", "--pgdata", str(data), "--log", str(log), "-o", options)
+        try:
+            pg("createdb", "--host", str(root), "--port", str(port), "--username", PG_USER,
+               "usher")  # fmt: skip
+            yield f"postgresql://{PG_USER}@127.0.0.1:{port}/usher?sslmode=disable"
+        finally:
+            # The shutdown checkpoint may write all of shared_buffers; pg_ctl
+            # gives up after 60 s by default, and the folder is deleted next.
+            pg("pg_ctl", "stop", "--wait", "--timeout", "600", "--pgdata", str(data),
+               "--mode", "fast", timeout=660)  # fmt: skip
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 NGINX_SECRET = "bench-secret"  # noqa: S105  # a throwaway secret for a local benchmark

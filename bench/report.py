@@ -27,22 +27,50 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return ordered[len(ordered) // 2]
 
 
-def table(r: dict[str, Any]) -> str:
-    rows: list[str] = []
+class _Rows(list[str]):
+    """The table's rows, one markdown line each."""
 
-    def row(figure: str, value: str, base: str, ratio: str, med: str, p99: str,
-            target: str, met: bool | None) -> None:  # fmt: skip
+    def __call__(self, figure: str, value: str, base: str, ratio: str, med: str, p99: str,
+                 target: str, met: bool | None) -> None:  # fmt: skip
         mark = "—" if met is None else ("yes" if met else "**no**")
-        rows.append(
+        self.append(
             f"| {figure} | {value} | {base} | {ratio} | {med} | {p99} | {target} | {mark} |"
         )
 
-    check, const, nginx = (_best(r["wrk"][k]) for k in ("check", "constant", "nginx"))
+
+def _check_row(row: _Rows, figure: str, wrk: dict[str, list[dict[str, Any]]]) -> None:
+    check, const = _best(wrk["check"]), _best(wrk["constant"])
     ratio = check["requests_per_s"] / const["requests_per_s"]
-    row("`/usher/check` req/s (c=64) vs constant 200 in the same process",
+    row(figure,
         _fmt(check["requests_per_s"], 0), _fmt(const["requests_per_s"], 0), f"{ratio:.2f}",
         f"{_fmt(check['p50_ms'], 2)} ms", f"{_fmt(check['p99_ms'], 2)} ms",
         "ratio ≥ 0.5, p99 ≤ 20 ms", ratio >= 0.5 and check["p99_ms"] <= 20)  # fmt: skip
+
+
+def _times(value: float, base: float) -> str:
+    """How many times slower (or faster) ``value`` is than ``base``."""
+    if value >= base:
+        return f"{value / max(base, 1e-6):,.1f}x slower"
+    return f"{base / max(value, 1e-6):,.1f}x faster"
+
+
+def _versus_row(row: _Rows, figure: str, values: list[float], base: list[float], ratio: str,
+                *, base_digits: int = 3) -> None:  # fmt: skip
+    """A row of two timings side by side: medians, then p99s."""
+    a, b = (median(values), median(base)), (percentile(values, 0.99), percentile(base, 0.99))
+    row(figure, _fmt(a[0], 3), _fmt(a[1], base_digits), ratio,
+        f"{_fmt(a[0], 3)} vs {_fmt(a[1], base_digits)}",
+        f"{_fmt(b[0], 3)} vs {_fmt(b[1], base_digits)}", "—", None)  # fmt: skip
+
+
+def _e2e(combo: dict[str, Any]) -> list[float]:
+    return list(combo["e2e_ms"] + combo["e2e_paged_ms"])
+
+
+def table(r: dict[str, Any]) -> str:
+    row = _Rows()
+    _check_row(row, "`/usher/check` req/s (c=64) vs constant 200 in the same process", r["wrk"])
+    check, const, nginx = (_best(r["wrk"][k]) for k in ("check", "constant", "nginx"))
     row(
         "constant 200 (`/bench/constant`, no database)",
         _fmt(const["requests_per_s"], 0),
@@ -64,7 +92,7 @@ def table(r: dict[str, Any]) -> str:
     paged = [v for c in combos for v in c["e2e_paged_ms"]]
     query = [v for c in combos for v in c["query_ms"]]
     plain = [v for c in combos for v in c["plain_ms"]]
-    worst = max(combos, key=lambda c: percentile(c["e2e_ms"] + c["e2e_paged_ms"], 0.99))
+    worst = max(combos, key=lambda c: percentile(_e2e(c), 0.99))
     both = e2e + paged
     row("`sevu.errorcount` end to end, all 64 combinations (ms)",
         _fmt(percentile(both, 0.99), 2), f"plain COUNT(*) p99 {_fmt(percentile(plain, 0.99), 1)}",
@@ -80,12 +108,9 @@ def table(r: dict[str, Any]) -> str:
         _fmt(percentile(worst["e2e_ms"] + worst["e2e_paged_ms"], 0.99), 2), "—", "—",
         _fmt(median(worst["e2e_ms"] + worst["e2e_paged_ms"]), 2),
         _fmt(percentile(worst["e2e_ms"] + worst["e2e_paged_ms"], 0.99), 2), "—", None)  # fmt: skip
-    row("count query alone vs plain indexed COUNT(*) (ms)",
-        _fmt(median(query), 3), _fmt(median(plain), 1),
-        f"{median(plain) / max(median(query), 1e-6):,.0f}x faster (median)",
-        f"{_fmt(median(query), 3)} vs {_fmt(median(plain), 1)}",
-        f"{_fmt(percentile(query, 0.99), 3)} vs {_fmt(percentile(plain, 0.99), 1)}",
-        "—", None)  # fmt: skip
+    _versus_row(row, "count query alone vs plain indexed COUNT(*) (ms)", query, plain,
+                f"{median(plain) / max(median(query), 1e-6):,.0f}x faster (median)",
+                base_digits=1)  # fmt: skip
 
     seed = r["seed"]
     row("ingest: `usher seed-data`, indexes and rollups included (attempts/s)",
@@ -105,6 +130,8 @@ def table(r: dict[str, Any]) -> str:
         f"{_fmt(top['p50_ms'], 1)} ms", f"{_fmt(top['p99_ms'], 1)} ms",
         "bounded latency, 503 past capacity",
         top["p99_ms"] < 2000 and top["errors"] == 0)  # fmt: skip
+    if "postgres" in r:
+        _postgres_rows(row, r["postgres"], both, query)
 
     load = r["load_avg_before"], r["load_avg_after"]
     sizes = r["mode_sizes"]
@@ -114,7 +141,55 @@ def table(r: dict[str, Any]) -> str:
         f"Machine: {r['machine']}. Load average before/after: "
         f"{load[0][0]:.2f} / {load[1][0]:.2f}.\n"
     )
-    return head + "\n" + _HEADER + "\n" + "\n".join(rows)
+    if "postgres" in r:
+        pg = r["postgres"]
+        head += (
+            f"PostgreSQL: a copy made with `usher db copy` into a throw-away local cluster "
+            f"(shared_buffers {pg['settings']['shared_buffers']}, fsync and synchronous_commit "
+            f"on), `VACUUM (ANALYZE)` after it; errorcount there with {pg['count_samples']} "
+            f"call(s) per combination (SQLite: {sizes['samples']}), a plain indexed count(*) "
+            "with no rollup.\n"
+        )
+    else:
+        head += "PostgreSQL: not measured (`--backends sqlite`).\n"
+    return head + "\n" + _HEADER + "\n" + "\n".join(row)
+
+
+def _postgres_rows(
+    row: _Rows, pg: dict[str, Any], sqlite_e2e: list[float], sqlite_query: list[float]
+) -> None:
+    """The rows of the PostgreSQL part; its baselines are SQLite's figures."""
+    _check_row(row, "`/usher/check` req/s (c=64) vs constant, PostgreSQL", pg["wrk"])
+    combos = pg["counts"]
+    e2e = [v for c in combos for v in _e2e(c)]
+    query = [v for c in combos for v in c["query_ms"]]
+    p99, sqlite_p99 = percentile(e2e, 0.99), percentile(sqlite_e2e, 0.99)
+    row(f"`sevu.errorcount` end to end, all 64 combinations, PostgreSQL, "
+        f"{pg['count_samples']} call(s) each (ms)",
+        _fmt(p99, 2), f"SQLite p99 {_fmt(sqlite_p99, 2)}", _times(p99, sqlite_p99),
+        _fmt(median(e2e), 2), _fmt(p99, 2), "p99 ≤ 10 ms", p99 <= 10)  # fmt: skip
+    worst = max(combos, key=lambda c: percentile(_e2e(c), 0.99))
+    row(f"… worst combination on PostgreSQL ({worst['name']}) (ms)",
+        _fmt(percentile(_e2e(worst), 0.99), 2),
+        f"its count(*) alone p99 {_fmt(percentile(worst['query_ms'], 0.99), 2)}", "—",
+        _fmt(median(_e2e(worst)), 2), _fmt(percentile(_e2e(worst), 0.99), 2), "—",
+        None)  # fmt: skip
+    _versus_row(
+        row,
+        "PostgreSQL count(*) alone vs SQLite's count query (ms)",
+        query,
+        sqlite_query,
+        _times(median(query), median(sqlite_query)) + " (median)",
+    )
+    copy = pg["copy"]
+    row("`usher db copy` SQLite → PostgreSQL, whole command (rows/s)",
+        _fmt(copy["rows_per_s"], 0), "—", "—",
+        f"{_fmt(copy['seconds'], 1)} s for {sum(copy['rows'].values()):,} rows; "
+        f"VACUUM ANALYZE {_fmt(copy['vacuum_analyze_s'], 1)} s", "—", "reported",
+        None)  # fmt: skip
+    row("server RSS on PostgreSQL, peak during check load / during count matrix (MiB)",
+        f"{_fmt(pg['rss_check_mib'], 0)} / {_fmt(pg['rss_counts_mib'], 0)}", "—", "—", "—", "—",
+        "≤ 200 MiB", max(pg["rss_check_mib"], pg["rss_counts_mib"]) <= 200)  # fmt: skip
 
 
 def plots(r: dict[str, Any], out: Path) -> None:
@@ -154,12 +229,19 @@ def plots(r: dict[str, Any], out: Path) -> None:
     ax.plot(xs, [median(c["query_ms"]) for c in combos], ".", ms=5, label="count query, median")
     ax.plot(xs, [statistics.median(c["plain_ms"]) if c["plain_ms"] else float("nan")
                  for c in combos], "x", ms=5, label="plain COUNT(*), median")  # fmt: skip
+    if "postgres" in r:
+        pg = r["postgres"]["counts"]
+        ax.plot(xs, [percentile(_e2e(c), 0.99) for c in pg], "D", ms=4, mfc="none",
+                label="PostgreSQL: errorcount end to end, p99")  # fmt: skip
+        ax.plot(xs, [median(c["query_ms"]) for c in pg], "+", ms=6,
+                label="PostgreSQL: count(*), median")  # fmt: skip
     ax.axhline(10, color="red", lw=0.8, ls="--", label="10 ms target")
     ax.set_yscale("log")
     ax.set_ylabel("ms")
     ax.set_xticks(list(xs))
     ax.set_xticklabels(names, rotation=90, fontsize=6)
-    ax.legend(fontsize=8)
+    # Outside the axes: inside, it hid the points of the first combinations.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title("sevu.errorcount latency per filter combination")
     fig.tight_layout()
     fig.savefig(out / "errorcount_per_combination.png", dpi=110)

@@ -5,6 +5,10 @@ matrix, and prints one table: each figure, its baseline measured in the same
 run, the ratio, median and p99. It also writes ``results.json``,
 ``results.md`` and two plots into ``--out`` (default ``bench/results``).
 
+With ``--backends sqlite,postgres`` (the default) the SQLite database is then
+copied into a throw-away PostgreSQL cluster with ``usher db copy``, and the
+check and count measurements run again against a server on that copy.
+
 Absolute numbers drift on a shared machine; the ratios against baselines
 from the same run are what the targets are stated in (see
 docs/benchmarks.md).
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -26,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 from bench import counts, procs
 from usher.client import Client
+from usher.storage.pgconfig import parse_url
 
 
 @dataclass(frozen=True)
@@ -42,15 +49,20 @@ class Mode:
     curve_s: float
     samples: int
     plain_samples: int
+    #: errorcount calls per combination on PostgreSQL, where a broad count
+    #: scans up to an account's whole log; at most ``plain_samples``, so each
+    #: one's filters were also counted by SQLite's plain COUNT(*).
+    pg_samples: int
 
 
 MODES = {
     # The suite's own test: proves every step works, measures nothing.
-    "tiny": Mode(300, 3_000, 2, 1, 1, (8, 64, 256), 1, 2, 1),
-    "quick": Mode(20_000, 200_000, 5, 5, 1, (16, 64, 256, 1024), 3, 6, 2),
-    "full": Mode(1_000_000, 10_000_000, 10, 15, 2, (16, 64, 256, 1024, 2048, 4096), 8, 20, 4),
+    "tiny": Mode(300, 3_000, 2, 1, 1, (8, 64, 256), 1, 2, 1, 1),
+    "quick": Mode(20_000, 200_000, 5, 5, 1, (16, 64, 256, 1024), 3, 6, 2, 2),
+    "full": Mode(1_000_000, 10_000_000, 10, 15, 2, (16, 64, 256, 1024, 2048, 4096), 8, 20, 4, 4),
 }
 CHECK_CONNECTIONS = 64
+BACKENDS = ("sqlite", "postgres")
 
 
 def _seed(database: str, mode: Mode, workdir: Path) -> dict[str, Any]:
@@ -80,6 +92,82 @@ def _bench_ticket(url: str, account: dict[str, Any]) -> str:
     )
 
 
+def _targets(url: str, account: dict[str, Any]) -> tuple[str, str]:
+    """The constant and check URLs of a running server, each tried once."""
+    check_url = _bench_ticket(url, account)
+    answer = httpx.get(check_url, timeout=5)
+    if answer.status_code != 200:
+        raise RuntimeError(f"The benchmark ticket is refused: {answer.text}")
+    constant_url = url + "/bench/constant"
+    if httpx.get(constant_url, timeout=5).status_code != 200:
+        raise RuntimeError("/bench/constant is not mounted (USHER_BENCH_ROUTES=1).")
+    return constant_url, check_url
+
+
+def _rounds(mode: Mode, targets: dict[str, str]) -> dict[str, list[procs.WrkResult]]:
+    """``mode.rounds`` interleaved rounds of wrk at CHECK_CONNECTIONS."""
+    runs: dict[str, list[procs.WrkResult]] = {name: [] for name in targets}
+    for _ in range(mode.rounds):
+        for name, target in targets.items():
+            runs[name].append(procs.wrk(target, connections=CHECK_CONNECTIONS, seconds=mode.wrk_s))
+    return runs
+
+
+def _copy(database: str, pg_database: str) -> dict[str, Any]:
+    """``usher db copy`` into PostgreSQL, timed; then VACUUM ANALYZE, as
+    after any bulk load, so that autovacuum does not run during the
+    measurements and the planner has statistics."""
+    started = time.perf_counter()
+    printed = subprocess.run(
+        [sys.executable, "-m", "usher", "db", "copy", "--from", database, "--to", pg_database],
+        stdout=subprocess.PIPE, text=True, check=True, timeout=7200,
+    ).stdout  # fmt: skip
+    seconds = time.perf_counter() - started
+    print(printed, end="", file=sys.stderr)
+    rows = {
+        match[1]: int(match[2].replace(",", ""))
+        for match in re.finditer(r"^\s+(\w+)\s+source\s+([\d,]+)", printed, re.MULTILINE)
+    }
+    if not rows:
+        raise RuntimeError(f"Could not read the row counts `usher db copy` printed:\n{printed}")
+    started = time.perf_counter()
+    with psycopg.connect(parse_url(pg_database).conninfo, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "rows_per_s": sum(rows.values()) / seconds,
+        "vacuum_analyze_s": time.perf_counter() - started,
+    }
+
+
+def _postgres(mode: Mode, db_path: Path, seeded: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Copy the SQLite database into PostgreSQL and measure a server on it."""
+    accounts = {a["cdn"]: a for a in seeded["accounts"]}
+    measured: dict[str, Any] = {"settings": procs.PG_SETTINGS, "count_samples": mode.pg_samples}
+    with procs.postgres_cluster(workdir) as pg_database:
+        print("== usher db copy into PostgreSQL", file=sys.stderr)
+        measured["copy"] = _copy(f"sqlite:///{db_path}", pg_database)
+        with procs.usher_server(pg_database, workdir, "usher-postgres") as (url, pid):
+            # Before any check: the copy must still hold exactly the SQLite
+            # file's attempts for the counts to be compared.
+            print("== errorcount matrix on PostgreSQL", file=sys.stderr)
+            with procs.RssSampler(pid) as rss_counts:
+                matrix = counts.run_matrix_postgres(
+                    url + "/api", str(db_path), pg_database, accounts,
+                    samples=mode.pg_samples, drawn=mode.samples, max_id=mode.attempts,
+                )  # fmt: skip
+            print("== wrk on PostgreSQL: constant, check", file=sys.stderr)
+            constant_url, check_url = _targets(url, seeded["accounts"][0])
+            with procs.RssSampler(pid) as rss_check:
+                runs = _rounds(mode, {"constant": constant_url, "check": check_url})
+    measured["wrk"] = {k: [asdict(r) for r in v] for k, v in runs.items()}
+    measured["counts"] = [asdict(c) for c in matrix]
+    measured["rss_check_mib"] = rss_check.peak_kib / 1024
+    measured["rss_counts_mib"] = rss_counts.peak_kib / 1024
+    return measured
+
+
 def _machine() -> str:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -93,7 +181,14 @@ def _machine() -> str:
     )
 
 
-def run(mode_name: str, out: Path, workdir: Path, *, reuse: bool = False) -> dict[str, Any]:
+def run(
+    mode_name: str,
+    out: Path,
+    workdir: Path,
+    *,
+    reuse: bool = False,
+    backends: tuple[str, ...] = BACKENDS,
+) -> dict[str, Any]:
     mode = MODES[mode_name]
     # wrk and Usher need a descriptor per connection of the overload curve.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -101,7 +196,8 @@ def run(mode_name: str, out: Path, workdir: Path, *, reuse: bool = False) -> dic
     db_path = workdir / "usher.db"
     database = f"sqlite:///{db_path}"
     results: dict[str, Any] = {"mode": mode_name, "mode_sizes": asdict(mode),
-                               "machine": _machine(), "started": time.time()}  # fmt: skip
+                               "machine": _machine(), "started": time.time(),
+                               "backends": list(backends)}  # fmt: skip
     load_avg_before = os.getloadavg()
 
     saved = workdir / "seed.json"
@@ -120,23 +216,12 @@ def run(mode_name: str, out: Path, workdir: Path, *, reuse: bool = False) -> dic
         procs.usher_server(database, workdir) as (url, pid),
         procs.nginx_secure_link(workdir) as nginx_url,
     ):
-        check_url = _bench_ticket(url, seeded["accounts"][0])
-        answer = httpx.get(check_url, timeout=5)
-        if answer.status_code != 200:
-            raise RuntimeError(f"The benchmark ticket is refused: {answer.text}")
-        constant_url = url + "/bench/constant"
-        if httpx.get(constant_url, timeout=5).status_code != 200:
-            raise RuntimeError("/bench/constant is not mounted (USHER_BENCH_ROUTES=1).")
+        constant_url, check_url = _targets(url, seeded["accounts"][0])
 
         print("== wrk: constant, check, nginx secure_link", file=sys.stderr)
-        runs: dict[str, list[procs.WrkResult]] = {"constant": [], "check": [], "nginx": []}
         with procs.RssSampler(pid) as rss_check:
-            for _ in range(mode.rounds):
-                for name, target in (("constant", constant_url), ("check", check_url),
-                                     ("nginx", nginx_url)):  # fmt: skip
-                    runs[name].append(
-                        procs.wrk(target, connections=CHECK_CONNECTIONS, seconds=mode.wrk_s)
-                    )
+            runs = _rounds(mode, {"constant": constant_url, "check": check_url,
+                                  "nginx": nginx_url})  # fmt: skip
             print("== overload curve", file=sys.stderr)
             curve = []
             for connections in mode.curve:
@@ -155,6 +240,10 @@ def run(mode_name: str, out: Path, workdir: Path, *, reuse: bool = False) -> dic
             )  # fmt: skip
         results["counts"] = [asdict(c) for c in matrix]
         results["rss_counts_mib"] = rss_counts.peak_kib / 1024
+    if "postgres" in backends:
+        # After the SQLite servers stopped: `usher db copy` wants a source
+        # nobody writes to.
+        results["postgres"] = _postgres(mode, db_path, seeded, workdir)
     results["load_avg_before"] = load_avg_before
     results["load_avg_after"] = os.getloadavg()
     results["finished"] = time.time()
@@ -178,16 +267,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse", action="store_true", help="use the database already seeded in --workdir"
     )
+    parser.add_argument(
+        "--backends",
+        type=_backends,
+        default=BACKENDS,
+        help="sqlite, or sqlite,postgres (default): also measure a PostgreSQL copy",
+    )
     args = parser.parse_args(argv)
     procs.require("wrk")
     procs.require("nginx")
+    if "postgres" in args.backends:
+        # Before seeding, which takes minutes in the full mode.
+        procs.require_postgres()
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        run(args.mode, args.out, args.workdir, reuse=args.reuse)
+        run(args.mode, args.out, args.workdir, reuse=args.reuse, backends=args.backends)
     else:
         with tempfile.TemporaryDirectory(prefix="usher-bench-") as tmp:
-            run(args.mode, args.out, Path(tmp))
+            # The PostgreSQL cluster inside runs as the postgres user (under
+            # root), which must be able to pass through.
+            Path(tmp).chmod(0o711)
+            run(args.mode, args.out, Path(tmp), backends=args.backends)
     return 0
+
+
+def _backends(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not set(names) <= set(BACKENDS) or "sqlite" not in names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a choice; give sqlite or sqlite,postgres (the PostgreSQL part "
+            "measures a copy of the database the SQLite part seeds)."
+        )
+    return names
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Speed is never asserted in the test suite: this machine is shared and its
 timings drift. ``make bench`` measures; this only proves that every step of
-it (seeding, servers, wrk, nginx, the count matrix, the table, the plots)
-still works.
+it (seeding, servers, wrk, nginx, the count matrix, the copy into
+PostgreSQL and the same measurements there, the table, the plots) still
+works. Without PostgreSQL's server programs the run is SQLite only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.procs import require_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,16 +28,29 @@ pytestmark = pytest.mark.slow
 )
 def test_tiny_benchmark_run_prints_the_table_and_writes_the_plots(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the plots need the bench extra")
+    try:
+        require_postgres()
+        postgres = True
+    except SystemExit:
+        postgres = False
     result = subprocess.run(
         [sys.executable, "-m", "bench.run", "--mode", "tiny", "--out", str(tmp_path / "out"),
-         "--workdir", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+         "--workdir", str(tmp_path / "work"),
+         "--backends", "sqlite,postgres" if postgres else "sqlite"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout
     for figure in ("/usher/check", "secure_link", "sevu.errorcount", "ingest", "RSS", "overload"):
         assert figure in table
     assert table.count("\n|") >= 10
+    if postgres:
+        for figure in ("vs constant, PostgreSQL", "64 combinations, PostgreSQL",
+                       "worst combination on PostgreSQL", "`usher db copy`",
+                       "server RSS on PostgreSQL"):  # fmt: skip
+            assert figure in table
+        assert table.count("\n|") >= 16
+        assert not list((tmp_path / "work").glob("postgres*")), "the cluster was left behind"
     out = tmp_path / "out"
     for name in ("results.json", "results.md", "check_latency_vs_load.png",
                  "errorcount_per_combination.png"):  # fmt: skip
