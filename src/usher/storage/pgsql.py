@@ -52,6 +52,34 @@ CHECK_LOG: Final = (
     " VALUES (COALESCE(%s::bigint, (SELECT cdn FROM accounts WHERE username = %s::text)),"
     " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
 )
+# The same check for a batch (see pgchecks.py). Rows are locked in id order,
+# which every node's batches share, so two batches never deadlock.
+BATCH_LOCK: Final = (
+    f"SELECT t.id, {TICKET_COLUMNS} {TICKET_FROM} WHERE t.key = ANY(%s::text[])"
+    " ORDER BY t.id FOR UPDATE OF t"
+)
+# Absolute values, not increments: the rows stay locked from BATCH_LOCK on.
+BATCH_APPLY: Final = (
+    "UPDATE tickets t SET use_count = v.use_count, used_at = v.used_at,"
+    " bound_ips = v.bound_ips"
+    " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::text[])"
+    " AS v (id, use_count, used_at, bound_ips) WHERE t.id = v.id"
+)
+# The ORDER BY makes the identity values follow the arrays' order, so the
+# returned ids, sorted, pair up with the rows as they were passed.
+BATCH_LOG: Final = (
+    "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl, refurl,"
+    " success, reason, server_ip)"
+    " SELECT COALESCE(v.cdn, (SELECT cdn FROM accounts WHERE username = v.username)),"
+    " v.at, v.key, v.pass, v.ip, v.video, v.app, v.appinst, v.pageurl, v.refurl,"
+    " v.success, v.reason, v.server_ip"
+    " FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[], %s::text[],"
+    " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::boolean[], %s::text[], %s::text[]) WITH ORDINALITY"
+    " AS v (cdn, username, at, key, pass, ip, video, app, appinst, pageurl, refurl,"
+    " success, reason, server_ip, n)"
+    " ORDER BY v.n RETURNING id"
+)
 CLAIM: Final = (
     "INSERT INTO used_signatures AS u (digest, expires_at) VALUES (%s, %s)"
     " ON CONFLICT (digest) DO UPDATE SET expires_at = EXCLUDED.expires_at"
@@ -112,32 +140,44 @@ async def lock_ticket(conn: Conn, key: str) -> tuple[int, Ticket] | None:
     return None if row is None else (int(row[0]), ticket_from_row(row[1:]))
 
 
-async def apply_decision(
-    conn: Conn, row_id: int, ticket: Ticket, decision: Decision, now: int
-) -> Ticket:
-    """Queue what an allowed decision changes; the ticket as it will be."""
+def applied(ticket: Ticket, decision: Decision, now: int) -> Ticket:
+    """The ticket once ``decision`` is applied; ``ticket`` itself if it changes nothing."""
     if not decision.allowed or not (decision.count_use or decision.bind):
         return ticket
     bound = ticket.bound_ips + ((decision.bind,) if decision.bind else ())
     used_at = now if decision.count_use else ticket.used_at
     count = int(decision.count_use)
-    await conn.execute(CHECK_APPLY, (count, used_at, "|".join(bound), row_id))
     return replace(ticket, use_count=ticket.use_count + count, used_at=used_at, bound_ips=bound)
+
+
+async def apply_decision(
+    conn: Conn, row_id: int, ticket: Ticket, decision: Decision, now: int
+) -> Ticket:
+    """Queue what an allowed decision changes; the ticket as it will be."""
+    after = applied(ticket, decision, now)
+    if after is not ticket:
+        count = after.use_count - ticket.use_count
+        await conn.execute(CHECK_APPLY, (count, after.used_at, "|".join(after.bound_ips), row_id))
+    return after
+
+
+def attempt_row(
+    request: CheckRequest, ticket: Ticket | None, decision: Decision, now: int
+) -> tuple[object, ...]:
+    """What CHECK_LOG takes, and one row of BATCH_LOG's arrays."""
+    return (
+        None if ticket is None else ticket.cdn,
+        username_of(request.app) if ticket is None else None,
+        now,
+        *attempt_values(request, decision, clip),
+    )
 
 
 async def log_attempt(
     conn: Conn, request: CheckRequest, ticket: Ticket | None, decision: Decision, now: int
 ) -> Cursor:
     """Queue the attempt's INSERT; fetch its id from the cursor after commit."""
-    return await conn.execute(
-        CHECK_LOG,
-        (
-            None if ticket is None else ticket.cdn,
-            username_of(request.app) if ticket is None else None,
-            now,
-            *attempt_values(request, decision, clip),
-        ),
-    )
+    return await conn.execute(CHECK_LOG, attempt_row(request, ticket, decision, now))
 
 
 async def inserted_id(cursor: Cursor | None) -> int:

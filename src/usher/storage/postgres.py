@@ -8,16 +8,18 @@ Why this shape:
   - a playback check locks its ticket row (``SELECT … FOR UPDATE OF t``),
     so concurrent checks of one ticket queue on that lock whichever node they
     arrive at: ``uses = N`` allows exactly N and an ``auto`` slot binds once.
-    Only the ticket row is locked, never its account, so checks of different
-    tickets never wait for each other;
+    Only the ticket row is locked, never its account. Each node runs its
+    checks in batches, one transaction and one commit per batch (group
+    commit, see pgchecks.py), so a popular ticket's checks do not each wait
+    for the previous one's WAL flush;
   - a replay claim is one ``INSERT … ON CONFLICT DO UPDATE … WHERE expired``;
   - a revocation is a committed ``UPDATE`` that the next check on any node
     reads, because nothing about tickets or accounts is cached.
 
 * Every operation is one short transaction on a pooled connection (psycopg 3,
-  async, psycopg_pool). A check costs two round trips: ``BEGIN`` and the
-  locking ``SELECT`` travel in one pipeline sync, the ``UPDATE``, the attempt
-  ``INSERT`` and ``COMMIT`` in the next. psycopg prepares a statement on a
+  async, psycopg_pool). A check, or a batch of checks, costs two round
+  trips: ``BEGIN`` and the locking ``SELECT`` travel in one pipeline sync, the
+  ``UPDATE``, the attempt ``INSERT`` and ``COMMIT`` in the next. psycopg prepares a statement on a
   connection once it has run a few times there.
 
 * Failures are answered, not hung on: a lost connection is
@@ -37,6 +39,7 @@ import psycopg
 
 from usher.protocol.errors import AlreadyExists, StorageBusy
 from usher.storage.base import Decider, Storage
+from usher.storage.pgchecks import CheckBatcher
 from usher.storage.pgconfig import parse_url
 from usher.storage.pgpanel import PostgresPanelMixin
 from usher.storage.pgrunner import PgRunner
@@ -84,19 +87,23 @@ class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
     def __init__(self, url: str) -> None:
         self.target = parse_url(url)
         self._db = PgRunner(self.target)
+        self._checks = CheckBatcher(self._db, self._check_alone)
         self._claims = 0
 
     @property
     def pending_writes(self) -> int:
-        """Requests waiting for a database connection."""
-        return self._db.waiting
+        """Checks waiting for their batch, and requests waiting for a connection."""
+        return self._checks.waiting + self._db.waiting
 
     # -- lifecycle -------------------------------------------------------------
 
     async def open(self) -> None:
         await self._db.open()
+        self._checks.start()
 
     async def close(self) -> None:
+        # Queued checks first, while the pool can still run them.
+        await self._checks.close()
         await self._db.close()
 
     async def ping(self) -> None:
@@ -239,7 +246,15 @@ class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
     async def record_check(
         self, request: CheckRequest, decide: Decider, now: int, *, log: bool = True
     ) -> CheckOutcome:
-        request = storable_request(request)
+        return await self._checks.submit(
+            storable_request(request), decide, now, log, max_wait=self.max_write_wait
+        )
+
+    async def _check_alone(
+        self, request: CheckRequest, decide: Decider, now: int, log: bool
+    ) -> CheckOutcome:
+        """One check in a transaction of its own (a batch of one, or a check
+        of a batch that failed)."""
 
         async def work(conn: Conn) -> CheckOutcome:
             logged = None

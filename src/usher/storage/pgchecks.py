@@ -1,0 +1,260 @@
+"""Group commit for playback checks on PostgreSQL.
+
+A check locks its ticket row until its transaction commits, and the commit
+waits for a WAL flush. Checks of one popular ticket therefore ran one behind
+the other at one flush each, however many connections the pool had. So each
+node queues its checks and runs them in batches instead, one transaction at a
+time, SQLite's writer in miniature:
+
+* the batch locks every ticket it needs in one ``SELECT … ORDER BY id FOR
+  UPDATE``; every node locks in that order, so batches of different nodes
+  queue on each other's locks but never deadlock, and each ticket's checks
+  stay serialised across all nodes;
+* each check is decided in arrival order against the ticket as the checks
+  before it in the batch left it, so ``uses = N`` still allows exactly N and
+  an ``auto`` slot still binds once;
+* the changed tickets are written with one ``UPDATE``, the attempts with one
+  ``INSERT``, and one ``COMMIT`` makes the whole batch durable; only then is
+  any caller answered.
+
+A decider that raises fails its own check only: it changed nothing, so the
+batch goes on without it. A statement the database refuses rolls the batch
+back and its checks run again one at a time, so only a check that fails on
+its own gets an error. A lost connection or a busy pool answers the whole
+batch, as it would each check alone: a write whose connection died may have
+committed, so it is never run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Final
+
+from usher.protocol.errors import StorageBusy, StorageUnavailable
+from usher.storage.base import Decider
+from usher.storage.pgrunner import CLOSE_GRACE, PgRunner
+from usher.storage.pgsql import (
+    BATCH_APPLY,
+    BATCH_LOCK,
+    BATCH_LOG,
+    Conn,
+    applied,
+    attempt_row,
+)
+from usher.storage.rows import ticket_from_row
+from usher.tickets.model import CheckOutcome, CheckRequest, Decision, Ticket
+
+log = logging.getLogger("usher.storage.postgres")
+
+#: Checks committed together at most; bounds the latency one batch adds.
+BATCH_MAX: Final = 256
+#: Checks allowed to wait for the batcher before new ones are shed (code 1000).
+QUEUE_MAX: Final = 20_000
+
+#: Runs one check in a transaction of its own.
+SingleCheck = Callable[[CheckRequest, Decider, int, bool], Awaitable[CheckOutcome]]
+
+
+@dataclass(eq=False, slots=True)
+class _Check:
+    request: CheckRequest
+    decide: Decider
+    now: int
+    log: bool
+    future: asyncio.Future[CheckOutcome]
+    queued_at: float
+
+
+def _resolve(check: _Check, outcome: CheckOutcome) -> None:
+    # A caller that was cancelled has no one to answer (its check may still
+    # have been applied, as in SQLite).
+    if not check.future.done():
+        check.future.set_result(outcome)
+
+
+def _fail(check: _Check, exc: BaseException) -> None:
+    if not check.future.done():
+        check.future.set_exception(exc)
+
+
+class CheckBatcher:
+    """The check queue of one node and the task that empties it."""
+
+    def __init__(self, db: PgRunner, single: SingleCheck) -> None:
+        self._db = db
+        self._single = single
+        self._queue: deque[_Check] = deque()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def waiting(self) -> int:
+        """Checks queued and not yet in a transaction."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._closing = False
+        # Made here, not in __init__: a storage may be reopened in another loop.
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="usher checks")
+
+    async def close(self) -> None:
+        """Finish the queued checks (for up to ``CLOSE_GRACE`` seconds), then
+        fail whatever is left with :class:`StorageUnavailable`."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        try:
+            # wait_for cancels the loop on time-out, which fails its batch.
+            await asyncio.wait_for(task, CLOSE_GRACE)
+        except TimeoutError:
+            log.warning("Queued playback checks were still running at close; failed them.")
+        except Exception:
+            log.exception("The playback check batcher failed while closing.")
+        finally:
+            self._fail_queued()
+
+    async def submit(
+        self, request: CheckRequest, decide: Decider, now: int, log: bool, *, max_wait: float
+    ) -> CheckOutcome:
+        """The outcome of the check, once it is committed."""
+        if self._task is None or self._closing or self._wake is None:
+            raise StorageUnavailable("The PostgreSQL storage is not open; call open() first.")
+        queue = self._queue
+        clock = time.monotonic()
+        # Shed by waiting time, as SQLite does: once the oldest queued check
+        # waited past the budget, a new one would only wait longer still.
+        if len(queue) >= QUEUE_MAX or (queue and clock - queue[0].queued_at > max_wait):
+            raise StorageBusy(
+                f"{len(queue)} playback checks are waiting, the oldest for "
+                f"{clock - queue[0].queued_at:.3f} s."
+            )
+        future: asyncio.Future[CheckOutcome] = asyncio.get_running_loop().create_future()
+        queue.append(_Check(request, decide, now, log, future, clock))
+        self._wake.set()
+        return await future
+
+    def _fail_queued(self) -> None:
+        while self._queue:
+            _fail(self._queue.popleft(), StorageUnavailable("The PostgreSQL storage is closing."))
+
+    # -- the batcher task ----------------------------------------------------------
+
+    async def _loop(self) -> None:
+        wake = self._wake
+        assert wake is not None  # start() made it
+        try:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                size = min(BATCH_MAX, len(self._queue))
+                await self._run([self._queue.popleft() for _ in range(size)])
+        finally:
+            # However the loop ended, nothing may wait for it any more.
+            self._closing = True
+            self._fail_queued()
+
+    async def _run(self, batch: list[_Check]) -> None:
+        try:
+            if len(batch) == 1:
+                await self._alone(batch[0])
+                return
+            try:
+                answers = await self._db.run(partial(self._transaction, batch))
+            except (StorageBusy, StorageUnavailable) as exc:
+                # Each check alone would meet the same busy pool or dead
+                # database, and after a lost connection the batch may have
+                # committed: answer every check, run none again.
+                for check in batch:
+                    _fail(check, exc)
+            except Exception as exc:
+                log.info("A batch of playback checks failed; running them one at a time: %s", exc)
+                for check in batch:
+                    if not check.future.done():
+                        await self._alone(check)
+            else:
+                for check, outcome in answers:
+                    _resolve(check, outcome)
+        except BaseException:
+            # Cancelled by close() (or worse): the batch's callers must not hang.
+            for check in batch:
+                _fail(check, StorageUnavailable("The PostgreSQL storage is closing."))
+            raise
+
+    async def _alone(self, check: _Check) -> None:
+        try:
+            outcome = await self._single(check.request, check.decide, check.now, check.log)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a decider's failure belongs to its own caller
+            _fail(check, exc)
+        else:
+            _resolve(check, outcome)
+
+    async def _transaction(
+        self, batch: list[_Check], conn: Conn
+    ) -> list[tuple[_Check, CheckOutcome]]:
+        keys = sorted({check.request.key for check in batch})
+        decided: list[tuple[_Check, Decision, Ticket | None]] = []
+        # Two round trips, as for one check: BEGIN and the locks, then the
+        # UPDATE, the INSERT and COMMIT.
+        async with conn.pipeline(), conn.transaction():
+            rows = await (await conn.execute(BATCH_LOCK, (keys,))).fetchall()
+            locked: dict[str, tuple[int, Ticket]] = {}
+            for row in rows:
+                ticket = ticket_from_row(row[1:])
+                locked[ticket.key] = (int(row[0]), ticket)
+            changed: dict[int, Ticket] = {}
+            for check in batch:
+                entry = locked.get(check.request.key)
+                before = None if entry is None else entry[1]
+                try:
+                    decision = check.decide(before, check.request, check.now)
+                except BaseException as exc:
+                    # Nothing was changed for it yet: fail it alone, keep the rest.
+                    _fail(check, exc)
+                    continue
+                if entry is not None:
+                    row_id, ticket = entry
+                    after = applied(ticket, decision, check.now)
+                    if after is not ticket:
+                        locked[after.key] = (row_id, after)
+                        changed[row_id] = after
+                decided.append((check, decision, before))
+            if changed:
+                await conn.execute(
+                    BATCH_APPLY,
+                    (
+                        list(changed),
+                        [t.use_count for t in changed.values()],
+                        [t.used_at for t in changed.values()],
+                        ["|".join(t.bound_ips) for t in changed.values()],
+                    ),
+                )
+            logged = [
+                attempt_row(check.request, before, decision, check.now)
+                for check, decision, before in decided
+                if check.log
+            ]
+            columns = [list(column) for column in zip(*logged, strict=True)]
+            cursor = await conn.execute(BATCH_LOG, columns) if logged else None
+        # Committed by now, so every id belongs to an attempt on disk.
+        ids = iter(sorted(int(row[0]) for row in await cursor.fetchall()) if cursor else [])
+        return [
+            (check, CheckOutcome(decision, next(ids) if check.log else 0, before))
+            for check, decision, before in decided
+        ]

@@ -1,0 +1,197 @@
+"""Group commit of playback checks on PostgreSQL (pgchecks.py).
+
+The shared contract already checks the rules; these tests pin what batching
+many checks into one transaction can get wrong: pairing each caller with its
+own attempt row, exact use counts across nodes, a failing decider taking its
+neighbours down, shedding, and closing with checks queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import anyio
+import psycopg
+import pytest
+
+from usher.protocol.errors import StorageBusy, StorageUnavailable
+from usher.storage.pgchecks import CheckBatcher
+from usher.storage.pgsql import Conn
+from usher.storage.postgres import PostgresStorage
+from usher.tickets.decision import decide
+from usher.tickets.model import (
+    AttemptFilter,
+    CheckOutcome,
+    CheckRequest,
+    Decision,
+    Page,
+    Ticket,
+)
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_800_000_000
+
+
+class DeciderAbort(BaseException):
+    """Not an Exception: it must still reach its own caller only."""
+
+
+@pytest.fixture
+async def storage(pg_url: str) -> AsyncIterator[PostgresStorage]:
+    s = PostgresStorage(pg_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch transaction run (batches of one run alone)."""
+    sizes: list[int] = []
+    original = CheckBatcher._transaction
+
+    async def spy(self: CheckBatcher, batch: list[object], conn: Conn) -> object:
+        sizes.append(len(batch))
+        return await original(self, batch, conn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CheckBatcher, "_transaction", spy)
+    return sizes
+
+
+async def _with_ticket(storage: PostgresStorage, uses: int) -> None:
+    await storage.create_account(username="demo", api_key="K", secret="S", cdn=1, now=NOW)
+    await storage.insert_ticket(
+        Ticket("k.1", 1, "pw", "", "v", "demo-live", uses, 0, True, NOW - 10, NOW + 3600)
+    )
+
+
+def _request(ip: str = "192.0.2.1", video: str = "v") -> CheckRequest:
+    return CheckRequest(key="k.1", password="pw", app="demo-live", video=video, ip=ip)
+
+
+def _ip(i: int) -> str:
+    return f"10.0.{i // 256}.{i % 256}"
+
+
+async def test_one_transaction_holds_many_checks_each_paired_with_its_attempt(
+    storage: PostgresStorage, batch_sizes: list[int]
+) -> None:
+    await _with_ticket(storage, uses=0)
+    outcomes = await asyncio.gather(
+        *(storage.record_check(_request(ip=_ip(i)), decide, NOW) for i in range(300))
+    )
+    assert all(outcome.decision.allowed for outcome in outcomes)
+    assert max(batch_sizes) >= 50, batch_sizes
+    attempts = await storage.list_attempts(1, AttemptFilter(), Page(limit=1000))
+    ip_of = {attempt.id: attempt.ip for attempt in attempts}
+    assert len(ip_of) == 300
+    for i, outcome in enumerate(outcomes):
+        assert ip_of[outcome.attempt_id] == _ip(i)
+    # Each caller saw the ticket as the checks before it left it.
+    assert sorted(o.ticket.use_count for o in outcomes if o.ticket) == list(range(300))
+    ticket = await storage.get_ticket(1, "k.1")
+    assert ticket is not None and ticket.use_count == 300
+
+
+async def test_two_nodes_allow_exactly_the_ticket_uses_between_them(
+    storage: PostgresStorage, pg_url: str, batch_sizes: list[int]
+) -> None:
+    await _with_ticket(storage, uses=25)
+    other = PostgresStorage(pg_url)
+    await other.open()
+
+    async def check(node: PostgresStorage, i: int) -> CheckOutcome:
+        # In waves, so each node runs many batches that overlap the other's.
+        await asyncio.sleep((i % 12) * 0.002)
+        return await node.record_check(_request(ip=_ip(i)), decide, NOW)
+
+    try:
+        results = await asyncio.gather(
+            *(check(node, i) for i in range(60) for node in (storage, other))
+        )
+    finally:
+        await other.close()
+    assert sum(outcome.decision.allowed for outcome in results) == 25, batch_sizes
+    assert max(batch_sizes) > 1
+    assert len(batch_sizes) >= 4, batch_sizes
+    ticket = await storage.get_ticket(1, "k.1")
+    assert ticket is not None and ticket.use_count == 25
+    assert await storage.count_attempts(1, AttemptFilter()) == 120
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), DeciderAbort()])
+async def test_a_raising_decider_fails_only_its_check_in_a_batch(
+    storage: PostgresStorage, batch_sizes: list[int], error: BaseException
+) -> None:
+    await _with_ticket(storage, uses=0)
+
+    def decider(ticket: Ticket | None, request: CheckRequest, now: int) -> Decision:
+        if request.video == "boom":
+            raise error
+        return decide(ticket, request, now)
+
+    videos = ["v"] * 20 + ["boom"] + ["v"] * 20
+    results = await asyncio.gather(
+        *(storage.record_check(_request(video=v), decider, NOW) for v in videos),
+        return_exceptions=True,
+    )
+    assert max(batch_sizes) > 1
+    assert results[20] is error
+    neighbours = [r for i, r in enumerate(results) if i != 20]
+    assert all(isinstance(r, CheckOutcome) and r.decision.allowed for r in neighbours)
+    ticket = await storage.get_ticket(1, "k.1")
+    assert ticket is not None and ticket.use_count == 40
+    attempts = await storage.list_attempts(1, AttemptFilter(), Page(limit=100))
+    assert len(attempts) == 40 and all(a.video == "v" for a in attempts)
+    # The batcher lives on.
+    assert (await storage.record_check(_request(), decide, NOW)).decision.allowed
+
+
+async def test_checks_queued_too_long_are_shed(storage: PostgresStorage, pg_url: str) -> None:
+    await _with_ticket(storage, uses=0)
+    storage.max_write_wait = 0.05
+    with psycopg.connect(pg_url) as holder:
+        # Another client holds the ticket, so the first batch waits on the
+        # lock and the checks behind it queue.
+        holder.execute("SELECT 1 FROM tickets WHERE key = 'k.1' FOR UPDATE")
+        first = asyncio.ensure_future(storage.record_check(_request(), decide, NOW))
+        await asyncio.sleep(0.05)
+        queued = [
+            asyncio.ensure_future(storage.record_check(_request(), decide, NOW)) for _ in range(5)
+        ]
+        await asyncio.sleep(0.1)
+        assert storage.pending_writes >= 5
+        with anyio.fail_after(1), pytest.raises(StorageBusy, match="waiting"):
+            await storage.record_check(_request(), decide, NOW)
+        holder.rollback()
+    with anyio.fail_after(10):
+        outcomes = await asyncio.gather(first, *queued)
+    assert all(outcome.decision.allowed for outcome in outcomes)
+    ticket = await storage.get_ticket(1, "k.1")
+    assert ticket is not None and ticket.use_count == 6
+
+
+async def test_closing_answers_every_queued_check(pg_url: str) -> None:
+    storage = PostgresStorage(pg_url)
+    await storage.open()
+    await _with_ticket(storage, uses=0)
+    tasks = [
+        asyncio.ensure_future(storage.record_check(_request(ip=_ip(i)), decide, NOW))
+        for i in range(200)
+    ]
+    await asyncio.sleep(0)
+    with anyio.fail_after(15):
+        await storage.close()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, CheckOutcome | StorageUnavailable) for r in results), results
+    with pytest.raises(StorageUnavailable):
+        await storage.record_check(_request(), decide, NOW)
+    await storage.open()
+    try:
+        ticket = await storage.get_ticket(1, "k.1")
+        committed = sum(isinstance(r, CheckOutcome) for r in results)
+        assert ticket is not None and ticket.use_count == committed
+    finally:
+        await storage.close()
