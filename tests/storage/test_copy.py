@@ -8,19 +8,24 @@ tests say what a publisher sees after moving: the same accounts, tickets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
 
 from usher.protocol.errors import ConfigError
 from usher.storage import storage_for_url
 from usher.storage.base import Storage
-from usher.storage.copy import copy_database
+from usher.storage.copy import DEFERRED_INDEXES, TABLES, PostgresEndpoint, copy_database
+from usher.storage.pgconfig import parse_url
+from usher.storage.pgsql import storable as pg_storable
 from usher.tickets.decision import decide
 from usher.tickets.model import AttemptFilter, CheckRequest, Page, Ticket, TicketFilter
 
@@ -158,10 +163,16 @@ def test_an_interrupted_copy_resumes_without_duplicates(source: str, pg_url: str
         if table == "attempts" and done >= 20:
             raise Interrupted
 
+    indexes = pg_indexes(pg_url)
     with pytest.raises(Interrupted):
         copy_database(source, pg_url, batch=10, out=io.StringIO(), after_batch=stop_in_attempts)
     partial = snapshot(pg_url)
     assert sum(len(v) for k, v in partial.items() if k.startswith("attempts ")) < 40
+    # The attempts' plain indexes wait, recorded, for the table to be complete.
+    waiting = pg_indexes(pg_url)
+    assert "attempts_pkey" in waiting and "attempts_cdn_key" not in waiting
+    assert DEFERRED_INDEXES in waiting
+    assert waiting["tickets_cdn_id"] == indexes["tickets_cdn_id"]
 
     out = io.StringIO()
     result = copy_database(source, pg_url, batch=10, out=out)
@@ -169,8 +180,21 @@ def test_an_interrupted_copy_resumes_without_duplicates(source: str, pg_url: str
     assert snapshot(pg_url) == snapshot(source)
     # The re-run started where the first stopped, not at zero.
     assert "attempts" in out.getvalue() and "20 / 40" in out.getvalue()
+    # Every index is back as it was, and the record of them is gone.
+    assert pg_indexes(pg_url) == indexes
     # A third run has nothing left to do and still verifies.
     assert copy_database(source, pg_url, batch=10, out=io.StringIO()).verified
+    assert pg_indexes(pg_url) == indexes
+
+
+def pg_indexes(url: str) -> dict[str, str]:
+    """Every index in the database, and every table: by name, its definition."""
+    with psycopg.connect(parse_url(url).conninfo) as pg:
+        rows = pg.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+            " UNION ALL SELECT tablename, '' FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+    return dict(rows)
 
 
 def test_a_destination_with_other_data_is_refused(source: str, tmp_path: Path) -> None:
@@ -198,3 +222,71 @@ def test_cli_copy_reports_the_verified_counts(source: str, tmp_path: Path) -> No
     assert "Copy complete; every table's row count matches the source." in result.stdout
     assert "attempts" in result.stderr  # the progress bar
     assert "used_signatures" not in result.stdout  # only with --signatures
+
+
+#: Text that COPY's text format must escape, that PostgreSQL cannot store, or
+#: that merely looks like COPY's own markers.
+AWKWARD = ["tab\there", "line\nbreak", "cr\rlf\r\n", "back\\slash", "end\\", "\\N", "\\.",
+           "nul\x00byte\x00", "ünïcødé ✓ 𝄞", "", "plain"]  # fmt: skip
+
+
+def test_awkward_text_arrives_as_postgresql_can_store_it(pg_url: str, tmp_path: Path) -> None:
+    source = f"sqlite:///{tmp_path / 'awkward.db'}"
+
+    async def account() -> None:
+        storage = await _opened(source)
+        await storage.create_account(username="demo", api_key="K", secret="S\t\\", cdn=3, now=NOW)
+        await storage.update_account(3, disabled=True)
+        await storage.close()
+
+    run(account())
+    texts = len(ATTEMPT_TEXTS)
+    rows = [
+        # Unattributed attempts (NULL cdn) among the account's, both outcomes.
+        (n + 1, None if n % 3 == 0 else 3, NOW + n,
+         *(AWKWARD[(n + i) % len(AWKWARD)] for i in range(texts - 2)), n % 2,
+         *(AWKWARD[(n + i) % len(AWKWARD)] for i in range(texts - 2, texts)))
+        for n in range(2 * len(AWKWARD))
+    ]  # fmt: skip
+    with contextlib.closing(sqlite3.connect(source.removeprefix("sqlite:///"))) as db:
+        db.executemany(f"INSERT INTO attempts VALUES ({', '.join('?' * 14)})", rows)
+        db.commit()
+
+    def cleaned(value: object) -> object:
+        # The cleaning Usher applies to everything it stores in PostgreSQL.
+        return pg_storable(value) if isinstance(value, str) else value
+
+    expected = [(*map(cleaned, row[:11]), bool(row[11]), *map(cleaned, row[12:])) for row in rows]
+
+    assert copy_database(source, pg_url, batch=4, out=io.StringIO()).verified
+    with psycopg.connect(parse_url(pg_url).conninfo) as pg:
+        assert pg.execute("SELECT * FROM attempts ORDER BY id").fetchall() == expected
+        assert pg.execute("SELECT secret, disabled FROM accounts").fetchall() == [("S\t\\", True)]
+
+    back = f"sqlite:///{tmp_path / 'back.db'}"
+    assert copy_database(pg_url, back, out=io.StringIO()).verified
+    with contextlib.closing(sqlite3.connect(back.removeprefix("sqlite:///"))) as db:
+        assert db.execute("SELECT * FROM attempts ORDER BY id").fetchall() == [
+            (*row[:11], int(row[11]), *row[12:]) for row in expected
+        ]
+
+
+ATTEMPT_TEXTS = ("key", "pass", "ip", "video", "app", "appinst", "pageurl", "refurl",
+                 "reason", "server_ip")  # fmt: skip
+
+
+def test_lone_surrogates_and_nul_are_replaced_on_the_way_into_postgresql(pg_url: str) -> None:
+    # SQLite hands out no lone surrogates (its text is UTF-8), but whatever
+    # reaches the PostgreSQL writer is cleaned like everything Usher stores.
+    table = next(t for t in TABLES if t.name == "attempts")
+    odd = ["\ud800", "a\udfffb\x00", "\ud83d\ude00", "tab\t\\"]
+    row = (1, None, NOW, *odd, "app", "", "", "", True, "ok", "")
+    target = PostgresEndpoint(pg_url)
+    try:
+        target.write(table, target.prepare(table, [row]))
+        assert target.read(table, None, 10) == [
+            (1, None, NOW, "\ufffd", "a\ufffdb\ufffd", "\ufffd\ufffd", "tab\t\\", "app", "",
+             "", "", True, "ok", "")
+        ]  # fmt: skip
+    finally:
+        target.close()
