@@ -309,6 +309,32 @@ def wrk(url: str, *, connections: int, seconds: float, threads: int = 2) -> WrkR
     )
 
 
+_BUCKET = re.compile(
+    r'^usher_http_request_duration_seconds_bucket\{le="([^"]+)",route="([^"]+)"\} (\S+)$', re.M
+)
+
+
+def latency_buckets(url: str, route: str) -> list[tuple[float, float]]:
+    """The server's own latency histogram of ``route`` from ``/metrics``:
+    (upper bound in seconds, cumulative count) pairs."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return [(float(le), float(n)) for le, name, n in _BUCKET.findall(text) if name == route]
+
+
+def bucket_quantile(
+    before: list[tuple[float, float]], after: list[tuple[float, float]], q: float
+) -> float:
+    """The upper bound (ms) of the histogram bucket holding the ``q``
+    quantile of the requests answered between the two snapshots."""
+    counted = dict(before)
+    growth = [(le, n - counted.get(le, 0.0)) for le, n in after]
+    total = growth[-1][1] if growth else 0.0
+    for le, n in growth:
+        if total and n >= q * total:
+            return le * 1000
+    return float("nan")
+
+
 class RssSampler:
     """The largest resident set size of one process, read from /proc while
     a phase runs."""

@@ -225,8 +225,15 @@ def run(
             print("== overload curve", file=sys.stderr)
             curve = []
             for connections in mode.curve:
+                before = procs.latency_buckets(url, "/usher/check")
                 r = procs.wrk(check_url, connections=connections, seconds=mode.curve_s)
-                curve.append({"connections": connections, **asdict(r)})
+                after = procs.latency_buckets(url, "/usher/check")
+                # The same load on the constant route: how much of the tail
+                # is wrk, the kernel and the HTTP server rather than the check.
+                c = procs.wrk(constant_url, connections=connections, seconds=mode.curve_s)
+                curve.append({"connections": connections, **asdict(r),
+                              "server_p99_ms": procs.bucket_quantile(before, after, 0.99),
+                              "constant": asdict(c)})  # fmt: skip
         results["wrk"] = {k: [asdict(r) for r in v] for k, v in runs.items()}
         results["curve"] = curve
         results["rss_check_mib"] = rss_check.peak_kib / 1024
