@@ -48,6 +48,7 @@ def _print_json(value: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from usher.accesslog import RedactPasses
     from usher.web.app import create_app
 
     settings = Settings.from_env(database_url=args.database)
@@ -67,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # 64 connections throughput did not drop.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -81,6 +82,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
         server_header=False,
     )
+    # After Config, which (re)configures uvicorn's loggers.
+    logging.getLogger("uvicorn.access").addFilter(RedactPasses())
+    uvicorn.Server(config).run()
     return 0
 
 

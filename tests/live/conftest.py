@@ -148,3 +148,5 @@ def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
     assert "GET /healthz" in written, "the server log is not being captured"
     for secret in secrets:
         assert secret not in written, "an account secret reached the server log"
+    # Tickets in these tests use the pass "pw"; checks send it in the query.
+    assert "pass=pw" not in written, "a ticket pass reached the access log"
