@@ -6,7 +6,7 @@ and the attempt row are one atomic, serialised step.
 :class:`CheckGroup` runs a whole run of queued checks at once: the decisions
 one after another in Python (each sees the ticket as the previous one left
 it, through the :class:`~usher.storage.sqlite_cache.TicketCache`), then one
-multi-row ``UPDATE`` of the tickets and one multi-row ``INSERT`` of the
+``UPDATE`` per ticket the group changed and multi-row ``INSERT`` statements for the
 attempts. That is what lets one writer thread keep up: the per-check path
 costs several SQLite statements, and each statement hands the GIL back and
 forth with the event loop.
