@@ -183,7 +183,7 @@ class SQLiteEngine:
         """Run ``fn`` in the writer's next batch; return once it is committed.
 
         With ``group``, runs of consecutive jobs of that group are handed to
-        ``group.run_group`` with their ``item``\\ s instead; ``fn`` is the same
+        ``group.run_group`` with their ``item`` values instead; ``fn`` is the same
         work for one job, used when the group call fails. ``keeps_state``
         promises that the job leaves what the writer state caches unchanged.
 
