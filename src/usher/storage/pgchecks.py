@@ -44,10 +44,9 @@ from usher.storage.pgsql import (
     BATCH_LOCK,
     BATCH_LOG,
     Conn,
-    applied,
     attempt_row,
 )
-from usher.storage.rows import ticket_from_row
+from usher.storage.rows import applied, ticket_from_row
 from usher.tickets.model import CheckOutcome, CheckRequest, Decision, Ticket
 
 log = logging.getLogger("usher.storage.postgres")

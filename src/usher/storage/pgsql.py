@@ -17,7 +17,13 @@ from typing import Any, Final
 import psycopg
 
 from usher.storage.base import MAX_ATTEMPT_FIELD
-from usher.storage.rows import attempt_criteria, attempt_values, clauses, ticket_from_row
+from usher.storage.rows import (
+    applied,
+    attempt_criteria,
+    attempt_values,
+    clauses,
+    ticket_from_row,
+)
 from usher.tickets.model import (
     AttemptFilter,
     CheckRequest,
@@ -138,16 +144,6 @@ async def lock_ticket(conn: Conn, key: str) -> tuple[int, Ticket] | None:
     its row id and state, or ``None`` for an unknown key."""
     row = await (await conn.execute(CHECK_LOCK, (key,))).fetchone()
     return None if row is None else (int(row[0]), ticket_from_row(row[1:]))
-
-
-def applied(ticket: Ticket, decision: Decision, now: int) -> Ticket:
-    """The ticket once ``decision`` is applied; ``ticket`` itself if it changes nothing."""
-    if not decision.allowed or not (decision.count_use or decision.bind):
-        return ticket
-    bound = ticket.bound_ips + ((decision.bind,) if decision.bind else ())
-    used_at = now if decision.count_use else ticket.used_at
-    count = int(decision.count_use)
-    return replace(ticket, use_count=ticket.use_count + count, used_at=used_at, bound_ips=bound)
 
 
 async def apply_decision(

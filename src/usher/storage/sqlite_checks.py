@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import Final, NamedTuple
 
 from usher.storage.base import Decider
-from usher.storage.rows import attempt_values, ticket_from_row
+from usher.storage.rows import applied, attempt_values, ticket_from_row
 from usher.storage.sqlite_cache import TicketCache
 from usher.storage.sqlite_rows import TICKET_COLUMNS, TICKET_FROM, clip, storable
 from usher.tickets.model import (
@@ -78,32 +78,6 @@ def load_tickets(conn: sqlite3.Connection, cache: TicketCache, keys: Sequence[st
             cache.put(row[1], row[0], ticket_from_row(row[1:]))
 
 
-def _spent(ticket: Ticket, decision: Decision, now: int) -> Ticket:
-    """``ticket`` after an allowed ``decision`` counted its use or bound a slot."""
-    # Spelled out rather than dataclasses.replace, which costs several times
-    # more and runs for nearly every check.
-    return Ticket(
-        ticket.key,
-        ticket.cdn,
-        ticket.password,
-        ticket.ip,
-        ticket.video,
-        ticket.app,
-        ticket.uses,
-        ticket.use_count + int(decision.count_use),
-        ticket.active,
-        ticket.created_at,
-        ticket.expire_at,
-        now if decision.count_use else ticket.used_at,
-        ticket.bound_ips + ((decision.bind,) if decision.bind else ()),
-        ticket.account_disabled,
-    )
-
-
-def _changes(decision: Decision) -> bool:
-    return decision.allowed and (decision.count_use or decision.bind is not None)
-
-
 def _store_ticket(conn: sqlite3.Connection, row_id: int, before: Ticket, after: Ticket) -> None:
     conn.execute(
         "UPDATE tickets SET use_count = use_count + ?, used_at = ?, bound_ips = ? WHERE id = ?",
@@ -120,23 +94,14 @@ def apply_check(
     *,
     log: bool,
 ) -> tuple[CheckOutcome, Ticket | None]:
-    """One playback check inside the writer's transaction.
+    """One playback check inside the writer's transaction: a group of one.
 
     Returns the outcome (whose ``ticket`` is the state ``decide`` saw, as
     ``record_check`` promises) and the ticket as it is after the check.
     """
-    key = storable(request.key)
-    load_tickets(conn, cache, (key,))
-    entry = cache.get(key)
-    ticket = None if entry is None else entry[1]
-    decision = decide(ticket, request, now)
-    after = ticket
-    if entry is not None and ticket is not None and _changes(decision):
-        after = _spent(ticket, decision, now)
-        _store_ticket(conn, entry[0], ticket, after)
-        cache.put(key, entry[0], after)
-    attempt_id = log_attempt(conn, cache, request, decision, ticket, now) if log else 0
-    return CheckOutcome(decision, attempt_id, ticket), after
+    (outcome,) = CheckGroup(cache).run_group(conn, [CheckItem(request, decide, now, log)])
+    entry = cache.get(storable(request.key))
+    return outcome, None if entry is None else entry[1]
 
 
 class CheckGroup:
@@ -159,11 +124,12 @@ class CheckGroup:
             entry = cache.get(key)
             ticket = None if entry is None else entry[1]
             decision = item.decide(ticket, request, now)
-            if entry is not None and ticket is not None and _changes(decision):
-                after = _spent(ticket, decision, now)
-                row_id = entry[0]
-                spent[row_id] = (spent[row_id][0] if row_id in spent else ticket, after)
-                cache.put(key, row_id, after)
+            if entry is not None:
+                row_id, before = entry
+                after = applied(before, decision, now)
+                if after is not before:
+                    spent[row_id] = (spent[row_id][0] if row_id in spent else before, after)
+                    cache.put(key, row_id, after)
             outcome = CheckOutcome(decision, 0, ticket)
             outcomes.append(outcome)
             if item.log:
