@@ -75,14 +75,6 @@ class WriterState(Protocol):
         """Forget everything: the database may no longer match it."""
 
 
-class _NoState:
-    def begin(self, conn: sqlite3.Connection) -> None:
-        pass
-
-    def invalidate(self) -> None:
-        pass
-
-
 @dataclass(slots=True)
 class _Job:
     run: Callable[[sqlite3.Connection], Any]
@@ -118,14 +110,14 @@ class SQLiteEngine:
         self,
         path: str,
         *,
+        state: WriterState,
         readers: int = 4,
         busy_timeout_ms: int = 5000,
-        state: WriterState | None = None,
     ) -> None:
         self.path = path
         self._readers = readers
         self._busy_timeout_ms = busy_timeout_ms
-        self._state: WriterState = state or _NoState()
+        self._state = state
         self._queue: list[_Job] = []
         self._queue_lock = threading.Condition()
         self._writer: threading.Thread | None = None
