@@ -7,6 +7,7 @@ import secrets
 import string
 import time
 
+from usher.commands.fields import INTEGER_BOUNDS
 from usher.protocol.errors import ConfigError
 from usher.storage.base import Storage
 from usher.tickets.model import Account
@@ -43,8 +44,9 @@ async def create(
     api_key: str | None = None,
     secret: str | None = None,
 ) -> Account:
-    if cdn is not None and cdn < 0:
-        raise ConfigError(f"--cdn must be 0 or more, got {cdn}.")
+    low, high = INTEGER_BOUNDS["cdn"]
+    if cdn is not None and not low <= cdn <= high:
+        raise ConfigError(f"--cdn must be between {low} and {high}, got {cdn}.")
     if api_key is not None and not api_key:
         raise ConfigError("--api-key must not be empty.")
     if secret is not None and len(secret) < 16:

@@ -51,7 +51,7 @@ async def execute(signed: SignedCommand, storage: Storage, *, now: int, toleranc
     if cdn is None or timestamp is None:  # present but "" — as good as missing
         raise InvalidField("cdn" if cdn is None else "timestamp", "expected an integer")
 
-    account = await storage.get_account(cdn) if 0 <= cdn < 2**63 else None
+    account = await storage.get_account(cdn)
     # Same answer for an unknown cdn and a wrong key, so nobody can probe
     # which api_keys exist under which cdn.
     if account is None or not hmac.compare_digest(

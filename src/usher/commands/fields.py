@@ -16,6 +16,24 @@ from usher.tickets.model import Page
 #: Longest text accepted in any single command field.
 MAX_TEXT = 64 * 1024
 
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+#: The one place that bounds every integer field of the control API. Both
+#: backends store integers in signed 64 bits, so nothing outside that range
+#: may reach them; a field missing here is a programming error (KeyError).
+INTEGER_BOUNDS: dict[str, tuple[int, int]] = {
+    "cdn": (0, INT64_MAX),
+    "timestamp": (INT64_MIN, INT64_MAX),
+    "uses": (0, INT64_MAX),
+    "max_viewers": (0, INT64_MAX),
+    "limit": (0, INT64_MAX),
+    "seek": (0, INT64_MAX),
+}
+# A longer run of digits (leading zeros aside) cannot be inside any bound,
+# and int() of a long digit run is super-linear, so it is refused unread.
+_MAX_DIGITS = len(str(INT64_MAX))
+
 
 def require(fields: Mapping[str, object], *names: str) -> None:
     """Raise code 6 naming every absent field, in the order given."""
@@ -43,8 +61,12 @@ def filter_text(fields: Mapping[str, object], name: str) -> str | None:
     return value if value else None
 
 
-def integer(fields: Mapping[str, object], name: str, *, minimum: int | None = None) -> int | None:
-    """An integer sent as a JSON number or a numeric string; ``""`` means absent."""
+def integer(fields: Mapping[str, object], name: str) -> int | None:
+    """An integer sent as a JSON number or a numeric string; ``""`` means absent.
+
+    The value must lie within ``INTEGER_BOUNDS[name]`` (code 8 otherwise).
+    """
+    low, high = INTEGER_BOUNDS[name]
     value = fields.get(name)
     if value is None or value == "":
         return None
@@ -54,12 +76,12 @@ def integer(fields: Mapping[str, object], name: str, *, minimum: int | None = No
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and _is_decimal(value.strip()):
-        number = int(value.strip())
+    elif isinstance(value, str) and (parsed := _decimal(value.strip())) is not None:
+        number = parsed
     else:
         raise InvalidField(name, "expected an integer")
-    if minimum is not None and number < minimum:
-        raise InvalidField(name, f"must be {minimum} or more, got {number}")
+    if not low <= number <= high:
+        raise InvalidField(name, f"must be between {low} and {high}")
     return number
 
 
@@ -78,14 +100,25 @@ def flag(fields: Mapping[str, object], name: str) -> bool | None:
 def page(fields: Mapping[str, object]) -> Page:
     """``limit`` and ``seek`` (both ≥ 0; no limit means no cap)."""
     return Page(
-        limit=integer(fields, "limit", minimum=0),
-        seek=integer(fields, "seek", minimum=0) or 0,
+        limit=integer(fields, "limit"),
+        seek=integer(fields, "seek") or 0,
     )
 
 
-def _is_decimal(value: str) -> bool:
+def _decimal(value: str) -> int | None:
+    """The value of an optionally signed run of ASCII digits, else ``None``.
+
+    A run too long for any bound gives a value just past every bound, so the
+    caller's range check names the field.
+    """
+    sign = -1 if value[:1] == "-" else 1
     digits = value[1:] if value[:1] in "+-" else value
-    return digits.isascii() and digits.isdigit() and len(digits) <= 18
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    significant = digits.lstrip("0")
+    if len(significant) > _MAX_DIGITS:
+        return sign * 2**64
+    return sign * int(digits)
 
 
 def time_range(fields: Mapping[str, object]) -> tuple[int | None, int | None]:

@@ -25,7 +25,7 @@ async def run(ctx: Context, request: Mapping[str, object]) -> Result:
     video = fields.text(request, "video") or ""
     password = fields.text(request, "pass") or ""
     ip = fields.text(request, "ip") or ""
-    uses = fields.integer(request, "uses", minimum=0)
+    uses = fields.integer(request, "uses")
     if uses is None:
         raise InvalidField("uses", "expected an integer, 0 for unlimited uses")
     if not password:

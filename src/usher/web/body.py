@@ -77,16 +77,30 @@ def _from_json(text: bytes) -> SignedCommand:
 
 
 def _urlencoded_fields(body: bytes) -> dict[bytes, bytes]:
+    """The ``json``/``php`` fields of an urlencoded body, as the exact bytes sent.
+
+    Latin-1 maps every byte to one code point and back, so percent-decoding
+    through it hands raw UTF-8 (PHP's ``serialize()``, ``JSON_UNESCAPED_UNICODE``)
+    to the signature check unchanged; ``parse_qsl`` on bytes would re-encode
+    its result as ASCII and refuse it.
+    """
     form: dict[bytes, bytes] = {}
     try:
-        pairs = parse_qsl(body, keep_blank_values=True, strict_parsing=False, max_num_fields=100)
+        pairs = parse_qsl(
+            body.decode("latin-1"),
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="latin-1",
+            max_num_fields=100,
+        )
     except ValueError as exc:
         raise MalformedRequest(f"the form could not be read ({exc}); " + _HOW) from None
-    for name, value in pairs:
+    for text_name, text_value in pairs:
+        name = text_name.encode("latin-1")
         if name in _FIELDS:
             if name in form:
-                raise MalformedRequest(f"the form has more than one {name.decode()!r} field")
-            form[name] = value
+                raise MalformedRequest(f"the form has more than one {text_name!r} field")
+            form[name] = text_value.encode("latin-1")
     return form
 
 
@@ -131,18 +145,20 @@ def _multipart_fields(body: bytes, boundary: bytes) -> dict[bytes, bytes]:
                 raise MalformedRequest(f"the form has more than one {name.decode()!r} field")
             form[name] = bytes(data)
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
     try:
+        # The constructor validates the boundary (at most 256 characters, no
+        # odd bytes), so it belongs inside the ``try`` like the parsing.
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
+            },
+        )
         parser.write(body)
         parser.finalize()
     except FormParserError as exc:
