@@ -9,6 +9,12 @@ timestamp, cdn, then the command's fields), encoded like PHP ``json_encode``,
 signed with HMAC-SHA256 over that text, and posted as a multipart ``json``
 field, byte for byte what ``curl_setopt($ch, CURLOPT_POSTFIELDS,
 array('json' => $json_request))`` sends.
+
+Usher refuses a signature it has already accepted (code 7), so two identical
+calls within one second would be a replay. The client therefore never signs
+the same command and fields with the same timestamp twice: a repeat within
+the second is dated one second later (well inside the server's tolerance
+unless the same call is repeated hundreds of times a second).
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ class Client:
         self.api_key = api_key
         self._secret = secret
         self._clock = clock
+        # What each recent distinct request was last dated; pruned of
+        # entries older than the clock, so it stays small.
+        self._dated: dict[str, int] = {}
         self._http = httpx.Client(timeout=timeout, transport=transport)
 
     def __repr__(self) -> str:
@@ -54,11 +63,20 @@ class Client:
         request: dict[str, object] = {
             "command": command,
             "api_key": self.api_key,
-            "timestamp": int(self._clock()),
+            "timestamp": self._timestamp(command, fields),
             "cdn": self.cdn,
         }
         request.update(fields)
         return sign_request(request, self._secret)
+
+    def _timestamp(self, command: str, fields: dict[str, object]) -> int:
+        now = int(self._clock())
+        if len(self._dated) > 1024:
+            self._dated = {k: v for k, v in self._dated.items() if v >= now}
+        same = json.dumps([command, fields], sort_keys=True, default=repr)
+        dated = max(now, self._dated.get(same, now - 1) + 1)
+        self._dated[same] = dated
+        return dated
 
     def call(self, command: str, **fields: object) -> dict[str, Any]:
         """Send one command and return the decoded response envelope."""

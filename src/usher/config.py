@@ -32,13 +32,29 @@ def parse_networks(text: str, setting: str) -> tuple[Network, ...]:
         if not entry:
             continue
         try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
+            networks.append(_unmapped(ipaddress.ip_network(entry, strict=False)))
         except ValueError:
             raise ConfigError(
                 f"{setting} holds {entry!r}, which is not an address or CIDR network; "
                 "use a comma-separated list such as 127.0.0.1,10.0.0.0/8,::1."
             ) from None
     return tuple(networks)
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(network: Network) -> Network:
+    """An IPv4-mapped IPv6 network as the IPv4 network it maps.
+
+    Callers' addresses are compared as IPv4 once unmapped, so ``::ffff:127.0.0.1``
+    in a list must mean 127.0.0.1 to match them.
+    """
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None  # inside ::ffff:0:0/96, so it maps
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def parse_uri_pattern(text: str) -> re.Pattern[str] | None:
@@ -76,6 +92,19 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     return value
 
 
+def _callback_allow(env: Mapping[str, str]) -> tuple[Network, ...]:
+    networks = parse_networks(
+        env.get("USHER_CALLBACK_ALLOW", DEFAULT_CALLBACK_ALLOW), "USHER_CALLBACK_ALLOW"
+    )
+    if not networks:
+        raise ConfigError(
+            "USHER_CALLBACK_ALLOW is set but empty, so every playback callback would be "
+            "refused; set it to the addresses of your streaming servers or proxy, such as "
+            f"{DEFAULT_CALLBACK_ALLOW},10.0.0.0/8, or unset it for loopback only."
+        )
+    return networks
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -104,9 +133,7 @@ class Settings:
         return cls(
             database_url=database_url or env.get("USHER_DATABASE_URL") or DEFAULT_DATABASE_URL,
             timestamp_tolerance=_int(env, "USHER_TIMESTAMP_TOLERANCE", DEFAULT_TOLERANCE, 1),
-            callback_allow=parse_networks(
-                env.get("USHER_CALLBACK_ALLOW", DEFAULT_CALLBACK_ALLOW), "USHER_CALLBACK_ALLOW"
-            ),
+            callback_allow=_callback_allow(env),
             session_ttl=_int(env, "USHER_SESSION_TTL", DEFAULT_SESSION_TTL, MIN_SESSION_TTL),
             uri_pattern=parse_uri_pattern(env.get("USHER_URI_PATTERN", "")),
             bench_routes=env.get("USHER_BENCH_ROUTES", "").strip() == "1",

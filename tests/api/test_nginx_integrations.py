@@ -482,3 +482,21 @@ async def test_metrics_count_resumed_requests_apart(h: Harness) -> None:
     text = (await h.http.get("/metrics")).text
     assert re.search(r'usher_checks_total\{outcome="allowed",reason=""\} 1\.0', text)
     assert re.search(r'usher_checks_total\{outcome="resumed",reason=""\} 2\.0', text)
+
+
+@pytest.mark.parametrize("path", ["/usher/auth-request", "/usher/check"])
+async def test_a_non_ascii_x_real_ip_is_refused_as_not_an_address_and_logged_as_sent(
+    h: Harness, path: str
+) -> None:
+    ticket = await h.ticket(app="demo-vod", video="movie")
+    query = f"key={ticket['key']}&pass=pw"
+    headers = {b"x-real-ip": "1.2.3.4é".encode()}
+    if path == "/usher/check":
+        response = await h.http.get(f"{path}?{query}&app=demo-vod&video=movie", headers=headers)
+    else:
+        headers[b"x-original-uri"] = f"/demo-vod/movie/a.ts?{query}".encode()
+        response = await h.http.get(path, headers=headers)
+    assert response.status_code == 403
+    [attempt] = await attempts(h, ticket["key"])
+    assert (attempt["ip"], attempt["reason"]) == ("1.2.3.4é", "Invalid IP Address")
+    assert await use_count(h, ticket["key"]) == 0

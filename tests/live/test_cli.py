@@ -198,3 +198,32 @@ def test_serve_demo_prints_a_working_account(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_serve_refuses_an_empty_callback_allow_list(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*USHER, "serve", "--port", str(free_port()), "--database", f"sqlite:///{tmp_path}/e.db"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "USHER_CALLBACK_ALLOW": ""},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "USHER_CALLBACK_ALLOW is set but empty" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_sdk_never_replays_an_identical_call_within_a_second(live_server: LiveServer) -> None:
+    from usher.client import Client
+
+    frozen = time.time()
+    with Client(
+        live_server.api,
+        cdn=live_server.cdn,
+        api_key=live_server.api_key,
+        secret=live_server.secret,
+        clock=lambda: frozen,
+    ) as client:
+        answers = [client.call("sevu.errorcount", key="k")["code"] for _ in range(3)]
+    assert answers == [2050, 2050, 2050]

@@ -258,3 +258,24 @@ def test_php_serialized_request_and_response(
 
     assert_envelope(missing, 2050, "success")
     assert missing["error_count"] == 0
+
+
+def test_php_client_every_accepted_expire_form_in_every_encoding(
+    php: str, live_server: LiveServer
+) -> None:
+    results = run_php(php, "request_forms.php", live_server)["results"]
+    forms = {result["form"] for result in results}
+    assert {"rfc2822", "iso8601", "utc", "day", "weeks"} <= forms
+    for result in results:
+        answer = result["answer"]
+        where = f"{result['form']} {result['sent']!r} sent {result['encoding']}: {answer}"
+        assert isinstance(answer, dict) and answer["code"] == 2001, where
+        ticket = answer["ticket"]
+        assert ticket["video"].startswith("café-"), where
+        # PHP's strtotime() is what the client meant; relative forms may be a
+        # second or two apart (the server's clock reads "now" a little later).
+        meant = calendar.timegm(time.strptime(result["strtotime"], "%Y-%m-%d %H:%M:%S"))
+        stored = calendar.timegm(time.strptime(ticket["expire_date"], "%Y-%m-%d %H:%M:%S"))
+        if result["form"] == "date":
+            meant = meant - meant % 86400  # a bare date is that day's midnight, UTC
+        assert abs(stored - meant) <= 2, where

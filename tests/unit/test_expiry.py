@@ -3,7 +3,8 @@ date rendering."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 from hypothesis import given
@@ -155,3 +156,33 @@ def test_unparsable_time_bound_names_its_field(end: bool, name: str) -> None:
     with pytest.raises(InvalidField) as caught:
         parse_time_bound("2030-02-30", end=end, field="since")
     assert caught.value.name == "since"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Thu, 21 Dec 2028 16:01:07 +0200", utc(2028, 12, 21, 14, 1, 7)),
+        ("Thu, 21 Dec 2028 16:01:07 +0000", utc(2028, 12, 21, 16, 1, 7)),
+        ("21 Dec 2028 16:01:07 -0500", utc(2028, 12, 21, 21, 1, 7)),
+        ("Thu, 21 Dec 2028 16:01 GMT", utc(2028, 12, 21, 16, 1)),
+    ],
+)
+def test_rfc_2822_as_php_date_r_writes_it(text: str, expected: int) -> None:
+    assert parse_expire(text, NOW) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Thu, 31 Feb 2028 16:01:07 +0200", "Thursday, 21 Dec 2028 16:01:07 +0200", "21 Dec 2028"],
+)
+def test_loose_or_impossible_rfc_2822_is_refused(text: str) -> None:
+    with pytest.raises(InvalidField, match="is not a date"):
+        parse_expire(text, NOW)
+
+
+@given(st.integers(NOW + 1, MAX_TIMESTAMP), st.integers(-23 * 60, 23 * 60))
+def test_rfc_2822_dates_in_any_offset_parse_back(ts: int, offset_minutes: int) -> None:
+
+    zone = timezone(timedelta(minutes=offset_minutes))
+    text = format_datetime(datetime.fromtimestamp(ts, zone))
+    assert parse_expire(text, NOW) == ts

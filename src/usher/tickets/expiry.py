@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
 from typing import overload
 
 from usher.protocol.errors import InvalidField
@@ -42,10 +43,17 @@ _UNITS = {
     "weeks": 604800,
 }
 _RELATIVE = re.compile(r"\+\s*([0-9]{1,12})\s*([a-z]+)", re.IGNORECASE)
+# RFC 2822 as PHP's date('r') writes it ("Thu, 21 Dec 2000 16:01:07 +0200"),
+# the week day optional. The email parser alone would take far looser text.
+_RFC2822 = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?[0-9]{1,2} "
+    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
+    r"[0-9]{2}:[0-9]{2}(?::[0-9]{2})? (?:[+-][0-9]{4}|GMT|UTC?)"
+)
 _FORMS = (
     "'2030-01-02 03:04:05' (UTC), '2030-01-02', '2030-01-02T03:04:05Z', "
-    "'2030-01-02T03:04:05+02:00', UNIX seconds, or '+N minutes', '+N hours', "
-    "'+N days', '+N weeks'"
+    "'2030-01-02T03:04:05+02:00', 'Wed, 02 Jan 2030 03:04:05 +0000', UNIX seconds, "
+    "or '+N minutes', '+N hours', '+N days', '+N weeks' (also '+1 day')"
 )
 
 
@@ -98,7 +106,11 @@ def _absolute(text: str) -> tuple[int, bool] | None:
     else:
         return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()), True
     try:
-        moment = datetime.fromisoformat(text)
+        moment = (
+            parsedate_to_datetime(text)
+            if _RFC2822.fullmatch(text)
+            else datetime.fromisoformat(text)
+        )
     except ValueError:
         return None
     if moment.tzinfo is None:

@@ -31,13 +31,27 @@ def caller_allowed(request: Request, networks: tuple[Network, ...]) -> bool:
     return client is not None and _allowed(client.host, networks)
 
 
+def header_text(raw: bytes) -> str:
+    """A header value that should be an address, as text.
+
+    Decoded as UTF-8 (invalid bytes replaced), not Latin-1 as HTTP's default:
+    a non-ASCII value then reads as sent (``1.2.3.4é``, not ``1.2.3.4Ã©``),
+    and the check refuses it as not an address. Falling back to the peer
+    instead would judge the viewer by the proxy's own address.
+    """
+    return raw.decode("utf-8", "replace").strip()
+
+
 def client_address(request: Request) -> str:
     """The viewer's address: ``X-Real-IP`` from an allowed caller, else the peer.
 
     Only call this after :func:`caller_allowed`: the header is trusted
     because the caller is.
     """
-    real = request.headers.get("x-real-ip", "").strip()
-    if real:
-        return real
+    for name, value in request.scope["headers"]:
+        if name == b"x-real-ip":
+            real = header_text(value)
+            if real:
+                return real
+            break
     return request.client.host if request.client else ""

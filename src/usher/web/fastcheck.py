@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from usher.adapters import check as wire
 from usher.protocol.errors import StorageBusy, StorageError
-from usher.web.callers import peer_allowed
+from usher.web.callers import header_text, peer_allowed
 from usher.web.check import FORBIDDEN_CALLER, MAX_CHECK_BODY, run_check
 from usher.web.state import AppState
 
@@ -82,7 +82,7 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
     for name, value in scope["headers"]:
         # The first of each, as Starlette's ``headers.get`` would take.
         if name == b"x-real-ip" and not real_ip:
-            real_ip = value.decode("latin-1").strip()
+            real_ip = header_text(value)
         elif name == b"content-type" and not content_type:
             content_type = value
     pairs = wire.parse_pairs(scope["query_string"])

@@ -1,0 +1,45 @@
+"""Settings read from the environment: refused with a sentence saying what to set."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from usher.config import Settings, parse_networks
+from usher.protocol.errors import ConfigError
+from usher.web.callers import peer_allowed
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , "])
+def test_an_empty_callback_allow_list_refuses_to_start(value: str) -> None:
+    with pytest.raises(ConfigError, match="USHER_CALLBACK_ALLOW is set but empty"):
+        Settings.from_env({"USHER_CALLBACK_ALLOW": value})
+
+
+def test_an_unset_callback_allow_list_is_loopback() -> None:
+    allow = Settings.from_env({}).callback_allow
+    assert peer_allowed("127.0.0.1", allow) and peer_allowed("::1", allow)
+    assert not peer_allowed("192.0.2.1", allow)
+
+
+@pytest.mark.parametrize(
+    ("entry", "peer"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.1"),
+        ("::ffff:127.0.0.1", "::ffff:127.0.0.1"),
+        ("::ffff:10.0.0.0/104", "10.1.2.3"),
+        ("127.0.0.1", "::ffff:127.0.0.1"),
+    ],
+)
+def test_ipv4_mapped_entries_match_ipv4_callers(entry: str, peer: str) -> None:
+    assert peer_allowed(peer, parse_networks(entry, "USHER_CALLBACK_ALLOW"))
+
+
+def test_ipv4_mapped_entries_are_stored_as_ipv4() -> None:
+    assert parse_networks("::ffff:192.0.2.0/120", "X") == (ipaddress.ip_network("192.0.2.0/24"),)
+
+
+def test_a_bad_entry_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match="USHER_CALLBACK_ALLOW holds 'nope'"):
+        Settings.from_env({"USHER_CALLBACK_ALLOW": "127.0.0.1,nope"})
