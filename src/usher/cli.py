@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from usher import accounts
 from usher.config import Settings
+from usher.progress import Bars
 from usher.protocol.errors import ConfigError, UsherError
 from usher.storage import storage_for_url
 from usher.storage.base import Storage
@@ -285,9 +286,14 @@ def cmd_db_copy(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    result = copy_database(
-        args.source, args.target, signatures=args.signatures, batch=args.batch_size
-    )
+    with Bars() as bars:
+        result = copy_database(
+            args.source,
+            args.target,
+            signatures=args.signatures,
+            batch=args.batch_size,
+            progress=bars,
+        )
     for table, source, target in result.counts:
         mark = "ok" if source == target else "MISMATCH"
         print(f"  {table:16} source {source:>12,}  destination {target:>12,}  {mark}")
@@ -303,13 +309,15 @@ def cmd_seed_data(args: argparse.Namespace) -> int:
     from usher.seed import seed_database
 
     settings = Settings.from_env(database_url=args.database)
-    result = seed_database(
-        settings.database_url,
-        tickets=args.tickets,
-        attempts_total=args.attempts,
-        accounts=args.accounts,
-        seed=args.seed,
-    )
+    with Bars() as bars:
+        result = seed_database(
+            settings.database_url,
+            tickets=args.tickets,
+            attempts_total=args.attempts,
+            accounts=args.accounts,
+            seed=args.seed,
+            progress=bars,
+        )
     summary = {
         "accounts": result.accounts,
         "tickets": result.tickets,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 
@@ -33,7 +34,7 @@ class Progress:
                 self._drawn_at = now
                 self.stream.write("\r" + self._line(now))
                 self.stream.flush()
-        elif self.done * 10 // self.total > self._tenth:
+        elif n and self.done * 10 // self.total > self._tenth:
             self._tenth = self.done * 10 // self.total
             self.stream.write(self._line(now) + "\n")
             self.stream.flush()
@@ -59,3 +60,42 @@ class Progress:
             f"{self.label:<10} [{bar:<30}] {self.done:>12,}/{self.total:,}"
             f"  {rate:>10,.0f}/s  {elapsed:6.1f}s  eta {left:5.0f}s"
         )
+
+
+#: How long work reports how far it has got: ``(phase, done, total)``, with
+#: ``done`` counted from the start of the phase. The storage layer and the
+#: seeder call one of these; only the command line draws.
+OnProgress = Callable[[str, int, int], None]
+
+
+def no_progress(phase: str, done: int, total: int) -> None:
+    """An :data:`OnProgress` for callers that show nothing."""
+
+
+class Bars:
+    """An :data:`OnProgress` that draws each phase as a :class:`Progress` bar.
+
+    A report naming another phase finishes the bar in hand and starts the
+    next; :meth:`close` finishes the last one.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self._bar: Progress | None = None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if self._bar is None or self._bar.label != phase:
+            self.close()
+            self._bar = Progress(phase, total, self.stream)
+        self._bar.advance(done - self._bar.done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.finish()
+            self._bar = None
+
+    def __enter__(self) -> Bars:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from usher import accounts as account_rules
-from usher.progress import Progress
+from usher.progress import OnProgress, no_progress
 from usher.protocol.errors import ConfigError
 from usher.tickets.keys import new_ticket_key
 from usher.tickets.model import Reason
@@ -315,6 +315,7 @@ def seed_database(
     accounts: int,
     seed: int = 1,
     now: int | None = None,
+    progress: OnProgress = no_progress,
 ) -> SeedResult:
     """Create ``accounts`` new accounts and fill them with data (SQLite only)."""
     from usher.storage import storage_for_url
@@ -354,24 +355,28 @@ def seed_database(
         cdns = [row[0] for row in created]
 
         shape = Shape.for_sizes(tickets, attempts_total, accounts)
-        bar = Progress("tickets", 1)
+        progress("plan", 0, 1)
         p = plan(shape, usernames, cdns, now, seed)
-        bar.advance()
-        bar.finish()
-        bar = Progress("indexes", loader.drop_attempt_indexes())
-        bar.label = "attempts"
-        bar = Progress("attempts", attempts_total)
-        loader.insert_attempts(attempts_in_worker(p), bar.advance)
-        attempt_seconds = bar.finish()
+        progress("plan", 1, 1)
+        dropped = loader.drop_attempt_indexes()
+        attempts_started = time.monotonic()
+        done = 0
+
+        def inserted(rows: int) -> None:
+            nonlocal done
+            done += rows
+            progress("attempts", done, attempts_total)
+
+        progress("attempts", 0, attempts_total)
+        loader.insert_attempts(attempts_in_worker(p), inserted)
+        attempt_seconds = time.monotonic() - attempts_started
         loader.insert_tickets(
             (*row[:6], row[6], row[7], row[8], row[9], p.use_count[i], p.used_at[i], p.bound[i])
             for i, row in enumerate(p.tickets)
         )
         loader.add_counts(p.tally)
-        restored = len(loader._restore)
-        bar = Progress("indexes", restored)
-        loader.restore_attempt_indexes(lambda done: bar.advance(1))
-        bar.finish()
+        progress("indexes", 0, dropped)
+        loader.restore_attempt_indexes(lambda rebuilt: progress("indexes", rebuilt, dropped))
     return SeedResult(
         accounts=[
             {"cdn": cdn, "username": name, "api_key": key, "secret": secret}

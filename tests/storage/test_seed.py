@@ -42,8 +42,21 @@ def test_a_seeded_database_equals_one_built_the_ordinary_way(tmp_path: Path) -> 
     url = f"sqlite:///{seeded}"
     # Twice: the second load adds to a database that already holds data, so
     # the rollup rows of existing (cdn, app, video) groups must be added to.
+    reports: list[tuple[str, int, int]] = []
     for seed in (1, 2):
-        seed_database(url, tickets=400, attempts_total=5_000, accounts=2, seed=seed)
+        seed_database(
+            url,
+            tickets=400,
+            attempts_total=5_000,
+            accounts=2,
+            seed=seed,
+            progress=lambda *report: reports.append(report),
+        )
+    # Each phase reports from 0 to its whole, in order (the CLI draws the bars).
+    phases = [phase for phase, done, _ in reports if done == 0]
+    assert phases == ["plan", "attempts", "indexes"] * 2
+    assert ("attempts", 5_000, 5_000) in reports
+    assert all(done <= total for _, done, total in reports)
     plain = tmp_path / "plain.db"
     _migrated(plain)
     assert _schema(seeded) == _schema(plain)

@@ -29,14 +29,14 @@ import asyncio
 import contextlib
 import re
 import sqlite3
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TextIO
+from typing import Any, Final, Protocol
 
 import psycopg
 
+from usher.progress import OnProgress, no_progress
 from usher.protocol.errors import ConfigError, StorageError
 from usher.storage import storage_for_url
 from usher.storage.pgconfig import parse_url
@@ -344,36 +344,6 @@ async def _migrate(url: str) -> int:
         await storage.close()
 
 
-class Progress:
-    """A one-line progress bar on a terminal, a line per 10 % otherwise."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self._last_tenth = -1
-
-    def update(self, table: str, done: int, total: int) -> None:
-        share = done / total if total else 1.0
-        if self.tty:
-            bar = "#" * int(share * 30)
-            self.out.write(f"\r  {table:16} [{bar:30}] {done:>12,} / {total:,} {share:4.0%}")
-            self.out.flush()
-        elif int(share * 10) != self._last_tenth:
-            self._last_tenth = int(share * 10)
-            self.out.write(f"  {table:16} {done:>12,} / {total:,} ({share:.0%})\n")
-
-    def done(self) -> None:
-        if self.tty:
-            self.out.write("\n")
-        self._last_tenth = -1
-
-    def note(self, text: str) -> None:
-        # Ends the bar's line first, so the note is not drawn over.
-        self.done()
-        self.out.write(f"  {text}\n")
-        self.out.flush()
-
-
 @dataclass(frozen=True, slots=True)
 class CopyResult:
     #: (table, rows in the source, rows in the destination)
@@ -390,8 +360,7 @@ def copy_database(
     *,
     signatures: bool = False,
     batch: int = DEFAULT_BATCH,
-    out: TextIO = sys.stderr,
-    after_batch: Callable[[str, int], None] | None = None,
+    progress: OnProgress = no_progress,
 ) -> CopyResult:
     """Copy ``source_url`` into ``target_url``; see the module doc."""
     if source_url == target_url:
@@ -404,12 +373,11 @@ def copy_database(
         )
     tables = (*TABLES, SIGNATURES) if signatures else TABLES
     source, target = endpoint(source_url), endpoint(target_url)
-    progress = Progress(out)
     try:
         for table in tables:
             _refuse_foreign_rows(source, target, table)
         for table in tables:
-            _copy_table(source, target, table, batch, progress, after_batch)
+            _copy_table(source, target, table, batch, progress)
         counts = [(t.name, source.count(t), target.count(t)) for t in tables]
     except (sqlite3.Error, psycopg.Error) as exc:
         raise StorageError(
@@ -449,13 +417,12 @@ def _copy_table(
     target: Endpoint,
     table: Table,
     batch: int,
-    progress: Progress,
-    after_batch: Callable[[str, int], None] | None,
+    progress: OnProgress,
 ) -> None:
     total = source.count(table)
     after = target.max_key(table)
     done = 0 if after is None else target.count(table)
-    progress.update(table.name, done, total)
+    progress(table.name, done, total)
     if done < total:
         target.begin(table)
     key = table.columns.index(table.key)
@@ -477,12 +444,12 @@ def _copy_table(
             upcoming = reader.submit(fetch, rows[-1][key])
             target.write(table, prepared)
             done += len(rows)
-            progress.update(table.name, done, total)
-            if after_batch is not None:
-                after_batch(table.name, done)
+            progress(table.name, done, total)
+    # Rebuilding deferred indexes over millions of rows takes minutes; a
+    # phase of its own shows it, where a bar stuck at 100 % would look hung.
+    phase = f"{table.name}: indexes and id sequence"
     if total:
-        # Rebuilding deferred indexes over millions of rows takes minutes;
-        # a bar stuck at 100 % would look like a hang.
-        progress.note(f"{table.name}: building indexes and moving the id sequence…")
+        progress(phase, 0, 1)
     target.finish(table)
-    progress.done()
+    if total:
+        progress(phase, 1, 1)
