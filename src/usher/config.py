@@ -15,12 +15,13 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_CALLBACK_ALLOW = "127.0.0.0/8,::1"
 DEFAULT_TOLERANCE = 300
-#: SPEC §4: an HTTP-streaming playback session lasts this long after its last request.
+#: An HTTP-streaming playback session lasts this long after its last request
+#: (README, "Streaming-server integrations").
 DEFAULT_SESSION_TTL = 120
 #: A session TTL below this would make a player's normal pauses between
 #: requests (a segment is often 6-10 s) cost a new use each time.
 MIN_SESSION_TTL = 10
-#: SPEC §2: bodies over 1 MiB are refused with 413.
+#: Control-API bodies over 1 MiB are refused with 413 (README, "The control API").
 MAX_BODY = 1024 * 1024
 
 

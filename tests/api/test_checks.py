@@ -1,4 +1,4 @@
-"""``/usher/check`` in-process: every reason of SPEC §4, auto binding, use
+"""``/usher/check`` in-process: every reason of the contract, auto binding, use
 counting, who may call, and what gets logged."""
 
 from __future__ import annotations

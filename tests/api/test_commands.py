@@ -1,5 +1,5 @@
 """Every ``sevu.*`` command in-process: codes, messages, payloads, paging and
-per-account isolation (SPEC §3)."""
+per-account isolation."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """SRS and MediaMTX callbacks, driven by the fixtures in tests/fixtures/:
 one request body per server version, and the exact replies each server
-reads as allow or deny (SPEC §4)."""
+reads as allow or deny."""
 
 from __future__ import annotations
 

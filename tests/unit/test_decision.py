@@ -1,4 +1,4 @@
-"""The playback decision: SPEC §4 order, first failure wins, and what a
+"""The playback decision: the contract's order, first failure wins, and what a
 decision may carry (binds and use counting)."""
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from usher.adapters.check import credential, parse_pairs
 from usher.adapters.sessions import http_session_id
 from usher.tickets.model import CheckRequest
 
-#: SPEC §4: in the default layout, a last segment with one of these
+#: In the default layout, a last segment with one of these
 #: extensions is a playlist, segment or key file *of* the video, not part of
 #: its name. Anything else (``movie.mp4``) is the video itself.
 STREAM_FILES = (".m3u8", ".ts", ".m4s", ".mpd", ".aac", ".vtt", ".key")

@@ -20,7 +20,7 @@ def _digest(kind: str, *parts: str) -> str:
 
 
 def http_session_id(request: CheckRequest) -> str:
-    """HTTP streaming (HLS, DASH, progressive): SPEC §4 keys a session on
+    """HTTP streaming (HLS, DASH, progressive): the contract keys a session on
     (key, client ip, video), so a player's playlist and segment requests,
     and its other renditions of the same video, share one use."""
     return _digest("http", request.key, request.ip, request.video)

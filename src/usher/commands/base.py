@@ -32,7 +32,7 @@ Handler = Callable[[Context, Mapping[str, object]], Awaitable[Result]]
 
 
 def ticket_object(ticket: Ticket) -> dict[str, object]:
-    """The SEVU ticket object (SPEC §3)."""
+    """The SEVU ticket object (README, "Commands")."""
     return {
         "key": ticket.key,
         "pass": ticket.password,
@@ -50,7 +50,7 @@ def ticket_object(ticket: Ticket) -> dict[str, object]:
 
 
 def attempt_object(attempt: Attempt) -> dict[str, object]:
-    """The SEVU attempt object (SPEC §3)."""
+    """The SEVU attempt object (README, "Commands")."""
     return {
         "id": attempt.id,
         "datetime": format_utc(attempt.at),

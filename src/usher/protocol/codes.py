@@ -1,4 +1,4 @@
-"""Response codes and their fixed messages (SPEC §2 and §3).
+"""Response codes and their fixed messages (README, "The control API" and "Commands").
 
 The numbers, texts and HTTP statuses are the wire contract that SEVU clients
 already depend on; nothing here may be reworded.

@@ -1,7 +1,7 @@
 """PHP ``serialize()`` / ``unserialize()`` for the scalar-and-array subset.
 
 SEVU lets a client post its request as a PHP-serialized array (form field
-``php``) and then answers in the same format (SPEC §2). The input is hostile,
+``php``) and then answers in the same format (README, "The control API"). The input is hostile,
 so this reader refuses everything PHP would turn into code paths on the
 other side (objects, custom serializers, enums, references), bounds nesting
 and element counts before acting on them, and never recurses deeper than

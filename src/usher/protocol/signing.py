@@ -1,7 +1,7 @@
 """Signed JSON requests: finding the signed bytes, verifying and signing.
 
 A SEVU client encodes its request without ``signature``, signs those exact
-bytes with HMAC-SHA256, adds ``signature`` and encodes again (SPEC §2). PHP's
+bytes with HMAC-SHA256, adds ``signature`` and encodes again (README, "The control API"). PHP's
 ``json_encode`` writes ``\\/`` and ``\\u00e9``, Python's ``json.dumps`` puts
 spaces after ``,`` and ``:``, Perl clients splice the member in as text, so
 no re-encoding on the server can reproduce what every client signed. The

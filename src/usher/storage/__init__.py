@@ -1,6 +1,6 @@
 """Persistent state behind one interface (:class:`usher.storage.base.Storage`).
 
-:func:`open_storage` picks the backend from the database URL.
+:func:`storage_for_url` picks the backend from the database URL.
 """
 
 from __future__ import annotations

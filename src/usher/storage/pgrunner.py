@@ -14,8 +14,10 @@ While the database is unreachable, requests wait only briefly for a
 connection, so a dead database is answered in half a second, not after the
 full pool timeout. The first lost connection makes the pool test all its
 idle ones at once: after a restart, only the requests that were in flight
-fail. Reads are retried on another connection; writes are not, because a
-write whose connection died may or may not have committed.
+fail. A read whose connection died is retried on another, up to the pool's
+``max_size + 1`` tries, so it gets past every stale idle connection; writes
+are not retried, because a write whose connection died may or may not have
+committed.
 """
 
 from __future__ import annotations

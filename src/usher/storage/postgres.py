@@ -27,8 +27,8 @@ Why this shape:
   too many requests queued is :class:`StorageBusy` (code 1000), and
   ``statement_timeout`` bounds every statement. A lost connection makes the
   pool test its idle connections at once, so after a database restart only
-  the requests in flight fail, and reads are retried once on a fresh
-  connection.
+  the requests in flight fail (how reads are retried: see
+  :mod:`usher.storage.pgrunner`).
 """
 
 from __future__ import annotations

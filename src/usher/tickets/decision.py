@@ -1,8 +1,9 @@
 """The playback decision: may this request play under this ticket state?
 
-The checks run in the order of SPEC §4 and stop at the first failure, because
-the reason is reported to publishers (``sevu.errorlog``) and streaming servers
-and must be the same one every SEVU implementation gives.
+The checks run in the contract's order (README, "Tickets and playback
+checks") and stop at the first failure, because the reason is reported to
+publishers (``sevu.errorlog``) and streaming servers and must be the same one
+every SEVU implementation gives.
 
 :func:`decide` only decides. Applying the decision (counting the use, taking
 the ``auto`` slot) is the storage's job, done atomically against the current

@@ -1,6 +1,6 @@
 """Dates as publishers send them, and as the API renders them.
 
-The API speaks UTC throughout (SPEC §3). Publishers' clients send expiry
+The API speaks UTC throughout (README, "Commands"). Publishers' clients send expiry
 dates in several shapes, so :func:`parse_expire` accepts each form a published
 SEVU client is known to use and refuses the rest with an example, rather than
 guessing a time zone.

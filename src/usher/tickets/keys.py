@@ -1,4 +1,4 @@
-"""Ticket keys: ``<first video, sanitised>.<14 hex>.<8 digits>`` (SPEC §3).
+"""Ticket keys: ``<first video, sanitised>.<14 hex>.<8 digits>`` (README, "Commands").
 
 The readable head lets publishers and operators tell tickets apart in logs;
 only the random tail, from :mod:`secrets`, makes a key unguessable (the

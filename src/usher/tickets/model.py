@@ -12,7 +12,9 @@ from enum import StrEnum
 
 
 class Reason(StrEnum):
-    """Why a playback check was refused, in the order the checks run (SPEC §4).
+    """Why a playback check was refused, in the order the checks run.
+
+    (README, "Tickets and playback checks".)
 
     The values are part of the wire contract: they are logged, returned by
     ``sevu.errorlog`` and sent to streaming servers, so they never change.

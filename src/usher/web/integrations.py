@@ -1,4 +1,6 @@
-"""The streaming-server callbacks of SPEC §4: thin handlers around the adapters.
+"""The streaming-server callbacks: thin handlers around the adapters.
+
+README, "Streaming-server integrations", describes what each server sends.
 
 Each handler refuses callers outside ``USHER_CALLBACK_ALLOW`` before reading
 anything, reads a bounded body, lets its sans-io adapter turn the wire format
