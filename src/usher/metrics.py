@@ -47,18 +47,20 @@ class Metrics:
         )
         # ``labels()`` takes a lock and builds a key on every call; a check
         # looks its child up here instead (a handful of outcome/reason pairs).
-        self._check_children: dict[tuple[bool, str], Counter] = {}
+        self._check_children: dict[tuple[str, str], Counter] = {}
         self.pending_writes = Gauge(
             "usher_storage_pending_writes",
             "Writes waiting for the storage's writer.",
             registry=self.registry,
         )
 
-    def count_check(self, allowed: bool, reason: str) -> None:
-        child = self._check_children.get((allowed, reason))
+    def count_check(self, outcome: str, reason: str) -> None:
+        """One check: ``allowed`` or ``denied`` (a logged attempt), or
+        ``resumed`` (a request of an open session, allowed without a write)."""
+        child = self._check_children.get((outcome, reason))
         if child is None:
-            child = self.checks.labels("allowed" if allowed else "denied", reason)
-            self._check_children[allowed, reason] = child
+            child = self.checks.labels(outcome, reason)
+            self._check_children[outcome, reason] = child
         child.inc()
 
     def watch_pending_writes(self, probe: Callable[[], float]) -> None:

@@ -20,7 +20,7 @@ from usher.protocol.errors import StorageUnavailable
 from usher.storage import storage_for_url
 from usher.tickets.model import CheckRequest
 from usher.web.app import create_app
-from usher.web.playback import FRESH_FOR, Playback, Remembered
+from usher.web.memory import FRESH_FOR, Playback, Remembered
 
 pytestmark = pytest.mark.anyio
 

@@ -180,9 +180,9 @@ def test_loose_or_impossible_rfc_2822_is_refused(text: str) -> None:
         parse_expire(text, NOW)
 
 
-@given(st.integers(NOW + 1, MAX_TIMESTAMP), st.integers(-23 * 60, 23 * 60))
+# A day short of the end, so that no offset takes the local date past year 9999.
+@given(st.integers(NOW + 1, MAX_TIMESTAMP - 86400), st.integers(-23 * 60, 23 * 60))
 def test_rfc_2822_dates_in_any_offset_parse_back(ts: int, offset_minutes: int) -> None:
-
     zone = timezone(timedelta(minutes=offset_minutes))
     text = format_datetime(datetime.fromtimestamp(ts, zone))
     assert parse_expire(text, NOW) == ts

@@ -1,4 +1,5 @@
-"""Who may call the playback callbacks (``USHER_CALLBACK_ALLOW``)."""
+"""Who may call the playback callbacks (``USHER_CALLBACK_ALLOW``), and whose
+address a callback reports."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ import ipaddress
 from functools import lru_cache
 
 from starlette.requests import Request
+from starlette.responses import Response
 
 from usher.config import Network
+
+FORBIDDEN_CALLER = (
+    b"This address may not call Usher's playback callbacks; add it to USHER_CALLBACK_ALLOW.\n"
+)
+#: Callback bodies are small forms; anything bigger is not a check.
+MAX_CHECK_BODY = 64 * 1024
+
+
+def forbidden_caller() -> Response:
+    return Response(FORBIDDEN_CALLER, 403, media_type="text/plain")
 
 
 @lru_cache(maxsize=4096)

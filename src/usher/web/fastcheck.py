@@ -21,8 +21,8 @@ from starlette.types import Receive, Scope, Send
 
 from usher.adapters import check as wire
 from usher.protocol.errors import StorageBusy, StorageError
-from usher.web.callers import header_text, peer_allowed
-from usher.web.check import FORBIDDEN_CALLER, MAX_CHECK_BODY, run_check
+from usher.web.callers import FORBIDDEN_CALLER, MAX_CHECK_BODY, header_text, peer_allowed
+from usher.web.playback import Checker
 from usher.web.state import AppState
 
 log = logging.getLogger("usher.check")
@@ -99,7 +99,7 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
             pairs += wire.parse_pairs(body)
     checked = wire.to_request(wire.collect(pairs), real_ip or peer or "")
     try:
-        decision = await run_check(state, checked)
+        decision = await Checker(state).counted(checked)
     except StorageBusy:
         # 503, not 403: the viewer was not refused, Usher could not decide.
         return await _answer(send, 503, _OVERLOADED, _JSON)

@@ -25,8 +25,7 @@ from usher.adapters.sessions import http_session_id
 from usher.protocol.errors import BodyTooLarge, StorageBusy, StorageError
 from usher.tickets.model import Decision
 from usher.web.body import read_body
-from usher.web.callers import caller_allowed, client_address
-from usher.web.check import MAX_CHECK_BODY, forbidden_caller
+from usher.web.callers import MAX_CHECK_BODY, caller_allowed, client_address, forbidden_caller
 from usher.web.playback import Checker
 from usher.web.state import app_state
 

@@ -28,99 +28,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
 
 from usher.protocol.errors import StorageError, StorageUnavailable
 from usher.tickets.decision import decide
 from usher.tickets.model import CheckRequest, Decision, PlaybackSession, Ticket
-
-if TYPE_CHECKING:  # state.py holds a Playback, so only the type is imported
-    from usher.web.state import AppState
+from usher.web.memory import SessionState
+from usher.web.state import AppState
 
 log = logging.getLogger("usher.playback")
 
-#: Seconds a process trusts what storage said about a session or ticket. Half
-#: of the promised second, so a revoke is seen within 1 s with time to spare
-#: for the revoke's own commit and the read that follows.
-FRESH_FOR = 0.5
-#: Most sessions (and tickets) remembered per process; the oldest go first.
-MAX_REMEMBERED = 65_536
 #: RTMP sessions end with ``play_done``. This bounds the life of a row whose
 #: ``play_done`` never came (nginx killed); re-checks do not depend on it.
 RTMP_SESSION_HOLD = 24 * 3600
 
-V = TypeVar("V")
-SessionState = tuple[PlaybackSession, Ticket | None]
-
-
-@dataclass(slots=True)
-class _Entry(Generic[V]):
-    value: V
-    seen: float  # the cache clock's time when storage said ``value``
-
-
-class Remembered(Generic[V]):
-    """A bounded map of what storage said, and when (one per process)."""
-
-    def __init__(
-        self,
-        *,
-        fresh_for: float = FRESH_FOR,
-        limit: int = MAX_REMEMBERED,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.fresh_for = fresh_for
-        self.limit = limit
-        self.clock = clock
-        self._entries: OrderedDict[str, _Entry[V]] = OrderedDict()
-
-    def fresh(self, name: str) -> _Entry[V] | None:
-        entry = self._entries.get(name)
-        if entry is None or self.clock() - entry.seen >= self.fresh_for:
-            return None
-        return entry
-
-    def stale(self, name: str) -> _Entry[V] | None:
-        """Whatever is remembered, however old (for riding out an outage)."""
-        return self._entries.get(name)
-
-    def put(self, name: str, value: V) -> None:
-        self._entries[name] = _Entry(value, self.clock())
-        self._entries.move_to_end(name)
-        while len(self._entries) > self.limit:
-            self._entries.popitem(last=False)
-
-    def amend(self, name: str, value: V) -> None:
-        """Replace a remembered value without making it any fresher: the
-        ticket inside it was read no later than before."""
-        entry = self._entries.get(name)
-        if entry is not None:
-            entry.value = value
-
-    def forget(self, name: str) -> None:
-        self._entries.pop(name, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-@dataclass
-class Playback:
-    """The per-process memory of the integrations (lives in ``AppState``)."""
-
-    sessions: Remembered[SessionState] = field(default_factory=Remembered)
-    tickets: Remembered[Ticket | None] = field(default_factory=Remembered)
-    #: Sessions whose renewal write is under way, so a burst of segment
-    #: requests renews once.
-    renewing: set[str] = field(default_factory=set)
-
 
 class Checker:
-    """Runs the checks for one app: storage, settings, clock and metrics."""
+    """Every playback check of every endpoint runs here (``/usher/check``
+    included), so each is decided, stored and counted in one way."""
 
     def __init__(self, state: AppState) -> None:
         self.state = state
@@ -259,6 +183,5 @@ class Checker:
     # -- metrics ---------------------------------------------------------------
 
     def _count(self, decision: Decision, *, resumed: bool) -> None:
-        # "resumed": a request of an open session, allowed without a write.
         outcome = "resumed" if resumed else "allowed" if decision.allowed else "denied"
-        self.state.metrics.checks.labels(outcome, decision.reason_text).inc()
+        self.state.metrics.count_check(outcome, decision.reason_text)

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from usher.config import Settings
 from usher.metrics import Metrics
 from usher.storage.base import Storage
+from usher.web.memory import Playback
 from usher.web.panel.limits import SignInLimiter
-from usher.web.playback import Playback
 
 
 @dataclass

@@ -1,0 +1,88 @@
+"""What one process remembers of storage's answers about playback.
+
+The integrations' re-checks read sessions and tickets through this memory
+(see :mod:`usher.web.playback`); it is per process, bounded, and trusted
+only for :data:`FRESH_FOR` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from usher.tickets.model import PlaybackSession, Ticket
+
+#: Seconds a process trusts what storage said about a session or ticket. Half
+#: of the promised second, so a revoke is seen within 1 s with time to spare
+#: for the revoke's own commit and the read that follows.
+FRESH_FOR = 0.5
+#: Most sessions (and tickets) remembered per process; the oldest go first.
+MAX_REMEMBERED = 65_536
+
+V = TypeVar("V")
+SessionState = tuple[PlaybackSession, Ticket | None]
+
+
+@dataclass(slots=True)
+class _Entry(Generic[V]):
+    value: V
+    seen: float  # the cache clock's time when storage said ``value``
+
+
+class Remembered(Generic[V]):
+    """A bounded map of what storage said, and when (one per process)."""
+
+    def __init__(
+        self,
+        *,
+        fresh_for: float = FRESH_FOR,
+        limit: int = MAX_REMEMBERED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fresh_for = fresh_for
+        self.limit = limit
+        self.clock = clock
+        self._entries: OrderedDict[str, _Entry[V]] = OrderedDict()
+
+    def fresh(self, name: str) -> _Entry[V] | None:
+        entry = self._entries.get(name)
+        if entry is None or self.clock() - entry.seen >= self.fresh_for:
+            return None
+        return entry
+
+    def stale(self, name: str) -> _Entry[V] | None:
+        """Whatever is remembered, however old (for riding out an outage)."""
+        return self._entries.get(name)
+
+    def put(self, name: str, value: V) -> None:
+        self._entries[name] = _Entry(value, self.clock())
+        self._entries.move_to_end(name)
+        while len(self._entries) > self.limit:
+            self._entries.popitem(last=False)
+
+    def amend(self, name: str, value: V) -> None:
+        """Replace a remembered value without making it any fresher: the
+        ticket inside it was read no later than before."""
+        entry = self._entries.get(name)
+        if entry is not None:
+            entry.value = value
+
+    def forget(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class Playback:
+    """The per-process memory of the integrations (lives in ``AppState``)."""
+
+    sessions: Remembered[SessionState] = field(default_factory=Remembered)
+    tickets: Remembered[Ticket | None] = field(default_factory=Remembered)
+    #: Sessions whose renewal write is under way, so a burst of segment
+    #: requests renews once.
+    renewing: set[str] = field(default_factory=set)
