@@ -107,8 +107,8 @@ class Settings:
     #: call the playback callbacks is not thereby a proxy in front of the panel.
     panel_trusted_proxies: tuple[Network, ...] = ()
     #: Failed panel sign-ins from one address (an IPv6 /64) within
-    #: ``panel_failure_window`` seconds, after which that address waits out
-    #: the rest of a window.
+    #: ``panel_failure_window`` seconds, after which that address's sign-ins
+    #: are refused for ``panel_failure_window`` seconds.
     panel_address_failures: int = DEFAULT_PANEL_ADDRESS_FAILURES
     #: Failed panel password sign-ins for one cdn, from any addresses, within
     #: ``panel_failure_window`` seconds, after which that cdn's password

@@ -52,6 +52,8 @@ def test_only_the_configured_proxy_names_the_browser(server: LiveServer) -> None
         headers = {"x-real-ip": f"198.51.100.{n}"}
         assert sign_in(server, "127.0.0.1", "nope", headers) == 401
     assert sign_in(server, "127.0.0.1", "nope", {"x-real-ip": "198.51.100.99"}) == 429
+    # Nor is X-Forwarded-For (uvicorn must not rewrite the peer from it either).
+    assert sign_in(server, "127.0.0.1", "nope", {"x-forwarded-for": "198.51.100.98"}) == 429
     # Through the proxy, each browser has its own count.
     for _ in range(10):
         assert sign_in(server, PROXY, "nope", {"x-real-ip": "203.0.113.1"}) == 401

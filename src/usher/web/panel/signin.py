@@ -112,6 +112,8 @@ async def sign_in(request: Request) -> Response:
     ):
         return auth.csrf_refused(request)
 
+    # The app's clock, so tests can move time; a step of the wall clock
+    # only makes the locks running at that moment shorter or longer.
     now = state.clock()
     limiter = state.sign_in_limiter
     address = address_key(panel_client(request, state.settings.panel_trusted_proxies))
