@@ -23,6 +23,11 @@ DEFAULT_SESSION_TTL = 120
 MIN_SESSION_TTL = 10
 #: Control-API bodies over 1 MiB are refused with 413 (README, "The control API").
 MAX_BODY = 1024 * 1024
+# Panel sign-in throttles (see usher.web.panel.limits for why these numbers).
+DEFAULT_PANEL_ADDRESS_FAILURES = 10
+DEFAULT_PANEL_ACCOUNT_FAILURES = 30
+DEFAULT_PANEL_FAILURE_WINDOW = 600
+DEFAULT_PANEL_ACCOUNT_LOCK = 300
 
 
 def parse_networks(text: str, setting: str) -> tuple[Network, ...]:
@@ -125,6 +130,22 @@ class Settings:
     #: ``USHER_MAX_WRITE_WAIT_MS``: once the oldest queued write has waited
     #: this long, new writes are shed with code 1000 (HTTP 503).
     max_write_wait_ms: int = 500
+    #: ``USHER_PANEL_TRUSTED_PROXIES``: the reverse proxies whose ``X-Real-IP``,
+    #: ``X-Forwarded-For`` and ``X-Forwarded-Proto`` the panel believes. Empty:
+    #: the panel believes no forwarding header, and the peer is the browser.
+    #: Apart from ``callback_allow`` on purpose: a streaming server allowed to
+    #: call the playback callbacks is not thereby a proxy in front of the panel.
+    panel_trusted_proxies: tuple[Network, ...] = ()
+    #: Failed panel sign-ins from one address (an IPv6 /64) within
+    #: ``panel_failure_window`` seconds, after which that address's sign-ins
+    #: are refused for ``panel_failure_window`` seconds.
+    panel_address_failures: int = DEFAULT_PANEL_ADDRESS_FAILURES
+    #: Failed panel password sign-ins for one cdn, from any addresses, within
+    #: ``panel_failure_window`` seconds, after which that cdn's password
+    #: sign-ins are refused for ``panel_account_lock`` seconds.
+    panel_account_failures: int = DEFAULT_PANEL_ACCOUNT_FAILURES
+    panel_failure_window: int = DEFAULT_PANEL_FAILURE_WINDOW
+    panel_account_lock: int = DEFAULT_PANEL_ACCOUNT_LOCK
 
     @classmethod
     def from_env(
@@ -139,6 +160,19 @@ class Settings:
             uri_pattern=parse_uri_pattern(env.get("USHER_URI_PATTERN", "")),
             bench_routes=env.get("USHER_BENCH_ROUTES", "").strip() == "1",
             max_write_wait_ms=_int(env, "USHER_MAX_WRITE_WAIT_MS", 500, 1),
+            panel_trusted_proxies=parse_networks(
+                env.get("USHER_PANEL_TRUSTED_PROXIES", ""), "USHER_PANEL_TRUSTED_PROXIES"
+            ),
+            panel_address_failures=_int(
+                env, "USHER_PANEL_ADDRESS_FAILURES", DEFAULT_PANEL_ADDRESS_FAILURES, 1
+            ),
+            panel_account_failures=_int(
+                env, "USHER_PANEL_ACCOUNT_FAILURES", DEFAULT_PANEL_ACCOUNT_FAILURES, 1
+            ),
+            panel_failure_window=_int(
+                env, "USHER_PANEL_FAILURE_WINDOW", DEFAULT_PANEL_FAILURE_WINDOW, 1
+            ),
+            panel_account_lock=_int(env, "USHER_PANEL_ACCOUNT_LOCK", DEFAULT_PANEL_ACCOUNT_LOCK, 1),
         )
 
     def __repr__(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import pytest
 
 from tests.conftest import Harness
 from usher import accounts
+from usher.config import parse_networks
 from usher.tickets.model import Account
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -78,6 +80,13 @@ class Panel:
 def browser(harness: Harness, account: Account, client: str = "127.0.0.1") -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=harness.app, client=(client, 40001))
     return httpx.AsyncClient(transport=transport, base_url="http://usher.test")
+
+
+def trust_proxies(harness: Harness, networks: str) -> None:
+    """Run the harness app as if started with ``USHER_PANEL_TRUSTED_PROXIES=networks``."""
+    state = harness.app.state
+    trusted = parse_networks(networks, "USHER_PANEL_TRUSTED_PROXIES")
+    state.settings = dataclasses.replace(state.settings, panel_trusted_proxies=trusted)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import Clock, Harness
-from tests.panel.conftest import Panel, browser, csrf_in
+from tests.panel.conftest import Panel, browser, csrf_in, trust_proxies
 from usher.passwords import hash_password
 from usher.web.panel.auth import (
     ABSOLUTE_LIFETIME,
@@ -18,7 +18,7 @@ from usher.web.panel.auth import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
 )
-from usher.web.panel.signin import THROTTLED, WRONG
+from usher.web.panel.signin import ADDRESS_THROTTLED, WRONG
 
 pytestmark = pytest.mark.anyio
 
@@ -73,10 +73,13 @@ async def test_cookies_are_secure_over_tls(harness: Harness) -> None:
         assert set_cookies(response)[SESSION_COOKIE][SESSION_COOKIE]["secure"] is True
 
 
-@pytest.mark.parametrize(("client", "secure"), [("127.0.0.1", True), ("203.0.113.9", False)])
+@pytest.mark.parametrize(
+    ("client", "secure"), [("10.0.0.2", True), ("127.0.0.1", False), ("203.0.113.9", False)]
+)
 async def test_only_a_trusted_proxy_can_say_the_browser_used_tls(
     harness: Harness, client: str, secure: bool
 ) -> None:
+    trust_proxies(harness, "10.0.0.0/8")
     async with browser(harness, harness.account, client) as http:
         form = await http.get("/panel/sign-in", headers={"x-forwarded-proto": "https"})
         cookie = set_cookies(form)[SIGN_IN_COOKIE][SIGN_IN_COOKIE]
@@ -173,7 +176,8 @@ async def test_repeated_failures_are_throttled(harness: Harness) -> None:
             assert (await panel.sign_in(secret="nope")).status_code == 401
         blocked = await panel.sign_in()  # even the right secret, for now
         assert blocked.status_code == 429
-        assert THROTTLED in blocked.text
+        assert ADDRESS_THROTTLED.format(wait="10 minutes") in blocked.text
+        assert blocked.headers["retry-after"] == "600"
     # Another address is not affected.
     async with browser(harness, harness.account, "127.0.0.2") as http:
         assert (await Panel(http, harness.account).sign_in()).status_code == 303

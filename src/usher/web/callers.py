@@ -1,15 +1,25 @@
-"""Who may call the playback callbacks (``USHER_CALLBACK_ALLOW``), and whose
-address a callback reports."""
+"""Whom Usher believes about a request's origin.
+
+Two separate trust decisions live here: who may call the playback callbacks
+(``USHER_CALLBACK_ALLOW``, whose ``X-Real-IP`` names the viewer), and which
+reverse proxies the panel believes about the browser's address
+(``USHER_PANEL_TRUSTED_PROXIES``).
+"""
 
 from __future__ import annotations
 
-import ipaddress
 from functools import lru_cache
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from usher.config import Network
+from usher.tickets.ipnet import MAX_ENTRY_LENGTH, IPAddress, parse_client_address
+
+
+def _within(address: IPAddress, networks: tuple[Network, ...]) -> bool:
+    return any(address in network for network in networks)
+
 
 FORBIDDEN_CALLER = (
     b"This address may not call Usher's playback callbacks; add it to USHER_CALLBACK_ALLOW.\n"
@@ -24,13 +34,10 @@ def forbidden_caller() -> Response:
 
 @lru_cache(maxsize=4096)
 def _allowed(peer: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
+    # parse_client_address reads an IPv4-mapped IPv6 peer (a dual-stack
+    # listener's view of an IPv4 client) as the IPv4 address it is.
+    address = parse_client_address(peer)
+    return address is not None and _within(address, networks)
 
 
 def peer_allowed(peer: str | None, networks: tuple[Network, ...]) -> bool:
@@ -67,3 +74,63 @@ def client_address(request: Request) -> str:
                 return real
             break
     return request.client.host if request.client else ""
+
+
+def forwarded_client(
+    peer: str, real_ip: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]
+) -> str:
+    """The browser's address, given what a request's peer and headers say.
+
+    Headers count only when ``peer`` is in ``trusted``. Then the browser is
+    ``real_ip`` (``X-Real-IP``), or else the rightmost address of
+    ``forwarded_for`` (``X-Forwarded-For``) that is not a trusted proxy:
+    each proxy appends the address it received from, so everything left of
+    the first untrusted hop may be made up by the browser. This is how
+    nginx's ``real_ip_recursive`` and uvicorn's ``--forwarded-allow-ips``
+    read it. A header that does not hold addresses is ignored, and the
+    peer is the answer. Addresses come back in canonical form, an
+    IPv4-mapped IPv6 address as IPv4.
+    """
+    peer_address = parse_client_address(peer)
+    if peer_address is None or not _within(peer_address, trusted):
+        return str(peer_address) if peer_address is not None else peer
+    if real_ip is not None:
+        real = _header_address(real_ip)
+        if real is not None:
+            return str(real)
+    if forwarded_for is not None:
+        hop = _rightmost_untrusted(forwarded_for, trusted)
+        if hop is not None:
+            return str(hop)
+    return str(peer_address)
+
+
+def _header_address(text: str) -> IPAddress | None:
+    # A browser may write anything in these headers; a long text must not
+    # reach (and sit in) parse_client_address's cache.
+    return parse_client_address(text) if len(text) <= MAX_ENTRY_LENGTH else None
+
+
+def _rightmost_untrusted(header: str, trusted: tuple[Network, ...]) -> IPAddress | None:
+    leftmost: IPAddress | None = None
+    for entry in reversed(header.split(",")):
+        hop = _header_address(entry)
+        if hop is None:
+            return None
+        if not _within(hop, trusted):
+            return hop
+        leftmost = hop
+    # Every hop is a trusted proxy: the first of them is the browser.
+    return leftmost
+
+
+def panel_client(request: Request, trusted: tuple[Network, ...]) -> str:
+    """:func:`forwarded_client` for a request (several ``X-Forwarded-For``
+    headers read as one list, as HTTP says they must)."""
+    forwarded = request.headers.getlist("x-forwarded-for")
+    return forwarded_client(
+        request.client.host if request.client else "",
+        request.headers.get("x-real-ip"),
+        ",".join(forwarded) if forwarded else None,
+        trusted,
+    )

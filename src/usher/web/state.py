@@ -20,12 +20,15 @@ class AppState:
     settings: Settings
     storage: Storage
     metrics: Metrics = field(default_factory=Metrics)
-    # Failed control-panel sign-ins per client address (this process only).
-    sign_in_limiter: SignInLimiter = field(default_factory=SignInLimiter)
+    # Failed control-panel sign-ins per address and per account (this process only).
+    sign_in_limiter: SignInLimiter = field(init=False)
     # Injected so tests can move time (expiry, timestamp window) without sleeping.
     clock: Callable[[], float] = time.time
     # What storage said a moment ago about playback sessions (this process only).
     playback: Playback = field(default_factory=Playback)
+
+    def __post_init__(self) -> None:
+        self.sign_in_limiter = SignInLimiter.from_settings(self.settings)
 
     def now(self) -> int:
         return int(self.clock())

@@ -67,12 +67,12 @@ def tokens_match(given: str | None, expected: str) -> bool:
 
 def is_tls(request: Request) -> bool:
     """Whether the browser reached us over TLS: directly, or through a
-    trusted reverse proxy (one in ``USHER_CALLBACK_ALLOW``) that says so."""
+    trusted reverse proxy (one in ``USHER_PANEL_TRUSTED_PROXIES``) that says so."""
     if request.url.scheme == "https":
         return True
     forwarded = request.headers.get("x-forwarded-proto", "").strip().lower()
     return forwarded == "https" and caller_allowed(
-        request, app_state(request).settings.callback_allow
+        request, app_state(request).settings.panel_trusted_proxies
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -17,23 +18,38 @@ from usher.passwords import dummy_hash, verify_password
 from usher.protocol.errors import BodyTooLarge
 from usher.tickets.model import Account
 from usher.web.body import read_body
-from usher.web.callers import caller_allowed, client_address
+from usher.web.callers import panel_client
 from usher.web.panel import auth, forms
+from usher.web.panel.limits import address_key
 from usher.web.panel.render import PREFIX, error_page, page
 from usher.web.state import AppState, app_state
 
 METHODS = ("password", "api")
 WRONG = "Those credentials do not match an account. Check the CDN id and try again."
-THROTTLED = "Too many failed sign-ins from your address. Wait ten minutes, then try again."
+ADDRESS_THROTTLED = "Too many failed sign-ins from your address. Wait {wait}, then try again."
+#: The same words for every cdn, known or not, with a password or without.
+ACCOUNT_THROTTLED = (
+    "Too many failed password sign-ins for this cdn. "
+    "Wait {wait}, or sign in with the API key and secret."
+)
 #: Fields echoed back into a failed form: never ``secret`` or ``password``.
 _ECHOED = ("cdn", "api_key", "method", "next")
 
 
-def _client(request: Request) -> str:
-    """The browser's address; a trusted proxy's ``X-Real-IP`` counts."""
-    if caller_allowed(request, app_state(request).settings.callback_allow):
-        return client_address(request)
-    return request.client.host if request.client else ""
+def _cdn(form: dict[str, str]) -> int | None:
+    """The form's cdn, or ``None`` when it is not a number."""
+    raw = form.get("cdn", "").strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+
+
+def _by_api(form: dict[str, str]) -> bool:
+    """Whether the form signs in with the API key and secret (else a password)."""
+    return form.get("method") == "api"
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, math.ceil(seconds / 60))
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
 def _form_page(
@@ -96,15 +112,36 @@ async def sign_in(request: Request) -> Response:
     ):
         return auth.csrf_refused(request)
 
-    client = _client(request)
+    # The app's clock, so tests can move time; a step of the wall clock
+    # only makes the locks running at that moment shorter or longer.
+    now = state.clock()
     limiter = state.sign_in_limiter
-    if limiter.blocked(client):
-        return _form_page(request, cookie_token, form, error=THROTTLED, status=429)
-    account = await _verify(state, form)
+    address = address_key(panel_client(request, state.settings.panel_trusted_proxies))
+    cdn = _cdn(form)
+    # Only password sign-ins count per account (see limits.py); every cdn
+    # that is not a number shares one key, since none of them can sign in.
+    account_key = None if _by_api(form) else str(cdn if cdn is not None else "")
+    wait = limiter.by_address.wait(address, now)
+    message = ADDRESS_THROTTLED
+    if not wait and account_key is not None:
+        wait = limiter.by_account.wait(account_key, now)
+        message = ACCOUNT_THROTTLED
+    if wait:
+        response = _form_page(
+            request, cookie_token, form, error=message.format(wait=_minutes(wait)), status=429
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    # Counted before the check, so concurrent guesses cannot all slip in.
+    limiter.by_address.attempt(address, now)
+    if account_key is not None:
+        limiter.by_account.attempt(account_key, now)
+    account = await _verify(state, form, cdn)
     if account is None:
-        limiter.failed(client)
         return _form_page(request, cookie_token, form, error=WRONG, status=401)
-    limiter.succeeded(client)
+    limiter.by_address.refund(address)
+    if account_key is not None:
+        limiter.by_account.refund(account_key)
     if account.disabled:
         return _form_page(
             request,
@@ -128,12 +165,10 @@ async def sign_in(request: Request) -> Response:
     return response
 
 
-async def _verify(state: AppState, form: dict[str, str]) -> Account | None:
-    """The account whose credentials the form holds, or ``None``."""
-    raw_cdn = form.get("cdn", "").strip()
-    cdn = int(raw_cdn) if raw_cdn.isascii() and raw_cdn.isdigit() and len(raw_cdn) < 19 else None
+async def _verify(state: AppState, form: dict[str, str], cdn: int | None) -> Account | None:
+    """The account whose credentials the form holds (``cdn`` is its cdn), or ``None``."""
     account = None if cdn is None else await state.storage.get_account(cdn)
-    if form.get("method") == "api":
+    if _by_api(form):
         api_key = form.get("api_key", "").strip()
         secret = form.get("secret", "").strip()
         if account is None or not api_key or not secret:
