@@ -22,6 +22,13 @@ DEFAULT_SESSION_TTL = 120
 MIN_SESSION_TTL = 10
 #: SPEC §2: bodies over 1 MiB are refused with 413.
 MAX_BODY = 1024 * 1024
+#: Seconds a client has to send its request headers, then its body.
+DEFAULT_HEADER_TIMEOUT = 10
+DEFAULT_BODY_TIMEOUT = 30
+#: Open connections beyond which new ones are refused. Above the 4,096 of
+#: the benchmark's overload curve (docs/benchmarks.md), which is well past
+#: the point where more connections stop adding checks per second.
+DEFAULT_MAX_CONNECTIONS = 8192
 
 
 def parse_networks(text: str, setting: str) -> tuple[Network, ...]:
@@ -95,6 +102,14 @@ class Settings:
     #: ``USHER_MAX_WRITE_WAIT_MS``: once the oldest queued write has waited
     #: this long, new writes are shed with code 1000 (HTTP 503).
     max_write_wait_ms: int = 500
+    #: ``USHER_HEADER_TIMEOUT`` and ``USHER_BODY_TIMEOUT``: seconds a client
+    #: has to send its request headers, then its body, before the
+    #: connection is answered 408 and closed (see usher.web.connections).
+    header_timeout: int = DEFAULT_HEADER_TIMEOUT
+    body_timeout: int = DEFAULT_BODY_TIMEOUT
+    #: ``USHER_MAX_CONNECTIONS``: open connections beyond which a new one is
+    #: answered 503 and closed at once.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     @classmethod
     def from_env(
@@ -111,6 +126,9 @@ class Settings:
             uri_pattern=parse_uri_pattern(env.get("USHER_URI_PATTERN", "")),
             bench_routes=env.get("USHER_BENCH_ROUTES", "").strip() == "1",
             max_write_wait_ms=_int(env, "USHER_MAX_WRITE_WAIT_MS", 500, 1),
+            header_timeout=_int(env, "USHER_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, 1),
+            body_timeout=_int(env, "USHER_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, 1),
+            max_connections=_int(env, "USHER_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1),
         )
 
     def __repr__(self) -> str:
