@@ -111,6 +111,14 @@ class ConnectionGuard:
             )
 
 
+# The per-request overrides below call these directly: ``super()`` costs
+# about 0.2 µs a call, four times a request on the hot path.
+_data_received = HttpToolsProtocol.data_received
+_on_message_begin = HttpToolsProtocol.on_message_begin
+_on_headers_complete = HttpToolsProtocol.on_headers_complete
+_on_message_complete = HttpToolsProtocol.on_message_complete
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header and body deadlines and a
     connection cap (see the module docstring); :func:`protocol_class` binds
@@ -154,22 +162,22 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        super().data_received(data)
+        _data_received(self, data)
         # The parser's callbacks below have moved ``_waiting`` along; a
         # request that arrived whole leaves it at NOTHING and arms no timer.
         if self._waiting is not self._timed:
             self._time(self._waiting)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        _on_message_begin(self)
         self._waiting = _Waiting.HEADERS
 
     def on_headers_complete(self) -> None:
-        super().on_headers_complete()
+        _on_headers_complete(self)
         self._waiting = _Waiting.BODY
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        _on_message_complete(self)
         self._waiting = _Waiting.NOTHING
 
     def _time(self, waiting: _Waiting) -> None:
