@@ -51,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from usher.accesslog import RedactPasses
     from usher.web.app import create_app
+    from usher.web.connections import ConnectionGuard, protocol_class
 
     settings = Settings.from_env(database_url=args.database)
     # Migrate (or refuse a newer schema) here, so a problem is one clear line
@@ -69,12 +70,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # 64 connections throughput did not drop.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    _fit_open_files(settings.max_connections)
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        # httptools, with deadlines for slow clients and a connection cap.
+        http=protocol_class(ConnectionGuard(settings, app.state.metrics)),
         access_log=args.access_log,
         log_level=args.log_level,
         lifespan="on",
@@ -87,6 +90,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("uvicorn.access").addFilter(RedactPasses())
     uvicorn.Server(config).run()
     return 0
+
+
+#: Descriptors ``usher serve`` needs besides its connections: the database
+#: (and its WAL), PostgreSQL connections, the listening socket, logs.
+_SPARE_FILES = 256
+
+
+def _fit_open_files(max_connections: int) -> None:
+    """Raise the soft open-file limit to fit ``USHER_MAX_CONNECTIONS``.
+
+    A common default soft limit is 1,024: past it, accepting fails instead
+    of the connection cap answering 503.
+    """
+    import resource
+
+    wanted = max_connections + _SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if raised > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    if raised < wanted:
+        logging.getLogger("usher.serve").warning(
+            "The open-file limit (%d) is below USHER_MAX_CONNECTIONS + %d; connections past it "
+            "will fail instead of being answered 503. Lower USHER_MAX_CONNECTIONS or raise "
+            "the limit (ulimit -n, or LimitNOFILE= in a systemd unit).",
+            raised,
+            _SPARE_FILES,
+        )
 
 
 async def _no_demo(storage: Storage) -> None:

@@ -28,6 +28,13 @@ DEFAULT_PANEL_ADDRESS_FAILURES = 10
 DEFAULT_PANEL_ACCOUNT_FAILURES = 30
 DEFAULT_PANEL_FAILURE_WINDOW = 600
 DEFAULT_PANEL_ACCOUNT_LOCK = 300
+#: Seconds a client has to send its request headers, then its body.
+DEFAULT_HEADER_TIMEOUT = 10
+DEFAULT_BODY_TIMEOUT = 30
+#: Open connections beyond which new ones are refused. Above the 4,096 of
+#: the benchmark's overload curve (docs/benchmarks.md), which is well past
+#: the point where more connections stop adding checks per second.
+DEFAULT_MAX_CONNECTIONS = 8192
 
 
 def parse_networks(text: str, setting: str) -> tuple[Network, ...]:
@@ -146,6 +153,14 @@ class Settings:
     panel_account_failures: int = DEFAULT_PANEL_ACCOUNT_FAILURES
     panel_failure_window: int = DEFAULT_PANEL_FAILURE_WINDOW
     panel_account_lock: int = DEFAULT_PANEL_ACCOUNT_LOCK
+    #: ``USHER_HEADER_TIMEOUT`` and ``USHER_BODY_TIMEOUT``: seconds a client
+    #: has to send its request headers, then its body, before the
+    #: connection is answered 408 and closed (see usher.web.connections).
+    header_timeout: int = DEFAULT_HEADER_TIMEOUT
+    body_timeout: int = DEFAULT_BODY_TIMEOUT
+    #: ``USHER_MAX_CONNECTIONS``: open connections beyond which a new one is
+    #: answered 503 and closed at once.
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     @classmethod
     def from_env(
@@ -173,6 +188,9 @@ class Settings:
                 env, "USHER_PANEL_FAILURE_WINDOW", DEFAULT_PANEL_FAILURE_WINDOW, 1
             ),
             panel_account_lock=_int(env, "USHER_PANEL_ACCOUNT_LOCK", DEFAULT_PANEL_ACCOUNT_LOCK, 1),
+            header_timeout=_int(env, "USHER_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, 1),
+            body_timeout=_int(env, "USHER_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, 1),
+            max_connections=_int(env, "USHER_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1),
         )
 
     def __repr__(self) -> str:

@@ -33,6 +33,19 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.client_disconnects = Counter(
+            "usher_client_disconnects",
+            "Requests whose client went away before its body arrived; nothing was answered.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.connections_closed = Counter(
+            "usher_connections_closed",
+            "Connections the server closed on a slow or surplus client, by reason "
+            "(header_timeout, body_timeout, over_limit).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.commands = Counter(
             "usher_api_commands",
             "Control-API commands answered, by command and response code.",

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ class LiveServer:
     username: str
     process: subprocess.Popen[bytes]
     log: Path
+    #: Extra environment of the ``usher serve`` process (see :func:`server_env`).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def api(self) -> str:
@@ -73,7 +75,7 @@ class LiveServer:
         self.process.wait(timeout=10)
 
     def start_again(self) -> None:
-        self.process = _start(self.url.rsplit(":", 1)[1], self.database, self.log)
+        self.process = _start(self.url.rsplit(":", 1)[1], self.database, self.log, self.env)
 
 
 # The most verbose logging, so the no-secret-in-logs check at teardown sees
@@ -81,8 +83,10 @@ class LiveServer:
 _VERBOSE = ("--log-level", "debug", "--access-log")
 
 
-def _start(port: str, database: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "USHER_DATABASE_URL": database}
+def _start(
+    port: str, database: str, log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "USHER_DATABASE_URL": database, **(extra_env or {})}
     with log.open("ab") as out:
         process = subprocess.Popen(
             [*USHER, "serve", "--host", "127.0.0.1", "--port", port, *_VERBOSE],
@@ -115,7 +119,16 @@ def query_database(url: str, sql: str) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+def server_env() -> dict[str, str]:
+    """Extra environment of the ``live_server`` process; a test module
+    overrides this fixture to run the server with other settings."""
+    return {}
+
+
+@pytest.fixture
+def live_server(
+    database_url: str, tmp_path: Path, server_env: dict[str, str]
+) -> Iterator[LiveServer]:
     # Parametrised through database_url: once on SQLite, once on PostgreSQL.
     database = database_url
     created = json.loads(
@@ -130,8 +143,9 @@ def live_server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
         api_key=created["api_key"],
         secret=created["secret"],
         username=created["username"],
-        process=_start(port, database, log),
+        process=_start(port, database, log, server_env),
         log=log,
+        env=server_env,
     )
     secrets = {created["secret"]}
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from usher.commands import COMMANDS
@@ -42,6 +42,8 @@ async def api(request: Request) -> Response:
             now=state.now(),
             tolerance=state.settings.timestamp_tolerance,
         )
+    except ClientDisconnect:
+        raise  # nobody is left to read an envelope (see usher.web.app)
     except Exception as exc:  # every failure becomes an envelope, never a 500 page
         error = _as_api_error(exc, command)
         _count(state, command, error.code)

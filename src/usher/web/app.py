@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Final
 
 from prometheus_client import Counter, Histogram
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
@@ -20,6 +23,13 @@ from usher.web.fastcheck import CHECK_ROUTE_APP, serve_check
 from usher.web.ops import healthz, metrics
 from usher.web.panel.routes import panel_mount, panel_redirect
 from usher.web.state import AppState
+
+log = logging.getLogger("usher.http")
+
+#: Set in a request's scope by the connection layer
+#: (:mod:`usher.web.connections`) when its body did not arrive in time and it
+#: answered 408 itself; the request then ends as a client disconnect.
+BODY_TIMED_OUT: Final = "usher.body_timed_out"
 
 ROUTES = [
     Route("/api", api, methods=["POST"]),
@@ -57,12 +67,17 @@ class UsherApp:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self.starlette = Starlette(routes=ROUTES, lifespan=lambda _: self.running())
+        # Starlette would answer ``/api/`` with a redirect to ``/api`` built
+        # from the Host header, which the client chooses: an open redirect.
+        # No API or callback client needs one; ``/panel`` redirects itself.
+        self.starlette.router.redirect_slashes = False
         self.starlette.state.usher = state
         state.metrics.watch_pending_writes(lambda: float(state.storage.pending_writes))
         # Prometheus ``labels()`` takes a lock and builds a key on every call;
         # the children are looked up once per label set instead.
         self._request_counters: dict[tuple[str, int], Counter] = {}
         self._latencies: dict[str, Histogram] = {}
+        self._disconnects: dict[str, Counter] = {}
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -82,11 +97,13 @@ class UsherApp:
         path = scope["path"]
         if path == "/usher/check" and scope["method"] in _FAST_METHODS:
             # The hot path skips Starlette (see usher.web.fastcheck).
-            sent = 500
+            sent: int | None = 500
             try:
                 sent = await serve_check(self.state, scope, receive, send)
+            except ClientDisconnect:
+                sent = None
             finally:
-                self._observe(path, sent, started)
+                self._finish(path, sent, scope, started)
             return
         if path == BENCH_CONSTANT and self.state.settings.bench_routes:
             await send(_CONSTANT_START)
@@ -96,7 +113,7 @@ class UsherApp:
         route = path if path in _ROUTE_LABELS else "other"
         if path.startswith("/panel/"):
             route = "/panel"  # one label for every panel page keeps the series few
-        status = 500
+        status: int | None = 500
 
         async def send_and_watch(message: Message) -> None:
             nonlocal status
@@ -106,8 +123,38 @@ class UsherApp:
 
         try:
             await self.starlette(scope, receive, send_and_watch)
+        except ClientDisconnect:
+            # Starlette's error middleware has "answered" 500 into the closed
+            # connection on the way out; nobody received it.
+            status = None
         finally:
+            self._finish(route, status, scope, started)
+
+    def _finish(self, route: str, status: int | None, scope: Scope, started: float) -> None:
+        """Count a request that ended; ``status`` is ``None`` when its client
+        went away while the body was being read (a ``ClientDisconnect``)."""
+        if status is not None:
             self._observe(route, status, started)
+        elif scope.get(BODY_TIMED_OUT):
+            # Not a disconnect: the client was too slow and got a 408.
+            self._observe(route, 408, started)
+        else:
+            self._client_gone(route, scope)
+
+    def _client_gone(self, route: str, scope: Scope) -> None:
+        # Not an error, and anyone can cause any number of them: counted
+        # apart from answered requests, and logged only at debug level.
+        counter = self._disconnects.get(route)
+        if counter is None:
+            counter = self._disconnects[route] = self.state.metrics.client_disconnects.labels(route)
+        counter.inc()
+        client = scope.get("client")
+        log.debug(
+            "The client %s went away before its %s %s request was read; nothing was answered.",
+            client[0] if client else "(unknown)",
+            scope["method"],
+            route,
+        )
 
     def _observe(self, route: str, status: int, started: float) -> None:
         counter = self._request_counters.get((route, status))

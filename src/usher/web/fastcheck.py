@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from usher.adapters import check as wire
@@ -34,18 +35,19 @@ _OVERLOADED: Final = b'{"allowed":false,"reason":"Usher is overloaded"}'
 _UNAVAILABLE: Final = b'{"allowed":false,"reason":"Usher storage unavailable"}'
 
 
-class _Disconnected(Exception):
-    """The caller went away before its body arrived; nobody is left to answer."""
-
-
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or ``None`` when it exceeds ``limit`` bytes."""
+    """The request body, or ``None`` when it exceeds ``limit`` bytes.
+
+    Raises Starlette's ``ClientDisconnect`` when the caller goes away first,
+    as ``Request.stream()`` does: :class:`usher.web.app.UsherApp` counts
+    both the same way.
+    """
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _Disconnected
+            raise ClientDisconnect
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -71,8 +73,10 @@ async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> 
 
 
 async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Send) -> int:
-    """Answer one ``GET``/``POST /usher/check``; returns the HTTP status sent
-    (0 when the caller disconnected and nothing was sent)."""
+    """Answer one ``GET``/``POST /usher/check``; returns the HTTP status sent.
+
+    Raises ``ClientDisconnect`` when the caller went away before its body arrived.
+    """
     client = scope.get("client")
     peer = client[0] if client else None
     if not peer_allowed(peer, state.settings.callback_allow):
@@ -87,10 +91,7 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
             content_type = value
     pairs = wire.parse_pairs(scope["query_string"])
     if scope["method"] == "POST":
-        try:
-            body = await _read_body(receive, MAX_CHECK_BODY)
-        except _Disconnected:
-            return 0
+        body = await _read_body(receive, MAX_CHECK_BODY)
         if body is None:
             return await _answer(send, 413, _TOO_LARGE, _TEXT)
         if content_type.startswith(b"application/json"):

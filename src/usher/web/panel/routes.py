@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
@@ -28,6 +28,8 @@ def guarded(endpoint: Endpoint) -> Endpoint:
     async def run(request: Request) -> Response:
         try:
             return await endpoint(request)
+        except ClientDisconnect:
+            raise  # nobody is left to see a page (see usher.web.app)
         except StorageBusy:
             return error_page(
                 request, 503, "Usher is busy", "Usher is overloaded right now. Try again shortly."
