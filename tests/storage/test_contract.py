@@ -37,11 +37,11 @@ from usher.storage.postgres import PostgresStorage
 from usher.storage.sqlite import SQLiteStorage
 from usher.tickets.decision import decide
 from usher.tickets.model import (
+    MAX_PAGE_ROWS,
     Account,
     Attempt,
     AttemptFilter,
     CheckRequest,
-    MAX_PAGE_ROWS,
     Decision,
     Page,
     Reason,
