@@ -37,6 +37,7 @@ from usher.storage.postgres import PostgresStorage
 from usher.storage.sqlite import SQLiteStorage
 from usher.tickets.decision import decide
 from usher.tickets.model import (
+    MAX_PAGE_ROWS,
     Account,
     Attempt,
     AttemptFilter,
@@ -629,6 +630,27 @@ class StorageContract(SessionContract):
         assert ([t.key for t in found], total) == (["foreign"], 1)
         assert await storage.search_tickets(999, TicketFilter(), Page()) == ([], 0)
 
+    #: One page more than a listing may hold, and a few rows over.
+    OVER_CAP: ClassVar[int] = MAX_PAGE_ROWS + 5
+
+    @pytest.mark.parametrize("page", [Page(), Page(limit=10**12)], ids=["no-limit", "huge-limit"])
+    async def test_search_holds_at_most_max_page_rows_but_counts_all(
+        self, storage: Storage, demo: Account, page: Page
+    ) -> None:
+        keys = [f"many.{i:05}" for i in range(self.OVER_CAP)]
+        # One at a time: "newest first" is insertion order.
+        for i, key in enumerate(keys):
+            await storage.insert_ticket(make_ticket(key=key, created_at=NOW + i))
+        newest_first = sorted(keys, reverse=True)
+        found, total = await storage.search_tickets(DEMO_CDN, TicketFilter(), page)
+        assert total == self.OVER_CAP
+        assert [t.key for t in found] == newest_first[:MAX_PAGE_ROWS]
+        # ``seek`` pages on to the rest, and the total stays the same.
+        rest, total = await storage.search_tickets(
+            DEMO_CDN, TicketFilter(), dataclasses.replace(page, seek=MAX_PAGE_ROWS)
+        )
+        assert ([t.key for t in rest], total) == (newest_first[MAX_PAGE_ROWS:], self.OVER_CAP)
+
     # -- record_check: applying a decision ---------------------------------------------
 
     async def test_allowed_check_counts_a_use_and_logs_every_field(
@@ -1109,6 +1131,31 @@ class StorageContract(SessionContract):
         assert await storage.count_attempts(OTHER_CDN, AttemptFilter(key="k1")) == 0
         assert await storage.list_attempts(999, AttemptFilter(), Page()) == []
         assert await storage.count_attempts(999, AttemptFilter()) == 0
+
+    @pytest.mark.parametrize("page", [Page(), Page(limit=10**12)], ids=["no-limit", "huge-limit"])
+    @pytest.mark.parametrize("newest_first", [False, True], ids=["oldest-first", "newest-first"])
+    async def test_attempt_list_holds_at_most_max_page_rows(
+        self, storage: Storage, demo: Account, page: Page, newest_first: bool
+    ) -> None:
+        ticket = make_ticket(key="busy")
+        await storage.insert_ticket(ticket)
+        outcomes = await asyncio.gather(
+            *(storage.record_check(request_for(ticket), decide, NOW) for _ in range(self.OVER_CAP))
+        )
+        ids = sorted(outcome.attempt_id for outcome in outcomes)
+        if newest_first:
+            ids.reverse()
+        where = AttemptFilter(key="busy")
+        assert await storage.count_attempts(DEMO_CDN, where) == self.OVER_CAP
+        first = await storage.list_attempts(DEMO_CDN, where, page, newest_first=newest_first)
+        assert [a.id for a in first] == ids[:MAX_PAGE_ROWS]
+        rest = await storage.list_attempts(
+            DEMO_CDN,
+            where,
+            dataclasses.replace(page, seek=MAX_PAGE_ROWS),
+            newest_first=newest_first,
+        )
+        assert [a.id for a in rest] == ids[MAX_PAGE_ROWS:]
 
     async def test_attempts_newest_first(self, storage: Storage, attempt_log: list[int]) -> None:
         newest = await storage.list_attempts(DEMO_CDN, AttemptFilter(), Page(), newest_first=True)

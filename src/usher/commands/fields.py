@@ -98,7 +98,8 @@ def flag(fields: Mapping[str, object], name: str) -> bool | None:
 
 
 def page(fields: Mapping[str, object]) -> Page:
-    """``limit`` and ``seek`` (both ≥ 0; no limit means no cap)."""
+    """``limit`` and ``seek`` (both ≥ 0). ``limit`` is kept as sent; a
+    listing holds at most :attr:`Page.rows` of it."""
     return Page(
         limit=integer(fields, "limit"),
         seek=integer(fields, "seek") or 0,

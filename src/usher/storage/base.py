@@ -179,7 +179,13 @@ class Storage(ABC):
     async def search_tickets(
         self, cdn: int, where: TicketFilter, page: Page
     ) -> tuple[list[Ticket], int]:
-        """Matching tickets newest first, paged, and the count of all matches."""
+        """Matching tickets newest first, paged, and the count of all matches.
+
+        The page holds at most ``page.rows`` tickets (never more than
+        :data:`~usher.tickets.model.MAX_PAGE_ROWS`, whatever ``page.limit``
+        says), and the backend reads no more than that: the cap is applied in
+        the query, and the count is counted by the database, not from rows.
+        """
 
     # -- playback checks and the attempt log --------------------------------
 
@@ -257,7 +263,11 @@ class Storage(ABC):
     async def list_attempts(
         self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
     ) -> list[Attempt]:
-        """Matching attempts of the account, oldest first (or newest first), paged."""
+        """Matching attempts of the account, oldest first (or newest first), paged.
+
+        At most ``page.rows`` attempts, read no further than that, as in
+        :meth:`search_tickets`.
+        """
 
     @abstractmethod
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:

@@ -236,7 +236,7 @@ class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
             f"SELECT c.total, p.* FROM (SELECT count(*) FROM tickets t WHERE {sql}) AS c (total)"
             f" LEFT JOIN LATERAL (SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE {sql}"
             "  ORDER BY t.id DESC LIMIT %s OFFSET %s) AS p ON TRUE",
-            [*params, *params, page.limit, page.seek],
+            [*params, *params, page.rows, page.seek],
         )
         total = int(rows[0][0]) if rows else 0
         return [ticket_from_row(row[1:]) for row in rows if row[1] is not None], total
@@ -281,7 +281,7 @@ class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
         rows = await self._db.fetchall(
             f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql}"
             f" ORDER BY id {order} LIMIT %s OFFSET %s",
-            [*params, page.limit, page.seek],
+            [*params, page.rows, page.seek],
         )
         return [attempt_from_row(row) for row in rows]
 

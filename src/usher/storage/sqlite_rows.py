@@ -30,8 +30,7 @@ def attempt_where(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
 def page_sql(page: Page) -> str:
     # Both values are validated ints, so inlining them is safe and keeps the
     # statement cache keyed on shape only.
-    limit = -1 if page.limit is None else int(page.limit)
-    return f" LIMIT {limit} OFFSET {int(page.seek)}"
+    return f" LIMIT {int(page.rows)} OFFSET {int(page.seek)}"
 
 
 def clip(value: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
 
 
 class Reason(StrEnum):
@@ -158,12 +159,29 @@ class AttemptFilter:
     end: int | None = None
 
 
+#: Most rows one listing answer holds (``sevu.search``, ``sevu.errorlog``,
+#: the storage calls behind them). A client that asks for no ``limit`` or a
+#: larger one gets this many and pages on with ``seek``, so one request
+#: never makes the server hold a whole account's tickets or a whole log.
+MAX_PAGE_ROWS: Final = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
-    """``limit``/``seek`` as the SEVU commands define them."""
+    """``limit``/``seek`` as the SEVU commands define them.
+
+    ``limit`` is what the client asked for (``sevu.errorcount`` caps its
+    count with it, uncapped); listings hold at most :attr:`rows`.
+    """
 
     limit: int | None = None
     seek: int = 0
+
+    @property
+    def rows(self) -> int:
+        """Most rows this page may hold: ``limit``, but never more than
+        :data:`MAX_PAGE_ROWS`."""
+        return MAX_PAGE_ROWS if self.limit is None else min(self.limit, MAX_PAGE_ROWS)
 
 
 @dataclass(slots=True)
