@@ -34,9 +34,9 @@ from typing import Any
 import psycopg
 
 from usher.client import Client
-from usher.storage.pgconfig import parse_url
-from usher.storage.pgsql import attempt_where
-from usher.storage.sqlite_counts import count_query, plain_count_query
+from usher.storage.postgres.config import parse_url
+from usher.storage.rows import attempt_where
+from usher.storage.sqlite.counts import count_query, plain_count_query
 from usher.tickets.model import AttemptFilter
 
 NAMES = ("key", "pass", "app", "video", "ip", "success")
@@ -220,7 +220,7 @@ def run_matrix_postgres(
     def measure(
         combo: ComboTimes, _i: int, cdn: int, where: AttemptFilter, answered: int, paged: bool
     ) -> None:
-        sql, params = attempt_where(cdn, where)
+        sql, params = attempt_where(cdn, where, "%s")
         # The statement PostgresStorage.count_attempts runs; the WHERE body
         # holds placeholders only.
         query = f"SELECT count(*) FROM attempts WHERE {sql}"  # noqa: S608

@@ -35,7 +35,7 @@ import psycopg
 
 from bench import counts, procs
 from usher.client import Client
-from usher.storage.pgconfig import parse_url
+from usher.storage.postgres.config import parse_url
 
 
 @dataclass(frozen=True)

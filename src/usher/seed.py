@@ -20,7 +20,7 @@ The shape follows what a streaming publisher sees:
 
 Generation is deterministic for a given ``--seed`` except for the keys, which
 come from :mod:`secrets` like real ones. Rows are produced in chunks as plain
-tuples; the backend's bulk loader (:mod:`usher.storage.sqlite_bulk`) writes
+tuples; the backend's bulk loader (:mod:`usher.storage.sqlite.bulk`) writes
 them.
 """
 
@@ -320,7 +320,7 @@ def seed_database(
     """Create ``accounts`` new accounts and fill them with data (SQLite only)."""
     from usher.storage import storage_for_url
     from usher.storage.sqlite import sqlite_path
-    from usher.storage.sqlite_bulk import BulkLoader
+    from usher.storage.sqlite.bulk import BulkLoader
 
     if tickets < 1 or attempts_total < 0 or accounts < 1:
         raise ConfigError("seed-data needs --tickets ≥ 1, --attempts ≥ 0 and --accounts ≥ 1.")
@@ -370,8 +370,10 @@ def seed_database(
         progress("attempts", 0, attempts_total)
         loader.insert_attempts(attempts_in_worker(p), inserted)
         attempt_seconds = time.monotonic() - attempts_started
+        # In TICKET_INSERT order: key, cdn, pass … uses, use_count, active,
+        # created_at, expire_at, used_at, bound_ips.
         loader.insert_tickets(
-            (*row[:6], row[6], row[7], row[8], row[9], p.use_count[i], p.used_at[i], p.bound[i])
+            (row[1], row[0], *row[2:7], p.use_count[i], *row[7:10], p.used_at[i], p.bound[i])
             for i, row in enumerate(p.tickets)
         )
         loader.add_counts(p.tally)

@@ -249,7 +249,7 @@ async def test_lone_surrogate_in_a_json_check_is_logged_not_500(harness: Harness
     )
     assert response.status_code == 200
     attempt = await last_attempt(harness, ticket["key"])
-    assert attempt["pageurl"] == "https://x/?"
+    assert attempt["pageurl"] == "https://x/\ufffd"
 
 
 async def test_other_methods_on_check(harness: Harness) -> None:

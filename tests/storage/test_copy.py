@@ -22,11 +22,12 @@ import pytest
 from usher.protocol.errors import ConfigError
 from usher.storage import storage_for_url
 from usher.storage.base import Storage
-from usher.storage.copy import DEFERRED_INDEXES, TABLES, PostgresEndpoint, copy_database
-from usher.storage.pgconfig import parse_url
-from usher.storage.pgsql import storable as pg_storable
+from usher.storage.copy import DEFERRED_INDEXES, PostgresEndpoint, copy_database
+from usher.storage.postgres.config import parse_url
+from usher.storage.schema import TABLES
 from usher.tickets.decision import decide
 from usher.tickets.model import AttemptFilter, CheckRequest, Page, Ticket, TicketFilter
+from usher.tickets.text import storable as pg_storable
 
 T = TypeVar("T")
 NOW = 1_800_000_000

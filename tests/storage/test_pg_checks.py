@@ -1,4 +1,4 @@
-"""Group commit of playback checks on PostgreSQL (pgchecks.py).
+"""Group commit of playback checks on PostgreSQL (storage/postgres/checks.py).
 
 The shared contract already checks the rules; these tests pin what batching
 many checks into one transaction can get wrong: pairing each caller with its
@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from usher.protocol.errors import StorageBusy, StorageUnavailable
-from usher.storage.pgchecks import CheckBatcher
-from usher.storage.pgsql import Conn
 from usher.storage.postgres import PostgresStorage
+from usher.storage.postgres.checks import CheckBatcher
+from usher.storage.postgres.sql import Conn
 from usher.tickets.decision import decide
 from usher.tickets.model import (
     AttemptFilter,

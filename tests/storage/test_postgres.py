@@ -23,8 +23,8 @@ from usher.protocol.errors import (
     StorageUnavailable,
 )
 from usher.storage import migrations, storage_for_url
-from usher.storage.pgconfig import PoolSettings, parse_url
 from usher.storage.postgres import PostgresStorage
+from usher.storage.postgres.config import PoolSettings, parse_url
 from usher.tickets.decision import decide
 from usher.tickets.model import AttemptFilter, CheckRequest, Ticket
 

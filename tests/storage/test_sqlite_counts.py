@@ -18,8 +18,8 @@ import pytest
 
 from usher.storage import migrations
 from usher.storage.sqlite import SQLiteStorage
-from usher.storage.sqlite_counts import count_query, plain_count_query
-from usher.storage.sqlite_engine import split_sql
+from usher.storage.sqlite.counts import count_query, plain_count_query
+from usher.storage.sqlite.engine import split_sql
 from usher.tickets.model import AttemptFilter
 
 NOW = 1_800_000_000

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from usher.storage import sqlite_engine
 from usher.storage.sqlite import SQLiteStorage
-from usher.storage.sqlite_cache import TicketCache
-from usher.storage.sqlite_checks import CheckGroup, CheckItem
+from usher.storage.sqlite import engine as sqlite_engine
+from usher.storage.sqlite.cache import TicketCache
+from usher.storage.sqlite.checks import CheckGroup, CheckItem
 from usher.tickets.decision import decide
 from usher.tickets.model import Account, AttemptFilter, CheckOutcome, Page, Reason
 

@@ -9,10 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from usher.adapters import auth_request, mediamtx, nginx_rtmp, srs
-from usher.adapters.check import MAX_FIELDS, credential, parse_json_object, parse_pairs, text
+from usher.adapters.check import MAX_FIELDS, credential, parse_json_object, parse_pairs
 from usher.adapters.sessions import http_session_id, rtmp_session_id
 from usher.config import parse_uri_pattern
 from usher.tickets.model import CheckRequest
+from usher.tickets.text import storable
 
 REQUEST = CheckRequest(key="k", password="p", app="demo-live", video="v", ip="192.0.2.1")
 
@@ -51,12 +52,14 @@ def test_json_callbacks_accept_any_object(fields: dict[str, object]) -> None:
             request.video.encode("utf-8")
 
 
-def test_lone_surrogates_become_storable_text() -> None:
-    assert text("a\ud800b") == "a?b"
+def test_lone_surrogates_and_nul_become_the_replacement_character() -> None:
+    assert storable("a\ud800b\x00c") == "a\ufffdb\ufffdc"
+    assert storable("é\udfff") == "é\ufffd"
+    assert storable("plain") == "plain"
     fields = parse_json_object(b'{"param": "?key=\\udc80&pass=x"}')
     assert fields is not None
     hook = srs.parse(b'{"action":"on_play","param":"?key=\\udc80&pass=x"}', server_ip="")
-    assert hook.request.key == "?"
+    assert hook.request.key == "\ufffd"
 
 
 def test_a_conflicting_credential_counts_as_none() -> None:

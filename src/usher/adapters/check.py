@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from usher.tickets.model import CheckRequest, Decision
+from usher.tickets.text import storable
 
 FIELDS = ("key", "pass", "app", "video", "ip", "appinst", "pageurl", "refurl", "server_ip")
 #: Fields a caller may not send twice with different values: an ambiguous
@@ -20,14 +21,6 @@ CREDENTIALS = frozenset({"key", "pass"})
 _SINGLE = CREDENTIALS
 #: Form fields read from one callback at most; the rest is ignored.
 MAX_FIELDS = 200
-
-
-def text(value: str) -> str:
-    """``value`` without lone surrogates (from JSON ``\\ud800`` escapes), which
-    no UTF-8 database or log can hold; they become ``?``, as in storage."""
-    if value.isascii():
-        return value
-    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def parse_pairs(data: bytes | str) -> list[tuple[str, str]]:
@@ -57,7 +50,7 @@ def parse_json_object(data: bytes) -> dict[str, Any] | None:
     def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for name, value in pairs:
-            name = text(name)
+            name = storable(name)
             if name in found and found[name] != value:
                 found[name] = None
             else:
@@ -75,7 +68,7 @@ def json_text(value: object) -> str:
     """A JSON member as text: strings as they are, numbers as digits (old SRS
     sends an integer ``client_id``), anything else as absent."""
     if isinstance(value, str):
-        return text(value)
+        return storable(value)
     if isinstance(value, bool) or value is None:
         return ""
     if isinstance(value, int | float):
@@ -89,7 +82,7 @@ def parse_json_fields(data: bytes) -> list[tuple[str, str]]:
     if value is None:
         return []
     return [
-        (name, text(item) if isinstance(item, str) else json.dumps(item))
+        (name, storable(item) if isinstance(item, str) else json.dumps(item))
         for name, item in value.items()
         if item is not None
     ]
@@ -103,7 +96,7 @@ def first(pairs: list[tuple[str, str]], name: str) -> str | None:
     """
     for field, value in pairs:
         if field == name:
-            return text(value)
+            return storable(value)
     return None
 
 
@@ -117,7 +110,7 @@ def credential(pairs: list[tuple[str, str]], name: str) -> str | None:
         if found is not None and found != value:
             return ""
         found = value
-    return None if found is None else text(found)
+    return None if found is None else storable(found)
 
 
 def collect(pairs: list[tuple[str, str]]) -> dict[str, str]:
@@ -126,7 +119,7 @@ def collect(pairs: list[tuple[str, str]]) -> dict[str, str]:
     for name, raw in pairs:
         if name not in FIELDS:
             continue
-        value = text(raw)
+        value = storable(raw)
         if name in found and name in _SINGLE and found[name] != value:
             found[name] = ""
             continue

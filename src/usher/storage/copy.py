@@ -39,39 +39,13 @@ import psycopg
 from usher.progress import OnProgress, no_progress
 from usher.protocol.errors import ConfigError, StorageError
 from usher.storage import storage_for_url
-from usher.storage.pgconfig import parse_url
-from usher.storage.pgsql import storable
+from usher.storage.postgres.config import parse_url
+from usher.storage.schema import SIGNATURES, TABLES, Table
 from usher.storage.sqlite import sqlite_path
+from usher.tickets.text import storable
 
 Row = tuple[Any, ...]
 
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    name: str
-    key: str
-    columns: tuple[str, ...]
-    #: Columns SQLite keeps as 0/1 and PostgreSQL as booleans.
-    booleans: frozenset[str] = frozenset()
-    #: Columns that never change once a row exists: a resumed copy checks
-    #: that the destination's last row is the source's row with that key.
-    identity: tuple[str, ...] = ()
-
-
-TABLES: Final = (
-    Table("accounts", "cdn", ("cdn", "username", "api_key", "secret", "disabled", "created_at"),
-          frozenset({"disabled"}), ("cdn", "username")),
-    Table("panel_passwords", "cdn", ("cdn", "hash", "updated_at"), identity=("cdn",)),
-    Table("tickets", "id", ("id", "cdn", "key", "pass", "ip", "video", "app", "uses", "use_count",
-                            "active", "created_at", "expire_at", "used_at", "bound_ips"),
-          frozenset({"active"}), ("id", "key", "created_at")),
-    Table("attempts", "id", ("id", "cdn", "at", "key", "pass", "ip", "video", "app", "appinst",
-                             "pageurl", "refurl", "success", "reason", "server_ip"),
-          frozenset({"success"}), ("id", "at", "key")),
-)  # fmt: skip
-SIGNATURES: Final = Table(
-    "used_signatures", "digest", ("digest", "expires_at"), identity=("digest",)
-)
 
 #: Where a PostgreSQL destination keeps the definitions of the indexes it
 #: builds only once a table is copied (see PostgresEndpoint.begin).

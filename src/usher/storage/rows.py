@@ -11,15 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from usher.storage.base import MAX_ATTEMPT_FIELD
 from usher.tickets.model import (
     Account,
     Attempt,
     AttemptFilter,
     CheckRequest,
     Decision,
+    PlaybackSession,
     Ticket,
     TicketFilter,
 )
+from usher.tickets.text import storable
 
 Criteria = list[tuple[str, object]]
 
@@ -65,6 +68,11 @@ def attempt_from_row(row: tuple[Any, ...]) -> Attempt:
     )
 
 
+def session_from_row(row: tuple[Any, ...]) -> PlaybackSession:
+    """A playback session from its columns in :class:`PlaybackSession` field order."""
+    return PlaybackSession(*row)
+
+
 def account_from_row(row: tuple[Any, ...]) -> Account:
     """An account from ``cdn, username, api_key, secret, disabled, created_at``."""
     return Account(row[0], row[1], row[2], row[3], bool(row[4]), row[5])
@@ -95,6 +103,19 @@ def attempt_criteria(cdn: int, where: AttemptFilter) -> Criteria:
         ("at >=", where.start),
         ("at <=", where.end),
     ]
+
+
+def ticket_where(cdn: int, where: TicketFilter, mark: str) -> tuple[str, list[object]]:
+    """The ``WHERE`` body for ``sevu.search`` (tickets aliased ``t``), with
+    ``mark`` as the placeholder and text values made storable."""
+    return clauses(ticket_criteria(cdn, where), mark, clean=storable)
+
+
+def attempt_where(cdn: int, where: AttemptFilter, mark: str) -> tuple[str, list[object]]:
+    """The ``WHERE`` body for an account's attempts, with ``mark`` (``?`` or
+    ``%s``) as the placeholder; text values are made storable, so a filter for
+    a logged value finds it."""
+    return clauses(attempt_criteria(cdn, where), mark, clean=storable)
 
 
 def panel_session_criteria(
@@ -175,3 +196,33 @@ def applied(ticket: Ticket, decision: Decision, now: int) -> Ticket:
         ticket.bound_ips + ((decision.bind,) if decision.bind else ()),
         ticket.account_disabled,
     )
+
+
+def clip(value: str) -> str:
+    """Caller text as an attempt or session column keeps it: cut to
+    :data:`~usher.storage.base.MAX_ATTEMPT_FIELD` characters, storable."""
+    return storable(value[:MAX_ATTEMPT_FIELD])
+
+
+def ticket_values(ticket: Ticket) -> tuple[object, ...]:
+    """A new ticket's row in :data:`~usher.storage.schema.TICKET_INSERT` order."""
+    return (
+        storable(ticket.key),
+        ticket.cdn,
+        storable(ticket.password),
+        storable(ticket.ip),
+        storable(ticket.video),
+        storable(ticket.app),
+        ticket.uses,
+        ticket.use_count,
+        ticket.active,
+        ticket.created_at,
+        ticket.expire_at,
+        ticket.used_at,
+        "|".join(ticket.bound_ips),
+    )
+
+
+def placeholders(count: int, mark: str) -> str:
+    """``(?, ?, …)`` or ``(%s, %s, …)``: one row of ``count`` values."""
+    return "(" + ", ".join([mark] * count) + ")"

@@ -10,7 +10,7 @@ Why this shape:
     arrive at: ``uses = N`` allows exactly N and an ``auto`` slot binds once.
     Only the ticket row is locked, never its account. Each node runs its
     checks in batches, one transaction and one commit per batch (group
-    commit, see pgchecks.py), so a popular ticket's checks do not each wait
+    commit, see postgres/checks.py), so a popular ticket's checks do not each wait
     for the previous one's WAL flush;
   - a replay claim is one ``INSERT … ON CONFLICT DO UPDATE … WHERE expired``;
   - a revocation is a committed ``UPDATE`` that the next check on any node
@@ -28,7 +28,7 @@ Why this shape:
   ``statement_timeout`` bounds every statement. A lost connection makes the
   pool test its idle connections at once, so after a database restart only
   the requests in flight fail (how reads are retried: see
-  :mod:`usher.storage.pgrunner`).
+  :mod:`usher.storage.postgres.runner`).
 """
 
 from __future__ import annotations
@@ -39,32 +39,36 @@ import psycopg
 
 from usher.protocol.errors import AlreadyExists, StorageBusy
 from usher.storage.base import Decider, Storage
-from usher.storage.pgchecks import CheckBatcher
-from usher.storage.pgconfig import parse_url
-from usher.storage.pgpanel import PostgresPanelMixin
-from usher.storage.pgrunner import PgRunner
-from usher.storage.pgsessions import PostgresSessionsMixin
-from usher.storage.pgsql import (
-    ACCOUNT_COLUMNS,
-    ATTEMPT_COLUMNS,
+from usher.storage.postgres.checks import CheckBatcher
+from usher.storage.postgres.config import parse_url
+from usher.storage.postgres.panel import PostgresPanelMixin
+from usher.storage.postgres.playback import PostgresPlaybackMixin
+from usher.storage.postgres.runner import PgRunner
+from usher.storage.postgres.sql import (
     CLAIM,
-    TICKET_COLUMNS,
-    TICKET_FROM,
     Conn,
     apply_decision,
-    attempt_where,
     inserted_id,
     lock_ticket,
     log_attempt,
-    storable,
     storable_request,
 )
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
-    clauses,
-    ticket_criteria,
+    attempt_where,
+    placeholders,
     ticket_from_row,
+    ticket_values,
+    ticket_where,
+)
+from usher.storage.schema import (
+    ACCOUNT_COLUMNS,
+    ATTEMPT_COLUMNS,
+    TICKET_COLUMNS,
+    TICKET_FROM,
+    TICKET_INSERT,
+    TICKET_INSERT_COLUMNS,
 )
 from usher.tickets.model import (
     Account,
@@ -76,12 +80,14 @@ from usher.tickets.model import (
     Ticket,
     TicketFilter,
 )
+from usher.tickets.text import storable
 
 #: How often (in claims, per node) expired replay-protection rows are purged.
 _PURGE_EVERY: Final = 1000
+_TICKET_ROW: Final = placeholders(len(TICKET_INSERT_COLUMNS), "%s")
 
 
-class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
+class PostgresStorage(PostgresPanelMixin, PostgresPlaybackMixin, Storage):
     """Storage in a PostgreSQL database shared by any number of nodes."""
 
     def __init__(self, url: str) -> None:
@@ -192,24 +198,7 @@ class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
 
     async def insert_ticket(self, ticket: Ticket) -> None:
         await self._db.write(
-            "INSERT INTO tickets (cdn, key, pass, ip, video, app, uses, use_count, active,"
-            " created_at, expire_at, used_at, bound_ips)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                ticket.cdn,
-                storable(ticket.key),
-                storable(ticket.password),
-                storable(ticket.ip),
-                storable(ticket.video),
-                storable(ticket.app),
-                ticket.uses,
-                ticket.use_count,
-                ticket.active,
-                ticket.created_at,
-                ticket.expire_at,
-                ticket.used_at,
-                "|".join(ticket.bound_ips),
-            ),
+            f"INSERT INTO tickets ({TICKET_INSERT}) VALUES {_TICKET_ROW}", ticket_values(ticket)
         )
 
     async def get_ticket(self, cdn: int, key: str) -> Ticket | None:
@@ -229,7 +218,7 @@ class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
     async def search_tickets(
         self, cdn: int, where: TicketFilter, page: Page
     ) -> tuple[list[Ticket], int]:
-        sql, params = clauses(ticket_criteria(cdn, where), "%s", clean=storable)
+        sql, params = ticket_where(cdn, where, "%s")
         # One statement, so the page and the total come from one snapshot.
         # The count row is always there; a page past the end joins nothing.
         rows = await self._db.fetchall(
@@ -276,7 +265,7 @@ class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
     async def list_attempts(
         self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
     ) -> list[Attempt]:
-        sql, params = attempt_where(cdn, where)
+        sql, params = attempt_where(cdn, where, "%s")
         order = "DESC" if newest_first else ""
         rows = await self._db.fetchall(
             f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql}"
@@ -286,6 +275,6 @@ class PostgresStorage(PostgresPanelMixin, PostgresSessionsMixin, Storage):
         return [attempt_from_row(row) for row in rows]
 
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
-        sql, params = attempt_where(cdn, where)
+        sql, params = attempt_where(cdn, where, "%s")
         row = await self._db.fetchone(f"SELECT count(*) FROM attempts WHERE {sql}", params)
         return int(row[0]) if row else 0

@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRe
 
 from usher.protocol.errors import AlreadyExists, StorageBusy, StorageError, StorageUnavailable
 from usher.storage import migrations
-from usher.storage.pgconfig import PostgresTarget
+from usher.storage.postgres.config import PostgresTarget
 
 log = logging.getLogger("usher.storage.postgres")
 

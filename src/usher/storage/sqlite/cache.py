@@ -9,7 +9,7 @@ provided it forgets everything whenever that may stop being true:
   the same file): ``PRAGMA data_version`` changes, checked at every batch's
   ``BEGIN IMMEDIATE``, while the write lock is held;
 * a writer job that may touch tickets or accounts ran (revoke, account
-  disable, panel edits): :class:`~usher.storage.sqlite_engine.SQLiteEngine`
+  disable, panel edits): :class:`~usher.storage.sqlite.engine.SQLiteEngine`
   calls :meth:`TicketCache.invalidate` after every job not marked as keeping
   the state;
 * a job, a group of checks or a whole batch failed and was rolled back.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from usher.storage.sqlite_engine import BATCH_MAX
+from usher.storage.sqlite.engine import BATCH_MAX
 from usher.tickets.model import Ticket
 
 #: Tickets kept at most; the oldest entry goes first. About 600 bytes each.

@@ -38,14 +38,8 @@ from typing import Final
 
 from usher.protocol.errors import StorageBusy, StorageUnavailable
 from usher.storage.base import Decider
-from usher.storage.pgrunner import CLOSE_GRACE, PgRunner
-from usher.storage.pgsql import (
-    BATCH_APPLY,
-    BATCH_LOCK,
-    BATCH_LOG,
-    Conn,
-    attempt_row,
-)
+from usher.storage.postgres.runner import CLOSE_GRACE, PgRunner
+from usher.storage.postgres.sql import BATCH_APPLY, BATCH_LOCK, BATCH_LOG, Conn, attempt_row
 from usher.storage.rows import applied, ticket_from_row
 from usher.tickets.model import CheckOutcome, CheckRequest, Decision, Ticket
 

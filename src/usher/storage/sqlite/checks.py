@@ -5,7 +5,7 @@ and the attempt row are one atomic, serialised step.
 
 :class:`CheckGroup` runs a whole run of queued checks at once: the decisions
 one after another in Python (each sees the ticket as the previous one left
-it, through the :class:`~usher.storage.sqlite_cache.TicketCache`), then one
+it, through the :class:`~usher.storage.sqlite.cache.TicketCache`), then one
 ``UPDATE`` per ticket the group changed and multi-row ``INSERT`` statements for the
 attempts. That is what lets one writer thread keep up: the per-check path
 costs several SQLite statements, and each statement hands the GIL back and
@@ -20,9 +20,10 @@ from collections.abc import Iterator, Sequence
 from typing import Final, NamedTuple
 
 from usher.storage.base import Decider
-from usher.storage.rows import applied, attempt_values, ticket_from_row
-from usher.storage.sqlite_cache import TicketCache
-from usher.storage.sqlite_rows import TICKET_COLUMNS, TICKET_FROM, clip, storable
+from usher.storage.rows import applied, attempt_values, clip, placeholders, ticket_from_row
+from usher.storage.schema import ATTEMPT_INSERT, ATTEMPT_INSERT_COLUMNS, TICKET_COLUMNS, TICKET_FROM
+from usher.storage.sqlite.cache import TicketCache
+from usher.tickets.attribution import app_owner
 from usher.tickets.model import (
     CheckOutcome,
     CheckRequest,
@@ -31,12 +32,10 @@ from usher.tickets.model import (
     SessionOutcome,
     Ticket,
 )
+from usher.tickets.text import storable
 
-_ATTEMPT_INSERT: Final = (
-    "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-    " refurl, success, reason, server_ip) VALUES "
-)
-_ATTEMPT_ROW: Final = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ATTEMPT_INSERT: Final = f"INSERT INTO attempts ({ATTEMPT_INSERT}) VALUES "
+_ATTEMPT_ROW: Final = placeholders(len(ATTEMPT_INSERT_COLUMNS), "?")
 #: Rows per multi-row statement at most. Each statement hands the GIL back
 #: and forth once, so a run of checks is split into powers of two (a 28-check
 #: group is three statements, and there are only ten statement shapes for the
@@ -106,7 +105,7 @@ def apply_check(
 
 class CheckGroup:
     """Runs consecutive queued checks as one step of the writer (see the
-    module docstring); a :class:`~usher.storage.sqlite_engine.JobGroup`."""
+    module docstring); a :class:`~usher.storage.sqlite.engine.JobGroup`."""
 
     def __init__(self, cache: TicketCache) -> None:
         self._cache = cache
@@ -202,9 +201,9 @@ def resume_session(
 
 
 def cdn_for_app(conn: sqlite3.Connection, cache: TicketCache, app: str) -> int | None:
-    """The account whose ``username-`` prefixes ``app`` (usernames hold no ``-``)."""
-    username, dash, _ = app.partition("-")
-    if not dash:
+    """The cdn of the account :func:`~usher.tickets.attribution.app_owner` names."""
+    username = app_owner(app)
+    if username is None:
         return None
     known, cdn = cache.owner(username)
     if not known:

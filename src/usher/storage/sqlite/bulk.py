@@ -26,6 +26,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from usher.protocol.errors import StorageError
+from usher.storage.rows import placeholders
+from usher.storage.schema import (
+    ACCOUNT_COLUMNS,
+    ATTEMPT_INSERT,
+    ATTEMPT_INSERT_COLUMNS,
+    TICKET_INSERT,
+    TICKET_INSERT_COLUMNS,
+)
 
 AttemptRows = Iterable[Sequence[tuple[object, ...]]]
 
@@ -105,9 +113,7 @@ class BulkLoader:
 
     def insert_accounts(self, rows: list[tuple[int, str, str, str, int]]) -> None:
         self.conn.executemany(
-            "INSERT INTO accounts (cdn, username, api_key, secret, disabled, created_at)"
-            " VALUES (?, ?, ?, ?, 0, ?)",
-            rows,
+            f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, 0, ?)", rows
         )
 
     def next_cdn(self) -> int:
@@ -119,18 +125,18 @@ class BulkLoader:
 
     def insert_attempts(self, chunks: AttemptRows, progress: Callable[[int], None]) -> None:
         insert = (
-            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-            " refurl, success, reason, server_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO attempts ({ATTEMPT_INSERT})"
+            f" VALUES {placeholders(len(ATTEMPT_INSERT_COLUMNS), '?')}"
         )
         for rows in chunks:
             self.conn.executemany(insert, rows)
             progress(len(rows))
 
     def insert_tickets(self, rows: Iterable[tuple[object, ...]]) -> None:
+        """Rows in :data:`~usher.storage.schema.TICKET_INSERT` order."""
         self.conn.executemany(
-            "INSERT INTO tickets (cdn, key, pass, ip, video, app, uses, active, created_at,"
-            " expire_at, use_count, used_at, bound_ips)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO tickets ({TICKET_INSERT})"
+            f" VALUES {placeholders(len(TICKET_INSERT_COLUMNS), '?')}",
             rows,
         )
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Final
 
 from usher.tickets.model import AttemptFilter
+from usher.tickets.text import storable
 
 #: Selective columns in the order they are preferred as the driving index:
 #: a key has the fewest attempts, then a pass, then an address.
@@ -50,7 +51,7 @@ def _filters(where: AttemptFilter) -> dict[str, object]:
         ("success", None if where.success is None else int(where.success)),
     ):
         if value is not None:
-            found[column] = value
+            found[column] = storable(value) if isinstance(value, str) else value
     return found
 
 
@@ -72,8 +73,8 @@ def count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
         params: list[object] = [
             cdn,
             grain,
-            "" if where.app is None else where.app,
-            "" if where.video is None else where.video,
+            "" if where.app is None else storable(where.app),
+            "" if where.video is None else storable(where.video),
         ]
         if where.success is None:
             return ROLLUP_SQL, params

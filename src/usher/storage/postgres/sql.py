@@ -10,39 +10,29 @@ uses.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Any, Final
 
 import psycopg
 
-from usher.storage.base import MAX_ATTEMPT_FIELD
 from usher.storage.rows import (
     applied,
-    attempt_criteria,
     attempt_values,
-    clauses,
+    clip,
     ticket_from_row,
 )
+from usher.storage.schema import ATTEMPT_INSERT, TICKET_COLUMNS, TICKET_FROM
+from usher.tickets.attribution import app_owner
 from usher.tickets.model import (
-    AttemptFilter,
     CheckRequest,
     Decision,
     Ticket,
 )
+from usher.tickets.text import storable
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 
-TICKET_COLUMNS: Final = (
-    "t.key, t.cdn, t.pass, t.ip, t.video, t.app, t.uses, t.use_count, t.active, "
-    "t.created_at, t.expire_at, t.used_at, t.bound_ips, a.disabled"
-)
-TICKET_FROM: Final = "FROM tickets t JOIN accounts a ON a.cdn = t.cdn"
-ATTEMPT_COLUMNS: Final = (
-    "id, cdn, at, key, pass, ip, video, app, appinst, pageurl, refurl, success, reason, server_ip"
-)
-ACCOUNT_COLUMNS: Final = "cdn, username, api_key, secret, disabled, created_at"
 
 # The check: lock the ticket row (not its account's), then apply and log.
 CHECK_LOCK: Final = f"SELECT t.id, {TICKET_COLUMNS} {TICKET_FROM} WHERE t.key = %s FOR UPDATE OF t"
@@ -53,12 +43,11 @@ CHECK_APPLY: Final = (
 # prefixes its app; the lookup rides along in the INSERT instead of costing
 # a round trip of its own.
 CHECK_LOG: Final = (
-    "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl, refurl,"
-    " success, reason, server_ip)"
+    f"INSERT INTO attempts ({ATTEMPT_INSERT})"
     " VALUES (COALESCE(%s::bigint, (SELECT cdn FROM accounts WHERE username = %s::text)),"
     " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
 )
-# The same check for a batch (see pgchecks.py). Rows are locked in id order,
+# The same check for a batch (see postgres/checks.py). Rows are locked in id order,
 # which every node's batches share, so two batches never deadlock.
 BATCH_LOCK: Final = (
     f"SELECT t.id, {TICKET_COLUMNS} {TICKET_FROM} WHERE t.key = ANY(%s::text[])"
@@ -74,8 +63,7 @@ BATCH_APPLY: Final = (
 # The ORDER BY makes the identity values follow the arrays' order, so the
 # returned ids, sorted, pair up with the rows as they were passed.
 BATCH_LOG: Final = (
-    "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl, refurl,"
-    " success, reason, server_ip)"
+    f"INSERT INTO attempts ({ATTEMPT_INSERT})"
     " SELECT COALESCE(v.cdn, (SELECT cdn FROM accounts WHERE username = v.username)),"
     " v.at, v.key, v.pass, v.ip, v.video, v.app, v.appinst, v.pageurl, v.refurl,"
     " v.success, v.reason, v.server_ip"
@@ -92,27 +80,11 @@ CLAIM: Final = (
     " WHERE u.expires_at < %s RETURNING 1"
 )
 
-#: Text PostgreSQL cannot store: NUL, and lone surrogates (not UTF-8).
-_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable(value: str) -> str:
-    """``value`` with what PostgreSQL's text type cannot hold replaced by U+FFFD.
-
-    Applied to everything Usher stores or filters by, so a value reads back
-    as it would match: a filter for a logged value finds it.
-    """
-    return _UNSTORABLE.sub("\ufffd", value)
-
-
-def clip(value: str) -> str:
-    return storable(value[:MAX_ATTEMPT_FIELD])
-
 
 def storable_request(request: CheckRequest) -> CheckRequest:
     texts = (request.key, request.password, request.app, request.video, request.ip)
     extra = (request.appinst, request.pageurl, request.refurl, request.server_ip)
-    if not any(_UNSTORABLE.search(text) for text in (*texts, *extra)):
+    if all(storable(text) == text for text in (*texts, *extra)):
         return request
     return replace(
         request,
@@ -126,17 +98,6 @@ def storable_request(request: CheckRequest) -> CheckRequest:
         refurl=storable(request.refurl),
         server_ip=storable(request.server_ip),
     )
-
-
-def attempt_where(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
-    """The ``WHERE`` body (with ``%s`` placeholders) for an account's attempts."""
-    return clauses(attempt_criteria(cdn, where), "%s", clean=storable)
-
-
-def username_of(app: str) -> str | None:
-    """The username an app name starts with (usernames hold no ``-``)."""
-    username, dash, _ = app.partition("-")
-    return username if dash else None
 
 
 async def lock_ticket(conn: Conn, key: str) -> tuple[int, Ticket] | None:
@@ -163,7 +124,7 @@ def attempt_row(
     """What CHECK_LOG takes, and one row of BATCH_LOG's arrays."""
     return (
         None if ticket is None else ticket.cdn,
-        username_of(request.app) if ticket is None else None,
+        app_owner(request.app) if ticket is None else None,
         now,
         *attempt_values(request, decision, clip),
     )

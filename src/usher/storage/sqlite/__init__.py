@@ -1,15 +1,16 @@
 """The embedded SQLite backend.
 
 The connections, the writer thread and its group commit live in
-:mod:`usher.storage.sqlite_engine`; the playback check's transaction in
-:mod:`usher.storage.sqlite_checks`; the control panel's queries in
-:mod:`usher.storage.sqlite_panel`. This module is the :class:`Storage`
+:mod:`usher.storage.sqlite.engine`; the playback check's transaction in
+:mod:`usher.storage.sqlite.checks`; playback sessions in
+:mod:`usher.storage.sqlite.playback`; the control panel's queries in
+:mod:`usher.storage.sqlite.panel`; the shared SQL in
+:mod:`usher.storage.sqlite.sql`. This module is the :class:`Storage`
 interface over them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from typing import Final
 
@@ -18,29 +19,27 @@ from usher.storage.base import Decider, Storage
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
-    clauses,
-    ticket_criteria,
+    attempt_where,
+    placeholders,
     ticket_from_row,
+    ticket_values,
+    ticket_where,
 )
-from usher.storage.sqlite_cache import TicketCache
-from usher.storage.sqlite_checks import CheckGroup, CheckItem, apply_check, resume_session
-from usher.storage.sqlite_counts import count_query
-from usher.storage.sqlite_engine import SQLiteEngine, sqlite_path
-from usher.storage.sqlite_panel import SQLitePanelMethods
-from usher.storage.sqlite_rows import (
+from usher.storage.schema import (
     ACCOUNT_COLUMNS,
     ATTEMPT_COLUMNS,
-    SESSION_COLUMNS,
-    SESSION_INSERT,
-    SESSION_WIDTH,
     TICKET_COLUMNS,
     TICKET_FROM,
-    attempt_where,
-    clip,
-    page_sql,
-    session_of,
-    storable,
+    TICKET_INSERT,
+    TICKET_INSERT_COLUMNS,
 )
+from usher.storage.sqlite.cache import TicketCache
+from usher.storage.sqlite.checks import CheckGroup, CheckItem, apply_check
+from usher.storage.sqlite.counts import count_query
+from usher.storage.sqlite.engine import SQLiteEngine, sqlite_path
+from usher.storage.sqlite.panel import SQLitePanelMixin
+from usher.storage.sqlite.playback import SQLitePlaybackMixin
+from usher.storage.sqlite.sql import page_sql
 from usher.tickets.model import (
     Account,
     Attempt,
@@ -48,22 +47,19 @@ from usher.tickets.model import (
     CheckOutcome,
     CheckRequest,
     Page,
-    PlaybackSession,
-    SessionOutcome,
     Ticket,
     TicketFilter,
 )
+from usher.tickets.text import storable
 
 __all__ = ["SQLiteStorage", "sqlite_path"]
 
-#: How often (in claims or session opens) expired rows are purged.
+#: How often (in claims) expired signatures are purged.
 _PURGE_EVERY: Final = 1000
-#: Seconds an expired session row is kept before a purge may delete it; the
-#: rows are tiny, and a little slack keeps purges away from live rows.
-_SESSION_GRACE: Final = 3600
+_TICKET_ROW: Final = placeholders(len(TICKET_INSERT_COLUMNS), "?")
 
 
-class SQLiteStorage(SQLitePanelMethods, Storage):
+class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, Storage):
     """Storage in one SQLite file (WAL mode)."""
 
     def __init__(self, path: str, *, readers: int = 4, busy_timeout_ms: int = 5000) -> None:
@@ -139,7 +135,8 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
     async def get_account_by_username(self, username: str) -> Account | None:
         row = await self._read(
             lambda conn: conn.execute(
-                f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username = ?", (username,)
+                f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username = ?",
+                (storable(username),),
             ).fetchone()
         )
         return None if row is None else account_from_row(row)
@@ -186,24 +183,8 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
     async def insert_ticket(self, ticket: Ticket) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO tickets (cdn, key, pass, ip, video, app, uses, use_count, active,"
-                " created_at, expire_at, used_at, bound_ips)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    ticket.cdn,
-                    ticket.key,
-                    ticket.password,
-                    ticket.ip,
-                    ticket.video,
-                    ticket.app,
-                    ticket.uses,
-                    ticket.use_count,
-                    int(ticket.active),
-                    ticket.created_at,
-                    ticket.expire_at,
-                    ticket.used_at,
-                    "|".join(ticket.bound_ips),
-                ),
+                f"INSERT INTO tickets ({TICKET_INSERT}) VALUES {_TICKET_ROW}",
+                ticket_values(ticket),
             )
 
         # A new key is never cached: the cache holds only tickets it has read.
@@ -213,7 +194,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
         row = await self._read(
             lambda conn: conn.execute(
                 f"SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE t.key = ? AND t.cdn = ?",
-                (key, cdn),
+                (storable(key), cdn),
             ).fetchone()
         )
         return None if row is None else ticket_from_row(row)
@@ -221,7 +202,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
     async def revoke_ticket(self, cdn: int, key: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
-                "UPDATE tickets SET active = 0 WHERE key = ? AND cdn = ?", (key, cdn)
+                "UPDATE tickets SET active = 0 WHERE key = ? AND cdn = ?", (storable(key), cdn)
             )
             return cursor.rowcount > 0
 
@@ -230,7 +211,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
     async def search_tickets(
         self, cdn: int, where: TicketFilter, page: Page
     ) -> tuple[list[Ticket], int]:
-        sql, params = clauses(ticket_criteria(cdn, where), "?")
+        sql, params = ticket_where(cdn, where, "?")
 
         def run(conn: sqlite3.Connection) -> tuple[list[Ticket], int]:
             # One read transaction so the page and the total agree.
@@ -267,101 +248,10 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
             keeps_state=True,
         )
 
-    # -- playback sessions ------------------------------------------------------------
-
-    async def lookup_ticket(self, key: str) -> Ticket | None:
-        row = await self._read(
-            lambda conn: conn.execute(
-                f"SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE t.key = ?", (storable(key),)
-            ).fetchone()
-        )
-        return None if row is None else ticket_from_row(row)
-
-    async def lookup_session(self, session_id: str) -> tuple[PlaybackSession, Ticket | None] | None:
-        # One statement, so the session and its ticket come from one snapshot.
-        row = await self._read(
-            lambda conn: conn.execute(
-                f"SELECT {SESSION_COLUMNS}, {TICKET_COLUMNS} FROM playback_sessions s"
-                " LEFT JOIN tickets t ON t.key = s.key LEFT JOIN accounts a ON a.cdn = t.cdn"
-                " WHERE s.id = ?",
-                (session_id,),
-            ).fetchone()
-        )
-        if row is None:
-            return None
-        width = SESSION_WIDTH
-        return session_of(row[:width]), (
-            None if row[width] is None else ticket_from_row(row[width:])
-        )
-
-    async def open_session(
-        self,
-        request: CheckRequest,
-        decide: Decider,
-        now: int,
-        *,
-        session_id: str,
-        ttl: int,
-        reuse: bool,
-    ) -> SessionOutcome:
-        self._session_opens += 1
-        purge = self._session_opens % _PURGE_EVERY == 0
-
-        def run(conn: sqlite3.Connection) -> SessionOutcome:
-            if purge:
-                conn.execute(
-                    "DELETE FROM playback_sessions WHERE expires_at < ?", (now - _SESSION_GRACE,)
-                )
-            row = conn.execute(
-                f"SELECT {SESSION_COLUMNS} FROM playback_sessions s WHERE s.id = ?",
-                (session_id,),
-            ).fetchone()
-            found = None if row is None else session_of(row)
-            if reuse and found is not None and found.expires_at > now:
-                return resume_session(conn, self._tickets, found, request, decide, now, ttl)
-            outcome, ticket = apply_check(conn, self._tickets, request, decide, now, log=True)
-            session = None
-            if outcome.decision.allowed:
-                session = PlaybackSession(
-                    id=session_id,
-                    key=clip(request.key),
-                    cdn=None if ticket is None else ticket.cdn,
-                    ip=clip(request.ip),
-                    app=clip(request.app),
-                    video=clip(request.video),
-                    created_at=now,
-                    expires_at=now + ttl,
-                )
-                conn.execute(
-                    f"INSERT OR REPLACE INTO playback_sessions ({SESSION_INSERT})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    dataclasses.astuple(session),
-                )
-            return SessionOutcome(outcome.decision, outcome.attempt_id, ticket, session, False)
-
-        return await self._write(run, keeps_state=True)
-
-    async def renew_session(self, session_id: str, *, expires_at: int) -> bool:
-        def run(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "UPDATE playback_sessions SET expires_at = MAX(expires_at, ?) WHERE id = ?",
-                (expires_at, session_id),
-            )
-            return cursor.rowcount > 0
-
-        return await self._write(run, keeps_state=True)
-
-    async def close_session(self, session_id: str) -> bool:
-        def run(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute("DELETE FROM playback_sessions WHERE id = ?", (session_id,))
-            return cursor.rowcount > 0
-
-        return await self._write(run, keeps_state=True)
-
     async def list_attempts(
         self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
     ) -> list[Attempt]:
-        sql, params = attempt_where(cdn, where)
+        sql, params = attempt_where(cdn, where, "?")
         order = "id DESC" if newest_first else "id"
         rows = await self._read(
             lambda conn: conn.execute(
@@ -373,7 +263,7 @@ class SQLiteStorage(SQLitePanelMethods, Storage):
         return [attempt_from_row(row) for row in rows]
 
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
-        # Rollup rows or the one selective index; see sqlite_counts.
+        # Rollup rows or the one selective index; see sqlite/counts.py.
         sql, params = count_query(cdn, where)
         row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
         return int(row[0])

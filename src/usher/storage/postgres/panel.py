@@ -6,8 +6,6 @@ each module stays about one concern.
 
 from __future__ import annotations
 
-from typing import Final
-
 from usher.storage.base import (
     AttemptColumn,
     PanelSession,
@@ -15,9 +13,9 @@ from usher.storage.base import (
     check_timeline_bounds,
     check_top_limit,
 )
-from usher.storage.pgrunner import PgRunner
-from usher.storage.pgsql import attempt_where
-from usher.storage.rows import clauses, panel_session_criteria
+from usher.storage.postgres.runner import PgRunner
+from usher.storage.rows import attempt_where, clauses, panel_session_criteria
+from usher.storage.schema import GROUPABLE
 from usher.tickets.model import AttemptFilter
 
 
@@ -32,7 +30,7 @@ class PostgresPanelMixin:
         self, cdn: int, where: AttemptFilter, bucket: int
     ) -> list[TimelineBucket]:
         check_timeline_bounds(where, bucket)
-        sql, params = attempt_where(cdn, where)
+        sql, params = attempt_where(cdn, where, "%s")
         # Integer division of non-negative integers floors, so every attempt
         # lands in the bucket that starts at a multiple of ``bucket``.
         rows = await self._db.fetchall(
@@ -47,8 +45,8 @@ class PostgresPanelMixin:
         self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
     ) -> list[tuple[str, int]]:
         check_top_limit(limit)
-        name = _GROUPABLE[column]  # a fixed column name, never caller text
-        sql, params = attempt_where(cdn, where)
+        name = GROUPABLE[column]  # a fixed column name, never caller text
+        sql, params = attempt_where(cdn, where, "%s")
         # COLLATE "C": ties break by code point, as in SQLite, whatever the
         # database's own collation.
         rows = await self._db.fetchall(
@@ -119,13 +117,3 @@ class PostgresPanelMixin:
             return 0
         _, count = await self._db.write(f"DELETE FROM panel_sessions WHERE {where}", params)
         return count
-
-
-#: ``top_attempt_values`` columns, mapped to SQL through this fixed table.
-_GROUPABLE: Final[dict[str, str]] = {
-    "reason": "reason",
-    "ip": "ip",
-    "key": "key",
-    "app": "app",
-    "video": "video",
-}

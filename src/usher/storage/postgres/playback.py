@@ -11,34 +11,36 @@ one waits for the ticket lock and then reads the session the first created.
 from __future__ import annotations
 
 from dataclasses import astuple, replace
-from typing import Any, Final
+from typing import Final
 
 from usher.storage.base import Decider
-from usher.storage.pgrunner import PgRunner
-from usher.storage.pgsql import (
+from usher.storage.postgres.runner import PgRunner
+from usher.storage.postgres.sql import (
     CHECK_LOCK,
-    TICKET_COLUMNS,
-    TICKET_FROM,
     Conn,
     Cursor,
     apply_decision,
-    clip,
     inserted_id,
     log_attempt,
-    storable,
     storable_request,
 )
-from usher.storage.rows import ticket_from_row
+from usher.storage.rows import clip, placeholders, session_from_row, ticket_from_row
+from usher.storage.schema import (
+    SESSION_COLUMNS,
+    SESSION_INSERT,
+    SESSION_WIDTH,
+    TICKET_COLUMNS,
+    TICKET_FROM,
+)
 from usher.tickets.model import CheckRequest, PlaybackSession, SessionOutcome, Ticket
+from usher.tickets.text import storable
 
-_SESSION_COLUMNS: Final = "s.id, s.key, s.cdn, s.ip, s.app, s.video, s.created_at, s.expires_at"
-_SESSION_WIDTH: Final = 8
 _SESSION_LOCK: Final = (
-    f"SELECT {_SESSION_COLUMNS} FROM playback_sessions s WHERE s.id = %s FOR UPDATE"
+    f"SELECT {SESSION_COLUMNS} FROM playback_sessions s WHERE s.id = %s FOR UPDATE"
 )
 _SESSION_UPSERT: Final = (
-    "INSERT INTO playback_sessions (id, key, cdn, ip, app, video, created_at, expires_at)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    f"INSERT INTO playback_sessions ({SESSION_INSERT})"
+    f" VALUES {placeholders(SESSION_WIDTH, '%s')}"
     " ON CONFLICT (id) DO UPDATE SET key = EXCLUDED.key, cdn = EXCLUDED.cdn, ip = EXCLUDED.ip,"
     " app = EXCLUDED.app, video = EXCLUDED.video, created_at = EXCLUDED.created_at,"
     " expires_at = EXCLUDED.expires_at"
@@ -50,11 +52,7 @@ _SESSION_GRACE: Final = 3600
 _PURGE_EVERY: Final = 1000
 
 
-def _session(row: tuple[Any, ...]) -> PlaybackSession:
-    return PlaybackSession(*row)
-
-
-class PostgresSessionsMixin:
+class PostgresPlaybackMixin:
     """Playback sessions; needs the storage's :class:`PgRunner`."""
 
     _db: PgRunner
@@ -69,16 +67,16 @@ class PostgresSessionsMixin:
     async def lookup_session(self, session_id: str) -> tuple[PlaybackSession, Ticket | None] | None:
         # One statement, so the session and its ticket come from one snapshot.
         row = await self._db.fetchone(
-            f"SELECT {_SESSION_COLUMNS}, {TICKET_COLUMNS} FROM playback_sessions s"
+            f"SELECT {SESSION_COLUMNS}, {TICKET_COLUMNS} FROM playback_sessions s"
             " LEFT JOIN tickets t ON t.key = s.key LEFT JOIN accounts a ON a.cdn = t.cdn"
             " WHERE s.id = %s",
             (storable(session_id),),
         )
         if row is None:
             return None
-        width = _SESSION_WIDTH
+        width = SESSION_WIDTH
         ticket = None if row[width] is None else ticket_from_row(row[width:])
-        return _session(row[:width]), ticket
+        return session_from_row(row[:width]), ticket
 
     async def open_session(
         self,
@@ -111,7 +109,7 @@ class PostgresSessionsMixin:
                     locked = await ticket_cursor.fetchone()
                     found_row = await session_cursor.fetchone()
                     ticket = None if locked is None else ticket_from_row(locked[1:])
-                    found = None if found_row is None else _session(found_row)
+                    found = None if found_row is None else session_from_row(found_row)
                     if reuse and found is not None and found.expires_at > now:
                         # A re-check of an open session: nothing counted or bound.
                         decision = decide(ticket, replace(request, count_use=False), now)

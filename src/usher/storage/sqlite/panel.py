@@ -4,7 +4,6 @@ passwords and panel sessions (a mixin of :class:`SQLiteStorage`)."""
 from __future__ import annotations
 
 import sqlite3
-from typing import Final
 
 from usher.storage.base import (
     AttemptColumn,
@@ -13,20 +12,20 @@ from usher.storage.base import (
     check_timeline_bounds,
     check_top_limit,
 )
-from usher.storage.rows import clauses, panel_session_criteria
-from usher.storage.sqlite_engine import SQLiteAccess
-from usher.storage.sqlite_rows import attempt_where
+from usher.storage.rows import attempt_where, clauses, panel_session_criteria
+from usher.storage.schema import GROUPABLE
+from usher.storage.sqlite.engine import SQLiteAccess
 from usher.tickets.model import AttemptFilter
 
 
-class SQLitePanelMethods(SQLiteAccess):
+class SQLitePanelMixin(SQLiteAccess):
     # -- attempt statistics ------------------------------------------------------------
 
     async def attempt_timeline(
         self, cdn: int, where: AttemptFilter, bucket: int
     ) -> list[TimelineBucket]:
         check_timeline_bounds(where, bucket)
-        sql, params = attempt_where(cdn, where)
+        sql, params = attempt_where(cdn, where, "?")
         # Integer division of non-negative integers floors, so every attempt
         # lands in the bucket that starts at a multiple of ``bucket``.
         rows = await self._read(
@@ -42,8 +41,8 @@ class SQLitePanelMethods(SQLiteAccess):
         self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
     ) -> list[tuple[str, int]]:
         check_top_limit(limit)
-        name = _GROUPABLE[column]  # a fixed column name, never caller text
-        sql, params = attempt_where(cdn, where)
+        name = GROUPABLE[column]  # a fixed column name, never caller text
+        sql, params = attempt_where(cdn, where, "?")
         rows = await self._read(
             lambda conn: conn.execute(
                 f"SELECT {name}, COUNT(*) AS n FROM attempts WHERE {sql}"
@@ -128,13 +127,3 @@ class SQLitePanelMethods(SQLiteAccess):
             return cursor.rowcount
 
         return await self._write(run)
-
-
-#: ``top_attempt_values`` columns, mapped to SQL through this fixed table.
-_GROUPABLE: Final[dict[str, str]] = {
-    "reason": "reason",
-    "ip": "ip",
-    "key": "key",
-    "app": "app",
-    "video": "video",
-}

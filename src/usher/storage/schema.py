@@ -1,0 +1,108 @@
+"""The tables every backend holds, described once.
+
+The column lists the backends' SQL is built from, the tables ``usher db copy``
+moves, and the column order :mod:`usher.storage.rows` maps rows from all come
+from here. Each backend's dialect SQL (placeholders, upserts, locking) stays
+in its own package; only the names and their order are shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Final
+
+from usher.tickets.model import Attempt, PlaybackSession, Ticket
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    #: The column rows are ordered and resumed by (``usher db copy``).
+    key: str
+    columns: tuple[str, ...]
+    #: Columns SQLite keeps as 0/1 and PostgreSQL as booleans.
+    booleans: frozenset[str] = frozenset()
+    #: Columns that never change once a row exists: a resumed copy checks
+    #: that the destination's last row is the source's row with that key.
+    identity: tuple[str, ...] = ()
+
+    def listed(self, *, alias: str = "", without: tuple[str, ...] = ()) -> str:
+        """The columns as a SQL list, optionally qualified by ``alias``."""
+        prefix = f"{alias}." if alias else ""
+        return ", ".join(prefix + column for column in self.columns if column not in without)
+
+
+ACCOUNTS: Final = Table(
+    "accounts",
+    "cdn",
+    ("cdn", "username", "api_key", "secret", "disabled", "created_at"),
+    frozenset({"disabled"}),
+    ("cdn", "username"),
+)
+PANEL_PASSWORDS: Final = Table(
+    "panel_passwords", "cdn", ("cdn", "hash", "updated_at"), identity=("cdn",)
+)
+TICKETS: Final = Table(
+    "tickets",
+    "id",
+    # After ``id``, in the order of :class:`~usher.tickets.model.Ticket`'s
+    # fields, which ``rows.ticket_from_row`` reads.
+    ("id", "key", "cdn", "pass", "ip", "video", "app", "uses", "use_count", "active",
+     "created_at", "expire_at", "used_at", "bound_ips"),
+    frozenset({"active"}),
+    ("id", "key", "created_at"),
+)  # fmt: skip
+ATTEMPTS: Final = Table(
+    "attempts",
+    "id",
+    # The order of :class:`~usher.tickets.model.Attempt`'s fields.
+    ("id", "cdn", "at", "key", "pass", "ip", "video", "app", "appinst", "pageurl", "refurl",
+     "success", "reason", "server_ip"),
+    frozenset({"success"}),
+    ("id", "at", "key"),
+)  # fmt: skip
+PLAYBACK_SESSIONS: Final = Table(
+    "playback_sessions",
+    "id",
+    # The order of :class:`~usher.tickets.model.PlaybackSession`'s fields.
+    ("id", "key", "cdn", "ip", "app", "video", "created_at", "expires_at"),
+)
+SIGNATURES: Final = Table(
+    "used_signatures", "digest", ("digest", "expires_at"), identity=("digest",)
+)
+#: What ``usher db copy`` moves, in an order that keeps foreign keys whole
+#: (used signatures only on request).
+TABLES: Final = (ACCOUNTS, PANEL_PASSWORDS, TICKETS, ATTEMPTS)
+
+#: A ticket as read: its columns (``key`` first, as ``Ticket`` has them) and
+#: whether its account is disabled.
+TICKET_COLUMNS: Final = TICKETS.listed(alias="t", without=("id",)) + ", a.disabled"
+TICKET_FROM: Final = "FROM tickets t JOIN accounts a ON a.cdn = t.cdn"
+#: A new row's columns: the database numbers ``id``.
+TICKET_INSERT_COLUMNS: Final = TICKETS.columns[1:]
+TICKET_INSERT: Final = ", ".join(TICKET_INSERT_COLUMNS)
+ATTEMPT_COLUMNS: Final = ATTEMPTS.listed()
+ATTEMPT_INSERT_COLUMNS: Final = ATTEMPTS.columns[1:]
+ATTEMPT_INSERT: Final = ", ".join(ATTEMPT_INSERT_COLUMNS)
+ACCOUNT_COLUMNS: Final = ACCOUNTS.listed()
+SESSION_INSERT: Final = PLAYBACK_SESSIONS.listed()
+SESSION_COLUMNS: Final = PLAYBACK_SESSIONS.listed(alias="s")
+SESSION_WIDTH: Final = len(PLAYBACK_SESSIONS.columns)
+
+#: The attempt columns ``Storage.top_attempt_values`` may group by, mapped
+#: to SQL through this fixed table (never caller text).
+GROUPABLE: Final[dict[str, str]] = {name: name for name in ("reason", "ip", "key", "app", "video")}
+
+
+def _attributes(columns: tuple[str, ...]) -> list[str]:
+    return ["password" if column == "pass" else column for column in columns]
+
+
+# The row mappers read columns by position; these fail at import, not at the
+# first mis-mapped row, if the description and the models ever drift apart.
+assert [f.name for f in fields(Ticket)] == [
+    *_attributes(TICKETS.columns[1:]),
+    "account_disabled",
+], "TICKETS.columns must follow Ticket's fields"
+assert [f.name for f in fields(Attempt)] == _attributes(ATTEMPTS.columns)
+assert [f.name for f in fields(PlaybackSession)] == list(PLAYBACK_SESSIONS.columns)
