@@ -71,7 +71,52 @@ class Endpoint(Protocol):
     def close(self) -> None: ...
 
 
-class SQLiteEndpoint:
+class _Reads:
+    """The reading half of an endpoint, the same SQL on both databases but
+    for the placeholder. Booleans stay as each database returns them: every
+    destination takes SQLite's 0/1 and PostgreSQL's booleans as they are, and
+    converting them here cost a Python call per value."""
+
+    #: A DB-API connection whose ``execute`` returns its cursor (sqlite3's
+    #: and psycopg's both do); typed loosely because the two share no type.
+    db: Any
+    mark: str
+
+    def count(self, table: Table, upto: object | None = None) -> int:
+        where = f" WHERE {table.key} <= {self.mark}" if upto is not None else ""
+        params = (upto,) if upto is not None else ()
+        row = self.db.execute(f"SELECT count(*) FROM {table.name}{where}", params).fetchone()
+        return int(row[0]) if row else 0
+
+    def max_key(self, table: Table) -> object | None:
+        # ORDER BY, not max(): PostgreSQL has no max() for bytea keys.
+        row = self.db.execute(
+            f"SELECT {table.key} FROM {table.name} ORDER BY {table.key} DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def read(self, table: Table, after: object | None, limit: int) -> list[Row]:
+        where = f" WHERE {table.key} > {self.mark}" if after is not None else ""
+        params = (after,) if after is not None else ()
+        rows: list[Row] = self.db.execute(
+            f"SELECT {', '.join(table.columns)} FROM {table.name}{where}"
+            f" ORDER BY {table.key} LIMIT {int(limit)}",
+            params,
+        ).fetchall()
+        return rows
+
+    def row_at(self, table: Table, key: object) -> Row | None:
+        row: Row | None = self.db.execute(
+            f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE {table.key} = {self.mark}",
+            (key,),
+        ).fetchone()
+        return row
+
+
+class SQLiteEndpoint(_Reads):
+    db: sqlite3.Connection
+    mark = "?"
+
     def __init__(self, url: str) -> None:
         # A source is read from a helper thread (never two at once).
         self.db = sqlite3.connect(sqlite_path(url), isolation_level=None, check_same_thread=False)
@@ -84,37 +129,6 @@ class SQLiteEndpoint:
             # No fsync per batch: in WAL mode a power cut may lose the last
             # batches but never corrupts, and a re-run copies them again.
             self.db.execute("PRAGMA synchronous = NORMAL")
-
-    def count(self, table: Table, upto: object | None = None) -> int:
-        where = f" WHERE {table.key} <= ?" if upto is not None else ""
-        params = (upto,) if upto is not None else ()
-        return int(
-            self.db.execute(f"SELECT count(*) FROM {table.name}{where}", params).fetchone()[0]
-        )
-
-    def max_key(self, table: Table) -> object | None:
-        row = self.db.execute(
-            f"SELECT {table.key} FROM {table.name} ORDER BY {table.key} DESC LIMIT 1"
-        ).fetchone()
-        return None if row is None else row[0]
-
-    def read(self, table: Table, after: object | None, limit: int) -> list[Row]:
-        where = f" WHERE {table.key} > ?" if after is not None else ""
-        params = (after,) if after is not None else ()
-        rows: list[Row] = self.db.execute(
-            f"SELECT {', '.join(table.columns)} FROM {table.name}{where}"
-            f" ORDER BY {table.key} LIMIT {int(limit)}",
-            params,
-        ).fetchall()
-        # Booleans stay SQLite's 0/1: every destination takes those as they
-        # are, and converting them here cost a Python call per value.
-        return rows
-
-    def row_at(self, table: Table, key: object) -> Row | None:
-        row: Row | None = self.db.execute(
-            f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE {table.key} = ?", (key,)
-        ).fetchone()
-        return row
 
     def prepare(self, table: Table, rows: list[Row]) -> list[Row]:
         return rows
@@ -141,36 +155,12 @@ class SQLiteEndpoint:
         self.db.close()
 
 
-class PostgresEndpoint:
+class PostgresEndpoint(_Reads):
+    db: psycopg.Connection[Row]
+    mark = "%s"
+
     def __init__(self, url: str) -> None:
         self.db = psycopg.connect(parse_url(url).conninfo, autocommit=True)
-
-    def count(self, table: Table, upto: object | None = None) -> int:
-        where = f" WHERE {table.key} <= %s" if upto is not None else ""
-        params = (upto,) if upto is not None else ()
-        row = self.db.execute(f"SELECT count(*) FROM {table.name}{where}", params).fetchone()
-        return int(row[0]) if row else 0
-
-    def max_key(self, table: Table) -> object | None:
-        # ORDER BY, not max(): PostgreSQL has no max() for bytea keys.
-        row = self.db.execute(
-            f"SELECT {table.key} FROM {table.name} ORDER BY {table.key} DESC LIMIT 1"
-        ).fetchone()
-        return None if row is None else row[0]
-
-    def read(self, table: Table, after: object | None, limit: int) -> list[Row]:
-        where = f" WHERE {table.key} > %s" if after is not None else ""
-        params = (after,) if after is not None else ()
-        return self.db.execute(
-            f"SELECT {', '.join(table.columns)} FROM {table.name}{where}"
-            f" ORDER BY {table.key} LIMIT %s",
-            (*params, limit),
-        ).fetchall()
-
-    def row_at(self, table: Table, key: object) -> Row | None:
-        return self.db.execute(
-            f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE {table.key} = %s", (key,)
-        ).fetchone()
 
     def prepare(self, table: Table, rows: list[Row]) -> str:
         """The batch as one block of COPY text, built column by column:

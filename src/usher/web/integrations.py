@@ -12,6 +12,7 @@ why, and logged once; nothing here lets an exception reach the client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -27,7 +28,7 @@ from usher.tickets.model import Decision
 from usher.web.body import read_body
 from usher.web.callers import MAX_CHECK_BODY, caller_allowed, client_address, forbidden_caller
 from usher.web.playback import Checker
-from usher.web.state import app_state
+from usher.web.state import AppState, app_state
 
 log = logging.getLogger("usher.integrations")
 
@@ -82,21 +83,30 @@ def _storage_failed(exc: StorageError, what: str) -> Response:
     return _plain(503, _UNAVAILABLE)
 
 
-async def _body(request: Request) -> bytes:
-    return await read_body(request, MAX_CHECK_BODY) if request.method == "POST" else b""
+async def _admit(
+    request: Request, too_large: Callable[[], Response]
+) -> tuple[AppState, bytes] | Response:
+    """The state and body (empty for GET) of a callback from an allowed
+    caller, or the answer that refuses it: 403 to an outsider, before
+    anything is read, and ``too_large()`` to a body over the limit."""
+    state = app_state(request)
+    if not caller_allowed(request, state.settings.callback_allow):
+        return forbidden_caller()
+    try:
+        body = await read_body(request, MAX_CHECK_BODY) if request.method == "POST" else b""
+    except BodyTooLarge:
+        return too_large()
+    return state, body
 
 
 # -- nginx-rtmp -------------------------------------------------------------------
 
 
 async def nginx_rtmp(request: Request) -> Response:
-    state = app_state(request)
-    if not caller_allowed(request, state.settings.callback_allow):
-        return forbidden_caller()
-    try:
-        body = await _body(request)
-    except BodyTooLarge:
-        return _refuse_input("nginx-rtmp", request, 413, _TOO_LARGE)
+    admitted = await _admit(request, lambda: _refuse_input("nginx-rtmp", request, 413, _TOO_LARGE))
+    if isinstance(admitted, Response):
+        return admitted
+    state, body = admitted
     query: bytes = request.scope["query_string"]
     pairs = rtmp_wire.parse_body(query, body, request.method)
     note = rtmp_wire.parse(pairs, caller=_peer(request), server_ip=_rtmp_server_ip(request, query))
@@ -183,15 +193,16 @@ def _srs_refusal(status: int, reason: str) -> Response:
     )
 
 
+def _srs_too_large(request: Request) -> Response:
+    log.warning("Refused an SRS hook from %s: %s", _peer(request), _TOO_LARGE)
+    return _srs_refusal(413, _TOO_LARGE)
+
+
 async def srs(request: Request) -> Response:
-    state = app_state(request)
-    if not caller_allowed(request, state.settings.callback_allow):
-        return forbidden_caller()
-    try:
-        body = await read_body(request, MAX_CHECK_BODY)
-    except BodyTooLarge:
-        log.warning("Refused an SRS hook from %s: %s", _peer(request), _TOO_LARGE)
-        return _srs_refusal(413, _TOO_LARGE)
+    admitted = await _admit(request, lambda: _srs_too_large(request))
+    if isinstance(admitted, Response):
+        return admitted
+    state, body = admitted
     hook = srs_wire.parse(body, server_ip=_peer(request))
     if hook.action is srs_wire.Action.NOTICE:
         return Response(srs_wire.ALLOW, 200, media_type="text/plain")
@@ -213,13 +224,10 @@ async def srs(request: Request) -> Response:
 
 
 async def mediamtx(request: Request) -> Response:
-    state = app_state(request)
-    if not caller_allowed(request, state.settings.callback_allow):
-        return forbidden_caller()
-    try:
-        body = await read_body(request, MAX_CHECK_BODY)
-    except BodyTooLarge:
-        return _refuse_input("MediaMTX", request, 413, _TOO_LARGE)
+    admitted = await _admit(request, lambda: _refuse_input("MediaMTX", request, 413, _TOO_LARGE))
+    if isinstance(admitted, Response):
+        return admitted
+    state, body = admitted
     auth = mediamtx_wire.parse(body, server_ip=_peer(request))
     if auth.action is mediamtx_wire.Action.INVALID:
         return _refuse_input("MediaMTX", request, 400, auth.problem)

@@ -92,13 +92,7 @@ def count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
         params.append(value)
     # Every driving index continues with ``at``, so time bounds narrow the
     # same range scan.
-    if where.start is not None:
-        clauses.append("at >= ?")
-        params.append(where.start)
-    if where.end is not None:
-        clauses.append("at <= ?")
-        params.append(where.end)
-    return "SELECT COUNT(*) FROM attempts WHERE " + " AND ".join(clauses), params
+    return _counted(clauses, params, where)
 
 
 def plain_count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
@@ -112,10 +106,15 @@ def plain_count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]
     for column, value in _filters(where).items():
         clauses.append(f"{column} = ?")
         params.append(value)
-    if where.start is not None:
-        clauses.append("at >= ?")
-        params.append(where.start)
-    if where.end is not None:
-        clauses.append("at <= ?")
-        params.append(where.end)
+    return _counted(clauses, params, where)
+
+
+def _counted(
+    clauses: list[str], params: list[object], where: AttemptFilter
+) -> tuple[str, list[object]]:
+    """The ``COUNT(*)`` over ``clauses`` and ``where``'s time bounds."""
+    for clause, bound in (("at >= ?", where.start), ("at <= ?", where.end)):
+        if bound is not None:
+            clauses.append(clause)
+            params.append(bound)
     return "SELECT COUNT(*) FROM attempts WHERE " + " AND ".join(clauses), params
