@@ -77,19 +77,13 @@ async def find(storage: Storage, *, cdn: int | None, username: str | None) -> Ac
 
 def public_fields(account: Account) -> dict[str, object]:
     """What may be shown in listings: everything but the secret."""
-    return {
-        "cdn": account.cdn,
-        "username": account.username,
-        "api_key": account.api_key,
-        "disabled": account.disabled,
-    }
+    return {**_names(account), "disabled": account.disabled}
 
 
 def credentials(account: Account) -> dict[str, object]:
     """The four values a publisher needs (shown once, on create or rotate)."""
-    return {
-        "cdn": account.cdn,
-        "username": account.username,
-        "api_key": account.api_key,
-        "secret": account.secret,
-    }
+    return {**_names(account), "secret": account.secret}
+
+
+def _names(account: Account) -> dict[str, object]:
+    return {"cdn": account.cdn, "username": account.username, "api_key": account.api_key}
