@@ -15,6 +15,7 @@ import anyio
 import psycopg
 import pytest
 
+from tests.helpers import NOW
 from tests.pgcluster import PostgresCluster
 from usher.protocol.errors import (
     ConfigError,
@@ -30,7 +31,6 @@ from usher.tickets.model import AttemptFilter, CheckRequest, Ticket
 
 pytestmark = pytest.mark.anyio
 
-NOW = 1_800_000_000
 NEWEST = migrations.load("postgresql")[-1].version
 
 

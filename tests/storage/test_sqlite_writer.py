@@ -17,14 +17,13 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for
 from usher.storage import sqlite_engine
 from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite_cache import TicketCache
 from usher.storage.sqlite_checks import CheckGroup, CheckItem
 from usher.tickets.decision import decide
 from usher.tickets.model import Account, AttemptFilter, CheckOutcome, Page, Reason
-
-from .test_contract import DEMO_CDN, NOW, make_ticket, request_for
 
 pytestmark = pytest.mark.anyio
 
