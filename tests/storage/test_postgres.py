@@ -1,9 +1,9 @@
 """What only the PostgreSQL backend has: migrations on a server, the URL's
 pool settings, and how it answers when the database goes away or fills up.
 
-Everything a backend must do is in the shared contract (``TestPostgres`` in
-test_contract.py); these tests cover the failure paths that contract cannot
-provoke without knowing it talks to PostgreSQL.
+Everything a backend must do is in the shared contract (tests/storage/contract/,
+run by ``TestPostgres`` in test_contract.py); these tests cover the failure
+paths that contract cannot provoke without knowing it talks to PostgreSQL.
 """
 
 from __future__ import annotations
