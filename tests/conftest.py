@@ -12,6 +12,7 @@ import httpx
 import pytest
 from hypothesis import settings
 
+from tests.helpers import NOW
 from tests.pgcluster import PostgresCluster, start_cluster
 from usher import accounts
 from usher.config import Settings
@@ -24,7 +25,6 @@ from usher.web.app import UsherApp, create_app
 DOC_CDN = 158
 DOC_API_KEY = "APX4GKLM0RKQLSP2FBO1ROPKSSW47DZE"
 DOC_SECRET = "8fc8c48da81e6a2a06a9556379bf798af508dc0792497c678b4c3532ba8b637f"
-START = 1_800_000_000  # 2027-01-15 08:00:00 UTC
 
 # CI machines are shared and noisy: a per-example deadline would make the
 # property tests flaky without making them stricter. Speed lives in bench/.
@@ -40,7 +40,7 @@ def anyio_backend() -> str:
 class Clock:
     """A settable clock: tests move time instead of sleeping."""
 
-    def __init__(self, now: float = START) -> None:
+    def __init__(self, now: float = NOW) -> None:
         self.now = now
 
     def __call__(self) -> float:

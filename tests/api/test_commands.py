@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from tests.conftest import START, Harness
+from tests.conftest import Harness
+from tests.helpers import NOW
 from usher import accounts
 from usher.tickets.model import Account
 
@@ -276,5 +277,5 @@ async def test_accounts_are_isolated(harness: Harness) -> None:
 
 
 async def test_start_is_the_fixture_time() -> None:
-    # The expected dates above are written out by hand from START.
-    assert START == 1_800_000_000
+    # The expected dates above are written out by hand from NOW.
+    assert NOW == 1_800_000_000

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
+from tests.helpers import NOW
 from usher.protocol.errors import ConfigError
 from usher.storage import storage_for_url
 from usher.storage.base import Storage
@@ -30,7 +31,6 @@ from usher.tickets.model import AttemptFilter, CheckRequest, Page, Ticket, Ticke
 from usher.tickets.text import storable as pg_storable
 
 T = TypeVar("T")
-NOW = 1_800_000_000
 
 
 def run(work: Awaitable[T]) -> T:

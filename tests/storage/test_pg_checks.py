@@ -15,6 +15,7 @@ import anyio
 import psycopg
 import pytest
 
+from tests.helpers import NOW, DeciderAbort
 from usher.protocol.errors import StorageBusy, StorageUnavailable
 from usher.storage.postgres import PostgresStorage
 from usher.storage.postgres.checks import CheckBatcher
@@ -30,12 +31,6 @@ from usher.tickets.model import (
 )
 
 pytestmark = pytest.mark.anyio
-
-NOW = 1_800_000_000
-
-
-class DeciderAbort(BaseException):
-    """Not an Exception: it must still reach its own caller only."""
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """What only the PostgreSQL backend has: migrations on a server, the URL's
 pool settings, and how it answers when the database goes away or fills up.
 
-Everything a backend must do is in the shared contract (``TestPostgres`` in
-test_contract.py); these tests cover the failure paths that contract cannot
-provoke without knowing it talks to PostgreSQL.
+Everything a backend must do is in the shared contract (tests/storage/contract/,
+run by ``TestPostgres`` in test_contract.py); these tests cover the failure
+paths that contract cannot provoke without knowing it talks to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import anyio
 import psycopg
 import pytest
 
+from tests.helpers import NOW
 from tests.pgcluster import PostgresCluster
 from usher.protocol.errors import (
     ConfigError,
@@ -30,7 +31,6 @@ from usher.tickets.model import AttemptFilter, CheckRequest, Ticket
 
 pytestmark = pytest.mark.anyio
 
-NOW = 1_800_000_000
 NEWEST = migrations.load("postgresql")[-1].version
 
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import NOW
 from usher.storage import migrations
 from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite.counts import count_query, plain_count_query
 from usher.storage.sqlite.engine import split_sql
 from usher.tickets.model import AttemptFilter
 
-NOW = 1_800_000_000
 ROLLUP_VERSION = 4
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import NOW
 from usher.protocol.errors import StorageBusy
 from usher.storage.sqlite import SQLiteStorage
 from usher.tickets.decision import decide
@@ -16,7 +17,6 @@ from usher.tickets.model import CheckRequest, Decision, Ticket
 
 pytestmark = pytest.mark.anyio
 
-NOW = 1_800_000_000
 REQUEST = CheckRequest(key="nope", password="pw", app="x-live", video="v", ip="10.0.0.1")
 
 

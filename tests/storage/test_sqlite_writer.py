@@ -1,7 +1,7 @@
 """The SQLite writer's fast path: checks run as groups against a ticket cache.
 
-The storage contract (test_contract.py) already holds every backend to the
-observable rules. These tests pin what only the SQLite writer can get wrong:
+The storage contract (tests/storage/contract/) already holds every backend to
+the observable rules. These tests pin what only the SQLite writer can get wrong:
 the cache must follow every change made elsewhere (another connection, a
 non-check job, a failed group), a group must hand out the right attempt ids,
 and the WAL must be checkpointed without the writer.
@@ -17,14 +17,13 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for
 from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite import engine as sqlite_engine
 from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import CheckGroup, CheckItem
 from usher.tickets.decision import decide
 from usher.tickets.model import Account, AttemptFilter, CheckOutcome, Page, Reason
-
-from .test_contract import DEMO_CDN, NOW, make_ticket, request_for
 
 pytestmark = pytest.mark.anyio
 

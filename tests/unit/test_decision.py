@@ -3,18 +3,15 @@ decision may carry (binds and use counting)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.helpers import CLIENT, NOW, passing_request, passing_ticket
 
 from usher.tickets.decision import decide
 from usher.tickets.model import CheckRequest, Decision, Reason, Ticket
-
-NOW = 1_800_000_000
-CLIENT = "203.0.113.7"
 
 ORDER = [
     Reason.INVALID_AUTH_TOKEN,
@@ -25,34 +22,6 @@ ORDER = [
     Reason.INVALID_IP,
     Reason.USES_EXHAUSTED,
 ]
-
-
-def passing_ticket(**changes: Any) -> Ticket:
-    ticket = Ticket(
-        key="stream.00000000000000.00000000",
-        cdn=1,
-        password="s3cret",
-        ip="203.0.113.0/24|auto",
-        video="stream|vod/*.mp4",
-        app="demo-live|demo-vod-*",
-        uses=3,
-        use_count=1,
-        active=True,
-        created_at=NOW - 100,
-        expire_at=NOW + 100,
-    )
-    return dataclasses.replace(ticket, **changes)
-
-
-def passing_request(**changes: Any) -> CheckRequest:
-    request = CheckRequest(
-        key="stream.00000000000000.00000000",
-        password="s3cret",
-        app="demo-live",
-        video="vod/2024/talk.mp4",
-        ip=CLIENT,
-    )
-    return dataclasses.replace(request, **changes)
 
 
 # For each step, ways to make exactly that step fail, as changes to the

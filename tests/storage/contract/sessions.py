@@ -1,9 +1,4 @@
-"""The playback-session part of the storage contract.
-
-Mixed into :class:`tests.storage.test_contract.StorageContract`, so every
-backend runs it with that class's ``storage`` and ``demo`` fixtures. Like the
-rest of the contract it talks only to the :class:`Storage` interface, with a
-fixed ``NOW`` instead of the real clock.
+"""The storage contract: playback sessions (``open_session`` and friends).
 
 What the integrations rely on: the first request of a session counts one use
 and logs one attempt, atomically with creating the session; later requests
@@ -16,61 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any
 
-import pytest
-
+from tests.helpers import CLIENT, DEMO_CDN, NOW, session_ticket, viewer
+from tests.storage.contract.base import ContractBase
 from usher.storage.base import Storage
 from usher.tickets.decision import decide
-from usher.tickets.model import (
-    Account,
-    AttemptFilter,
-    CheckRequest,
-    Page,
-    PlaybackSession,
-    Reason,
-    Ticket,
-)
+from usher.tickets.model import Account, AttemptFilter, Page, PlaybackSession, Reason
 
-NOW = 1_800_000_000
 TTL = 120
-CLIENT = "203.0.113.7"
 SID = "http:" + "ab" * 32
 
 
-def session_ticket(**changes: Any) -> Ticket:
-    ticket = Ticket(
-        key="hls.0001",
-        cdn=1,
-        password="pw",
-        ip="",
-        video="movie",
-        app="demo-vod",
-        uses=0,
-        use_count=0,
-        active=True,
-        created_at=NOW - 100,
-        expire_at=NOW + 3600,
-    )
-    return dataclasses.replace(ticket, **changes)
-
-
-def viewer(ticket: Ticket, **changes: Any) -> CheckRequest:
-    request = CheckRequest(
-        key=ticket.key, password=ticket.password, app="demo-vod", video="movie", ip=CLIENT
-    )
-    return dataclasses.replace(request, **changes)
-
-
 async def attempts(storage: Storage, key: str) -> list[tuple[bool, str]]:
-    found = await storage.list_attempts(1, AttemptFilter(key=key), Page())
+    found = await storage.list_attempts(DEMO_CDN, AttemptFilter(key=key), Page())
     return [(a.success, a.reason) for a in found]
 
 
-class SessionContract:
+class SessionContract(ContractBase):
     """Playback sessions (``open_session`` and friends) on any backend."""
 
-    @pytest.mark.anyio
     async def test_first_request_counts_and_logs_later_ones_do_not(
         self, storage: Storage, demo: Account
     ) -> None:
@@ -84,7 +43,7 @@ class SessionContract:
         assert first.session == PlaybackSession(
             id=SID,
             key=ticket.key,
-            cdn=1,
+            cdn=DEMO_CDN,
             ip=CLIENT,
             app="demo-vod",
             video="movie",
@@ -100,11 +59,10 @@ class SessionContract:
             assert later.attempt_id == 0
             # The window slides: each request renews it.
             assert later.session is not None and later.session.expires_at == NOW + step + TTL
-        stored = await storage.get_ticket(1, ticket.key)
+        stored = await storage.get_ticket(DEMO_CDN, ticket.key)
         assert stored is not None and stored.use_count == 1 and stored.used_at == NOW
         assert await attempts(storage, ticket.key) == [(True, "")]
 
-    @pytest.mark.anyio
     async def test_an_expired_session_costs_a_new_use(
         self, storage: Storage, demo: Account
     ) -> None:
@@ -126,7 +84,6 @@ class SessionContract:
             (False, Reason.USES_EXHAUSTED.value),
         ]
 
-    @pytest.mark.anyio
     async def test_without_reuse_every_open_counts(self, storage: Storage, demo: Account) -> None:
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
@@ -135,11 +92,10 @@ class SessionContract:
                 viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=False
             )
             assert outcome.decision.allowed and not outcome.resumed
-        stored = await storage.get_ticket(1, ticket.key)
+        stored = await storage.get_ticket(DEMO_CDN, ticket.key)
         assert stored is not None and stored.use_count == 3
         assert len(await attempts(storage, ticket.key)) == 3
 
-    @pytest.mark.anyio
     async def test_a_refused_first_request_is_logged_and_opens_nothing(
         self, storage: Storage, demo: Account
     ) -> None:
@@ -153,7 +109,6 @@ class SessionContract:
         assert await storage.lookup_session(SID) is None
         assert await attempts(storage, ticket.key) == [(False, Reason.INVALID_AUTH_TOKEN.value)]
 
-    @pytest.mark.anyio
     async def test_a_refused_recheck_is_logged_and_leaves_the_session(
         self, storage: Storage, demo: Account
     ) -> None:
@@ -166,7 +121,7 @@ class SessionContract:
         )
         assert wrong.decision.reason is Reason.INVALID_AUTH_TOKEN and wrong.resumed
         assert wrong.attempt_id > 0
-        assert await storage.revoke_ticket(1, ticket.key)
+        assert await storage.revoke_ticket(DEMO_CDN, ticket.key)
         revoked = await storage.open_session(
             viewer(ticket), decide, NOW + 2, session_id=SID, ttl=TTL, reuse=True
         )
@@ -179,7 +134,6 @@ class SessionContract:
             (False, Reason.TICKET_REVOKED.value),
         ]
 
-    @pytest.mark.anyio
     async def test_concurrent_first_requests_count_one_use(
         self, storage: Storage, demo: Account
     ) -> None:
@@ -195,11 +149,10 @@ class SessionContract:
         )
         assert all(o.decision.allowed for o in outcomes)
         assert sum(not o.resumed for o in outcomes) == 1
-        stored = await storage.get_ticket(1, ticket.key)
+        stored = await storage.get_ticket(DEMO_CDN, ticket.key)
         assert stored is not None and stored.use_count == 1
         assert await attempts(storage, ticket.key) == [(True, "")]
 
-    @pytest.mark.anyio
     async def test_outcome_and_lookup_hold_the_ticket_after_binding(
         self, storage: Storage, demo: Account
     ) -> None:
@@ -219,7 +172,6 @@ class SessionContract:
         assert decide(current, recheck, NOW + 1).allowed
         assert not decide(current, dataclasses.replace(recheck, ip="198.51.100.1"), NOW).allowed
 
-    @pytest.mark.anyio
     async def test_lookups_show_revocation_and_disabled_accounts_at_once(
         self, storage: Storage, demo: Account
     ) -> None:
@@ -228,17 +180,16 @@ class SessionContract:
         await storage.open_session(viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=True)
         looked = await storage.lookup_ticket(ticket.key)
         assert looked == dataclasses.replace(ticket, use_count=1, used_at=NOW)
-        await storage.update_account(1, disabled=True)
+        await storage.update_account(DEMO_CDN, disabled=True)
         looked = await storage.lookup_ticket(ticket.key)
         assert looked is not None and looked.account_disabled
-        await storage.revoke_ticket(1, ticket.key)
+        await storage.revoke_ticket(DEMO_CDN, ticket.key)
         found = await storage.lookup_session(SID)
         assert found is not None and found[1] is not None
         assert not found[1].active and found[1].account_disabled
         assert await storage.lookup_ticket("no.such.key") is None
         assert await storage.lookup_session("http:" + "00" * 32) is None
 
-    @pytest.mark.anyio
     async def test_lookup_ticket_finds_every_account(
         self, storage: Storage, demo: Account, other: Account
     ) -> None:
@@ -246,7 +197,6 @@ class SessionContract:
         await storage.insert_ticket(theirs)
         assert await storage.lookup_ticket("theirs.1") == theirs
 
-    @pytest.mark.anyio
     async def test_renew_never_moves_expiry_back(self, storage: Storage, demo: Account) -> None:
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
@@ -258,7 +208,6 @@ class SessionContract:
         assert found is not None and found[0].expires_at == NOW + 500
         assert not await storage.renew_session("http:" + "00" * 32, expires_at=NOW + 500)
 
-    @pytest.mark.anyio
     async def test_close_is_idempotent_and_ends_the_session(
         self, storage: Storage, demo: Account
     ) -> None:
@@ -274,7 +223,6 @@ class SessionContract:
         )
         assert again.decision.allowed and not again.resumed
 
-    @pytest.mark.anyio
     async def test_sessions_are_independent_and_survive_reopen(
         self, storage: Storage, demo: Account
     ) -> None:
@@ -296,5 +244,5 @@ class SessionContract:
         found = await storage.lookup_session(SID)
         assert found is not None and found[0].ip == CLIENT
         assert await storage.lookup_session(other_sid) is None
-        stored = await storage.get_ticket(1, ticket.key)
+        stored = await storage.get_ticket(DEMO_CDN, ticket.key)
         assert stored is not None and stored.use_count == 2

@@ -1,0 +1,90 @@
+"""Plain helpers shared by the tests: the fixed time, ticket and request builders.
+
+Fixtures live in conftest.py; this module holds what tests import by name.
+Each builder returns a valid default that the given keyword arguments
+change (``dataclasses.replace``), so a test spells out only what it is about.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from usher.tickets.model import CheckRequest, Ticket
+
+#: The tests' "now": storage tests pass it explicitly, and the ``clock``
+#: fixture starts at it, so expiry boundaries are exact and runs repeatable.
+NOW = 1_800_000_000  # 2027-01-15 08:00:00 UTC
+#: The cdn of the usual first account, ``demo``, and of a second one.
+DEMO_CDN = 1
+OTHER_CDN = 2
+CLIENT = "203.0.113.7"
+
+
+def make_ticket(**changes: Any) -> Ticket:
+    """A ticket of account ``demo`` that ``request_for`` passes, unless changed."""
+    ticket = Ticket(
+        key="stream.0001",
+        cdn=DEMO_CDN,
+        password="pw",
+        ip="",
+        video="stream",
+        app="demo-live",
+        uses=0,
+        use_count=0,
+        active=True,
+        created_at=NOW - 100,
+        expire_at=NOW + 3600,
+    )
+    return dataclasses.replace(ticket, **changes)
+
+
+def request_for(ticket: Ticket, **changes: Any) -> CheckRequest:
+    """A playback request that ``decide`` allows against a fresh ``make_ticket``."""
+    request = CheckRequest(
+        key=ticket.key,
+        password=ticket.password,
+        app="demo-live",
+        video="stream",
+        ip=CLIENT,
+    )
+    return dataclasses.replace(request, **changes)
+
+
+def session_ticket(**changes: Any) -> Ticket:
+    """A ticket for a video on demand, which ``viewer`` passes, unless changed."""
+    ticket = make_ticket(key="hls.0001", video="movie", app="demo-vod")
+    return dataclasses.replace(ticket, **changes)
+
+
+def viewer(ticket: Ticket, **changes: Any) -> CheckRequest:
+    """A request that ``decide`` allows against a fresh ``session_ticket``."""
+    return dataclasses.replace(request_for(ticket, app="demo-vod", video="movie"), **changes)
+
+
+def passing_ticket(**changes: Any) -> Ticket:
+    """A ticket that ``passing_request`` passes with every check doing real
+    work (alternatives, wildcards, an address range, an auto slot, a count)."""
+    ticket = make_ticket(
+        key="stream.00000000000000.00000000",
+        password="s3cret",
+        ip="203.0.113.0/24|auto",
+        video="stream|vod/*.mp4",
+        app="demo-live|demo-vod-*",
+        uses=3,
+        use_count=1,
+        expire_at=NOW + 100,
+    )
+    return dataclasses.replace(ticket, **changes)
+
+
+def passing_request(**changes: Any) -> CheckRequest:
+    """A request that ``decide`` allows against a fresh ``passing_ticket``."""
+    request = request_for(passing_ticket(), app="demo-live", video="vod/2024/talk.mp4")
+    return dataclasses.replace(request, **changes)
+
+
+class DeciderAbort(BaseException):
+    """Not an ``Exception``: what a decider could raise by way of
+    ``SystemExit``, ``KeyboardInterrupt`` or a cancellation. It must reach
+    only the call whose decider raised it."""
