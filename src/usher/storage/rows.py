@@ -9,6 +9,7 @@ two are passed in.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from usher.storage.base import MAX_ATTEMPT_FIELD
@@ -226,3 +227,24 @@ def ticket_values(ticket: Ticket) -> tuple[object, ...]:
 def placeholders(count: int, mark: str) -> str:
     """``(?, ?, …)`` or ``(%s, %s, …)``: one row of ``count`` values."""
     return "(" + ", ".join([mark] * count) + ")"
+
+
+def storable_request(request: CheckRequest) -> CheckRequest:
+    """The request as the backends decide and log it: every text storable, so
+    it is judged against the stored ticket as it will be logged."""
+    texts = (request.key, request.password, request.app, request.video, request.ip)
+    extra = (request.appinst, request.pageurl, request.refurl, request.server_ip)
+    if all(storable(text) == text for text in (*texts, *extra)):
+        return request
+    return replace(
+        request,
+        key=storable(request.key),
+        password=storable(request.password),
+        app=storable(request.app),
+        video=storable(request.video),
+        ip=storable(request.ip),
+        appinst=storable(request.appinst),
+        pageurl=storable(request.pageurl),
+        refurl=storable(request.refurl),
+        server_ip=storable(request.server_ip),
+    )

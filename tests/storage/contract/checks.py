@@ -371,6 +371,27 @@ class ChecksContract(ContractBase):
             attempt.pageurl.encode("utf-8")
             attempt.key.encode("utf-8")
 
+    async def test_unstorable_text_is_stored_as_the_replacement_character_everywhere(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        # One rule on every backend (usher.tickets.text.storable): NUL and
+        # lone surrogates become U+FFFD, in stored rows and in filters alike,
+        # so the same attempt reads back the same and a filter for the value
+        # as sent finds it.
+        ticket = make_ticket(video="v\x00\ud800")
+        await storage.insert_ticket(ticket)
+        sent = request_for(ticket, video="v\x00\ud800", pageurl="p\udc80\x00")
+        outcome = await storage.record_check(sent, decide, NOW)
+        assert outcome.decision.allowed
+        [attempt] = await storage.list_attempts(DEMO_CDN, AttemptFilter(), Page())
+        assert (attempt.video, attempt.pageurl) == ("v\ufffd\ufffd", "p\ufffd\ufffd")
+        stored = await storage.get_ticket(DEMO_CDN, ticket.key)
+        assert stored is not None and stored.video == "v\ufffd\ufffd"
+        for video in ("v\x00\ud800", "v\ufffd\ufffd"):
+            where = AttemptFilter(video=video)
+            assert await storage.count_attempts(DEMO_CDN, where) == 1
+            assert len(await storage.list_attempts(DEMO_CDN, where, Page())) == 1
+
     # -- record_check: concurrency ---------------------------------------------------
 
     async def test_concurrent_checks_spend_exactly_the_uses(

@@ -51,13 +51,13 @@ from usher.storage.postgres.sql import (
     inserted_id,
     lock_ticket,
     log_attempt,
-    storable_request,
 )
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
     attempt_where,
     placeholders,
+    storable_request,
     ticket_from_row,
     ticket_values,
     ticket_where,

@@ -22,9 +22,14 @@ from usher.storage.postgres.sql import (
     apply_decision,
     inserted_id,
     log_attempt,
-    storable_request,
 )
-from usher.storage.rows import clip, placeholders, session_from_row, ticket_from_row
+from usher.storage.rows import (
+    clip,
+    placeholders,
+    session_from_row,
+    storable_request,
+    ticket_from_row,
+)
 from usher.storage.schema import (
     SESSION_COLUMNS,
     SESSION_INSERT,

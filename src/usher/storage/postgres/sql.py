@@ -10,7 +10,6 @@ uses.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Final
 
 import psycopg
@@ -28,7 +27,6 @@ from usher.tickets.model import (
     Decision,
     Ticket,
 )
-from usher.tickets.text import storable
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
@@ -79,25 +77,6 @@ CLAIM: Final = (
     " ON CONFLICT (digest) DO UPDATE SET expires_at = EXCLUDED.expires_at"
     " WHERE u.expires_at < %s RETURNING 1"
 )
-
-
-def storable_request(request: CheckRequest) -> CheckRequest:
-    texts = (request.key, request.password, request.app, request.video, request.ip)
-    extra = (request.appinst, request.pageurl, request.refurl, request.server_ip)
-    if all(storable(text) == text for text in (*texts, *extra)):
-        return request
-    return replace(
-        request,
-        key=storable(request.key),
-        password=storable(request.password),
-        app=storable(request.app),
-        video=storable(request.video),
-        ip=storable(request.ip),
-        appinst=storable(request.appinst),
-        pageurl=storable(request.pageurl),
-        refurl=storable(request.refurl),
-        server_ip=storable(request.server_ip),
-    )
 
 
 async def lock_ticket(conn: Conn, key: str) -> tuple[int, Ticket] | None:

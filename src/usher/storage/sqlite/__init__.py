@@ -21,6 +21,7 @@ from usher.storage.rows import (
     attempt_from_row,
     attempt_where,
     placeholders,
+    storable_request,
     ticket_from_row,
     ticket_values,
     ticket_where,
@@ -236,6 +237,8 @@ class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, Storage):
     async def record_check(
         self, request: CheckRequest, decide: Decider, now: int, *, log: bool = True
     ) -> CheckOutcome:
+        request = storable_request(request)
+
         def run(conn: sqlite3.Connection) -> CheckOutcome:
             outcome, _ = apply_check(conn, self._tickets, request, decide, now, log=log)
             return outcome

@@ -11,7 +11,7 @@ import sqlite3
 from typing import Final
 
 from usher.storage.base import Decider
-from usher.storage.rows import clip, session_from_row, ticket_from_row
+from usher.storage.rows import clip, session_from_row, storable_request, ticket_from_row
 from usher.storage.schema import (
     SESSION_COLUMNS,
     SESSION_INSERT,
@@ -71,6 +71,7 @@ class SQLitePlaybackMixin(SQLiteAccess):
         ttl: int,
         reuse: bool,
     ) -> SessionOutcome:
+        request = storable_request(request)
         self._session_opens += 1
         purge = self._session_opens % _PURGE_EVERY == 0
 
