@@ -18,7 +18,7 @@ from usher.config import Settings
 from usher.progress import Bars
 from usher.protocol.errors import ConfigError, UsherError
 from usher.storage import storage_for_url
-from usher.storage.base import Storage
+from usher.storage.base import PanelSessionFilter, Storage
 
 T = TypeVar("T")
 
@@ -196,7 +196,7 @@ def cmd_account_rotate(args: argparse.Namespace) -> int:
         assert updated is not None  # found just above, and accounts are never deleted
         # A secret is rotated because it may have leaked: whoever signed in to
         # the control panel with it must sign in again.
-        await storage.delete_panel_sessions(cdn=account.cdn)
+        await storage.delete_panel_sessions(PanelSessionFilter(cdn=account.cdn))
         return accounts.credentials(updated)
 
     rotated = _with_storage(args.database, work)
@@ -233,7 +233,7 @@ def cmd_account_set_panel_password(args: argparse.Namespace) -> int:
             hashed = passwords.hash_password(passwords.check_new_password(_read_new_password()))
         await storage.set_panel_password(account.cdn, hashed, now=int(time.time()))
         # Signed-in browsers keep no access that the old password gave.
-        ended = await storage.delete_panel_sessions(cdn=account.cdn)
+        ended = await storage.delete_panel_sessions(PanelSessionFilter(cdn=account.cdn))
         return accounts.public_fields(account), ended
 
     account, ended = _with_storage(args.database, work)

@@ -68,6 +68,30 @@ class PanelSession:
     seen_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class SessionTerms:
+    """Which playback session :meth:`Storage.open_session` opens, and how."""
+
+    #: The session's id, as the integration names it.
+    id: str
+    #: Seconds the session stays open without a renewal.
+    ttl: int
+    #: Whether an open session under this id is resumed (HTTP streaming),
+    #: or replaced by a new, counted start (RTMP: a leftover row).
+    reuse: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PanelSessionFilter:
+    """Which panel sessions :meth:`Storage.delete_panel_sessions` deletes:
+    those matching ANY criterion given."""
+
+    token_hash: bytes | None = None
+    cdn: int | None = None
+    seen_before: int | None = None
+    created_before: int | None = None
+
+
 def check_timeline_bounds(where: AttemptFilter, bucket: int) -> None:
     """Refuse a timeline request whose answer would not be small."""
     if where.start is None or where.end is None:
@@ -221,14 +245,7 @@ class Storage(ABC):
 
     @abstractmethod
     async def open_session(
-        self,
-        request: CheckRequest,
-        decide: Decider,
-        now: int,
-        *,
-        session_id: str,
-        ttl: int,
-        reuse: bool,
+        self, request: CheckRequest, decide: Decider, now: int, terms: SessionTerms
     ) -> SessionOutcome:
         """Start (or resume) a playback session, atomically and durably.
 
@@ -322,14 +339,7 @@ class Storage(ABC):
         (two nodes may touch one session out of order)."""
 
     @abstractmethod
-    async def delete_panel_sessions(
-        self,
-        *,
-        token_hash: bytes | None = None,
-        cdn: int | None = None,
-        seen_before: int | None = None,
-        created_before: int | None = None,
-    ) -> int:
+    async def delete_panel_sessions(self, where: PanelSessionFilter) -> int:
         """Delete the sessions matching ANY given criterion; how many went.
 
         One token (sign-out), every session of an account (new password,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from usher.storage.base import MAX_ATTEMPT_FIELD
+from usher.storage.base import MAX_ATTEMPT_FIELD, PanelSessionFilter
 from usher.tickets.model import (
     Account,
     Attempt,
@@ -119,19 +119,13 @@ def attempt_where(cdn: int, where: AttemptFilter, mark: str) -> tuple[str, list[
     return clauses(attempt_criteria(cdn, where), mark, clean=storable)
 
 
-def panel_session_criteria(
-    *,
-    token_hash: bytes | None,
-    cdn: int | None,
-    seen_before: int | None,
-    created_before: int | None,
-) -> Criteria:
+def panel_session_criteria(where: PanelSessionFilter) -> Criteria:
     """The criteria of ``Storage.delete_panel_sessions`` (joined with OR)."""
     return [
-        ("token_hash =", token_hash),
-        ("cdn =", cdn),
-        ("seen_at <", seen_before),
-        ("created_at <", created_before),
+        ("token_hash =", where.token_hash),
+        ("cdn =", where.cdn),
+        ("seen_at <", where.seen_before),
+        ("created_at <", where.created_before),
     ]
 
 

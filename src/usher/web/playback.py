@@ -30,6 +30,7 @@ import dataclasses
 import logging
 
 from usher.protocol.errors import StorageError, StorageUnavailable
+from usher.storage.base import SessionTerms
 from usher.tickets.decision import decide
 from usher.tickets.model import CheckRequest, Decision, PlaybackSession, Ticket
 from usher.web.memory import SessionState
@@ -85,7 +86,7 @@ class Checker:
         # No open session known, or the re-check refused: decide on the write
         # path against the current state, where a refusal is also logged.
         outcome = await state.storage.open_session(
-            request, decide, now, session_id=session_id, ttl=ttl, reuse=True
+            request, decide, now, SessionTerms(session_id, ttl=ttl, reuse=True)
         )
         if outcome.decision.allowed and outcome.session is not None:
             memory.put(session_id, (outcome.session, outcome.ticket))
@@ -139,11 +140,9 @@ class Checker:
             request,
             decide,
             self.state.now(),
-            session_id=session_id,
-            ttl=RTMP_SESSION_HOLD,
             # Every play start is counted: a row under this id can only be a
             # leftover of an earlier connection.
-            reuse=False,
+            SessionTerms(session_id, ttl=RTMP_SESSION_HOLD, reuse=False),
         )
         self._count(outcome.decision, resumed=False)
         return outcome.decision

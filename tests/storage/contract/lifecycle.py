@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for
 from tests.storage.contract.base import HANG_LIMIT_S, ContractBase
 from usher.protocol.errors import StorageUnavailable
-from usher.storage.base import PanelSession, Storage
+from usher.storage.base import PanelSession, PanelSessionFilter, SessionTerms, Storage
 from usher.tickets.decision import decide
 from usher.tickets.model import Account, AttemptFilter, Page, TicketFilter
 
@@ -42,7 +42,7 @@ CLOSED_OPS: list[tuple[str, Callable[[Storage], Awaitable[object]]]] = [
     (
         "open_session",
         lambda s: s.open_session(
-            request_for(make_ticket()), decide, NOW, session_id="http:0", ttl=60, reuse=True
+            request_for(make_ticket()), decide, NOW, SessionTerms("http:0", ttl=60, reuse=True)
         ),
     ),
     ("renew_session", lambda s: s.renew_session("http:0", expires_at=NOW + 60)),
@@ -60,7 +60,7 @@ CLOSED_OPS: list[tuple[str, Callable[[Storage], Awaitable[object]]]] = [
     ),
     ("get_panel_session", lambda s: s.get_panel_session(b"t" * 32)),
     ("touch_panel_session", lambda s: s.touch_panel_session(b"t" * 32, now=NOW)),
-    ("delete_panel_sessions", lambda s: s.delete_panel_sessions(cdn=DEMO_CDN)),
+    ("delete_panel_sessions", lambda s: s.delete_panel_sessions(PanelSessionFilter(cdn=DEMO_CDN))),
 ]
 
 

@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import DEMO_CDN, NOW, OTHER_CDN
 from tests.storage.contract.base import ContractBase
 from usher.protocol.errors import AlreadyExists
-from usher.storage.base import PanelSession, Storage
+from usher.storage.base import PanelSession, PanelSessionFilter, Storage
 from usher.tickets.model import Account
 
 
@@ -75,16 +75,31 @@ class PanelContract(ContractBase):
                 if await storage.get_panel_session(s.token_hash) is not None
             }
 
-        assert await storage.delete_panel_sessions() == 0
+        assert await storage.delete_panel_sessions(PanelSessionFilter()) == 0
         assert await left() == set(sessions)
         # Expiry: idle since before, or created before; either one is enough.
-        assert await storage.delete_panel_sessions(seen_before=NOW + 50, created_before=NOW) == 2
+        assert (
+            await storage.delete_panel_sessions(
+                PanelSessionFilter(seen_before=NOW + 50, created_before=NOW)
+            )
+            == 2
+        )
         assert await left() == {"fresh", "other"}
-        assert await storage.delete_panel_sessions(token_hash=sessions["fresh"].token_hash) == 1
-        assert await storage.delete_panel_sessions(token_hash=sessions["fresh"].token_hash) == 0
+        assert (
+            await storage.delete_panel_sessions(
+                PanelSessionFilter(token_hash=sessions["fresh"].token_hash)
+            )
+            == 1
+        )
+        assert (
+            await storage.delete_panel_sessions(
+                PanelSessionFilter(token_hash=sessions["fresh"].token_hash)
+            )
+            == 0
+        )
         assert await left() == {"other"}
-        assert await storage.delete_panel_sessions(cdn=DEMO_CDN) == 0
-        assert await storage.delete_panel_sessions(cdn=OTHER_CDN) == 1
+        assert await storage.delete_panel_sessions(PanelSessionFilter(cdn=DEMO_CDN)) == 0
+        assert await storage.delete_panel_sessions(PanelSessionFilter(cdn=OTHER_CDN)) == 1
         assert await left() == set()
 
     async def test_panel_state_survives_reopen(self, storage: Storage, demo: Account) -> None:

@@ -14,12 +14,15 @@ import dataclasses
 
 from tests.helpers import CLIENT, DEMO_CDN, NOW, session_ticket, viewer
 from tests.storage.contract.base import ContractBase
-from usher.storage.base import Storage
+from usher.storage.base import SessionTerms, Storage
 from usher.tickets.decision import decide
 from usher.tickets.model import Account, AttemptFilter, Page, PlaybackSession, Reason
 
 TTL = 120
 SID = "http:" + "ab" * 32
+#: The terms the HTTP integrations open with, and the RTMP ones.
+RESUMABLE = SessionTerms(SID, ttl=TTL, reuse=True)
+FRESH = SessionTerms(SID, ttl=TTL, reuse=False)
 
 
 async def attempts(storage: Storage, key: str) -> list[tuple[bool, str]]:
@@ -35,9 +38,7 @@ class SessionContract(ContractBase):
     ) -> None:
         ticket = session_ticket(uses=3)
         await storage.insert_ticket(ticket)
-        first = await storage.open_session(
-            viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=True
-        )
+        first = await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
         assert first.decision.allowed and not first.resumed
         assert first.attempt_id > 0
         assert first.session == PlaybackSession(
@@ -52,9 +53,7 @@ class SessionContract(ContractBase):
         )
         assert first.ticket is not None and first.ticket.use_count == 1
         for step in (10, 50, 100):
-            later = await storage.open_session(
-                viewer(ticket), decide, NOW + step, session_id=SID, ttl=TTL, reuse=True
-            )
+            later = await storage.open_session(viewer(ticket), decide, NOW + step, RESUMABLE)
             assert later.decision.allowed and later.resumed
             assert later.attempt_id == 0
             # The window slides: each request renews it.
@@ -68,15 +67,11 @@ class SessionContract(ContractBase):
     ) -> None:
         ticket = session_ticket(uses=2)
         await storage.insert_ticket(ticket)
-        await storage.open_session(viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=True)
+        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
         # expires_at is exclusive: at NOW + TTL the session is over.
-        again = await storage.open_session(
-            viewer(ticket), decide, NOW + TTL, session_id=SID, ttl=TTL, reuse=True
-        )
+        again = await storage.open_session(viewer(ticket), decide, NOW + TTL, RESUMABLE)
         assert again.decision.allowed and not again.resumed
-        third = await storage.open_session(
-            viewer(ticket), decide, NOW + 3 * TTL, session_id=SID, ttl=TTL, reuse=True
-        )
+        third = await storage.open_session(viewer(ticket), decide, NOW + 3 * TTL, RESUMABLE)
         assert third.decision.reason is Reason.USES_EXHAUSTED and third.session is None
         assert await attempts(storage, ticket.key) == [
             (True, ""),
@@ -88,9 +83,7 @@ class SessionContract(ContractBase):
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
         for _ in range(3):
-            outcome = await storage.open_session(
-                viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=False
-            )
+            outcome = await storage.open_session(viewer(ticket), decide, NOW, FRESH)
             assert outcome.decision.allowed and not outcome.resumed
         stored = await storage.get_ticket(DEMO_CDN, ticket.key)
         assert stored is not None and stored.use_count == 3
@@ -102,7 +95,7 @@ class SessionContract(ContractBase):
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
         outcome = await storage.open_session(
-            viewer(ticket, password="wrong"), decide, NOW, session_id=SID, ttl=TTL, reuse=True
+            viewer(ticket, password="wrong"), decide, NOW, RESUMABLE
         )
         assert outcome.decision.reason is Reason.INVALID_AUTH_TOKEN
         assert outcome.session is None and not outcome.resumed and outcome.attempt_id > 0
@@ -114,17 +107,18 @@ class SessionContract(ContractBase):
     ) -> None:
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
-        await storage.open_session(viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=True)
+        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
         # A wrong password from the same address must not end the viewer's session.
         wrong = await storage.open_session(
-            viewer(ticket, password="guess"), decide, NOW + 1, session_id=SID, ttl=TTL, reuse=True
+            viewer(ticket, password="guess"),
+            decide,
+            NOW + 1,
+            RESUMABLE,
         )
         assert wrong.decision.reason is Reason.INVALID_AUTH_TOKEN and wrong.resumed
         assert wrong.attempt_id > 0
         assert await storage.revoke_ticket(DEMO_CDN, ticket.key)
-        revoked = await storage.open_session(
-            viewer(ticket), decide, NOW + 2, session_id=SID, ttl=TTL, reuse=True
-        )
+        revoked = await storage.open_session(viewer(ticket), decide, NOW + 2, RESUMABLE)
         assert revoked.decision.reason is Reason.TICKET_REVOKED and revoked.resumed
         found = await storage.lookup_session(SID)
         assert found is not None and found[0].expires_at == NOW + TTL
@@ -140,12 +134,7 @@ class SessionContract(ContractBase):
         ticket = session_ticket(uses=5)
         await storage.insert_ticket(ticket)
         outcomes = await asyncio.gather(
-            *(
-                storage.open_session(
-                    viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=True
-                )
-                for _ in range(30)
-            )
+            *(storage.open_session(viewer(ticket), decide, NOW, RESUMABLE) for _ in range(30))
         )
         assert all(o.decision.allowed for o in outcomes)
         assert sum(not o.resumed for o in outcomes) == 1
@@ -158,9 +147,7 @@ class SessionContract(ContractBase):
     ) -> None:
         ticket = session_ticket(ip="auto")
         await storage.insert_ticket(ticket)
-        outcome = await storage.open_session(
-            viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=True
-        )
+        outcome = await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
         assert outcome.ticket is not None
         assert outcome.ticket.bound_ips == (CLIENT,) and outcome.ticket.use_count == 1
         found = await storage.lookup_session(SID)
@@ -177,7 +164,7 @@ class SessionContract(ContractBase):
     ) -> None:
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
-        await storage.open_session(viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=True)
+        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
         looked = await storage.lookup_ticket(ticket.key)
         assert looked == dataclasses.replace(ticket, use_count=1, used_at=NOW)
         await storage.update_account(DEMO_CDN, disabled=True)
@@ -200,7 +187,7 @@ class SessionContract(ContractBase):
     async def test_renew_never_moves_expiry_back(self, storage: Storage, demo: Account) -> None:
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
-        await storage.open_session(viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=True)
+        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
         assert await storage.renew_session(SID, expires_at=NOW + 500)
         # Two nodes may renew out of order: the earlier expiry loses.
         assert await storage.renew_session(SID, expires_at=NOW + 200)
@@ -213,14 +200,12 @@ class SessionContract(ContractBase):
     ) -> None:
         ticket = session_ticket(uses=2)
         await storage.insert_ticket(ticket)
-        await storage.open_session(viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=True)
+        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
         assert await storage.close_session(SID)
         assert not await storage.close_session(SID)
         assert await storage.lookup_session(SID) is None
         # The next request is a new playback start.
-        again = await storage.open_session(
-            viewer(ticket), decide, NOW + 1, session_id=SID, ttl=TTL, reuse=True
-        )
+        again = await storage.open_session(viewer(ticket), decide, NOW + 1, RESUMABLE)
         assert again.decision.allowed and not again.resumed
 
     async def test_sessions_are_independent_and_survive_reopen(
@@ -229,14 +214,12 @@ class SessionContract(ContractBase):
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
         other_sid = "http:" + "cd" * 32
-        await storage.open_session(viewer(ticket), decide, NOW, session_id=SID, ttl=TTL, reuse=True)
+        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
         await storage.open_session(
             viewer(ticket, ip="198.51.100.9"),
             decide,
             NOW,
-            session_id=other_sid,
-            ttl=TTL,
-            reuse=True,
+            SessionTerms(other_sid, ttl=TTL, reuse=True),
         )
         assert await storage.close_session(other_sid)
         await storage.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from usher.storage.base import (
     AttemptColumn,
     PanelSession,
+    PanelSessionFilter,
     TimelineBucket,
     check_timeline_bounds,
     check_top_limit,
@@ -101,19 +102,9 @@ class PostgresPanelMixin:
             (now, token_hash),
         )
 
-    async def delete_panel_sessions(
-        self,
-        *,
-        token_hash: bytes | None = None,
-        cdn: int | None = None,
-        seen_before: int | None = None,
-        created_before: int | None = None,
-    ) -> int:
-        criteria = panel_session_criteria(
-            token_hash=token_hash, cdn=cdn, seen_before=seen_before, created_before=created_before
-        )
-        where, params = clauses(criteria, "%s", joiner=" OR ")
+    async def delete_panel_sessions(self, where: PanelSessionFilter) -> int:
+        condition, params = clauses(panel_session_criteria(where), "%s", joiner=" OR ")
         if not params:
             return 0
-        _, count = await self._db.write(f"DELETE FROM panel_sessions WHERE {where}", params)
+        _, count = await self._db.write(f"DELETE FROM panel_sessions WHERE {condition}", params)
         return count

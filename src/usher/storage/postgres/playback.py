@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import astuple, replace
 from typing import Final
 
-from usher.storage.base import Decider
+from usher.storage.base import Decider, SessionTerms
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import (
     CHECK_LOCK,
@@ -84,15 +84,9 @@ class PostgresPlaybackMixin:
         return session_from_row(row[:width]), ticket
 
     async def open_session(
-        self,
-        request: CheckRequest,
-        decide: Decider,
-        now: int,
-        *,
-        session_id: str,
-        ttl: int,
-        reuse: bool,
+        self, request: CheckRequest, decide: Decider, now: int, terms: SessionTerms
     ) -> SessionOutcome:
+        session_id, ttl, reuse = terms.id, terms.ttl, terms.reuse
         request = storable_request(request)
         session_id = storable(session_id)
         self._session_opens += 1

@@ -8,6 +8,7 @@ import sqlite3
 from usher.storage.base import (
     AttemptColumn,
     PanelSession,
+    PanelSessionFilter,
     TimelineBucket,
     check_timeline_bounds,
     check_top_limit,
@@ -107,23 +108,13 @@ class SQLitePanelMixin(SQLiteAccess):
 
         await self._write(run)
 
-    async def delete_panel_sessions(
-        self,
-        *,
-        token_hash: bytes | None = None,
-        cdn: int | None = None,
-        seen_before: int | None = None,
-        created_before: int | None = None,
-    ) -> int:
-        criteria = panel_session_criteria(
-            token_hash=token_hash, cdn=cdn, seen_before=seen_before, created_before=created_before
-        )
-        where, params = clauses(criteria, "?", joiner=" OR ")
+    async def delete_panel_sessions(self, where: PanelSessionFilter) -> int:
+        condition, params = clauses(panel_session_criteria(where), "?", joiner=" OR ")
         if not params:
             return 0
 
         def run(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(f"DELETE FROM panel_sessions WHERE {where}", params)
+            cursor = conn.execute(f"DELETE FROM panel_sessions WHERE {condition}", params)
             return cursor.rowcount
 
         return await self._write(run)

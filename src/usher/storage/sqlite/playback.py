@@ -10,7 +10,7 @@ import dataclasses
 import sqlite3
 from typing import Final
 
-from usher.storage.base import Decider
+from usher.storage.base import Decider, SessionTerms
 from usher.storage.rows import clip, session_from_row, storable_request, ticket_from_row
 from usher.storage.schema import (
     SESSION_COLUMNS,
@@ -62,15 +62,9 @@ class SQLitePlaybackMixin(SQLiteAccess):
         )
 
     async def open_session(
-        self,
-        request: CheckRequest,
-        decide: Decider,
-        now: int,
-        *,
-        session_id: str,
-        ttl: int,
-        reuse: bool,
+        self, request: CheckRequest, decide: Decider, now: int, terms: SessionTerms
     ) -> SessionOutcome:
+        session_id, ttl, reuse = terms.id, terms.ttl, terms.reuse
         request = storable_request(request)
         self._session_opens += 1
         purge = self._session_opens % _PURGE_EVERY == 0

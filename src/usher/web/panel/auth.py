@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from usher.protocol.errors import BodyTooLarge
-from usher.storage.base import PanelSession
+from usher.storage.base import PanelSession, PanelSessionFilter
 from usher.tickets.model import Account
 from usher.web.body import read_body
 from usher.web.callers import caller_allowed
@@ -126,9 +126,10 @@ async def start_session(state: AppState, account: Account) -> str:
     now = state.now()
     # Expired sessions are swept here: sign-ins are rare, and a sweep is one
     # indexed delete, so no background task is needed.
-    await state.storage.delete_panel_sessions(
+    expired = PanelSessionFilter(
         seen_before=now - IDLE_TIMEOUT, created_before=now - ABSOLUTE_LIFETIME
     )
+    await state.storage.delete_panel_sessions(expired)
     token = new_token()
     await state.storage.create_panel_session(PanelSession(token_hash(token), account.cdn, now, now))
     return token
@@ -137,7 +138,7 @@ async def start_session(state: AppState, account: Account) -> str:
 async def end_session(state: AppState, request: Request) -> None:
     token = request.cookies.get(SESSION_COOKIE, "")
     if token and len(token) <= _MAX_TOKEN:
-        await state.storage.delete_panel_sessions(token_hash=token_hash(token))
+        await state.storage.delete_panel_sessions(PanelSessionFilter(token_hash=token_hash(token)))
 
 
 async def load_viewer(request: Request) -> Viewer | None:
@@ -152,11 +153,11 @@ async def load_viewer(request: Request) -> Viewer | None:
         return None
     now = state.now()
     if now - session.seen_at >= IDLE_TIMEOUT or now - session.created_at >= ABSOLUTE_LIFETIME:
-        await state.storage.delete_panel_sessions(token_hash=hashed)
+        await state.storage.delete_panel_sessions(PanelSessionFilter(token_hash=hashed))
         return None
     account = await state.storage.get_account(session.cdn)
     if account is None or account.disabled:
-        await state.storage.delete_panel_sessions(token_hash=hashed)
+        await state.storage.delete_panel_sessions(PanelSessionFilter(token_hash=hashed))
         return None
     if now - session.seen_at >= TOUCH_EVERY:
         await state.storage.touch_panel_session(hashed, now=now)

@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from usher.passwords import dummy_hash, verify_password
 from usher.protocol.errors import BodyTooLarge
+from usher.storage.base import PanelSessionFilter
 from usher.tickets.model import Account
 from usher.web.body import read_body
 from usher.web.callers import panel_client
@@ -187,7 +188,9 @@ async def _verify(state: AppState, form: dict[str, str], cdn: int | None) -> Acc
 
 
 async def _sign_out(request: Request, viewer: auth.Viewer) -> Response:
-    await viewer.state.storage.delete_panel_sessions(token_hash=viewer.token_hash)
+    await viewer.state.storage.delete_panel_sessions(
+        PanelSessionFilter(token_hash=viewer.token_hash)
+    )
     response = RedirectResponse(f"{PREFIX}/sign-in?signed_out=1", 303)
     auth.clear_cookie(response, request, auth.SESSION_COOKIE, path=PREFIX)
     return response
