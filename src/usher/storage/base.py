@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from usher.storage.schema import GROUPABLE
 from usher.tickets.model import (
     Account,
     Attempt,
@@ -106,10 +107,13 @@ def check_timeline_bounds(where: AttemptFilter, bucket: int) -> None:
         )
 
 
-def check_top_limit(limit: int) -> None:
-    """Refuse a ``top_attempt_values`` limit outside 1..MAX_TOP_VALUES."""
+def grouped_column(column: AttemptColumn, limit: int) -> str:
+    """The SQL column ``top_attempt_values`` groups by (from a fixed table,
+    never caller text), once ``limit`` is checked to be within
+    1..MAX_TOP_VALUES."""
     if not 1 <= limit <= MAX_TOP_VALUES:
         raise ValueError(f"The limit must be between 1 and {MAX_TOP_VALUES}, got {limit}.")
+    return GROUPABLE[column]
 
 
 class Storage(ABC):

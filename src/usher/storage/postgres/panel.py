@@ -12,11 +12,10 @@ from usher.storage.base import (
     PanelSessionFilter,
     TimelineBucket,
     check_timeline_bounds,
-    check_top_limit,
+    grouped_column,
 )
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.rows import attempt_where, clauses, panel_session_criteria
-from usher.storage.schema import GROUPABLE
 from usher.tickets.model import AttemptFilter
 
 
@@ -45,8 +44,7 @@ class PostgresPanelMixin:
     async def top_attempt_values(
         self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
     ) -> list[tuple[str, int]]:
-        check_top_limit(limit)
-        name = GROUPABLE[column]  # a fixed column name, never caller text
+        name = grouped_column(column, limit)
         sql, params = attempt_where(cdn, where, "%s")
         # COLLATE "C": ties break by code point, as in SQLite, whatever the
         # database's own collation.

@@ -24,7 +24,7 @@ from usher.storage.postgres.sql import (
     log_attempt,
 )
 from usher.storage.rows import (
-    clip,
+    new_session,
     placeholders,
     session_from_row,
     storable_request,
@@ -131,16 +131,7 @@ class PostgresPlaybackMixin:
                         logged = await log_attempt(conn, request, ticket, decision, now)
                         session = None
                         if decision.allowed:
-                            session = PlaybackSession(
-                                id=session_id,
-                                key=clip(request.key),
-                                cdn=None if ticket is None else ticket.cdn,
-                                ip=clip(request.ip),
-                                app=clip(request.app),
-                                video=clip(request.video),
-                                created_at=now,
-                                expires_at=now + ttl,
-                            )
+                            session = new_session(request, ticket, session_id, ttl, now)
                             await conn.execute(_SESSION_UPSERT, astuple(session))
                         result = SessionOutcome(decision, 0, after, session, False)
             # Committed by now, so the id belongs to an attempt on disk.

@@ -11,10 +11,9 @@ from usher.storage.base import (
     PanelSessionFilter,
     TimelineBucket,
     check_timeline_bounds,
-    check_top_limit,
+    grouped_column,
 )
 from usher.storage.rows import attempt_where, clauses, panel_session_criteria
-from usher.storage.schema import GROUPABLE
 from usher.storage.sqlite.engine import SQLiteAccess
 from usher.tickets.model import AttemptFilter
 
@@ -41,8 +40,7 @@ class SQLitePanelMixin(SQLiteAccess):
     async def top_attempt_values(
         self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
     ) -> list[tuple[str, int]]:
-        check_top_limit(limit)
-        name = GROUPABLE[column]  # a fixed column name, never caller text
+        name = grouped_column(column, limit)
         sql, params = attempt_where(cdn, where, "?")
         rows = await self._read(
             lambda conn: conn.execute(

@@ -11,7 +11,7 @@ import sqlite3
 from typing import Final
 
 from usher.storage.base import Decider, SessionTerms
-from usher.storage.rows import clip, session_from_row, storable_request, ticket_from_row
+from usher.storage.rows import new_session, session_from_row, storable_request, ticket_from_row
 from usher.storage.schema import (
     SESSION_COLUMNS,
     SESSION_INSERT,
@@ -84,16 +84,7 @@ class SQLitePlaybackMixin(SQLiteAccess):
             outcome, ticket = apply_check(conn, self._tickets, request, decide, now, log=True)
             session = None
             if outcome.decision.allowed:
-                session = PlaybackSession(
-                    id=session_id,
-                    key=clip(request.key),
-                    cdn=None if ticket is None else ticket.cdn,
-                    ip=clip(request.ip),
-                    app=clip(request.app),
-                    video=clip(request.video),
-                    created_at=now,
-                    expires_at=now + ttl,
-                )
+                session = new_session(request, ticket, session_id, ttl, now)
                 conn.execute(
                     f"INSERT OR REPLACE INTO playback_sessions ({SESSION_INSERT})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
