@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live.conftest import USHER, free_port
+from tests.live.conftest import USHER, LiveServer, free_port
+from tests.live.streaming import main_config, need, private_prefix, render, run_nginx
 from usher.config import Settings
 from usher.storage import migrations
 
@@ -393,3 +394,75 @@ def serving(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+# -- TLS in front (docs/deploy/nginx-tls.conf) -------------------------------------
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@pytest.fixture
+def server_env() -> dict[str, str]:
+    """The settings docs/deploy/usher.env sets for nginx on the same machine."""
+    return {"USHER_PANEL_TRUSTED_PROXIES": env_file_lines()["USHER_PANEL_TRUSTED_PROXIES"]}
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [need("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_panel_over_https_behind_nginx(live_server: LiveServer) -> None:
+    http_port, https_port = free_port(), free_port()
+    with private_prefix() as prefix:
+        cert, key = self_signed(prefix)
+        site = render(
+            "deploy/nginx-tls.conf",
+            {
+                "listen 80;": f"listen 127.0.0.1:{http_port};",
+                "listen 443 ssl;": f"listen 127.0.0.1:{https_port} ssl;",
+                "server 127.0.0.1:8080;": f"server {live_server.url.removeprefix('http://')};",
+                "/etc/letsencrypt/live/usher.example.net/fullchain.pem": str(cert),
+                "/etc/letsencrypt/live/usher.example.net/privkey.pem": str(key),
+            },
+        )
+        with run_nginx(prefix, main_config(prefix, http=site), [http_port, https_port]):
+            https = f"https://127.0.0.1:{https_port}"
+            plain = httpx.get(f"http://127.0.0.1:{http_port}/panel/", timeout=10)
+            assert plain.status_code == 301
+            assert plain.headers["location"].startswith("https://")
+            with httpx.Client(base_url=https, verify=False, timeout=10) as browser:
+                form = browser.get("/panel/sign-in")
+                assert "secure" in form.headers["set-cookie"].lower()
+                found = _CSRF.search(form.text)
+                assert found is not None, form.text
+                signed_in = browser.post(
+                    "/panel/sign-in",
+                    data={
+                        "csrf": found.group(1),
+                        "cdn": str(live_server.cdn),
+                        "method": "api",
+                        "api_key": live_server.api_key,
+                        "secret": live_server.secret,
+                    },
+                )
+                assert signed_in.status_code == 303, signed_in.text
+                session = signed_in.headers.get_list("set-cookie")
+                assert any("usher" in c and "; secure" in c.lower() for c in session), session
+                assert browser.get("/panel/").status_code == 200
+                # The signed API answers through the proxy; callbacks and
+                # metrics are not published.
+                api = browser.post("/api", data={"json": "{}"})
+                assert api.headers["content-type"].startswith("application/json")
+                for hidden in ("/usher/check?key=k&pass=p&app=demo-live", "/metrics"):
+                    assert browser.get(hidden).status_code == 404, hidden
+        # Without the proxy's word, Usher does not claim TLS.
+        direct = httpx.get(f"{live_server.url}/panel/sign-in", timeout=10)
+        assert "secure" not in direct.headers["set-cookie"].lower()
