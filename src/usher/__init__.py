@@ -1,3 +1,5 @@
-"""Usher: self-hosted stream-access tickets speaking the ScaleEngine Virtual Usher API."""
+"""Usher: self-hosted stream-access tickets speaking the ScaleEngine Virtual Usher API.
 
-__version__ = "0.1.0"
+The version is ``pyproject.toml``'s alone; ``usher --version`` reads it from
+the installed distribution (``usher.cli.installed_version``).
+"""

@@ -376,9 +376,45 @@ def cmd_seed_data(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------
 
 
+def installed_version() -> str:
+    """The version of the installed ``usher`` distribution (pyproject.toml's
+    ``version``, the one place it is written)."""
+    # Imported here: importlib.metadata adds about 0.1 s to every command.
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("usher")
+    except importlib.metadata.PackageNotFoundError:
+        # Run from a source tree that was never installed (PYTHONPATH=src).
+        return "unknown (not installed; run `pip install .` to record one)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``usher X.Y.Z`` and exit, looking the version up
+    only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help")
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"usher {installed_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="usher", description="Stream-access tickets speaking the SEVU API."
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the installed version and exit"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
