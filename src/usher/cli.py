@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from usher import accounts
 from usher.config import Settings
+from usher.demo import Demo, banner, prepare
 from usher.progress import Bars
 from usher.protocol.errors import ConfigError, UsherError
 from usher.storage import storage_for_url
@@ -22,7 +23,6 @@ from usher.storage.base import PanelSessionFilter, Storage
 
 T = TypeVar("T")
 
-DEMO_USERNAME = "demo"
 #: The GIL switch interval of ``usher serve`` (see cmd_serve).
 SWITCH_INTERVAL_S = 0.00005
 
@@ -56,9 +56,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(database_url=args.database)
     # Migrate (or refuse a newer schema) here, so a problem is one clear line
     # instead of a failed ASGI lifespan.
-    account = _with_storage(args.database, _demo_account if args.demo else _no_demo)
-    if account is not None:
-        _print_demo(account, args.host, args.port)
+    demo = _with_storage(args.database, _demo if args.demo else _no_demo)
+    if demo is not None:
+        print(banner(demo, args.host, args.port), flush=True)
     app = create_app(settings)
     # The SQLite writer thread gives up the GIL around every SQLite call and
     # must win it back from the event loop each time. Under a flood of
@@ -126,30 +126,8 @@ async def _no_demo(storage: Storage) -> None:
     await storage.schema_version()
 
 
-async def _demo_account(storage: Storage) -> dict[str, object]:
-    existing = await storage.get_account_by_username(DEMO_USERNAME)
-    account = existing or await accounts.create(storage, DEMO_USERNAME)
-    return accounts.credentials(account)
-
-
-def _print_demo(account: dict[str, object], host: str, port: int) -> None:
-    url = f"http://{host}:{port}/api"
-    print(
-        "Usher demo account (this database only; create real ones with `usher account create`):\n"
-        f"  cdn      {account['cdn']}\n"
-        f"  username {account['username']}\n"
-        f"  api_key  {account['api_key']}\n"
-        f"  secret   {account['secret']}\n\n"
-        "In another shell, from this folder:\n"
-        f"  export USHER_URL={url} USHER_CDN={account['cdn']} "
-        f"USHER_API_KEY={account['api_key']} USHER_SECRET={account['secret']}\n"
-        "  .venv/bin/usher call sevu.request app=demo-live video=mystream pass=s3cret "
-        "ip=auto uses=5\n"
-        "  .venv/bin/usher call sevu.errorcount\n"
-        f"  curl -i 'http://{host}:{port}/usher/check?"
-        "key=KEY&pass=s3cret&app=demo-live&video=mystream'\n",
-        flush=True,
-    )
+async def _demo(storage: Storage) -> Demo:
+    return await prepare(storage, int(time.time()))
 
 
 # -- accounts --------------------------------------------------------------------

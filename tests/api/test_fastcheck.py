@@ -13,10 +13,11 @@ import httpx
 import pytest
 
 from tests.conftest import Clock, Harness
+from usher.adapters.check import check_body
 from usher.config import Settings
-from usher.protocol.errors import StorageBusy
+from usher.protocol.errors import StorageBusy, StorageError
 from usher.storage.sqlite import SQLiteStorage
-from usher.tickets.model import CheckOutcome, CheckRequest
+from usher.tickets.model import CheckOutcome, CheckRequest, Reason
 from usher.web.app import create_app
 
 pytestmark = pytest.mark.anyio
@@ -83,3 +84,63 @@ async def test_check_request_fields_reach_the_storage(
         headers={"X-Real-IP": " 192.0.2.9 "},
     )
     assert seen[0].ip == "192.0.2.9" and seen[0].pageurl == "u" and seen[0].app == "demo-a"
+
+
+async def test_every_answer_body_is_the_one_encoding(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Allowed, each denial and both 503s: one spacing, byte for byte, so a
+    caller matching bodies as text sees the same shape for every answer."""
+    keys = {
+        "ok": (await harness.ticket())["key"],
+        "once": (await harness.ticket(uses=1))["key"],
+        "revoked": (await harness.ticket(video="gone"))["key"],
+        "expired": (await harness.ticket(expire="2027-01-15 08:00:01"))["key"],
+        "ip": (await harness.ticket(ip="192.0.2.1"))["key"],
+    }
+    await harness.call("sevu.revoke", key=keys["revoked"])
+    harness.clock.advance(5)
+    good = {"pass": "pw", "app": "demo-live", "video": "mystream"}
+    await harness.check(key=keys["once"], **good)
+    cases: list[tuple[str, dict[str, str], Reason | None]] = [
+        ("ok", {}, None),
+        ("ok", {"pass": "wrong"}, Reason.INVALID_AUTH_TOKEN),
+        ("revoked", {"video": "gone"}, Reason.TICKET_REVOKED),
+        ("expired", {}, Reason.EXPIRED),
+        ("ok", {"app": "demo-other"}, Reason.INVALID_APPLICATION),
+        ("ok", {"video": "other"}, Reason.INVALID_VIDEO),
+        ("ip", {"ip": "192.0.2.2"}, Reason.INVALID_IP),
+        ("once", {}, Reason.USES_EXHAUSTED),
+    ]
+    assert {reason for _, _, reason in cases} == {*Reason, None}
+    for key, changed, reason in cases:
+        params = {"key": keys[key], **good, **changed}
+        status, body = (
+            (200, check_body(True, "")) if reason is None else (403, check_body(False, reason))
+        )
+        for response in (
+            await harness.http.get("/usher/check", params=params),
+            await harness.http.post("/usher/check", data=params),
+            await harness.http.post("/usher/check", json=params),
+        ):
+            assert (response.status_code, response.content) == (status, body), params
+
+    for failure, said in (
+        (StorageBusy("20000 writes are waiting."), "Usher is overloaded"),
+        (StorageError("The disk is gone."), "Usher storage unavailable"),
+    ):
+
+        async def fails(*_: object, failure: Exception = failure, **__: object) -> CheckOutcome:
+            raise failure
+
+        monkeypatch.setattr(harness.app.state.storage, "record_check", fails)
+        response = await harness.http.get("/usher/check", params={"key": keys["ok"], **good})
+        assert (response.status_code, response.content) == (503, check_body(False, said))
+
+
+def test_the_one_encoding_is_compact_json() -> None:
+    # The spacing of the API envelope and /healthz (Starlette's JSONResponse).
+    assert check_body(True, "") == b'{"allowed":true,"reason":""}'
+    assert check_body(False, "Invalid Auth Token") == (
+        b'{"allowed":false,"reason":"Invalid Auth Token"}'
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import usher as usher_package
 from tests.live.conftest import USHER, LiveServer, free_port, usher
 from usher.storage import migrations
 
@@ -161,27 +164,90 @@ def test_db_migrate_and_newer_schema_refused(tmp_path: Path) -> None:
     assert "Upgrade Usher" in result.stdout + result.stderr
 
 
-def test_serve_demo_prints_a_working_account(tmp_path: Path) -> None:
-    port = free_port()
+def _serve_demo(cwd: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
+    """``usher serve --demo`` in ``cwd``, healthy, and the banner it printed."""
+    # The usher under test, wherever cwd is (a relative PYTHONPATH=src is not).
+    here = str(Path(usher_package.__file__).parents[1])
+    path = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [*USHER, "serve", "--demo", "--port", str(port), "--log-level", "warning"],
-        cwd=tmp_path,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": path},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert process.stdout is not None
+    banner: list[str] = []
+    while len(banner) < 40 and "sevu.errorcount" not in "".join(banner[-1:]):
+        banner.append(process.stdout.readline())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    return process, [line.rstrip("\n") for line in banner]
+
+
+def _block(banner: list[str], title: str) -> dict[str, str]:
+    """The ``  name value`` lines under the line starting with ``title``."""
+    start = next(i for i, line in enumerate(banner) if line.startswith(title)) + 1
+    block: dict[str, str] = {}
+    for line in banner[start:]:
+        if not line.startswith("  "):
+            break
+        name, value = line.split(maxsplit=1)
+        block[name] = value
+    return block
+
+
+def _play(curl_line: str) -> tuple[int, bytes]:
+    """Run the printed curl line as a user pasting it would (through a shell)
+    and return the status and body it shows."""
+    if shutil.which("curl") is None:  # the line's URL, fetched as curl would
+        response = httpx.get(shlex.split(curl_line)[-1])
+        return response.status_code, response.content
+    shown = subprocess.run(
+        ["sh", "-c", curl_line], capture_output=True, timeout=30, check=True
+    ).stdout
+    head, _, body = shown.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_serve_demo_prints_a_working_account_and_ticket(tmp_path: Path) -> None:
+    port = free_port()
+    process, banner = _serve_demo(tmp_path, port)
     try:
-        assert process.stdout is not None
-        banner = [process.stdout.readline() for _ in range(6)]
-        values = dict(line.split()[:2] for line in banner[1:5])
+        values = _block(banner, "Usher demo account")
         assert set(values) == {"cdn", "username", "api_key", "secret"}
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        ticket = _block(banner, "Demo ticket")
+        assert set(ticket) == {"key", "pass", "app", "video", "expires"}
+        assert banner[[line.startswith("Demo ticket") for line in banner].index(True)] == (
+            "Demo ticket (new; each start reuses it while it is valid):"
+        )
+        curl = [line.strip() for line in banner if line.startswith("  curl ")]
+        assert len(curl) == 1
+        assert ticket["key"] in curl[0] and f"127.0.0.1:{port}" in curl[0]
+        assert _play(curl[0]) == (200, b'{"allowed":true,"reason":""}')
+        assert _play(curl[0].replace("demo-pass", "wrong")) == (
+            403,
+            b'{"allowed":false,"reason":"Invalid Auth Token"}',
+        )
+        exports = dict(
+            item.split("=", 1)
+            for line in banner
+            if line.startswith("  export ")
+            for item in line.split()[1:]
+        )
+        assert exports == {
+            "USHER_URL": f"http://127.0.0.1:{port}/api",
+            "USHER_CDN": values["cdn"],
+            "USHER_API_KEY": values["api_key"],
+            "USHER_SECRET": values["secret"],
+        }
+        assert any(".venv/bin/usher call sevu.request app=demo-live" in line for line in banner)
         server = LiveServer(
             url=f"http://127.0.0.1:{port}",
             database=f"sqlite:///{tmp_path / 'usher.db'}",
@@ -193,8 +259,34 @@ def test_serve_demo_prints_a_working_account(tmp_path: Path) -> None:
             log=tmp_path / "unused.log",
         )
         code, body = call(server, "sevu.errorcount")
-        assert code == 0 and body["code"] == 2050
+        assert code == 0 and body["error_count"] == 2  # the play and the wrong pass
         assert (tmp_path / "usher.db").exists()  # the SQLite default, in the cwd
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+    # A second start prints the same ticket, so a curl line copied earlier
+    # keeps working; once that ticket is revoked, the next start makes another.
+    process, again = _serve_demo(tmp_path, port)
+    try:
+        assert _block(again, "Usher demo account") == values
+        assert _block(again, "Demo ticket") == ticket
+        assert "Demo ticket (reused from the last start; " in "\n".join(again)
+        assert [line.strip() for line in again if line.startswith("  curl ")] == curl
+        assert _play(curl[0])[0] == 200
+        code, body = call(server, "sevu.revoke", f"key={ticket['key']}")
+        assert code == 0, body
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    process, third = _serve_demo(tmp_path, port)
+    try:
+        renewed = _block(third, "Demo ticket")
+        assert renewed["key"] != ticket["key"]
+        assert _play(next(line.strip() for line in third if line.startswith("  curl "))) == (
+            200,
+            b'{"allowed":true,"reason":""}',
+        )
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    Locator,
     Page,
     ViewportSize,
     expect,
@@ -108,6 +109,11 @@ def sign_in_with_api_key(page: Page, cdn: int, api_key: str, secret: str) -> Non
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
 
+def reveal(where: Page | Locator, control: str) -> None:
+    """Click a pass's Show (or Hide) control (the summary of its <details>)."""
+    where.locator("summary").filter(has_text=control).click()
+
+
 def kpi(page: Page, name: str) -> str:
     return page.locator(f'[data-kpi="{name}"]').inner_text()
 
@@ -133,7 +139,11 @@ def test_sign_in_create_play_watch_revoke_sign_out(
         page.get_by_label("Uses").fill("5")
         page.get_by_role("button", name="Create ticket").click()
         expect(page.get_by_text("Ticket created.")).to_be_visible()
-        query = page.get_by_label("Query string for the player").input_value()
+        # The pass is out of sight until asked for: Copy still copies it all.
+        expect(page.get_by_text("s3cret-pass")).to_be_hidden()
+        player = page.get_by_label("Query string for the player")
+        expect(player).to_be_hidden()
+        query = player.input_value()
         found = re.fullmatch(r"\?key=(mystream\.[0-9a-f]{14}\.[0-9]{8})&pass=s3cret-pass", query)
         assert found, query
         key = found.group(1)
@@ -141,6 +151,13 @@ def test_sign_in_create_play_watch_revoke_sign_out(
         expect(page.get_by_role("button", name="Copied")).to_be_visible()
         assert page.evaluate("navigator.clipboard.readText()") == query
         screenshot(page, tmp_path, "flow-ticket-created")
+        reveal(page, "Show the query string for the player")
+        expect(player).to_be_visible()
+        reveal(page, "Show the pass")
+        expect(page.get_by_text("s3cret-pass", exact=True)).to_be_visible()
+        expect(page.locator(".facts .reveal-hide")).to_be_visible()  # the control now hides
+        reveal(page, "Hide the pass")
+        expect(page.get_by_text("s3cret-pass", exact=True)).to_be_hidden()
 
         # Watch the overview while a streaming server checks the ticket.
         page.goto("/panel/?range=1h")
@@ -164,6 +181,10 @@ def test_sign_in_create_play_watch_revoke_sign_out(
         expect(rows).to_have_count(2)
         expect(rows.nth(0)).to_contain_text("Invalid Auth Token")
         expect(rows.nth(1)).to_contain_text("Allowed")
+        expect(page.get_by_text("wrong-pass", exact=True)).to_be_hidden()
+        reveal(rows.nth(0), "Show the pass")
+        expect(rows.nth(0).get_by_text("wrong-pass", exact=True)).to_be_visible()
+        expect(rows.nth(1).get_by_text("s3cret-pass", exact=True)).to_be_hidden()
         with Client(server.api, cdn=server.cdn, api_key=server.api_key, secret=server.secret) as c:
             assert c.call("sevu.errorcount", key=key)["error_count"] == 2
             time.sleep(1.05)  # the next signed call must not be a replay of this second

@@ -11,7 +11,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from usher.tickets.model import CheckRequest, Decision
+from usher.tickets.model import CheckRequest, Decision, Reason
 from usher.tickets.text import storable
 
 FIELDS = ("key", "pass", "app", "video", "ip", "appinst", "pageurl", "refurl", "server_ip")
@@ -141,12 +141,29 @@ def to_request(fields: dict[str, str], client_ip: str) -> CheckRequest:
     )
 
 
-_ALLOWED = b'{"allowed":true,"reason":""}'
+def encode(value: dict[str, object]) -> bytes:
+    """The one JSON encoding of a callback's answer body: compact, like the
+    API envelope and every other JSON body the server writes."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def check_body(allowed: bool, reason: str) -> bytes:
+    """The body of every ``/usher/check`` answer, allowed, denied or 503."""
+    return encode({"allowed": allowed, "reason": reason})
+
+
+# Every check waits for its answer: the bodies are encoded once, here.
+_ALLOWED = check_body(True, "")
+_DENIED: dict[Reason | None, bytes] = {
+    reason: check_body(False, "" if reason is None else reason.value) for reason in [*Reason, None]
+}
+#: The 503 answers: Usher could not decide (the viewer was not refused).
+OVERLOADED = check_body(False, "Usher is overloaded")
+UNAVAILABLE = check_body(False, "Usher storage unavailable")
 
 
 def answer(decision: Decision) -> tuple[int, bytes]:
     """200 with ``allowed: true`` or 403 with the reason."""
     if decision.allowed:
         return 200, _ALLOWED
-    body = json.dumps({"allowed": False, "reason": decision.reason_text})
-    return 403, body.encode()
+    return 403, _DENIED[decision.reason]

@@ -13,12 +13,11 @@ non-zero ``code`` refuses even to an SRS that reads only the body.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from usher.adapters.check import credential, json_text, parse_json_object, parse_pairs
+from usher.adapters.check import credential, encode, json_text, parse_json_object, parse_pairs
 from usher.tickets.model import CheckRequest
 
 
@@ -111,4 +110,4 @@ ALLOW = b"0"
 
 
 def deny_body(reason: str) -> bytes:
-    return json.dumps({"code": 403, "allowed": False, "reason": reason}).encode()
+    return encode({"code": 403, "allowed": False, "reason": reason})

@@ -31,8 +31,6 @@ log = logging.getLogger("usher.check")
 _JSON: Final = b"application/json"
 _TEXT: Final = b"text/plain; charset=utf-8"
 _TOO_LARGE: Final = b"The check body is larger than 64 KiB.\n"
-_OVERLOADED: Final = b'{"allowed":false,"reason":"Usher is overloaded"}'
-_UNAVAILABLE: Final = b'{"allowed":false,"reason":"Usher storage unavailable"}'
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -103,10 +101,10 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
         decision = await Checker(state).counted(checked)
     except StorageBusy:
         # 503, not 403: the viewer was not refused, Usher could not decide.
-        return await _answer(send, 503, _OVERLOADED, _JSON)
+        return await _answer(send, 503, wire.OVERLOADED, _JSON)
     except StorageError as exc:
         log.error("The storage failed during a check: %s", exc)
-        return await _answer(send, 503, _UNAVAILABLE, _JSON)
+        return await _answer(send, 503, wire.UNAVAILABLE, _JSON)
     status, answer = wire.answer(decision)
     return await _answer(send, status, answer, _JSON)
 

@@ -49,6 +49,11 @@ def asset(name: str) -> str:
     return f"{PREFIX}/static/{name}?v={_VERSIONS.get(name, '0')}"
 
 
+#: What the panel shows in place of a viewer's pass until asked (the
+#: ``secret`` macro): the same length whatever the pass, so it tells nothing.
+PASS_MASK = "••••••"  # noqa: S105  # the mask shown instead of a pass
+
+
 def utc(ts: int | None) -> str:
     """A UNIX time as the API prints it; an em dash for "never"."""
     return "—" if ts is None else format_utc(ts)
@@ -73,7 +78,7 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_env.globals.update(asset=asset, prefix=PREFIX, query=query)
+_env.globals.update(asset=asset, prefix=PREFIX, query=query, pass_mask=PASS_MASK)
 _env.filters.update(utc=utc, path_part=path_part)
 
 

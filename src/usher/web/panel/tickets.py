@@ -23,7 +23,7 @@ from usher.protocol.errors import ApiError, InvalidField, MissingFields
 from usher.tickets.model import AttemptFilter, Page, Ticket
 from usher.web.panel import forms
 from usher.web.panel.auth import Viewer, signed_in
-from usher.web.panel.render import PREFIX, error_page, page, path_part
+from usher.web.panel.render import PASS_MASK, PREFIX, error_page, page, path_part
 
 PAGE_SIZE = 25
 #: Attempts shown on a ticket's page; the explorer pages through the rest.
@@ -44,10 +44,12 @@ def status_of(ticket: Ticket, now: int) -> tuple[str, str]:
     return "Active", "good"
 
 
-def play_query(ticket: Ticket) -> str:
+def play_query(ticket: Ticket, *, masked: bool = False) -> str:
     """What the player appends to the stream URL, encoded so that any pass
-    (even one with ``&`` or spaces) survives the trip."""
-    return f"?key={quote(ticket.key, safe='')}&pass={quote(ticket.password, safe='')}"
+    (even one with ``&`` or spaces) survives the trip; ``masked``, the pass
+    hidden, to show until the operator asks for it."""
+    password = PASS_MASK if masked else quote(ticket.password, safe="")
+    return f"?key={quote(ticket.key, safe='')}&pass={password}"
 
 
 def message_of(exc: ApiError) -> str:
@@ -185,6 +187,7 @@ async def _detail(request: Request, viewer: Viewer) -> Response:
             "ticket": found,
             "status": status_of(found, viewer.now),
             "play": play_query(found),
+            "play_masked": play_query(found, masked=True),
             "attempts": attempts,
             "allowed": allowed,
             "denied": denied,

@@ -12,7 +12,12 @@
       return true;
     } catch (error) {
       // No clipboard API (plain http to a remote host): select the text so
-      // that Ctrl+C copies it, and let execCommand try.
+      // that Ctrl+C copies it, and let execCommand try. A value behind a
+      // Show control is revealed first: hidden text cannot be selected.
+      const holder = source.closest("details");
+      if (holder) {
+        holder.open = true;
+      }
       if (typeof source.select === "function") {
         source.select();
       }
