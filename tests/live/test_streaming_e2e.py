@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.slow
 UPDATE_S = 2
 MEDIA_SECONDS = 6
 SEGMENT_S = 0.4  # many short segments: the revocation test needs fresh URIs
+LIVE_FRAGMENT_S = 1
 
 
 @dataclass
@@ -129,6 +131,57 @@ def _make_hls(media: Path) -> list[str]:
     return sorted(path.name for path in movie.glob("seg*.ts"))
 
 
+def _config(
+    prefix: Path, usher_url: str, rtmp_port: int, http_port: int, *, nested: bool = False
+) -> str:
+    """nginx.conf with the shipped RTMP and HTTP files; ``nested`` switches
+    live HLS to nginx-rtmp's nested layout, as the docs describe."""
+    hls_path = "hls_path /var/www/usher-live/hls/demo-live;"
+    rtmp = streaming.render(
+        "nginx/rtmp.conf",
+        {
+            "listen 1935;": f"listen 127.0.0.1:{rtmp_port};",
+            "http://127.0.0.1:8080/": f"{usher_url}/",
+            "notify_update_timeout 30s;": f"notify_update_timeout {UPDATE_S}s;",
+            # Short fragments: a live playlist is ready a second after publishing.
+            "hls_fragment 2s;": f"hls_fragment {LIVE_FRAGMENT_S}s;",
+            "dash_fragment 2s;": f"dash_fragment {LIVE_FRAGMENT_S}s;",
+            hls_path: hls_path + (" hls_nested on;" if nested else ""),
+            "/var/www/usher-live": str(prefix / "live"),
+            "/var/www/usher-vod": str(prefix / "vod"),
+        },
+    )
+    http = streaming.render(
+        "nginx/http.conf",
+        {
+            "listen 80;": f"listen 127.0.0.1:{http_port};",
+            "server 127.0.0.1:8080;": f"server 127.0.0.1:{usher_port_of(usher_url)};",
+            "/var/www/usher-media": str(prefix / "media"),
+            "/var/www/usher-live": str(prefix / "live"),
+            "/var/cache/nginx/usher": str(prefix / "cache"),
+            "/var/log/nginx/usher-access.log": str(prefix / "logs" / "access.log"),
+        },
+    )
+    return streaming.main_config(prefix, rtmp=rtmp, http=http)
+
+
+def usher_port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@contextmanager
+def _publishing(rtmp: str, stream: str, progress: Path) -> Iterator[None]:
+    """A live publisher for the block; stopped before nginx is, so nginx's
+    graceful stop does not wait for its connection."""
+    publisher = streaming.start_publisher(f"{rtmp}/{stream}", progress)
+    try:
+        streaming.wait_until_publishing(publisher, progress)
+        yield
+    finally:
+        publisher.kill()
+        publisher.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("e2e")
@@ -140,56 +193,34 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log = tmp / "usher.log"
     server = _serve(usher_port, database, log)
     usher_url = f"http://127.0.0.1:{usher_port}"
-    publisher: subprocess.Popen[bytes] | None = None
     try:
         with streaming.private_prefix() as prefix:
             segments = _make_hls(prefix / "media")
-            rtmp = streaming.render(
-                "nginx/rtmp.conf",
-                {
-                    "listen 1935;": f"listen 127.0.0.1:{rtmp_port};",
-                    "http://127.0.0.1:8080/": f"{usher_url}/",
-                    "notify_update_timeout 30s;": f"notify_update_timeout {UPDATE_S}s;",
-                    "/var/www/usher-vod": str(prefix / "vod"),
-                },
-            )
-            http = streaming.render(
-                "nginx/http.conf",
-                {
-                    "listen 80;": f"listen 127.0.0.1:{http_port};",
-                    "server 127.0.0.1:8080;": f"server 127.0.0.1:{usher_port};",
-                    "/var/www/usher-media": str(prefix / "media"),
-                    "/var/cache/nginx/usher": str(prefix / "cache"),
-                },
-            )
-            config = streaming.main_config(prefix, rtmp=rtmp, http=http)
-            with streaming.run_nginx(prefix, config, [rtmp_port, http_port]) as nginx:
-                progress = tmp / "publisher.progress"
-                publisher = streaming.start_publisher(
-                    f"rtmp://127.0.0.1:{rtmp_port}/demo-live/mystream", progress
-                )
-                streaming.wait_until_publishing(publisher, progress)
-                with Client(
+            config = _config(prefix, usher_url, rtmp_port, http_port)
+            with (
+                streaming.run_nginx(prefix, config, [rtmp_port, http_port]) as nginx,
+                _publishing(
+                    f"rtmp://127.0.0.1:{rtmp_port}", "demo-live/mystream", tmp / "publisher.progress"
+                ),
+                Client(
                     f"{usher_url}/api",
                     cdn=account["cdn"],
                     api_key=account["api_key"],
                     secret=account["secret"],
                     clock=_stepping_clock(),
-                ) as api:
-                    yield Stack(
-                        usher_url,
-                        log,
-                        account["secret"],
-                        api,
-                        f"rtmp://127.0.0.1:{rtmp_port}",
-                        f"http://127.0.0.1:{http_port}",
-                        nginx,
-                        segments,
-                    )
+                ) as api,
+            ):
+                yield Stack(
+                    usher_url,
+                    log,
+                    account["secret"],
+                    api,
+                    f"rtmp://127.0.0.1:{rtmp_port}",
+                    f"http://127.0.0.1:{http_port}",
+                    nginx,
+                    segments,
+                )
     finally:
-        if publisher is not None:
-            publisher.kill()
-            publisher.wait(timeout=10)
         server.terminate()
         server.wait(timeout=10)
     written = log.read_text(errors="replace")
