@@ -373,7 +373,8 @@ async def test_hls_concurrent_first_requests_cost_one_use(h: Harness) -> None:
         ("/demo-vod/x/../movie/index.m3u8", "", ""),  # not interpreted: refused
         ("/demo-vod/./movie/index.m3u8", "", ""),
         ("/demo-vod/%2e%2e/other/index.m3u8", "", ""),
-        ("/demo-vod/index.m3u8", "demo-vod", ""),
+        ("/demo-vod/index.m3u8", "demo-vod", "index"),  # the flat layout
+        ("/demo-live/cam-1-7.ts", "demo-live", "cam-1"),
         ("/", "", ""),
     ],
 )

@@ -98,14 +98,22 @@ def private_prefix() -> Iterator[Path]:
         prefix.chmod(0o755)
         for sub in ("logs", "temp", "cache", "media", "vod"):
             (prefix / sub).mkdir(mode=0o755)
+        # Written by the workers (live HLS and DASH, and the sockets of
+        # rtmp_auto_push), whoever they run as.
+        for sub in ("live", "live/hls", "live/dash", "sockets"):
+            (prefix / sub).mkdir()
+            (prefix / sub).chmod(0o777)
         yield prefix
     finally:
         shutil.rmtree(prefix, ignore_errors=True)
 
 
-def main_config(prefix: Path, *, rtmp: str = "", http: str = "") -> str:
+def main_config(prefix: Path, *, rtmp: str = "", http: str = "", workers: int = 1) -> str:
     """nginx.conf around the shipped snippets: what a packaged nginx.conf
-    provides (module, pid, logs, temp paths), pointed into the prefix."""
+    provides (module, pid, logs, temp paths), pointed into the prefix. With
+    more than one worker, RTMP streams are copied between them
+    (``rtmp_auto_push``), as docs/nginx/rtmp.conf describes."""
+    auto_push = f"rtmp_auto_push on;\nrtmp_socket_dir {prefix}/sockets;" if workers > 1 else ""
     temp = prefix / "temp"
     # As root, nginx would run workers as "nobody" anyway; say so, so the
     # files above are made readable for them. Unprivileged, nginx refuses the
@@ -115,7 +123,8 @@ def main_config(prefix: Path, *, rtmp: str = "", http: str = "") -> str:
 load_module {rtmp_module()};
 {user}
 daemon off;
-worker_processes 1;
+worker_processes {workers};
+{auto_push}
 pid {prefix}/logs/nginx.pid;
 error_log {prefix}/logs/error.log info;
 events {{ worker_connections 256; }}
@@ -220,7 +229,7 @@ class Played:
     seconds: float
 
 
-def play(url: str, *, seconds: float = 2.0, timeout: float = 20.0) -> Played:
+def play(url: str, *, seconds: float = 2.0, timeout: float = 20.0, idle_s: float = 5.0) -> Played:
     """A player: read ``url`` for ``seconds`` of media and throw it away."""
     started = time.monotonic()
     result = subprocess.run(
@@ -228,7 +237,7 @@ def play(url: str, *, seconds: float = 2.0, timeout: float = 20.0) -> Played:
             "-progress",
             "pipe:1",
             "-rw_timeout",
-            "5000000",
+            str(int(idle_s * 1_000_000)),
             # Probe briefly: the test stream's codecs are known at once, and
             # ffmpeg's default probing would add seconds to every play.
             "-analyzeduration",

@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.slow
 UPDATE_S = 2
 MEDIA_SECONDS = 6
 SEGMENT_S = 0.4  # many short segments: the revocation test needs fresh URIs
+LIVE_FRAGMENT_S = 1
 
 
 @dataclass
@@ -129,6 +131,57 @@ def _make_hls(media: Path) -> list[str]:
     return sorted(path.name for path in movie.glob("seg*.ts"))
 
 
+def _config(
+    prefix: Path, usher_url: str, rtmp_port: int, http_port: int, *, nested: bool = False
+) -> str:
+    """nginx.conf with the shipped RTMP and HTTP files; ``nested`` switches
+    live HLS to nginx-rtmp's nested layout, as the docs describe."""
+    hls_path = "hls_path /var/www/usher-live/hls/demo-live;"
+    rtmp = streaming.render(
+        "nginx/rtmp.conf",
+        {
+            "listen 1935;": f"listen 127.0.0.1:{rtmp_port};",
+            "http://127.0.0.1:8080/": f"{usher_url}/",
+            "notify_update_timeout 30s;": f"notify_update_timeout {UPDATE_S}s;",
+            # Short fragments: a live playlist is ready a second after publishing.
+            "hls_fragment 2s;": f"hls_fragment {LIVE_FRAGMENT_S}s;",
+            "dash_fragment 2s;": f"dash_fragment {LIVE_FRAGMENT_S}s;",
+            hls_path: hls_path + (" hls_nested on;" if nested else ""),
+            "/var/www/usher-live": str(prefix / "live"),
+            "/var/www/usher-vod": str(prefix / "vod"),
+        },
+    )
+    http = streaming.render(
+        "nginx/http.conf",
+        {
+            "listen 80;": f"listen 127.0.0.1:{http_port};",
+            "server 127.0.0.1:8080;": f"server 127.0.0.1:{usher_port_of(usher_url)};",
+            "/var/www/usher-media": str(prefix / "media"),
+            "/var/www/usher-live": str(prefix / "live"),
+            "/var/cache/nginx/usher": str(prefix / "cache"),
+            "/var/log/nginx/usher-access.log": str(prefix / "logs" / "access.log"),
+        },
+    )
+    return streaming.main_config(prefix, rtmp=rtmp, http=http)
+
+
+def usher_port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@contextmanager
+def _publishing(rtmp: str, stream: str, progress: Path) -> Iterator[None]:
+    """A live publisher for the block; stopped before nginx is, so nginx's
+    graceful stop does not wait for its connection."""
+    publisher = streaming.start_publisher(f"{rtmp}/{stream}", progress)
+    try:
+        streaming.wait_until_publishing(publisher, progress)
+        yield
+    finally:
+        publisher.kill()
+        publisher.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("e2e")
@@ -140,56 +193,36 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log = tmp / "usher.log"
     server = _serve(usher_port, database, log)
     usher_url = f"http://127.0.0.1:{usher_port}"
-    publisher: subprocess.Popen[bytes] | None = None
     try:
         with streaming.private_prefix() as prefix:
             segments = _make_hls(prefix / "media")
-            rtmp = streaming.render(
-                "nginx/rtmp.conf",
-                {
-                    "listen 1935;": f"listen 127.0.0.1:{rtmp_port};",
-                    "http://127.0.0.1:8080/": f"{usher_url}/",
-                    "notify_update_timeout 30s;": f"notify_update_timeout {UPDATE_S}s;",
-                    "/var/www/usher-vod": str(prefix / "vod"),
-                },
-            )
-            http = streaming.render(
-                "nginx/http.conf",
-                {
-                    "listen 80;": f"listen 127.0.0.1:{http_port};",
-                    "server 127.0.0.1:8080;": f"server 127.0.0.1:{usher_port};",
-                    "/var/www/usher-media": str(prefix / "media"),
-                    "/var/cache/nginx/usher": str(prefix / "cache"),
-                },
-            )
-            config = streaming.main_config(prefix, rtmp=rtmp, http=http)
-            with streaming.run_nginx(prefix, config, [rtmp_port, http_port]) as nginx:
-                progress = tmp / "publisher.progress"
-                publisher = streaming.start_publisher(
-                    f"rtmp://127.0.0.1:{rtmp_port}/demo-live/mystream", progress
-                )
-                streaming.wait_until_publishing(publisher, progress)
-                with Client(
+            config = _config(prefix, usher_url, rtmp_port, http_port)
+            with (
+                streaming.run_nginx(prefix, config, [rtmp_port, http_port]) as nginx,
+                _publishing(
+                    f"rtmp://127.0.0.1:{rtmp_port}",
+                    "demo-live/mystream",
+                    tmp / "publisher.progress",
+                ),
+                Client(
                     f"{usher_url}/api",
                     cdn=account["cdn"],
                     api_key=account["api_key"],
                     secret=account["secret"],
                     clock=_stepping_clock(),
-                ) as api:
-                    yield Stack(
-                        usher_url,
-                        log,
-                        account["secret"],
-                        api,
-                        f"rtmp://127.0.0.1:{rtmp_port}",
-                        f"http://127.0.0.1:{http_port}",
-                        nginx,
-                        segments,
-                    )
+                ) as api,
+            ):
+                yield Stack(
+                    usher_url,
+                    log,
+                    account["secret"],
+                    api,
+                    f"rtmp://127.0.0.1:{rtmp_port}",
+                    f"http://127.0.0.1:{http_port}",
+                    nginx,
+                    segments,
+                )
     finally:
-        if publisher is not None:
-            publisher.kill()
-            publisher.wait(timeout=10)
         server.terminate()
         server.wait(timeout=10)
     written = log.read_text(errors="replace")
@@ -309,11 +342,25 @@ def _read(path: Path) -> str:
 # -- HLS behind auth_request -----------------------------------------------------
 
 
+def _access_log(stack: Stack) -> str:
+    """nginx's access log once it stops growing: nginx writes a request's
+    line after sending its answer, so a client can be ahead of the log."""
+    path = stack.nginx.prefix / "logs" / "access.log"
+    deadline = time.monotonic() + 2.0
+    text = _read(path)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        again = _read(path)
+        if again == text:
+            break
+        text = again
+    return text
+
+
 def _requests_for(stack: Stack, key: str) -> list[tuple[str, int]]:
     """(URI, status) of the nginx access log lines carrying ``key``."""
-    lines = (stack.nginx.prefix / "logs" / "access.log").read_text(errors="replace").splitlines()
     found = []
-    for line in lines:
+    for line in _access_log(stack).splitlines():
         match = re.search(r'"GET (\S+) HTTP/[\d.]+" (\d{3})', line)
         if match and key in match.group(1):
             found.append((match.group(1), int(match.group(2))))
@@ -382,3 +429,188 @@ def test_hls_revoke_denies_the_next_segment_within_a_second(stack: Stack) -> Non
     first = next(i for i, (_, status) in enumerate(answers) if status == 403)
     assert all(status == 403 for _, status in answers[first:]), answers
     assert stack.use_count(ticket["key"]) == 1
+
+
+# -- Live HLS and DASH from nginx-rtmp, behind auth_request ------------------------------
+
+
+def _live_playlist(prefix: Path, path: str) -> Path:
+    """Wait (bounded) until nginx-rtmp has written a playlist with a few
+    fragments; viewers asking earlier would get 404."""
+    playlist = prefix / path
+    deadline = time.monotonic() + streaming.STARTUP_S
+    while time.monotonic() < deadline:
+        text = _read(playlist)
+        if text.count(".ts") >= 2 or text.count("<S ") >= 2:
+            return playlist
+        time.sleep(0.1)
+    raise AssertionError(f"nginx-rtmp wrote no playlist {path}: {_read(playlist)!r}")
+
+
+def _play_live(stack: Stack, http: str, path: str, video: str, files: set[str]) -> None:
+    """A player fetches a live stream through nginx with a ticket: one use,
+    one attempt, and every file it fetched carried the ticket."""
+    ticket = stack.ticket(app="demo-live", video=video, uses=1)
+    played = streaming.play(f"{http}/demo-live/{path}?key={ticket['key']}&pass=pw", seconds=1.5)
+    requests = _requests_for(stack, ticket["key"])
+    print(f"{path}: {played.frames} frames, {len(requests)} requests")
+    assert played.returncode == 0, played.stderr
+    assert played.frames >= 25, played
+    assert all(status in (200, 206) for _, status in requests), requests
+    names = (uri.split("?")[0].rsplit("/", 1)[1] for uri, _ in requests)
+    fetched = {re.sub(r"(^|-)[0-9]+\.", r"\1N.", name) for name in names}
+    assert fetched >= files, requests
+    assert stack.use_count(ticket["key"]) == 1
+    assert stack.attempts(ticket["key"]) == [(1, "")]
+
+
+def test_live_hls_flat_layout_plays_with_a_ticket(stack: Stack) -> None:
+    _live_playlist(stack.nginx.prefix, "live/hls/demo-live/mystream.m3u8")
+    _play_live(stack, stack.http, "mystream.m3u8", "mystream", {"mystream.m3u8", "mystream-N.ts"})
+
+
+def test_live_dash_plays_with_a_ticket(stack: Stack) -> None:
+    _live_playlist(stack.nginx.prefix, "live/dash/demo-live/mystream.mpd")
+    _play_live(
+        stack,
+        stack.http,
+        "mystream.mpd",
+        "mystream",
+        {"mystream.mpd", "mystream-init.m4v", "mystream-N.m4v"},
+    )
+
+
+def test_live_hls_nested_layout_plays_with_a_ticket(stack: Stack, tmp_path: Path) -> None:
+    # hls_nested is set per application: a second nginx with it on, with the
+    # same shipped files, in front of the same Usher.
+    rtmp_port, http_port = free_port(), free_port()
+    with streaming.private_prefix() as prefix:
+        config = _config(prefix, stack.usher_url, rtmp_port, http_port, nested=True)
+        rtmp = f"rtmp://127.0.0.1:{rtmp_port}"
+        with (
+            streaming.run_nginx(prefix, config, [rtmp_port, http_port]) as nginx,
+            _publishing(rtmp, "demo-live/nested", tmp_path / "publisher.progress"),
+        ):
+            _live_playlist(prefix, "live/hls/demo-live/nested/index.m3u8")
+            nested = Stack(**{**stack.__dict__, "nginx": nginx})
+            _play_live(
+                nested,
+                f"http://127.0.0.1:{http_port}",
+                "nested/index.m3u8",
+                "nested",
+                {"index.m3u8", "N.ts"},
+            )
+
+
+def test_missing_files_get_404_without_asking_usher(stack: Stack) -> None:
+    ticket = stack.ticket(app="demo-*", video="*", uses=1)
+    query = f"?key={ticket['key']}&pass=pw"
+    with httpx.Client(base_url=stack.http, timeout=10) as http:
+        for uri in (
+            "/demo-live/nobody-publishes.m3u8",
+            "/demo-live/nobody-publishes.mpd",
+            "/demo-live/nobody/index.m3u8",
+            "/demo-live/mystream-999999.ts",
+            "/demo-vod/nosuchmovie/index.m3u8",
+        ):
+            assert http.get(uri + query).status_code == 404, uri
+    assert stack.use_count(ticket["key"]) == 0
+    assert stack.attempts(ticket["key"]) == []
+
+
+def test_the_access_log_says_why_usher_refused(stack: Stack) -> None:
+    ticket = stack.ticket(app="demo-live", video="otherstream", uses=1)
+    _live_playlist(stack.nginx.prefix, "live/hls/demo-live/mystream.m3u8")
+    with httpx.Client(base_url=stack.http, timeout=10) as http:
+        wrong_video = http.get(f"/demo-live/mystream.m3u8?key={ticket['key']}&pass=pw")
+        wrong_pass = http.get(f"/demo-live/mystream.m3u8?key={ticket['key']}&pass=secret-guess")
+    assert (wrong_video.status_code, wrong_pass.status_code) == (403, 403)
+    log = _access_log(stack)
+    lines = [line for line in log.splitlines() if ticket["key"] in line]
+    reasons = [re.search(r' reason="([^"]*)"$', line) for line in lines]
+    assert [
+        found.group(1) if found else line for found, line in zip(reasons, lines, strict=True)
+    ] == [
+        "Invalid Video",
+        "Invalid Auth Token",
+    ], lines
+    assert "secret-guess" not in log  # the query, with its pass, is not logged
+
+
+# -- RTMP plays of streams nobody publishes ---------------------------------------------
+
+
+def test_rtmp_play_of_an_unpublished_stream_still_spends_a_use(stack: Stack) -> None:
+    """What nginx-rtmp does, pinned so docs/nginx.md stays true: it sends
+    on_play before it looks for the stream, so Usher counts the use; with
+    ``idle_streams off`` the viewer is then disconnected at once."""
+    ticket = stack.ticket(app="demo-live", video="nobody-publishes", uses=1)
+    played = streaming.play(_stream(stack, ticket, "demo-live/nobody-publishes"), timeout=15)
+    print(f"unpublished stream: {played.frames} frames in {played.seconds:.1f} s")
+    assert played.frames == 0, played
+    assert played.seconds < 4  # disconnected, not left waiting for a publisher
+    assert stack.attempts(ticket["key"]) == [(1, "")]
+    assert stack.use_count(ticket["key"]) == 1
+
+
+# -- Two workers -------------------------------------------------------------------------
+
+
+def test_rtmp_two_workers_relay_calls_no_notification(stack: Stack, tmp_path: Path) -> None:
+    """With two workers and rtmp_auto_push, every viewer is one attempt and
+    one use whichever worker accepts it: copying the stream between workers
+    notifies nothing. A viewer on the other worker receives nothing with
+    the Debian module, as docs/nginx/rtmp.conf says."""
+    rtmp_port = free_port()
+    with streaming.private_prefix() as prefix:
+        rtmp = streaming.render(
+            "nginx/rtmp.conf",
+            {
+                "listen 1935;": f"listen 127.0.0.1:{rtmp_port};",
+                "http://127.0.0.1:8080/": f"{stack.usher_url}/",
+                "/var/www/usher-live": str(prefix / "live"),
+                "/var/www/usher-vod": str(prefix / "vod"),
+            },
+        )
+        config = streaming.main_config(prefix, rtmp=rtmp, workers=2)
+        url = f"rtmp://127.0.0.1:{rtmp_port}"
+        before = stack.errorcount()
+        tickets = [stack.ticket(app="demo-live", video="relayed", uses=1) for _ in range(3)]
+        with (
+            streaming.run_nginx(prefix, config, [rtmp_port]) as nginx,
+            _publishing(url, "demo-live/relayed", tmp_path / "publisher.progress"),
+        ):
+            plays = [
+                streaming.play(
+                    _stream(stack, t, "demo-live/relayed").replace(stack.rtmp, url),
+                    seconds=0.5,
+                    idle_s=2,
+                    timeout=10,
+                )
+                for t in tickets
+            ]
+            error_log = nginx.error_log()
+    workers = re.findall(r"\] (\d+)#\d+: \*\d+ (publish|play): name='relayed'", error_log)
+    publisher = next(pid for pid, what in workers if what == "publish")
+    served = [pid for pid, what in workers if what == "play"]
+    print(
+        "two workers: publisher on",
+        publisher,
+        "plays on",
+        served,
+        "frames",
+        [p.frames for p in plays],
+    )
+    assert len(served) == len(tickets)
+    for pid, played in zip(served, plays, strict=True):
+        if pid == publisher:
+            assert played.frames > 0, played
+        else:
+            assert played.frames == 0, (
+                "rtmp_auto_push now delivers streams to the other workers; "
+                "update the worker notes in docs/nginx/rtmp.conf and docs/nginx.md"
+            )
+    for ticket in tickets:
+        assert stack.attempts(ticket["key"]) == [(1, "")]
+        assert stack.use_count(ticket["key"]) == 1
+    assert stack.errorcount() == before + len(tickets)

@@ -11,6 +11,13 @@ repeated slashes merged. A URI with ``.`` or ``..`` segments is not
 interpreted at all (app and video stay empty, so the check fails with
 ``Invalid Application``): nginx would resolve ``/allowed-app/../other-app/``
 to a different application than the one the ticket was checked against.
+
+Two layouts need no ``USHER_URI_PATTERN``: files in a directory per video
+(``/<app>/<video>/index.m3u8``, nginx-rtmp's ``hls_nested on``), and
+nginx-rtmp's default flat layout, where every stream of an application shares
+one directory (``/<app>/<stream>.m3u8``, ``/<app>/<stream>-<n>.ts``; DASH
+``/<app>/<stream>.mpd``, ``/<app>/<stream>-<n>.m4v``, ``-init.m4a``…), so the
+video is read from the file name.
 """
 
 from __future__ import annotations
@@ -27,6 +34,15 @@ from usher.tickets.model import CheckRequest
 #: extensions is a playlist, segment or key file *of* the video, not part of
 #: its name. Anything else (``movie.mp4``) is the video itself.
 STREAM_FILES = (".m3u8", ".ts", ".m4s", ".mpd", ".aac", ".vtt", ".key")
+#: Fragments carry a ``-<n>`` or ``-init`` suffix after the stream's name in
+#: the flat layout.
+FRAGMENTS = (".ts", ".m4s")
+#: nginx-rtmp's DASH writes its fragments as ``.m4v``/``.m4a`` (named
+#: ``<stream>-<n>``, ``<stream>-init``, or ``<n>``, ``init`` when nested).
+#: The same extensions name whole progressive files (``songs/intro.m4a``),
+#: so only names of that shape count as fragments.
+DASH_FRAGMENT = re.compile(r"(?:.*-)?(?:[0-9]+|init)\.m4[av]", re.IGNORECASE)
+_FRAGMENT_SUFFIX = re.compile(r"-(?:[0-9]+|init)$", re.IGNORECASE)
 #: Longest URI interpreted; nginx's default header buffers stop at 8 KiB.
 MAX_URI = 8192
 
@@ -55,9 +71,27 @@ def locate(path: str, pattern: re.Pattern[str] | None) -> Location:
     if not segments:
         return _NOWHERE
     app, rest = segments[0], segments[1:]
-    if rest and rest[-1].lower().endswith(STREAM_FILES):
-        rest = rest[:-1]
-    return Location(app, "/".join(rest))
+    if not rest or not _is_stream_file(rest[-1]):
+        return Location(app, "/".join(rest))
+    if len(rest) > 1:
+        return Location(app, "/".join(rest[:-1]))
+    return Location(app, _flat_video(rest[0]))
+
+
+def _is_stream_file(name: str) -> bool:
+    """A playlist, fragment or key file of a video rather than the video."""
+    return name.lower().endswith(STREAM_FILES) or DASH_FRAGMENT.fullmatch(name) is not None
+
+
+def _flat_video(name: str) -> str:
+    """The stream a file of nginx-rtmp's flat layout belongs to: its name
+    without the extension and, for a fragment, without ``-<n>``/``-init``."""
+    stem, dot, extension = name.rpartition(".")
+    if not dot:
+        return name
+    if f".{extension.lower()}" in FRAGMENTS or DASH_FRAGMENT.fullmatch(name):
+        stem = _FRAGMENT_SUFFIX.sub("", stem)
+    return stem
 
 
 def parse(
