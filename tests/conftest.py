@@ -123,6 +123,16 @@ class Harness:
         response = await self.http.post("/api", files={"json": (None, body)})
         return response.status_code, json.loads(response.text)
 
+    def unsigned(self, command: str, **fields: object) -> dict[str, object]:
+        """A request as the PHP client builds it before signing, dated now."""
+        return {
+            "command": command,
+            "api_key": self.account.api_key,
+            "timestamp": int(self.clock()),
+            "cdn": self.account.cdn,
+            **fields,
+        }
+
     async def post_json_field(self, text: str | bytes) -> tuple[int, dict[str, Any]]:
         response = await self.http.post("/api", files={"json": (None, text)})
         return response.status_code, json.loads(response.text)

@@ -91,7 +91,7 @@ async def test_code_3_wrong_secret(harness: Harness) -> None:
 
 
 async def test_code_3_two_signature_members(harness: Harness) -> None:
-    request = _request(harness, "sevu.errorcount")
+    request = harness.unsigned("sevu.errorcount")
     text = sign_request(request, DOC_SECRET)
     doubled = text[:-1] + ',"signature":"AAAA"}'
     status, body = await harness.post_json_field(doubled)
@@ -100,7 +100,7 @@ async def test_code_3_two_signature_members(harness: Harness) -> None:
 
 
 async def test_code_3_a_field_changed_after_signing(harness: Harness) -> None:
-    text = sign_request(_request(harness, "sevu.errorcount", key="a"), DOC_SECRET)
+    text = sign_request(harness.unsigned("sevu.errorcount", key="a"), DOC_SECRET)
     status, body = await harness.post_json_field(text.replace('"key":"a"', '"key":"b"'))
     assert status == 401
     assert body["code"] == 3
@@ -152,7 +152,7 @@ async def test_code_6_names_every_missing_field(harness: Harness) -> None:
 
 
 async def test_code_7_replayed_signature(harness: Harness) -> None:
-    text = sign_request(_request(harness, "sevu.errorcount"), DOC_SECRET)
+    text = sign_request(harness.unsigned("sevu.errorcount"), DOC_SECRET)
     status, _ = await harness.post_json_field(text)
     assert status == 200
     status, body = await harness.post_json_field(text)
@@ -241,14 +241,14 @@ async def test_code_1000_when_storage_sheds_load(
 
 
 async def test_urlencoded_json_field(harness: Harness) -> None:
-    text = sign_request(_request(harness, "sevu.errorcount", video="a/b c+d"), DOC_SECRET)
+    text = sign_request(harness.unsigned("sevu.errorcount", video="a/b c+d"), DOC_SECRET)
     response = await harness.http.post("/api", data={"json": text})
     assert response.status_code == 200, response.text
     assert response.json()["code"] == 2050
 
 
 async def test_raw_application_json_with_python_spacing(harness: Harness) -> None:
-    request = _request(harness, "sevu.errorcount", video="dir/file.mp4")
+    request = harness.unsigned("sevu.errorcount", video="dir/file.mp4")
     unsigned = json.dumps(request)  # ", " and ": " separators, "/" unescaped
     signature = compute_signature(unsigned.encode(), DOC_SECRET)
     signed = json.dumps({"signature": signature, **request})  # signature first
@@ -259,7 +259,7 @@ async def test_raw_application_json_with_python_spacing(harness: Harness) -> Non
 
 
 async def test_php_serialized_form_answers_in_php(harness: Harness) -> None:
-    request = _request(harness, "sevu.errorcount", ip="", limit="25", seek="0")
+    request = harness.unsigned("sevu.errorcount", ip="", limit="25", seek="0")
     signature = compute_signature(phpserial.dumps(request), DOC_SECRET)
     body = phpserial.dumps({**request, "signature": signature})
     response = await harness.http.post("/api", files={"php": (None, body)})
@@ -283,16 +283,6 @@ async def test_no_response_contains_the_secret(harness: Harness) -> None:
 async def test_unknown_path_is_a_plain_404(harness: Harness) -> None:
     response = await harness.http.get("/nope")
     assert response.status_code == 404
-
-
-def _request(harness: Harness, command: str, **fields: object) -> dict[str, object]:
-    return {
-        "command": command,
-        "api_key": harness.account.api_key,
-        "timestamp": int(harness.clock()),
-        "cdn": harness.account.cdn,
-        **fields,
-    }
 
 
 def test_php_json_encode_is_what_the_client_signs() -> None:
@@ -327,7 +317,7 @@ async def test_healthz_reports_a_dead_database(
 
 
 async def test_api_is_also_served_at_stable(harness: Harness) -> None:
-    text = sign_request(_request(harness, "sevu.errorcount"), DOC_SECRET)
+    text = sign_request(harness.unsigned("sevu.errorcount"), DOC_SECRET)
     response = await harness.http.post("/stable/", files={"json": (None, text)})
     assert response.status_code == 200
     assert response.json()["code"] == 2050

@@ -21,16 +21,6 @@ from usher.protocol.signing import compute_signature, sign_request
 pytestmark = pytest.mark.anyio
 
 
-def _request(harness: Harness, command: str, **fields: object) -> dict[str, object]:
-    return {
-        "command": command,
-        "api_key": harness.account.api_key,
-        "timestamp": int(harness.clock()),
-        "cdn": harness.account.cdn,
-        **fields,
-    }
-
-
 def _raw_utf8_json(request: dict[str, object]) -> bytes:
     """What ``json_encode($r, JSON_UNESCAPED_UNICODE)`` sends: raw UTF-8, signed as is."""
     unsigned = json.dumps(request, ensure_ascii=False, separators=(",", ":"))
@@ -82,7 +72,7 @@ async def test_the_largest_allowed_integers_are_stored_and_returned(harness: Har
 
 
 async def test_php_form_float_uses_past_64_bits_is_code_8(harness: Harness) -> None:
-    request = _request(harness, "sevu.request", **TICKET, uses=1e19)
+    request = harness.unsigned("sevu.request", **TICKET, uses=1e19)
     signature = compute_signature(phpserial.dumps(request), DOC_SECRET)
     body = phpserial.dumps({**request, "signature": signature})
     response = await harness.http.post("/api", files={"php": (None, body)})
@@ -96,7 +86,7 @@ async def test_php_form_float_uses_past_64_bits_is_code_8(harness: Harness) -> N
 async def test_envelope_integers_outside_64_bits_are_code_8(
     harness: Harness, name: str, value: int
 ) -> None:
-    request = _request(harness, "sevu.errorcount", **{name: value})
+    request = harness.unsigned("sevu.errorcount", **{name: value})
     response = await harness.http.post(
         "/api", files={"json": (None, sign_request(request, DOC_SECRET))}
     )
@@ -108,7 +98,7 @@ async def test_envelope_integers_outside_64_bits_are_code_8(
 
 
 async def test_urlencoded_json_field_with_raw_utf8_verifies(harness: Harness) -> None:
-    text = _raw_utf8_json(_request(harness, "sevu.errorcount", video="café/ünï"))
+    text = _raw_utf8_json(harness.unsigned("sevu.errorcount", video="café/ünï"))
     assert "é".encode() in text  # raw UTF-8, not \u00e9
     response = await harness.http.post(
         "/api",
@@ -120,7 +110,7 @@ async def test_urlencoded_json_field_with_raw_utf8_verifies(harness: Harness) ->
 
 
 async def test_urlencoded_php_field_with_raw_utf8_verifies(harness: Harness) -> None:
-    request = _request(harness, "sevu.request", **{**TICKET, "video": "café"}, uses=1)
+    request = harness.unsigned("sevu.request", **{**TICKET, "video": "café"}, uses=1)
     signature = compute_signature(phpserial.dumps(request), DOC_SECRET)
     body = phpserial.dumps({**request, "signature": signature})
     assert "é".encode() in body
@@ -139,7 +129,7 @@ async def test_urlencoded_php_field_with_raw_utf8_verifies(harness: Harness) -> 
 async def test_urlencoded_field_bytes_that_are_not_utf8_fail_the_signature_not_the_server(
     harness: Harness,
 ) -> None:
-    text = _raw_utf8_json(_request(harness, "sevu.errorcount", video="café"))
+    text = _raw_utf8_json(harness.unsigned("sevu.errorcount", video="café"))
     mangled = text.replace("é".encode(), b"\xe9")  # Latin-1 on the wire: not what was signed
     response = await harness.http.post(
         "/api",
