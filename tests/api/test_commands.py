@@ -279,3 +279,11 @@ async def test_accounts_are_isolated(harness: Harness) -> None:
 async def test_start_is_the_fixture_time() -> None:
     # The expected dates above are written out by hand from NOW.
     assert NOW == 1_800_000_000
+
+
+@pytest.mark.parametrize("alias", ["expire", "expires", "expire_date"])
+async def test_an_unreadable_expiry_names_the_field_as_sent(harness: Harness, alias: str) -> None:
+    fields = {"app": "demo-live", "video": "v", "pass": "pw", "ip": "", "uses": 1}
+    status, body = await harness.call("sevu.request", **fields, **{alias: "next tuesday"})
+    assert status == 400
+    assert body["message"].startswith(f"Invalid value for field {alias}: ")

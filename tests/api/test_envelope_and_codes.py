@@ -200,12 +200,12 @@ async def test_code_9_malformed_json(harness: Harness, payload: bytes) -> None:
     assert body["status"] == "failure"
 
 
-async def test_code_9_form_without_json_field(harness: Harness) -> None:
+async def test_code_6_form_without_json_field(harness: Harness) -> None:
     response = await harness.http.post("/api", data={"jsn": "{}"})
     assert response.status_code == 400
     body = response.json()
-    assert_envelope(body, Code.MALFORMED, "failure")
-    assert "json" in body["message"]
+    assert_envelope(body, Code.MISSING_FIELDS, "failure")
+    assert body["message"] == "One or more required fields are missing: json"
 
 
 async def test_code_9_unsupported_content_type(harness: Harness) -> None:

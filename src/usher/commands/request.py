@@ -39,7 +39,7 @@ async def run(ctx: Context, request: Mapping[str, object]) -> Result:
     for alias in EXPIRE_ALIASES:
         expire_text = fields.filter_text(request, alias)
         if expire_text is not None:
-            expire_at = parse_expire(expire_text, ctx.now)
+            expire_at = parse_expire(expire_text, ctx.now, field=alias)
             break
     active = fields.flag(request, "active")
 
