@@ -107,7 +107,7 @@ async def test_srs_unusable_hooks_are_refused_with_a_reason(
         "/usher/srs", content=body, headers={"content-type": "application/json"}
     )
     assert response.status_code == status
-    assert response.json()["code"] == 403 and response.json()["reason"].endswith(".")
+    assert response.json()["code"] == status and response.json()["reason"].endswith(".")
     warnings = [r for r in caplog.records if r.name == "usher.integrations"]
     assert len(warnings) == 1  # logged once
 
@@ -123,7 +123,7 @@ async def test_srs_duplicated_or_huge_param_is_denied_not_500(harness: Harness) 
     assert response.json()["reason"] == "Invalid Auth Token"
     too_big = {**base, "param": "?key=" + "k" * 70_000}
     response = await harness.http.post("/usher/srs", json=too_big)
-    assert response.status_code == 413 and response.json()["code"] == 403
+    assert response.status_code == 413 and response.json()["code"] == 413
 
 
 # -- MediaMTX ----------------------------------------------------------------------

@@ -109,5 +109,6 @@ def _split(value: str) -> tuple[str, str]:
 ALLOW = b"0"
 
 
-def deny_body(reason: str) -> bytes:
-    return encode({"code": 403, "allowed": False, "reason": reason})
+def deny_body(status: int, reason: str) -> bytes:
+    """A refusal's body; its ``code`` is the HTTP status it is sent with."""
+    return encode({"code": status, "allowed": False, "reason": reason})

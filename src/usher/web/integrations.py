@@ -186,7 +186,7 @@ async def auth_request(request: Request) -> Response:
 
 def _srs_refusal(status: int, reason: str) -> Response:
     return Response(
-        srs_wire.deny_body(reason),
+        srs_wire.deny_body(status, reason),
         status,
         media_type="application/json",
         headers={REASON_HEADER: reason.encode("ascii", "backslashreplace").decode("ascii")},
