@@ -84,15 +84,12 @@ async def prune_all(
     """Delete every attempt logged before ``before``, batch by batch; how many went."""
     total = await storage.count_attempts_before(before)
     deleted = 0
-    progress("prune", 0, total)
-    while True:
-        went = await storage.prune_attempts(before, batch)
-        if went == 0:
-            return deleted
+    while went := await storage.prune_attempts(before, batch):
         deleted += went
-        # Checks may keep logging meanwhile, never before ``before``; but a
-        # second pruner may take some, so the bar is never past its end.
+        # Checks keep logging meanwhile, but never before ``before``; another
+        # pruner may take some too, so the bar stops at its end.
         progress("prune", min(deleted, total), total)
+    return deleted
 
 
 class Pruner:
@@ -133,6 +130,11 @@ class Pruner:
             except StorageError as exc:
                 # Busy (code 1000) or unreachable: checks come first; try later.
                 log.warning("Pruning old attempts paused: %s", exc)
+                await asyncio.sleep(self.retry)
+                continue
+            except Exception:
+                # A bug must not end retention for the rest of the process's life.
+                log.exception("Pruning old attempts failed; trying again later.")
                 await asyncio.sleep(self.retry)
                 continue
             await asyncio.sleep(self.every)
