@@ -144,11 +144,11 @@ async def test_counts_equal_count_star_before_and_after_pruning(
     logged: Storage, database_url: str
 ) -> None:
     await _assert_counts_match_rows(logged, database_url)
-    deleted = await retention.prune_all(logged, BEFORE, batch=13)
+    deleted = await retention.prune_all(logged, BEFORE, batch=13, pause=0)
     assert deleted == CUT
     await _assert_counts_match_rows(logged, database_url)
     # Pruning everything leaves every count at zero, not below.
-    await retention.prune_all(logged, NOW + 60 * LOGGED, batch=1000)
+    await retention.prune_all(logged, NOW + 60 * LOGGED, batch=1000, pause=0)
     assert _count(database_url) == 0
     await _assert_counts_match_rows(logged, database_url)
 
@@ -161,8 +161,8 @@ async def test_checks_and_concurrent_pruners_keep_the_counts_exact(
             await logged.record_check(_request(i), decide, NOW + 60 * i)
 
     results = await asyncio.gather(
-        retention.prune_all(logged, BEFORE, batch=5),
-        retention.prune_all(logged, BEFORE, batch=3),
+        retention.prune_all(logged, BEFORE, batch=5, pause=0),
+        retention.prune_all(logged, BEFORE, batch=3, pause=0),
         checks(),
     )
     assert results[0] + results[1] == CUT  # each old attempt deleted once
@@ -189,7 +189,7 @@ async def test_errorcount_equals_count_star_after_pruning(
         )
         assert status in (200, 403)
     before = int(harness.clock()) - 20 * 3600
-    deleted = await retention.prune_all(harness.app.state.storage, before, batch=4)
+    deleted = await retention.prune_all(harness.app.state.storage, before, batch=4, pause=0)
     assert deleted > 0
     cdn = harness.account.cdn
     assert _count(database_url, f"at < {before}") == 0
@@ -221,7 +221,7 @@ async def test_sqlite_rollup_rows_match_the_attempts_after_pruning(
 ) -> None:
     if not database_url.startswith("sqlite"):
         pytest.skip("PostgreSQL keeps no rollup table")
-    await retention.prune_all(logged, BEFORE, batch=11)
+    await retention.prune_all(logged, BEFORE, batch=11, pause=0)
     with sqlite3.connect(_sqlite_file(database_url)) as conn:
         _rollup_matches_attempts(conn)
         # The final pass removed the rows pruning brought to zero.

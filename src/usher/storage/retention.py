@@ -37,6 +37,13 @@ BACKGROUND_EVERY: Final = 300.0
 #: pruner never takes the writer back to back, and yields to a busy server.
 BACKGROUND_PAUSE: Final = 0.1
 BACKGROUND_RETRY: Final = 30.0
+#: Least pause of ``usher db prune`` between batches, in seconds. On SQLite
+#: the command is another process than ``usher serve``, and SQLite's lock has
+#: no queue: a waiting writer polls, sleeping up to 100 ms between tries. A
+#: pruner that took the lock again at once would starve the server's writer
+#: (checks waited past 5 s in a measurement); pausing at least as long as the
+#: batch took, and never under one poll, lets the server in between batches.
+PRUNE_PAUSE: Final = 0.1
 
 
 def next_owner_sql(mark: str) -> str:
@@ -79,17 +86,29 @@ def cutoff(now: float, older_than: int) -> int:
 
 
 async def prune_all(
-    storage: Storage, before: int, *, batch: int, progress: OnProgress = no_progress
+    storage: Storage,
+    before: int,
+    *,
+    batch: int,
+    progress: OnProgress = no_progress,
+    pause: float = PRUNE_PAUSE,
 ) -> int:
-    """Delete every attempt logged before ``before``, batch by batch; how many went."""
+    """Delete every attempt logged before ``before``, batch by batch; how many
+    went. Between batches it pauses as long as the batch took, and at least
+    ``pause`` seconds (see :data:`PRUNE_PAUSE`)."""
     total = await storage.count_attempts_before(before)
     deleted = 0
-    while went := await storage.prune_attempts(before, batch):
+    while True:
+        started = time.monotonic()
+        went = await storage.prune_attempts(before, batch)
+        if not went:
+            return deleted
         deleted += went
         # Checks keep logging meanwhile, but never before ``before``; another
         # pruner may take some too, so the bar stops at its end.
         progress("prune", min(deleted, total), total)
-    return deleted
+        if pause > 0:
+            await asyncio.sleep(max(pause, time.monotonic() - started))
 
 
 class Pruner:
