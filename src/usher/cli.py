@@ -18,7 +18,7 @@ from usher.config import Settings
 from usher.demo import Demo, banner, prepare
 from usher.progress import Bars
 from usher.protocol.errors import ConfigError, UsherError
-from usher.storage import storage_for_url
+from usher.storage import retention, storage_for_url
 from usher.storage.base import PanelSessionFilter, Storage
 
 T = TypeVar("T")
@@ -316,6 +316,55 @@ def cmd_db_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from usher.storage.sqlite import sqlite_path
+    from usher.storage.sqlite.backup import backup_sqlite
+
+    url = Settings.from_env(database_url=args.database).database_url
+    if not url.startswith("sqlite:"):
+        raise ConfigError(
+            "usher db backup copies SQLite databases only; back up PostgreSQL with its own "
+            "tools, such as pg_dump --format=custom --file=usher.dump DBNAME, which takes the "
+            "whole database in one consistent snapshot while Usher runs (see docs/operations.md)."
+        )
+    with Bars() as bars:
+        result = backup_sqlite(sqlite_path(url), Path(args.to), force=args.force, progress=bars)
+    print(
+        f"Backed up to {result.path} ({result.bytes:,} bytes in {result.seconds:.1f} s); "
+        "the copy passed PRAGMA integrity_check."
+    )
+    return 0
+
+
+def cmd_db_prune(args: argparse.Namespace) -> int:
+    from usher.durations import parse_duration
+
+    older_than = parse_duration(args.attempts_older_than, "--attempts-older-than")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    before = retention.cutoff(time.time(), older_than)
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(before))
+
+    async def work(storage: Storage) -> int:
+        if args.dry_run:
+            return await storage.count_attempts_before(before)
+        with Bars() as bars:
+            return await retention.prune_all(storage, before, batch=args.batch_size, progress=bars)
+
+    started = time.monotonic()
+    count = _with_storage(args.database, work)
+    if args.dry_run:
+        print(f"{count:,} attempts were logged before {when}; nothing was deleted.")
+    else:
+        print(
+            f"Deleted {count:,} attempts logged before {when} "
+            f"in {time.monotonic() - started:.1f} s."
+        )
+    return 0
+
+
 def cmd_seed_data(args: argparse.Namespace) -> int:
     from usher.seed import seed_database
 
@@ -479,6 +528,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     copy.add_argument("--batch-size", type=int, default=5000, help="rows per transaction")
     copy.set_defaults(run=cmd_db_copy)
+    backup = db_commands.add_parser(
+        "backup",
+        help="copy a SQLite database to a file, safely while usher serve runs",
+        description="Copy the SQLite database to FILE with SQLite's online backup API: "
+        "one consistent snapshot, taken while usher serve keeps answering. The copy is a "
+        "single file, checked with PRAGMA integrity_check before it is kept. For "
+        "PostgreSQL use pg_dump (see docs/operations.md).",
+    )
+    backup.add_argument("--to", required=True, metavar="FILE", help="where to write the copy")
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    database_option(backup)
+    backup.set_defaults(run=cmd_db_backup)
+    prune = db_commands.add_parser(
+        "prune",
+        help="delete attempts older than a given age",
+        description="Delete the attempts logged more than AGE ago, in batches, while "
+        "usher serve keeps answering; sevu.errorcount then counts what remains. "
+        "Safe to interrupt and to run again.",
+    )
+    prune.add_argument(
+        "--attempts-older-than",
+        required=True,
+        metavar="AGE",
+        help="age such as 90d, 12h or 8w (days, hours, weeks)",
+    )
+    prune.add_argument(
+        "--batch-size", type=int, default=retention.DEFAULT_BATCH, help="attempts per transaction"
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="only count the attempts that would go"
+    )
+    database_option(prune)
+    prune.set_defaults(run=cmd_db_prune)
 
     seed = commands.add_parser(
         "seed-data",

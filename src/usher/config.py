@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from usher.durations import parse_duration
 from usher.protocol.errors import ConfigError
 from usher.storage import DEFAULT_DATABASE_URL
 
@@ -105,6 +106,11 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     return value
 
 
+def _duration(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "")
+    return None if raw.strip() == "" else parse_duration(raw, name)
+
+
 def _callback_allow(env: Mapping[str, str]) -> tuple[Network, ...]:
     networks = parse_networks(
         env.get("USHER_CALLBACK_ALLOW", DEFAULT_CALLBACK_ALLOW), "USHER_CALLBACK_ALLOW"
@@ -161,6 +167,11 @@ class Settings:
     #: ``USHER_MAX_CONNECTIONS``: open connections beyond which a new one is
     #: answered 503 and closed at once.
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: ``USHER_PRUNE_ATTEMPTS_OLDER_THAN`` (``90d``): ``usher serve`` deletes
+    #: attempts older than this many seconds in the background
+    #: (:class:`usher.storage.retention.Pruner`); ``None``, the default,
+    #: keeps every attempt.
+    prune_attempts_older_than: int | None = None
 
     @classmethod
     def from_env(
@@ -191,6 +202,7 @@ class Settings:
             header_timeout=_int(env, "USHER_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT, 1),
             body_timeout=_int(env, "USHER_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, 1),
             max_connections=_int(env, "USHER_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1),
+            prune_attempts_older_than=_duration(env, "USHER_PRUNE_ATTEMPTS_OLDER_THAN"),
         )
 
     def __repr__(self) -> str:

@@ -294,6 +294,26 @@ class Storage(ABC):
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
         """How many attempts of the account match (before ``limit``/``seek``)."""
 
+    # -- retention ---------------------------------------------------------------
+
+    @abstractmethod
+    async def count_attempts_before(self, before: int) -> int:
+        """How many attempts, of every account and of none, were logged
+        before ``before`` (``at < before``): what pruning at ``before``
+        would delete."""
+
+    @abstractmethod
+    async def prune_attempts(self, before: int, batch: int) -> int:
+        """Delete attempts logged before ``before`` (``at < before``); how many went.
+
+        At most ``batch`` (at least 1) in one short transaction, so checks go
+        on meanwhile; a backend may delete fewer to keep its write lock
+        short. Call again until it returns 0, which means none are left.
+        What ``count_attempts`` answers stays exact for the attempts that
+        remain, at every commit. Concurrent calls (several nodes) are safe:
+        each attempt is deleted once.
+        """
+
     # -- attempt statistics (the control panel's charts) ------------------------
 
     @abstractmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 from usher.config import Settings
 from usher.storage import storage_for_url
 from usher.storage.base import Storage
+from usher.storage.retention import Pruner
 from usher.web import integrations
 from usher.web.api import api
 from usher.web.fastcheck import CHECK_ROUTE_APP, serve_check
@@ -82,11 +85,21 @@ class UsherApp:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Open the storage for the app's lifetime (the ASGI lifespan; tests
-        enter it directly)."""
+        enter it directly), and prune old attempts meanwhile if asked to."""
         await self.state.storage.open()
+        pruning: asyncio.Task[None] | None = None
+        older_than = self.state.settings.prune_attempts_older_than
+        if older_than is not None:
+            pruner = Pruner(self.state.storage, older_than, clock=self.state.clock)
+            self.state.pruner = pruner
+            pruning = asyncio.get_running_loop().create_task(pruner.run(), name="usher-prune")
         try:
             yield
         finally:
+            if pruning is not None:
+                pruning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruning
             await self.state.storage.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from usher.config import Settings
 from usher.metrics import Metrics
 from usher.storage.base import Storage
+from usher.storage.retention import Pruner
 from usher.web.memory import Playback
 from usher.web.panel.limits import SignInLimiter
 
@@ -26,6 +27,8 @@ class AppState:
     clock: Callable[[], float] = time.time
     # What storage said a moment ago about playback sessions (this process only).
     playback: Playback = field(default_factory=Playback)
+    #: The background pruner, while ``USHER_PRUNE_ATTEMPTS_OLDER_THAN`` runs one.
+    pruner: Pruner | None = None
 
     def __post_init__(self) -> None:
         self.sign_in_limiter = SignInLimiter.from_settings(self.settings)

@@ -43,6 +43,7 @@ from usher.storage.postgres.checks import CheckBatcher
 from usher.storage.postgres.config import parse_url
 from usher.storage.postgres.panel import PostgresPanelMixin
 from usher.storage.postgres.playback import PostgresPlaybackMixin
+from usher.storage.postgres.retention import PostgresRetentionMixin
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import (
     CLAIM,
@@ -87,7 +88,7 @@ _PURGE_EVERY: Final = 1000
 _TICKET_ROW: Final = placeholders(len(TICKET_INSERT_COLUMNS), "%s")
 
 
-class PostgresStorage(PostgresPanelMixin, PostgresPlaybackMixin, Storage):
+class PostgresStorage(PostgresPanelMixin, PostgresPlaybackMixin, PostgresRetentionMixin, Storage):
     """Storage in a PostgreSQL database shared by any number of nodes."""
 
     def __init__(self, url: str) -> None:

@@ -4,7 +4,8 @@ The connections, the writer thread and its group commit live in
 :mod:`usher.storage.sqlite.engine`; the playback check's transaction in
 :mod:`usher.storage.sqlite.checks`; playback sessions in
 :mod:`usher.storage.sqlite.playback`; the control panel's queries in
-:mod:`usher.storage.sqlite.panel`; the shared SQL in
+:mod:`usher.storage.sqlite.panel`; pruning old attempts in
+:mod:`usher.storage.sqlite.retention`; the shared SQL in
 :mod:`usher.storage.sqlite.sql`. This module is the :class:`Storage`
 interface over them.
 """
@@ -40,6 +41,7 @@ from usher.storage.sqlite.counts import count_query
 from usher.storage.sqlite.engine import SQLiteEngine, sqlite_path
 from usher.storage.sqlite.panel import SQLitePanelMixin
 from usher.storage.sqlite.playback import SQLitePlaybackMixin
+from usher.storage.sqlite.retention import SQLiteRetentionMixin
 from usher.storage.sqlite.sql import page_sql
 from usher.tickets.model import (
     Account,
@@ -60,7 +62,7 @@ _PURGE_EVERY: Final = 1000
 _TICKET_ROW: Final = placeholders(len(TICKET_INSERT_COLUMNS), "?")
 
 
-class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, Storage):
+class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin, Storage):
     """Storage in one SQLite file (WAL mode)."""
 
     def __init__(self, path: str, *, readers: int = 4, busy_timeout_ms: int = 5000) -> None:
