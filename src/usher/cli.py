@@ -436,6 +436,27 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+def _command(
+    group: argparse._SubParsersAction[argparse.ArgumentParser],
+    run: Callable[[argparse.Namespace], int],
+    name: str,
+    help: str,  # argparse's own name for it
+    description: str | None = None,
+    *,
+    database: bool = True,
+) -> argparse.ArgumentParser:
+    """A subcommand that runs ``run``, with ``--database`` unless told otherwise."""
+    parser = group.add_parser(name, help=help, description=description)
+    parser.set_defaults(run=run)
+    if database:
+        parser.add_argument(
+            "--database",
+            metavar="URL",
+            help="database URL (default: $USHER_DATABASE_URL or sqlite:///usher.db)",
+        )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="usher", description="Stream-access tickets speaking the SEVU API."
@@ -445,37 +466,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def database_option(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--database",
-            metavar="URL",
-            help="database URL (default: $USHER_DATABASE_URL or sqlite:///usher.db)",
-        )
-
-    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve = _command(commands, cmd_serve, "serve", help="run the HTTP server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
-    database_option(serve)
     serve.add_argument("--demo", action="store_true", help="create (once) and print a demo account")
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.set_defaults(run=cmd_serve)
 
     account = commands.add_parser("account", help="manage accounts (tenants)")
     account_commands = account.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = account_commands.add_parser("create", help="create an account")
+    create = _command(account_commands, cmd_account_create, "create", help="create an account")
     create.add_argument("--username", required=True, help="prefix of the account's app names")
     create.add_argument("--cdn", type=int, help="CDN id (default: next free integer)")
     create.add_argument("--api-key", help="API key (default: 32 random letters and digits)")
     create.add_argument("--secret", help="signing secret (default: 64 random hex digits)")
     create.add_argument("--json", action="store_true", help="print one JSON object")
-    database_option(create)
-    create.set_defaults(run=cmd_account_create)
 
-    listing = account_commands.add_parser("list", help="list accounts (never their secrets)")
+    listing = _command(
+        account_commands, cmd_account_list, "list", help="list accounts (never their secrets)"
+    )
     listing.add_argument("--json", action="store_true", help="print a JSON array")
-    database_option(listing)
-    listing.set_defaults(run=cmd_account_list)
 
     for name, helptext, run in (
         ("rotate-secret", "replace the signing secret", cmd_account_rotate),
@@ -487,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_account_set_panel_password,
         ),
     ):
-        sub = account_commands.add_parser(name, help=helptext)
+        sub = _command(account_commands, run, name, help=helptext)
         which = sub.add_mutually_exclusive_group(required=True)
         which.add_argument("--cdn", type=int)
         which.add_argument("--username")
@@ -497,29 +507,33 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--clear", action="store_true", help="remove the password instead of setting one"
             )
-        database_option(sub)
-        sub.set_defaults(run=run)
 
-    call = commands.add_parser("call", help="send one signed command and print the response")
+    call = _command(
+        commands,
+        cmd_call,
+        "call",
+        help="send one signed command and print the response",
+        database=False,
+    )
     call.add_argument("command", help="e.g. sevu.errorcount")
     call.add_argument("fields", nargs="*", metavar="FIELD=VALUE")
     call.add_argument("--url", help="API URL (default: $USHER_URL or http://127.0.0.1:8080/api)")
     call.add_argument("--cdn", help="CDN id (default: $USHER_CDN)")
     call.add_argument("--api-key", help="API key (default: $USHER_API_KEY)")
     call.add_argument("--secret", help="signing secret (default: $USHER_SECRET)")
-    call.set_defaults(run=cmd_call)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="action", required=True, metavar="ACTION")
-    migrate = db_commands.add_parser("migrate", help="create or migrate the schema")
-    database_option(migrate)
-    migrate.set_defaults(run=cmd_db_migrate)
-    copy = db_commands.add_parser(
+    _command(db_commands, cmd_db_migrate, "migrate", help="create or migrate the schema")
+    copy = _command(
+        db_commands,
+        cmd_db_copy,
         "copy",
         help="copy accounts, tickets and attempts to another database (resumable)",
         description="Copy accounts, tickets and the attempt log from one database to "
         "another, e.g. sqlite:///usher.db to postgresql://…. Re-running the same command "
         "continues an interrupted copy. Stop the nodes writing to the source first.",
+        database=False,
     )
     copy.add_argument("--from", dest="source", required=True, metavar="URL", help="source")
     copy.add_argument("--to", dest="target", required=True, metavar="URL", help="destination")
@@ -527,8 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--signatures", action="store_true", help="also copy replay-protection signatures"
     )
     copy.add_argument("--batch-size", type=int, default=5000, help="rows per transaction")
-    copy.set_defaults(run=cmd_db_copy)
-    backup = db_commands.add_parser(
+    backup = _command(
+        db_commands,
+        cmd_db_backup,
         "backup",
         help="copy a SQLite database to a file, safely while usher serve runs",
         description="Copy the SQLite database to FILE with SQLite's online backup API: "
@@ -538,9 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("--to", required=True, metavar="FILE", help="where to write the copy")
     backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    database_option(backup)
-    backup.set_defaults(run=cmd_db_backup)
-    prune = db_commands.add_parser(
+    prune = _command(
+        db_commands,
+        cmd_db_prune,
         "prune",
         help="delete attempts older than a given age",
         description="Delete the attempts logged more than AGE ago, in batches, while "
@@ -559,10 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--dry-run", action="store_true", help="only count the attempts that would go"
     )
-    database_option(prune)
-    prune.set_defaults(run=cmd_db_prune)
 
-    seed = commands.add_parser(
+    seed = _command(
+        commands,
+        cmd_seed_data,
         "seed-data",
         help="fill a database with synthetic tickets and attempts (benchmarks, demos)",
         description="Bulk-load realistic synthetic data into new accounts seed1, seed2, "
@@ -573,8 +588,6 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--accounts", type=int, default=10, help="accounts to spread them over")
     seed.add_argument("--seed", type=int, default=1, help="random seed (keys stay random)")
     seed.add_argument("--json", action="store_true", help="print one JSON object, with secrets")
-    database_option(seed)
-    seed.set_defaults(run=cmd_seed_data)
     return parser
 
 

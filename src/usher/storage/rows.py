@@ -12,7 +12,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
-from usher.storage.base import MAX_ATTEMPT_FIELD, PanelSessionFilter
+from usher.storage.base import (
+    MAX_ATTEMPT_FIELD,
+    AttemptColumn,
+    PanelSessionFilter,
+    grouped_column,
+)
 from usher.tickets.model import (
     Account,
     Attempt,
@@ -104,6 +109,13 @@ def attempt_where(cdn: int, where: AttemptFilter, mark: str) -> tuple[str, list[
     ``%s``) as the placeholder; text values are made storable, so a filter for
     a logged value finds it."""
     return clauses(attempt_criteria(cdn, where), mark, clean=storable)
+
+
+def top_values_where(
+    cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int, mark: str
+) -> tuple[str, str, list[object]]:
+    """What ``top_attempt_values`` groups by, and the ``WHERE`` body it counts."""
+    return grouped_column(column, limit), *attempt_where(cdn, where, mark)
 
 
 def panel_session_criteria(where: PanelSessionFilter) -> Criteria:

@@ -12,10 +12,9 @@ from usher.storage.base import (
     PanelSessionFilter,
     TimelineBucket,
     check_timeline_bounds,
-    grouped_column,
 )
 from usher.storage.postgres.runner import PgRunner
-from usher.storage.rows import attempt_where, clauses, panel_session_criteria
+from usher.storage.rows import attempt_where, clauses, panel_session_criteria, top_values_where
 from usher.tickets.model import AttemptFilter
 
 
@@ -44,8 +43,7 @@ class PostgresPanelMixin:
     async def top_attempt_values(
         self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
     ) -> list[tuple[str, int]]:
-        name = grouped_column(column, limit)
-        sql, params = attempt_where(cdn, where, "%s")
+        name, sql, params = top_values_where(cdn, where, column, limit, "%s")
         # COLLATE "C": ties break by code point, as in SQLite, whatever the
         # database's own collation.
         rows = await self._db.fetchall(

@@ -50,7 +50,6 @@ def backup_sqlite(
     target: Path,
     *,
     force: bool = False,
-    pages: int = PAGES_PER_STEP,
     progress: OnProgress = no_progress,
 ) -> BackupResult:
     """Copy the SQLite database at ``source`` to ``target`` (see the module docstring)."""
@@ -69,7 +68,7 @@ def backup_sqlite(
     for leftover in _files_of(partial):
         leftover.unlink(missing_ok=True)
     try:
-        _copy(source, partial, pages, progress)
+        _copy(source, partial, progress)
         _finish(partial)
     except sqlite3.Error as exc:
         for leftover in _files_of(partial):
@@ -90,7 +89,7 @@ def _files_of(path: Path) -> list[Path]:
     return [path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))]
 
 
-def _copy(source: str, partial: Path, pages: int, progress: OnProgress) -> None:
+def _copy(source: str, partial: Path, progress: OnProgress) -> None:
     with (
         contextlib.closing(sqlite3.connect(source, isolation_level=None)) as src,
         contextlib.closing(sqlite3.connect(partial, isolation_level=None)) as dst,
@@ -105,7 +104,7 @@ def _copy(source: str, partial: Path, pages: int, progress: OnProgress) -> None:
             progress("backup", total - remaining, total)
 
         try:
-            src.backup(dst, pages=pages, progress=report)
+            src.backup(dst, pages=PAGES_PER_STEP, progress=report)
         finally:
             src.execute("COMMIT")
 

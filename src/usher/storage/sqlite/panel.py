@@ -11,9 +11,8 @@ from usher.storage.base import (
     PanelSessionFilter,
     TimelineBucket,
     check_timeline_bounds,
-    grouped_column,
 )
-from usher.storage.rows import attempt_where, clauses, panel_session_criteria
+from usher.storage.rows import attempt_where, clauses, panel_session_criteria, top_values_where
 from usher.storage.sqlite.engine import SQLiteAccess
 from usher.tickets.model import AttemptFilter
 
@@ -40,8 +39,7 @@ class SQLitePanelMixin(SQLiteAccess):
     async def top_attempt_values(
         self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
     ) -> list[tuple[str, int]]:
-        name = grouped_column(column, limit)
-        sql, params = attempt_where(cdn, where, "?")
+        name, sql, params = top_values_where(cdn, where, column, limit, "?")
         rows = await self._read(
             lambda conn: conn.execute(
                 f"SELECT {name}, COUNT(*) AS n FROM attempts WHERE {sql}"
