@@ -196,7 +196,8 @@ def test_sign_in_create_play_watch_revoke_sign_out(
         # One click from a row to its ticket, then revoke with confirmation.
         rows.nth(0).get_by_role("link", name=key).click()
         expect(page.get_by_role("heading", name=key)).to_be_visible()
-        expect(page.get_by_text("1 allowed")).to_be_visible()
+        # exact: an attempt row reading "…:31 Allowed" holds "1 allowed" too.
+        expect(page.get_by_text("1 allowed", exact=True)).to_be_visible()
         page.get_by_role("link", name="Revoke…").click()
         expect(page.get_by_role("heading", name="Revoke this ticket?")).to_be_visible()
         page.get_by_role("button", name="Revoke ticket").click()
