@@ -94,6 +94,21 @@ async def test_envelope_integers_outside_64_bits_are_code_8(
     assert response.json()["message"].startswith(f"Invalid value for field {name}: ")
 
 
+async def test_leading_zeros_cost_nothing_and_never_fail_the_server(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    zeros = "0" * 5000
+    status, body = await harness.call("sevu.search", limit=zeros + "5")
+    assert (status, body["code"]) == (200, 2030)
+    for name in ("cdn", "timestamp"):
+        request = harness.unsigned("sevu.errorcount", **{name: zeros + "1"})
+        response = await harness.http.post(
+            "/api", files={"json": (None, sign_request(request, DOC_SECRET))}
+        )
+        assert response.status_code in (400, 401), response.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 # -- 2. urlencoded fields carrying raw UTF-8 ----------------------------------------
 
 

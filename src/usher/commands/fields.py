@@ -119,7 +119,9 @@ def _decimal(value: str) -> int | None:
     significant = digits.lstrip("0")
     if len(significant) > _MAX_DIGITS:
         return sign * 2**64
-    return sign * int(digits)
+    # Never int() the leading zeros: they are free to send, and a long run
+    # of them would pass the length guard above and fail int()'s own.
+    return sign * int(significant or "0")
 
 
 def time_range(fields: Mapping[str, object]) -> tuple[int | None, int | None]:

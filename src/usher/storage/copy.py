@@ -372,8 +372,13 @@ def _refuse_foreign_rows(source: Endpoint, target: Endpoint, table: Table) -> No
 
 
 def _identity(table: Table, row: Row | None) -> Row | None:
+    """The row's never-changing columns, text as any destination stores it
+    (a source written before the one text rule may still hold NUL or ``?``
+    where the copy holds U+FFFD)."""
     picks = [table.columns.index(c) for c in table.identity]
-    return None if row is None else tuple(row[i] for i in picks)
+    if row is None:
+        return None
+    return tuple(storable(row[i]) if isinstance(row[i], str) else row[i] for i in picks)
 
 
 def _copy_table(

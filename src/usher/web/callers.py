@@ -82,7 +82,8 @@ def forwarded_client(
     """The browser's address, given what a request's peer and headers say.
 
     Headers count only when ``peer`` is in ``trusted``. Then the browser is
-    ``real_ip`` (``X-Real-IP``), or else the rightmost address of
+    ``real_ip`` (``X-Real-IP``) unless it names a trusted proxy itself, or
+    else the rightmost address of
     ``forwarded_for`` (``X-Forwarded-For``) that is not a trusted proxy:
     each proxy appends the address it received from, so everything left of
     the first untrusted hop may be made up by the browser. This is how
@@ -96,7 +97,10 @@ def forwarded_client(
         return str(peer_address) if peer_address is not None else peer
     if real_ip is not None:
         real = _header_address(real_ip)
-        if real is not None:
+        # An X-Real-IP that names a trusted proxy was set by the proxy
+        # nearest us from its own peer, another proxy: the browser is
+        # further out, in X-Forwarded-For.
+        if real is not None and not _within(real, trusted):
             return str(real)
     if forwarded_for is not None:
         hop = _rightmost_untrusted(forwarded_for, trusted)

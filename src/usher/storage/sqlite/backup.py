@@ -58,6 +58,12 @@ def backup_sqlite(
         raise ConfigError(
             f"There is no SQLite database at {source}; check --database (or USHER_DATABASE_URL)."
         )
+    if target.is_dir():
+        raise ConfigError(f"{target} is a folder; give --to the name of a file to write.")
+    if not target.parent.is_dir():
+        raise ConfigError(
+            f"The folder {target.parent} does not exist; create it, or choose another --to."
+        )
     if target.exists() and not force:
         raise ConfigError(
             f"{target} already exists; choose another --to, or add --force to replace it."

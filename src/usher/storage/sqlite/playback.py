@@ -11,7 +11,13 @@ import sqlite3
 from typing import Final
 
 from usher.storage.base import Decider, SessionTerms
-from usher.storage.rows import new_session, session_from_row, storable_request, ticket_from_row
+from usher.storage.rows import (
+    new_session,
+    placeholders,
+    session_from_row,
+    storable_request,
+    ticket_from_row,
+)
 from usher.storage.schema import (
     SESSION_COLUMNS,
     SESSION_INSERT,
@@ -87,7 +93,7 @@ class SQLitePlaybackMixin(SQLiteAccess):
                 session = new_session(request, ticket, session_id, ttl, now)
                 conn.execute(
                     f"INSERT OR REPLACE INTO playback_sessions ({SESSION_INSERT})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    f" VALUES {placeholders(SESSION_WIDTH, '?')}",
                     dataclasses.astuple(session),
                 )
             return SessionOutcome(outcome.decision, outcome.attempt_id, ticket, session, False)
