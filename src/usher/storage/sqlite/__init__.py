@@ -20,7 +20,6 @@ from usher.storage.base import Decider, Storage
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
-    attempt_where,
     placeholders,
     storable_request,
     ticket_from_row,
@@ -37,7 +36,7 @@ from usher.storage.schema import (
 )
 from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import CheckGroup, CheckItem, apply_check
-from usher.storage.sqlite.counts import count_query
+from usher.storage.sqlite.counts import count_query, match_where
 from usher.storage.sqlite.engine import SQLiteEngine, sqlite_path
 from usher.storage.sqlite.panel import SQLitePanelMixin
 from usher.storage.sqlite.playback import SQLitePlaybackMixin
@@ -256,7 +255,9 @@ class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin,
     async def list_attempts(
         self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
     ) -> list[Attempt]:
-        sql, params = attempt_where(cdn, where, "?")
+        # The access path is chosen for the page, not the whole match; see
+        # sqlite/counts.py.
+        sql, params = match_where(cdn, where, in_id_order=True)
         order = "id DESC" if newest_first else "id"
         rows = await self._read(
             lambda conn: conn.execute(

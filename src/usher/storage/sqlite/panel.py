@@ -11,8 +11,10 @@ from usher.storage.base import (
     PanelSessionFilter,
     TimelineBucket,
     check_timeline_bounds,
+    grouped_column,
 )
-from usher.storage.rows import attempt_where, clauses, panel_session_criteria, top_values_where
+from usher.storage.rows import clauses, panel_session_criteria
+from usher.storage.sqlite.counts import match_where
 from usher.storage.sqlite.engine import SQLiteAccess
 from usher.tickets.model import AttemptFilter
 
@@ -24,7 +26,7 @@ class SQLitePanelMixin(SQLiteAccess):
         self, cdn: int, where: AttemptFilter, bucket: int
     ) -> list[TimelineBucket]:
         check_timeline_bounds(where, bucket)
-        sql, params = attempt_where(cdn, where, "?")
+        sql, params = match_where(cdn, where, in_id_order=False)
         # Integer division of non-negative integers floors, so every attempt
         # lands in the bucket that starts at a multiple of ``bucket``.
         rows = await self._read(
@@ -39,11 +41,16 @@ class SQLitePanelMixin(SQLiteAccess):
     async def top_attempt_values(
         self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
     ) -> list[tuple[str, int]]:
-        name, sql, params = top_values_where(cdn, where, column, limit, "?")
+        name = grouped_column(column, limit)
+        sql, params = match_where(cdn, where, in_id_order=False)
+        # ``+``: never group by walking a (cdn, column) index. Left to itself,
+        # SQLite groups a ticket's addresses by reading the account's whole
+        # (cdn, ip) index, to skip sorting: 20 s at 10 M attempts, where the
+        # key's index finds its few rows at once.
         rows = await self._read(
             lambda conn: conn.execute(
                 f"SELECT {name}, COUNT(*) AS n FROM attempts WHERE {sql}"
-                f" GROUP BY {name} ORDER BY n DESC, {name} LIMIT {int(limit)}",
+                f" GROUP BY +{name} ORDER BY n DESC, {name} LIMIT {int(limit)}",
                 params,
             ).fetchall()
         )
