@@ -28,7 +28,6 @@ from usher.storage.rows import (
 )
 from usher.storage.schema import (
     ACCOUNT_COLUMNS,
-    ATTEMPT_COLUMNS,
     TICKET_COLUMNS,
     TICKET_FROM,
     TICKET_INSERT,
@@ -36,7 +35,7 @@ from usher.storage.schema import (
 )
 from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import CheckGroup, CheckItem, apply_check
-from usher.storage.sqlite.counts import count_query, match_where
+from usher.storage.sqlite.counts import count_query, list_query
 from usher.storage.sqlite.engine import SQLiteEngine, sqlite_path
 from usher.storage.sqlite.panel import SQLitePanelMixin
 from usher.storage.sqlite.playback import SQLitePlaybackMixin
@@ -255,17 +254,8 @@ class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin,
     async def list_attempts(
         self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
     ) -> list[Attempt]:
-        # The access path is chosen for the page, not the whole match; see
-        # sqlite/counts.py.
-        sql, params = match_where(cdn, where, in_id_order=True)
-        order = "id DESC" if newest_first else "id"
-        rows = await self._read(
-            lambda conn: conn.execute(
-                f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql} ORDER BY {order}"
-                + page_sql(page),
-                params,
-            ).fetchall()
-        )
+        sql, params = list_query(cdn, where, page, newest_first=newest_first)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return [attempt_from_row(row) for row in rows]
 
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:

@@ -11,10 +11,9 @@ from usher.storage.base import (
     PanelSessionFilter,
     TimelineBucket,
     check_timeline_bounds,
-    grouped_column,
 )
 from usher.storage.rows import clauses, panel_session_criteria
-from usher.storage.sqlite.counts import match_where
+from usher.storage.sqlite.counts import match_where, top_values_query
 from usher.storage.sqlite.engine import SQLiteAccess
 from usher.tickets.model import AttemptFilter
 
@@ -41,19 +40,8 @@ class SQLitePanelMixin(SQLiteAccess):
     async def top_attempt_values(
         self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
     ) -> list[tuple[str, int]]:
-        name = grouped_column(column, limit)
-        sql, params = match_where(cdn, where, in_id_order=False)
-        # ``+``: never group by walking a (cdn, column) index. Left to itself,
-        # SQLite groups a ticket's addresses by reading the account's whole
-        # (cdn, ip) index, to skip sorting: 20 s at 10 M attempts, where the
-        # key's index finds its few rows at once.
-        rows = await self._read(
-            lambda conn: conn.execute(
-                f"SELECT {name}, COUNT(*) AS n FROM attempts WHERE {sql}"
-                f" GROUP BY +{name} ORDER BY n DESC, {name} LIMIT {int(limit)}",
-                params,
-            ).fetchall()
-        )
+        sql, params = top_values_query(cdn, where, column, limit)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return [(str(row[0]), int(row[1])) for row in rows]
 
     # -- control-panel sign-in -------------------------------------------------------
