@@ -14,7 +14,7 @@ import sqlite3
 import pytest
 
 from tests.storage.test_sqlite_counts import _insert_attempts, migrated  # noqa: F401  # fixture
-from usher.storage.sqlite.counts import list_query, top_values_query
+from usher.storage.sqlite.counts import list_query, sorting_is_cheaper, top_values_query
 from usher.tickets.model import AttemptFilter, Page
 
 PAGE = Page(limit=50, seek=50)
@@ -123,3 +123,34 @@ def test_the_driven_statements_answer_what_the_plain_ones_do(
     assert migrated.execute(sql, params).fetchall() == (
         migrated.execute(sql.replace("+", ""), params).fetchall()
     )
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        AttemptFilter(video="v2"),
+        AttemptFilter(app="demo-2"),
+        AttemptFilter(video="v2", success=True),
+    ],
+    ids=["video", "app", "video+success"],
+)
+def test_few_matches_are_read_through_the_app_video_index(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    where: AttemptFilter,
+) -> None:
+    _insert_attempts(migrated, 300)
+    statement = list_query(1, where, PAGE, newest_first=True, sort_matches=True)
+    plan = _plan(migrated, statement)
+    assert plan.startswith("SEARCH attempts USING INDEX attempts_cdn_app_video (cdn=? AND app=?"), (
+        plan
+    )
+    assert "SCAN attempts" not in plan, plan
+    walked = list_query(1, where, PAGE, newest_first=True)
+    assert migrated.execute(*statement).fetchall() == migrated.execute(*walked).fetchall()
+
+
+def test_sorting_is_chosen_for_sparse_matches_and_deep_pages() -> None:
+    assert not sorting_is_cheaper(3_500_000, 10_000_000, Page(limit=50))
+    assert sorting_is_cheaper(1_636, 10_000_000, Page(limit=50))
+    assert not sorting_is_cheaper(33_000, 10_000_000, Page(limit=50))
+    assert sorting_is_cheaper(33_000, 10_000_000, Page(limit=50, seek=5_000))

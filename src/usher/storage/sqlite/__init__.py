@@ -35,7 +35,12 @@ from usher.storage.schema import (
 )
 from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import CheckGroup, CheckItem, apply_check
-from usher.storage.sqlite.counts import count_query, list_query
+from usher.storage.sqlite.counts import (
+    count_query,
+    list_query,
+    sorting_is_cheaper,
+    uses_rollup,
+)
 from usher.storage.sqlite.engine import SQLiteEngine, sqlite_path
 from usher.storage.sqlite.panel import SQLitePanelMixin
 from usher.storage.sqlite.playback import SQLitePlaybackMixin
@@ -254,8 +259,31 @@ class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin,
     async def list_attempts(
         self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
     ) -> list[Attempt]:
-        sql, params = list_query(cdn, where, page, newest_first=newest_first)
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        def run(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+            if not uses_rollup(where):
+                sql, params = list_query(cdn, where, page, newest_first=newest_first)
+                return conn.execute(sql, params).fetchall()
+            # One read transaction, so the count that picks the path (and
+            # ends the list early) is the list's own.
+            conn.execute("BEGIN")
+            try:
+                matches = int(conn.execute(*count_query(cdn, where)).fetchone()[0])
+                if page.seek >= matches:
+                    # Past the end: no walk through the table to find nothing.
+                    return []
+                everything = conn.execute(*count_query(cdn, AttemptFilter())).fetchone()[0]
+                sql, params = list_query(
+                    cdn,
+                    where,
+                    page,
+                    newest_first=newest_first,
+                    sort_matches=sorting_is_cheaper(matches, int(everything), page),
+                )
+                return conn.execute(sql, params).fetchall()
+            finally:
+                conn.execute("COMMIT")
+
+        rows = await self._read(run)
         return [attempt_from_row(row) for row in rows]
 
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:

@@ -86,7 +86,30 @@ def count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
     return _counted(*_driven(cdn, where, walk=False), where)
 
 
-def match_where(cdn: int, where: AttemptFilter, *, in_id_order: bool) -> tuple[str, list[object]]:
+#: How many table rows a walk in id order reads for the cost of fetching one
+#: row through an index (a guess; only the order of magnitude matters).
+WALK_PER_FETCH: Final = 4
+
+
+def sorting_is_cheaper(matches: int, total: int, page: Page) -> bool:
+    """Whether reading all ``matches`` of ``total`` attempts through an index
+    and sorting them beats walking the table in id order until the page is
+    full (about ``total / matches`` rows per match, the matches spread
+    evenly). A sparse video's later pages would otherwise walk most of the
+    table (2 s at 10 M attempts)."""
+    walked = (page.seek + page.rows) * total / max(matches, 1)
+    return matches * WALK_PER_FETCH <= walked
+
+
+#: The apps an account logged a video under, from the rollup's finest grain.
+_APPS_OF_VIDEO: Final = (
+    "app IN (SELECT app FROM attempt_counts WHERE cdn = ? AND grain = 3 AND video = ? AND n > 0)"
+)
+
+
+def match_where(
+    cdn: int, where: AttemptFilter, *, in_id_order: bool, sort_matches: bool = False
+) -> tuple[str, list[object]]:
     """The ``WHERE`` body (time bounds included) that reads the account's
     matching attempts on the designed access path.
 
@@ -101,14 +124,23 @@ def match_where(cdn: int, where: AttemptFilter, *, in_id_order: bool) -> tuple[s
     range (a recent range is short; a table walk would read everything newer
     first).
     """
-    return _bounded(*_driven(cdn, where, walk=in_id_order), where)
+    return _bounded(*_driven(cdn, where, walk=in_id_order, sort_matches=sort_matches), where)
 
 
 def list_query(
-    cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool
+    cdn: int,
+    where: AttemptFilter,
+    page: Page,
+    *,
+    newest_first: bool,
+    sort_matches: bool = False,
 ) -> tuple[str, list[object]]:
-    """The statement ``list_attempts`` runs: one page in id order."""
-    sql, params = match_where(cdn, where, in_id_order=True)
+    """The statement ``list_attempts`` runs: one page in id order.
+
+    ``sort_matches``: an app or video filter reads every match through
+    ``(cdn, app, video)`` and sorts them (see :func:`sorting_is_cheaper`).
+    """
+    sql, params = match_where(cdn, where, in_id_order=True, sort_matches=sort_matches)
     order = "id DESC" if newest_first else "id"
     return f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql} ORDER BY {order}" + page_sql(
         page
@@ -131,21 +163,27 @@ def top_values_query(
     ), params
 
 
-def _driven(cdn: int, where: AttemptFilter, *, walk: bool) -> tuple[list[str], list[object]]:
+def _driven(
+    cdn: int, where: AttemptFilter, *, walk: bool, sort_matches: bool = False
+) -> tuple[list[str], list[object]]:
     """``cdn`` and the equality filters, with ``+`` on every column that must
     not choose the index (see the module's docstring)."""
     filters = _filters(where)
     timed = where.start is not None or where.end is not None
     driver: tuple[str, ...] = ()
+    extra: list[tuple[str, list[object]]] = []
     for column in _DRIVERS:
         if column in filters:
             driver = ("cdn", column)
             break
     else:
         if walk and not timed:
-            both = "app" in filters and "video" in filters
+            named = "app" in filters or "video" in filters
+            if named and (("app" in filters and "video" in filters) or sort_matches):
+                driver = ("cdn", "app", "video")
+                if "app" not in filters:
+                    extra.append((_APPS_OF_VIDEO, [cdn, filters["video"]]))
             # An empty driver leaves even cdn unindexed: the table walk.
-            driver = ("cdn", "app", "video") if both else ()
         else:
             # No selective filter: the planner picks among the others.
             driver = ("cdn", *filters)
@@ -154,6 +192,9 @@ def _driven(cdn: int, where: AttemptFilter, *, walk: bool) -> tuple[list[str], l
     for column, value in filters.items():
         clauses.append(f"{'' if column in driver else '+'}{column} = ?")
         params.append(value)
+    for clause, values in extra:
+        clauses.append(clause)
+        params.extend(values)
     return clauses, params
 
 
