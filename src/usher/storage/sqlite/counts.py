@@ -1,4 +1,7 @@
-"""How SQLite answers ``sevu.errorcount`` without scanning millions of rows.
+"""How SQLite counts and lists attempts without scanning millions of rows.
+
+Counts (``sevu.errorcount``) are described here; lists (the panel,
+``sevu.errorlog``) in :func:`match_where`.
 
 The schema (``0004_counts.sql``) gives two kinds of access path:
 
