@@ -20,7 +20,6 @@ from usher.storage.base import Decider, Storage
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
-    attempt_where,
     placeholders,
     storable_request,
     ticket_from_row,
@@ -29,7 +28,6 @@ from usher.storage.rows import (
 )
 from usher.storage.schema import (
     ACCOUNT_COLUMNS,
-    ATTEMPT_COLUMNS,
     TICKET_COLUMNS,
     TICKET_FROM,
     TICKET_INSERT,
@@ -37,7 +35,12 @@ from usher.storage.schema import (
 )
 from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import CheckGroup, CheckItem, apply_check
-from usher.storage.sqlite.counts import count_query
+from usher.storage.sqlite.counts import (
+    count_query,
+    list_query,
+    sorting_is_cheaper,
+    uses_rollup,
+)
 from usher.storage.sqlite.engine import SQLiteEngine, sqlite_path
 from usher.storage.sqlite.panel import SQLitePanelMixin
 from usher.storage.sqlite.playback import SQLitePlaybackMixin
@@ -256,15 +259,31 @@ class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin,
     async def list_attempts(
         self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
     ) -> list[Attempt]:
-        sql, params = attempt_where(cdn, where, "?")
-        order = "id DESC" if newest_first else "id"
-        rows = await self._read(
-            lambda conn: conn.execute(
-                f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql} ORDER BY {order}"
-                + page_sql(page),
-                params,
-            ).fetchall()
-        )
+        def run(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
+            if not uses_rollup(where):
+                sql, params = list_query(cdn, where, page, newest_first=newest_first)
+                return conn.execute(sql, params).fetchall()
+            # One read transaction, so the count that picks the path (and
+            # ends the list early) is the list's own.
+            conn.execute("BEGIN")
+            try:
+                matches = int(conn.execute(*count_query(cdn, where)).fetchone()[0])
+                if page.seek >= matches:
+                    # Past the end: no walk through the table to find nothing.
+                    return []
+                everything = conn.execute(*count_query(cdn, AttemptFilter())).fetchone()[0]
+                sql, params = list_query(
+                    cdn,
+                    where,
+                    page,
+                    newest_first=newest_first,
+                    sort_matches=sorting_is_cheaper(matches, int(everything), page),
+                )
+                return conn.execute(sql, params).fetchall()
+            finally:
+                conn.execute("COMMIT")
+
+        rows = await self._read(run)
         return [attempt_from_row(row) for row in rows]
 
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:

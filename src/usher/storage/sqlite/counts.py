@@ -1,4 +1,7 @@
-"""How SQLite answers ``sevu.errorcount`` without scanning millions of rows.
+"""How SQLite counts and lists attempts without scanning millions of rows.
+
+Counts (``sevu.errorcount``) are described here; lists (the panel,
+``sevu.errorlog``) in :func:`match_where`.
 
 The schema (``0004_counts.sql``) gives two kinds of access path:
 
@@ -26,7 +29,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from usher.tickets.model import AttemptFilter
+from usher.storage.base import AttemptColumn, grouped_column
+from usher.storage.schema import ATTEMPT_COLUMNS
+from usher.storage.sqlite.sql import page_sql
+from usher.tickets.model import AttemptFilter, Page
 from usher.tickets.text import storable
 
 #: Selective columns in the order they are preferred as the driving index:
@@ -80,19 +86,119 @@ def count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
             return ROLLUP_SQL, params
         return ROLLUP_SQL + " AND success = ?", [*params, int(where.success)]
 
+    return _counted(*_driven(cdn, where, walk=False), where)
+
+
+#: How many table rows a walk in id order reads for the cost of fetching one
+#: row through an index (a guess; only the order of magnitude matters).
+WALK_PER_FETCH: Final = 4
+
+
+def sorting_is_cheaper(matches: int, total: int, page: Page) -> bool:
+    """Whether reading all ``matches`` of ``total`` attempts through an index
+    and sorting them beats walking the table in id order until the page is
+    full (about ``total / matches`` rows per match, the matches spread
+    evenly). A sparse video's later pages would otherwise walk most of the
+    table (2 s at 10 M attempts)."""
+    walked = (page.seek + page.rows) * total / max(matches, 1)
+    return matches * WALK_PER_FETCH <= walked
+
+
+#: The apps an account logged a video under, from the rollup's finest grain.
+_APPS_OF_VIDEO: Final = (
+    "app IN (SELECT app FROM attempt_counts WHERE cdn = ? AND grain = 3 AND video = ? AND n > 0)"
+)
+
+
+def match_where(
+    cdn: int, where: AttemptFilter, *, in_id_order: bool, sort_matches: bool = False
+) -> tuple[str, list[object]]:
+    """The ``WHERE`` body (time bounds included) that reads the account's
+    matching attempts on the designed access path.
+
+    A selective filter (key, pass, ip) drives its index, as for a count.
+    Without one, ``in_id_order`` (a list ``ORDER BY id`` with a ``LIMIT``)
+    walks an index or the table in id order, so the ``LIMIT`` stops the read
+    after one page: app and video together walk ``(cdn, app, video)``, whose
+    entries for one pair are in id order; anything else walks the table
+    itself. Left to itself, SQLite instead reads every attempt of the account
+    through some ``(cdn, ...)`` index and sorts them all: 20 s at 10 M
+    attempts. Time bounds without a selective filter keep the ``(cdn, at)``
+    range (a recent range is short; a table walk would read everything newer
+    first).
+    """
+    return _bounded(*_driven(cdn, where, walk=in_id_order, sort_matches=sort_matches), where)
+
+
+def list_query(
+    cdn: int,
+    where: AttemptFilter,
+    page: Page,
+    *,
+    newest_first: bool,
+    sort_matches: bool = False,
+) -> tuple[str, list[object]]:
+    """The statement ``list_attempts`` runs: one page in id order.
+
+    ``sort_matches``: an app or video filter reads every match through
+    ``(cdn, app, video)`` and sorts them (see :func:`sorting_is_cheaper`).
+    """
+    sql, params = match_where(cdn, where, in_id_order=True, sort_matches=sort_matches)
+    order = "id DESC" if newest_first else "id"
+    return f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql} ORDER BY {order}" + page_sql(
+        page
+    ), params
+
+
+def top_values_query(
+    cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
+) -> tuple[str, list[object]]:
+    """The statement ``top_attempt_values`` runs."""
+    name = grouped_column(column, limit)
+    sql, params = match_where(cdn, where, in_id_order=False)
+    # ``+``: never group by walking a (cdn, column) index. Left to itself,
+    # SQLite groups a ticket's addresses by reading the account's whole
+    # (cdn, ip) index, to skip sorting: 20 s at 10 M attempts, where the
+    # key's index finds its few rows at once.
+    return (
+        f"SELECT {name}, COUNT(*) AS n FROM attempts WHERE {sql}"
+        f" GROUP BY +{name} ORDER BY n DESC, {name} LIMIT {int(limit)}"
+    ), params
+
+
+def _driven(
+    cdn: int, where: AttemptFilter, *, walk: bool, sort_matches: bool = False
+) -> tuple[list[str], list[object]]:
+    """``cdn`` and the equality filters, with ``+`` on every column that must
+    not choose the index (see the module's docstring)."""
     filters = _filters(where)
-    driver = next((column for column in _DRIVERS if column in filters), None)
-    clauses = ["cdn = ?"]
-    params = [cdn]
+    timed = where.start is not None or where.end is not None
+    driver: tuple[str, ...] = ()
+    extra: list[tuple[str, list[object]]] = []
+    for column in _DRIVERS:
+        if column in filters:
+            driver = ("cdn", column)
+            break
+    else:
+        if walk and not timed:
+            named = "app" in filters or "video" in filters
+            if named and (("app" in filters and "video" in filters) or sort_matches):
+                driver = ("cdn", "app", "video")
+                if "app" not in filters:
+                    extra.append((_APPS_OF_VIDEO, [cdn, filters["video"]]))
+            # An empty driver leaves even cdn unindexed: the table walk.
+        else:
+            # No selective filter: the planner picks among the others.
+            driver = ("cdn", *filters)
+    clauses = [f"{'' if 'cdn' in driver else '+'}cdn = ?"]
+    params: list[object] = [cdn]
     for column, value in filters.items():
-        # Only the driving column (and cdn) may use an index; when no
-        # selective filter is given, the planner picks among the others.
-        plain = driver is None or column == driver
-        clauses.append(f"{'' if plain else '+'}{column} = ?")
+        clauses.append(f"{'' if column in driver else '+'}{column} = ?")
         params.append(value)
-    # Every driving index continues with ``at``, so time bounds narrow the
-    # same range scan.
-    return _counted(clauses, params, where)
+    for clause, values in extra:
+        clauses.append(clause)
+        params.extend(values)
+    return clauses, params
 
 
 def plain_count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
@@ -113,8 +219,20 @@ def _counted(
     clauses: list[str], params: list[object], where: AttemptFilter
 ) -> tuple[str, list[object]]:
     """The ``COUNT(*)`` over ``clauses`` and ``where``'s time bounds."""
+    sql, params = _bounded(clauses, params, where)
+    return "SELECT COUNT(*) FROM attempts WHERE " + sql, params
+
+
+def _bounded(
+    clauses: list[str], params: list[object], where: AttemptFilter
+) -> tuple[str, list[object]]:
+    """``clauses`` and ``where``'s time bounds, joined into one ``WHERE`` body.
+
+    Every driving index continues with ``at``, so time bounds narrow the
+    same range scan.
+    """
     for clause, bound in (("at >= ?", where.start), ("at <= ?", where.end)):
         if bound is not None:
             clauses.append(clause)
             params.append(bound)
-    return "SELECT COUNT(*) FROM attempts WHERE " + " AND ".join(clauses), params
+    return " AND ".join(clauses), params

@@ -12,7 +12,8 @@ from usher.storage.base import (
     TimelineBucket,
     check_timeline_bounds,
 )
-from usher.storage.rows import attempt_where, clauses, panel_session_criteria, top_values_where
+from usher.storage.rows import clauses, panel_session_criteria
+from usher.storage.sqlite.counts import match_where, top_values_query
 from usher.storage.sqlite.engine import SQLiteAccess
 from usher.tickets.model import AttemptFilter
 
@@ -24,7 +25,7 @@ class SQLitePanelMixin(SQLiteAccess):
         self, cdn: int, where: AttemptFilter, bucket: int
     ) -> list[TimelineBucket]:
         check_timeline_bounds(where, bucket)
-        sql, params = attempt_where(cdn, where, "?")
+        sql, params = match_where(cdn, where, in_id_order=False)
         # Integer division of non-negative integers floors, so every attempt
         # lands in the bucket that starts at a multiple of ``bucket``.
         rows = await self._read(
@@ -39,14 +40,8 @@ class SQLitePanelMixin(SQLiteAccess):
     async def top_attempt_values(
         self, cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
     ) -> list[tuple[str, int]]:
-        name, sql, params = top_values_where(cdn, where, column, limit, "?")
-        rows = await self._read(
-            lambda conn: conn.execute(
-                f"SELECT {name}, COUNT(*) AS n FROM attempts WHERE {sql}"
-                f" GROUP BY {name} ORDER BY n DESC, {name} LIMIT {int(limit)}",
-                params,
-            ).fetchall()
-        )
+        sql, params = top_values_query(cdn, where, column, limit)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return [(str(row[0]), int(row[1])) for row in rows]
 
     # -- control-panel sign-in -------------------------------------------------------

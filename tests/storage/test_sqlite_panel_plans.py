@@ -1,0 +1,156 @@
+"""The access paths of the control panel's attempt queries on SQLite (issue 13).
+
+At 10 M attempts, a ticket's page and the attempts explorer took 20 s each
+because SQLite read every attempt of the account through some ``(cdn, ...)``
+index and sorted or grouped them all. These tests pin the statements the
+storage runs to the paths that read one page, or one key's rows, whatever
+the table's size; the contract suite proves the answers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from tests.storage.test_sqlite_counts import _insert_attempts, migrated  # noqa: F401  # fixture
+from usher.storage.sqlite.counts import list_query, sorting_is_cheaper, top_values_query
+from usher.tickets.model import AttemptFilter, Page
+
+PAGE = Page(limit=50, seek=50)
+
+
+def _plan(conn: sqlite3.Connection, statement: tuple[str, list[object]]) -> str:
+    sql, params = statement
+    rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+    return " | ".join(str(row[-1]) for row in rows)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        AttemptFilter(),
+        AttemptFilter(success=False),
+        AttemptFilter(video="v1"),
+        AttemptFilter(app="demo-1"),
+        AttemptFilter(video="v1", success=False),
+    ],
+    ids=["none", "success", "video", "app", "video+success"],
+)
+@pytest.mark.parametrize("newest_first", [False, True], ids=["oldest-first", "newest-first"])
+def test_a_broad_list_walks_the_table_in_id_order(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    where: AttemptFilter,
+    newest_first: bool,
+) -> None:
+    # A walk in id order needs no sort, so LIMIT stops it after one page;
+    # through an index, SQLite reads every attempt of the account first.
+    plan = _plan(migrated, list_query(1, where, PAGE, newest_first=newest_first))
+    assert plan == "SCAN attempts", plan
+
+
+def test_app_and_video_walk_their_index_in_id_order(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+) -> None:
+    where = AttemptFilter(app="demo-1", video="v1", success=True)
+    plan = _plan(migrated, list_query(1, where, PAGE, newest_first=True))
+    assert plan == (
+        "SEARCH attempts USING INDEX attempts_cdn_app_video (cdn=? AND app=? AND video=?)"
+    ), plan
+
+
+@pytest.mark.parametrize(
+    ("where", "index"),
+    [
+        (AttemptFilter(key="k1"), "attempts_cdn_key"),
+        (AttemptFilter(key="k1", success=False), "attempts_cdn_key"),
+        (AttemptFilter(password="pw", video="v1"), "attempts_cdn_pass"),
+        (AttemptFilter(ip="10.0.0.1", app="demo-1"), "attempts_cdn_ip"),
+    ],
+    ids=["key", "key+success", "pass+video", "ip+app"],
+)
+def test_a_selective_list_searches_its_index(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    where: AttemptFilter,
+    index: str,
+) -> None:
+    plan = _plan(migrated, list_query(1, where, Page(limit=20), newest_first=True))
+    assert plan.startswith(f"SEARCH attempts USING INDEX {index} (cdn=? AND "), plan
+
+
+def test_a_recent_range_reads_the_time_index(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+) -> None:
+    where = AttemptFilter(success=False, start=1000)
+    plan = _plan(migrated, list_query(1, where, PAGE, newest_first=True))
+    assert "USING INDEX attempts_cdn_at_success (cdn=? AND at>?)" in plan, plan
+
+
+@pytest.mark.parametrize("column", ["ip", "app", "video"])
+def test_a_tickets_top_values_read_only_its_key(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    column: str,
+) -> None:
+    # The ticket page's addresses: never the account's whole (cdn, ip) index.
+    plan = _plan(migrated, top_values_query(1, AttemptFilter(key="k1"), column, 10))  # type: ignore[arg-type]
+    assert "SEARCH attempts USING INDEX attempts_cdn_key (cdn=? AND key=?)" in plan, plan
+    assert "attempts_cdn_ip" not in plan and "SCAN attempts" not in plan, plan
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        AttemptFilter(),
+        AttemptFilter(success=False),
+        AttemptFilter(video="v2"),
+        AttemptFilter(app="demo-2", video="v2"),
+        AttemptFilter(key="k2", success=True),
+        AttemptFilter(ip="10.0.0.2", start=1, end=2**40),
+    ],
+)
+def test_the_driven_statements_answer_what_the_plain_ones_do(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    where: AttemptFilter,
+) -> None:
+    _insert_attempts(migrated, 300)
+    for newest_first in (False, True):
+        sql, params = list_query(1, where, Page(limit=7, seek=3), newest_first=newest_first)
+        got = [row[0] for row in migrated.execute(sql, params)]
+        plain = sql.replace("+", "")
+        assert got == [row[0] for row in migrated.execute(plain, params)]
+        assert got  # the comparison compared something
+    sql, params = top_values_query(1, where, "ip", 10)
+    assert migrated.execute(sql, params).fetchall() == (
+        migrated.execute(sql.replace("+", ""), params).fetchall()
+    )
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        AttemptFilter(video="v2"),
+        AttemptFilter(app="demo-2"),
+        AttemptFilter(video="v2", success=True),
+    ],
+    ids=["video", "app", "video+success"],
+)
+def test_few_matches_are_read_through_the_app_video_index(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    where: AttemptFilter,
+) -> None:
+    _insert_attempts(migrated, 300)
+    statement = list_query(1, where, PAGE, newest_first=True, sort_matches=True)
+    plan = _plan(migrated, statement)
+    assert plan.startswith("SEARCH attempts USING INDEX attempts_cdn_app_video (cdn=? AND app=?"), (
+        plan
+    )
+    assert "SCAN attempts" not in plan, plan
+    walked = list_query(1, where, PAGE, newest_first=True)
+    assert migrated.execute(*statement).fetchall() == migrated.execute(*walked).fetchall()
+
+
+def test_sorting_is_chosen_for_sparse_matches_and_deep_pages() -> None:
+    assert not sorting_is_cheaper(3_500_000, 10_000_000, Page(limit=50))
+    assert sorting_is_cheaper(1_636, 10_000_000, Page(limit=50))
+    assert not sorting_is_cheaper(33_000, 10_000_000, Page(limit=50))
+    assert sorting_is_cheaper(33_000, 10_000_000, Page(limit=50, seek=5_000))
