@@ -13,14 +13,12 @@ from typing import Final
 from usher.storage.base import Decider, SessionTerms
 from usher.storage.rows import (
     new_session,
-    placeholders,
     session_from_row,
     storable_request,
     ticket_from_row,
 )
 from usher.storage.schema import (
     SESSION_COLUMNS,
-    SESSION_INSERT,
     SESSION_WIDTH,
     TICKET_COLUMNS,
     TICKET_FROM,
@@ -28,6 +26,7 @@ from usher.storage.schema import (
 from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import apply_check, resume_session
 from usher.storage.sqlite.engine import SQLiteAccess
+from usher.storage.sqlite.sql import SESSION_REPLACE
 from usher.tickets.model import CheckRequest, PlaybackSession, SessionOutcome, Ticket
 from usher.tickets.text import storable
 
@@ -92,8 +91,7 @@ class SQLitePlaybackMixin(SQLiteAccess):
             if outcome.decision.allowed:
                 session = new_session(request, ticket, session_id, ttl, now)
                 conn.execute(
-                    f"INSERT OR REPLACE INTO playback_sessions ({SESSION_INSERT})"
-                    f" VALUES {placeholders(SESSION_WIDTH, '?')}",
+                    SESSION_REPLACE,
                     dataclasses.astuple(session),
                 )
             return SessionOutcome(outcome.decision, outcome.attempt_id, ticket, session, False)
