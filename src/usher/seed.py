@@ -377,8 +377,12 @@ def seed_database(
             for i, row in enumerate(p.tickets)
         )
         loader.add_counts(p.tally)
-        progress("indexes", 0, dropped)
-        loader.restore_attempt_indexes(lambda rebuilt: progress("indexes", rebuilt, dropped))
+        # The last step of this phase fills the per-minute rollup, with the
+        # (cdn, at, success) index back in place to read.
+        progress("indexes", 0, dropped + 1)
+        loader.restore_attempt_indexes(lambda rebuilt: progress("indexes", rebuilt, dropped + 1))
+        loader.add_minute_counts(cdns)
+        progress("indexes", dropped + 1, dropped + 1)
     return SeedResult(
         accounts=[
             {"cdn": cdn, "username": name, "api_key": key, "secret": secret}

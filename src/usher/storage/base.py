@@ -292,7 +292,19 @@ class Storage(ABC):
 
     @abstractmethod
     async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
-        """How many attempts of the account match (before ``limit``/``seek``)."""
+        """How many attempts of the account match (before ``limit``/``seek``).
+
+        Exact, and cheap for any value: see :mod:`usher.storage.counting`.
+        """
+
+    @abstractmethod
+    async def flush_rollups(self) -> None:
+        """Finish any deferred upkeep of the count rollups now.
+
+        Counts are exact either way; a backend that keeps rollups in place
+        (SQLite) has nothing to do. PostgreSQL merges its pending delta rows,
+        which its nodes otherwise do every second.
+        """
 
     # -- retention ---------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from usher.storage.base import (
     PanelSessionFilter,
     grouped_column,
 )
+from usher.storage.counting import Broad, ValueFilter
 from usher.tickets.model import (
     Account,
     Attempt,
@@ -241,3 +242,35 @@ def storable_request(request: CheckRequest) -> CheckRequest:
         refurl=storable(request.refurl),
         server_ip=storable(request.server_ip),
     )
+
+
+def matching_expression(
+    f: ValueFilter, skip: str, broad: Broad, mark: str
+) -> tuple[str, list[object]]:
+    """A boolean expression true for an attempt that matches ``f``'s named
+    columns other than ``skip``, and ``broad`` (``bounded_count``'s test)."""
+    terms: list[str] = []
+    params: list[object] = []
+    for column, value in f.named:
+        if column != skip:
+            terms.append(f"{column} = {mark}")
+            params.append(value)
+    for column, wanted in (("app", broad.app), ("video", broad.video)):
+        if wanted is not None:
+            terms.append(f"{column} = {mark}")
+            params.append(wanted)
+    if broad.success is not None:
+        terms.append(f"success = {mark}")
+        params.append(broad.success)
+    return " AND ".join(terms) or "1 = 1", params
+
+
+def filter_counts_where(filter_id: int, broad: Broad, mark: str) -> tuple[str, list[object]]:
+    """The ``WHERE`` body selecting a count filter's rollup rows for ``broad``."""
+    terms = [f"filter = {mark}"]
+    params: list[object] = [filter_id]
+    for column, wanted in (("app", broad.app), ("video", broad.video), ("success", broad.success)):
+        if wanted is not None:
+            terms.append(f"{column} = {mark}")
+            params.append(wanted)
+    return " AND ".join(terms), params

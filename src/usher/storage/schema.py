@@ -70,6 +70,10 @@ PLAYBACK_SESSIONS: Final = Table(
 SIGNATURES: Final = Table(
     "used_signatures", "digest", ("digest", "expires_at"), identity=("digest",)
 )
+#: Rollups of the attempts (migrations 0004 and 0006), each row a count
+#: ``n``. Pruning leaves rows at ``n = 0``; a pass that finds nothing more
+#: to prune deletes them.
+ROLLUP_TABLES: Final = ("attempt_counts", "attempt_minutes", "filter_counts")
 #: What ``usher db copy`` moves, in an order that keeps foreign keys whole
 #: (used signatures only on request).
 TABLES: Final = (ACCOUNTS, PANEL_PASSWORDS, TICKETS, ATTEMPTS)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from tests.storage.contract.accounts import AccountsContract
 from tests.storage.contract.attempts import AttemptsContract
+from tests.storage.contract.busy_counts import BusyCountsContract
 from tests.storage.contract.checks import ChecksContract
 from tests.storage.contract.lifecycle import LifecycleContract
 from tests.storage.contract.panel import PanelContract
@@ -33,6 +34,7 @@ class StorageContract(
     TicketsContract,
     ChecksContract,
     AttemptsContract,
+    BusyCountsContract,
     StatisticsContract,
     PanelContract,
     SessionContract,

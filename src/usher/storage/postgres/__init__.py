@@ -41,6 +41,7 @@ from usher.protocol.errors import AlreadyExists, StorageBusy
 from usher.storage.base import Decider, Storage
 from usher.storage.postgres.checks import CheckBatcher
 from usher.storage.postgres.config import parse_url
+from usher.storage.postgres.counts import PostgresCountsMixin
 from usher.storage.postgres.panel import PostgresPanelMixin
 from usher.storage.postgres.playback import PostgresPlaybackMixin
 from usher.storage.postgres.retention import PostgresRetentionMixin
@@ -88,7 +89,13 @@ _PURGE_EVERY: Final = 1000
 _TICKET_ROW: Final = placeholders(len(TICKET_INSERT_COLUMNS), "%s")
 
 
-class PostgresStorage(PostgresPanelMixin, PostgresPlaybackMixin, PostgresRetentionMixin, Storage):
+class PostgresStorage(
+    PostgresPanelMixin,
+    PostgresPlaybackMixin,
+    PostgresRetentionMixin,
+    PostgresCountsMixin,
+    Storage,
+):
     """Storage in a PostgreSQL database shared by any number of nodes."""
 
     def __init__(self, url: str) -> None:
@@ -107,10 +114,12 @@ class PostgresStorage(PostgresPanelMixin, PostgresPlaybackMixin, PostgresRetenti
     async def open(self) -> None:
         await self._db.open()
         self._checks.start()
+        self.start_merging()
 
     async def close(self) -> None:
         # Queued checks first, while the pool can still run them.
         await self._checks.close()
+        await self.stop_merging()
         await self._db.close()
 
     async def ping(self) -> None:
@@ -274,8 +283,3 @@ class PostgresStorage(PostgresPanelMixin, PostgresPlaybackMixin, PostgresRetenti
             [*params, page.rows, page.seek],
         )
         return [attempt_from_row(row) for row in rows]
-
-    async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
-        sql, params = attempt_where(cdn, where, "%s")
-        row = await self._db.fetchone(f"SELECT count(*) FROM attempts WHERE {sql}", params)
-        return int(row[0]) if row else 0

@@ -11,8 +11,8 @@ from usher.storage.base import (
     PanelSession,
     PanelSessionFilter,
     TimelineBucket,
-    check_timeline_bounds,
 )
+from usher.storage.counting import attempt_timeline
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.rows import attempt_where, clauses, panel_session_criteria, top_values_where
 from usher.tickets.model import AttemptFilter
@@ -28,7 +28,27 @@ class PostgresPanelMixin:
     async def attempt_timeline(
         self, cdn: int, where: AttemptFilter, bucket: int
     ) -> list[TimelineBucket]:
-        check_timeline_bounds(where, bucket)
+        return await attempt_timeline(self, cdn, where, bucket)
+
+    async def minute_timeline(
+        self, cdn: int, first: int, last: int, bucket: int
+    ) -> list[TimelineBucket]:
+        # The merged rows and the pending deltas, in one snapshot.
+        part = "SELECT minute, success, n FROM {} WHERE cdn = %s AND minute >= %s AND minute <= %s"
+        rows = await self._db.fetchall(
+            "SELECT (minute / %s) * %s AS b, COALESCE(sum(n) FILTER (WHERE success), 0),"
+            " COALESCE(sum(n) FILTER (WHERE NOT success), 0) FROM ("
+            + part.format("attempt_minutes")
+            + " UNION ALL "
+            + part.format("attempt_minute_deltas")
+            + ") AS m GROUP BY b ORDER BY b",
+            [bucket, bucket, cdn, first, last, cdn, first, last],
+        )
+        return [TimelineBucket(int(row[0]), int(row[1]), int(row[2])) for row in rows]
+
+    async def scan_timeline(
+        self, cdn: int, where: AttemptFilter, bucket: int
+    ) -> list[TimelineBucket]:
         sql, params = attempt_where(cdn, where, "%s")
         # Integer division of non-negative integers floors, so every attempt
         # lands in the bucket that starts at a multiple of ``bucket``.

@@ -1,18 +1,19 @@
 """Pruning old attempts on PostgreSQL.
 
-PostgreSQL keeps no rollup of attempts (see ``0004_counts.sql``), so
-``COUNT(*)`` over what remains is the count, and a delete only has to stay
-out of the checks' way. It does: a check locks its ticket row and appends a
-new attempt, never an old one. Each batch is one transaction whose rows are
-taken with ``FOR UPDATE SKIP LOCKED``, so pruners on several nodes share the
-work instead of waiting on one another's rows.
-"""
+A delete only has to stay out of the checks' way, and it does: a check locks
+its ticket row and appends a new attempt, never an old one. The rollups stay
+exact through the same statement trigger as inserts (negative delta rows,
+see ``0006_rollups.sql``); a pass that finds nothing left to delete merges
+the deltas and removes the rollup rows that count nothing. Each batch is one
+transaction whose rows are taken with ``FOR UPDATE SKIP LOCKED``, so pruners
+on several nodes share the work instead of waiting on one another's rows."""
 
 from __future__ import annotations
 
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import Conn
 from usher.storage.retention import count_sql, delete_sql, next_owner_sql
+from usher.storage.schema import ROLLUP_TABLES
 
 _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
@@ -57,6 +58,10 @@ class PostgresRetentionMixin:
                 deleted += (await conn.execute(sql, params)).rowcount
                 if deleted >= batch:
                     break
+            if deleted == 0:
+                await conn.execute("SELECT merge_rollup_deltas()")
+                for table in ROLLUP_TABLES:
+                    await conn.execute(f"DELETE FROM {table} WHERE n = 0")
             return deleted
 
         return await self._db.run(work, transaction=True)

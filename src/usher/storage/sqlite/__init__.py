@@ -17,6 +17,7 @@ from typing import Final
 
 from usher.protocol.errors import AlreadyExists
 from usher.storage.base import Decider, Storage
+from usher.storage.counting import EVERYTHING, broad_of
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
@@ -36,8 +37,9 @@ from usher.storage.schema import (
 from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import CheckGroup, CheckItem, apply_check
 from usher.storage.sqlite.counts import (
-    count_query,
+    SQLiteCountsMixin,
     list_query,
+    rollup_count_query,
     sorting_is_cheaper,
     uses_rollup,
 )
@@ -65,7 +67,9 @@ _PURGE_EVERY: Final = 1000
 _TICKET_ROW: Final = placeholders(len(TICKET_INSERT_COLUMNS), "?")
 
 
-class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin, Storage):
+class SQLiteStorage(
+    SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin, SQLiteCountsMixin, Storage
+):
     """Storage in one SQLite file (WAL mode)."""
 
     def __init__(self, path: str, *, readers: int = 4, busy_timeout_ms: int = 5000) -> None:
@@ -267,11 +271,11 @@ class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin,
             # ends the list early) is the list's own.
             conn.execute("BEGIN")
             try:
-                matches = int(conn.execute(*count_query(cdn, where)).fetchone()[0])
+                matches = int(conn.execute(*rollup_count_query(cdn, broad_of(where))).fetchone()[0])
                 if page.seek >= matches:
                     # Past the end: no walk through the table to find nothing.
                     return []
-                everything = conn.execute(*count_query(cdn, AttemptFilter())).fetchone()[0]
+                everything = conn.execute(*rollup_count_query(cdn, EVERYTHING)).fetchone()[0]
                 sql, params = list_query(
                     cdn,
                     where,
@@ -285,9 +289,3 @@ class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin,
 
         rows = await self._read(run)
         return [attempt_from_row(row) for row in rows]
-
-    async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
-        # Rollup rows or the one selective index; see sqlite/counts.py.
-        sql, params = count_query(cdn, where)
-        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
-        return int(row[0])

@@ -140,6 +140,17 @@ class BulkLoader:
             rows,
         )
 
+    def add_minute_counts(self, cdns: list[int]) -> None:
+        """Fill ``attempt_minutes`` for the attempts of ``cdns``, accounts
+        made by this load (so none of their attempts was counted before)."""
+        marks = placeholders(len(cdns), "?")
+        self.conn.execute(
+            "INSERT INTO attempt_minutes (cdn, minute, success, n)"
+            " SELECT cdn, at - at % 60, success, COUNT(*) FROM attempts"
+            f" WHERE cdn IN {marks} GROUP BY cdn, at - at % 60, success",
+            cdns,
+        )
+
     def add_counts(self, tally: Counter[tuple[int, str, str, int]]) -> None:
         """Add the loaded attempts to ``attempt_counts`` at every grain."""
         grains: Counter[tuple[int, int, str, str, int]] = Counter()

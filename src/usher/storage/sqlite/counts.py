@@ -27,10 +27,15 @@ with time bounds and only broad filters goes to the ordinary indexes.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Final
 
 from usher.storage.base import AttemptColumn, grouped_column
+from usher.storage.counting import Broad, ValueFilter, count_attempts, timed, value_filter
+from usher.storage.rows import filter_counts_where, matching_expression
 from usher.storage.schema import ATTEMPT_COLUMNS
+from usher.storage.sqlite.engine import SQLiteAccess
 from usher.storage.sqlite.sql import page_sql
 from usher.tickets.model import AttemptFilter, Page
 from usher.tickets.text import storable
@@ -63,29 +68,24 @@ def _filters(where: AttemptFilter) -> dict[str, object]:
 
 def uses_rollup(where: AttemptFilter) -> bool:
     """Whether ``attempt_counts`` alone answers this count."""
-    return (
-        where.key is None
-        and where.password is None
-        and where.ip is None
-        and where.start is None
-        and where.end is None
-    )
+    return value_filter(0, where) is None and not timed(where)
 
 
-def count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
-    """The statement and parameters that count the account's matching attempts."""
-    if uses_rollup(where):
-        grain = (1 if where.app is not None else 0) | (2 if where.video is not None else 0)
-        params: list[object] = [
-            cdn,
-            grain,
-            "" if where.app is None else storable(where.app),
-            "" if where.video is None else storable(where.video),
-        ]
-        if where.success is None:
-            return ROLLUP_SQL, params
-        return ROLLUP_SQL + " AND success = ?", [*params, int(where.success)]
+def rollup_count_query(cdn: int, broad: Broad) -> tuple[str, list[object]]:
+    """The statement that sums ``attempt_counts`` at ``broad``'s grain."""
+    params: list[object] = [
+        cdn,
+        broad.grain,
+        "" if broad.app is None else broad.app,
+        "" if broad.video is None else broad.video,
+    ]
+    if broad.success is None:
+        return ROLLUP_SQL, params
+    return ROLLUP_SQL + " AND success = ?", [*params, int(broad.success)]
 
+
+def scan_count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
+    """``COUNT(*)`` through the designed driving index (see the module's docstring)."""
     return _counted(*_driven(cdn, where, walk=False), where)
 
 
@@ -236,3 +236,103 @@ def _bounded(
             clauses.append(clause)
             params.append(bound)
     return " AND ".join(clauses), params
+
+
+class SQLiteCountsMixin(SQLiteAccess):
+    """:class:`~usher.storage.counting.CountSource` on SQLite."""
+
+    async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
+        return await count_attempts(self, cdn, where)
+
+    async def flush_rollups(self) -> None:
+        # The triggers update the rollups in place, in each write's transaction.
+        return
+
+    async def sum_account_counts(self, cdn: int, broad: Broad) -> int:
+        sql, params = rollup_count_query(cdn, broad)
+        return await self._one_int(sql, params)
+
+    async def sum_minutes(self, cdn: int, first: int, last: int, success: bool | None) -> int:
+        sql = (
+            "SELECT COALESCE(SUM(n), 0) FROM attempt_minutes"
+            " WHERE cdn = ? AND minute >= ? AND minute <= ?"
+        )
+        if success is None:
+            return await self._one_int(sql, [cdn, first, last])
+        return await self._one_int(sql + " AND success = ?", [cdn, first, last, int(success)])
+
+    async def find_filter(self, f: ValueFilter) -> int | None:
+        row = await self._read(lambda conn: conn.execute(FIND_FILTER, _filter_key(f)).fetchone())
+        return None if row is None else int(row[0])
+
+    async def sum_filter_counts(self, filter_id: int, broad: Broad) -> int:
+        where, params = filter_counts_where(filter_id, broad, "?")
+        return await self._one_int(
+            f"SELECT COALESCE(SUM(n), 0) FROM filter_counts WHERE {where}", params
+        )
+
+    async def bounded_count(
+        self, f: ValueFilter, column: str, broad: Broad, limit: int
+    ) -> tuple[int, int]:
+        condition, params = matching_expression(f, column, broad, "?")
+        value = dict(f.named)[column]
+        # The inner SELECT names only cdn and the driving column, so the
+        # (cdn, column, at) index is the one path it has; the other filters
+        # are evaluated on the rows it reads.
+        row = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT COUNT(*), TOTAL(m) FROM (SELECT ({condition}) AS m FROM attempts"
+                f" WHERE cdn = ? AND {column} = ? LIMIT ?)",
+                [*params, f.cdn, value, limit],
+            ).fetchone()
+        )
+        return int(row[0]), int(row[1])
+
+    async def add_filter(self, f: ValueFilter, *, cap: int) -> int | None:
+        key = _filter_key(f)
+        named = " AND ".join(f"{column} = ?" for column, _ in f.named)
+        values = [value for _, value in f.named]
+        now = int(time.time())
+
+        def run(conn: sqlite3.Connection) -> int | None:
+            # The writer is the only connection that writes, so the fill below
+            # and every later attempt's trigger see each attempt exactly once.
+            row = conn.execute(FIND_FILTER, key).fetchone()
+            if row is not None:
+                return int(row[0])
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM count_filters WHERE cdn = ?", (f.cdn,)
+            ).fetchone()
+            if count >= cap:
+                return None
+            filter_id = conn.execute(
+                "INSERT INTO count_filters (cdn, mask, key, pass, ip, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [*key, now],
+            ).lastrowid
+            conn.execute(
+                "INSERT INTO filter_counts (filter, app, video, success, n)"
+                f" SELECT ?, app, video, success, COUNT(*) FROM attempts"
+                f" WHERE cdn = ? AND {named} GROUP BY app, video, success",
+                [filter_id, f.cdn, *values],
+            )
+            return filter_id
+
+        return await self._write(run)
+
+    async def scan_count(self, cdn: int, where: AttemptFilter) -> int:
+        sql, params = scan_count_query(cdn, where)
+        return await self._one_int(sql, params)
+
+    async def _one_int(self, sql: str, params: list[object]) -> int:
+        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
+        return int(row[0])
+
+
+FIND_FILTER: Final = (
+    "SELECT id FROM count_filters WHERE cdn = ? AND mask = ? AND key = ? AND pass = ? AND ip = ?"
+)
+
+
+def _filter_key(f: ValueFilter) -> list[object]:
+    return [f.cdn, f.mask, f.key, f.password, f.ip]

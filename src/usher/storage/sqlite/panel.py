@@ -10,8 +10,8 @@ from usher.storage.base import (
     PanelSession,
     PanelSessionFilter,
     TimelineBucket,
-    check_timeline_bounds,
 )
+from usher.storage.counting import attempt_timeline
 from usher.storage.rows import clauses, panel_session_criteria
 from usher.storage.sqlite.counts import match_where, top_values_query
 from usher.storage.sqlite.engine import SQLiteAccess
@@ -24,7 +24,24 @@ class SQLitePanelMixin(SQLiteAccess):
     async def attempt_timeline(
         self, cdn: int, where: AttemptFilter, bucket: int
     ) -> list[TimelineBucket]:
-        check_timeline_bounds(where, bucket)
+        return await attempt_timeline(self, cdn, where, bucket)
+
+    async def minute_timeline(
+        self, cdn: int, first: int, last: int, bucket: int
+    ) -> list[TimelineBucket]:
+        rows = await self._read(
+            lambda conn: conn.execute(
+                "SELECT (minute / ?) * ? AS b, SUM(CASE WHEN success THEN n ELSE 0 END),"
+                " SUM(CASE WHEN success THEN 0 ELSE n END) FROM attempt_minutes"
+                " WHERE cdn = ? AND minute >= ? AND minute <= ? GROUP BY b ORDER BY b",
+                [bucket, bucket, cdn, first, last],
+            ).fetchall()
+        )
+        return [TimelineBucket(int(row[0]), int(row[1]), int(row[2])) for row in rows]
+
+    async def scan_timeline(
+        self, cdn: int, where: AttemptFilter, bucket: int
+    ) -> list[TimelineBucket]:
         sql, params = match_where(cdn, where, in_id_order=False)
         # Integer division of non-negative integers floors, so every attempt
         # lands in the bucket that starts at a multiple of ``bucket``.

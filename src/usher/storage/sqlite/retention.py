@@ -1,13 +1,14 @@
 """Pruning old attempts on SQLite without stalling checks.
 
 A prune job runs on the writer thread like any write, so checks queued
-behind it wait for its commit. It therefore deletes in chunks and stops
-once it has used :data:`JOB_BUDGET` seconds, however many rows that was:
-on a cold cache one deleted attempt costs far more than on a warm one (six
-indexes lose an entry, and the rollup's delete trigger updates four
-``attempt_counts`` rows), so a row count alone would not bound the stall.
+behind it wait for its commit. It therefore deletes in chunks and stops once
+it has used :data:`JOB_BUDGET` seconds, however many rows that was: on a
+cold cache one deleted attempt costs far more than on a warm one (six
+indexes lose an entry, and the rollups' delete triggers update four
+``attempt_counts`` rows, an ``attempt_minutes`` row and any count filters'),
+so a row count alone would not bound the stall.
 
-The rollup stays exact because the trigger runs in the same statement as
+The rollups stay exact because the triggers run in the same statement as
 each delete. A decrement leaves a row at ``n = 0`` rather than deleting it
 (an attempt of that app and video may come next); such rows count nothing,
 and a pass that finds nothing more to delete removes them.
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from typing import Final
 
 from usher.storage.retention import count_sql, delete_sql, next_owner_sql
+from usher.storage.schema import ROLLUP_TABLES
 from usher.storage.sqlite.engine import SQLiteAccess
 
 #: Seconds one prune job may hold the write transaction (checked per chunk).
@@ -64,7 +66,8 @@ def prune(conn: sqlite3.Connection, before: int, batch: int) -> int:
         if deleted >= batch:
             return deleted
     # Every owner was walked and nothing old is left.
-    conn.execute("DELETE FROM attempt_counts WHERE n = 0")
+    for table in ROLLUP_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE n = 0")
     return deleted
 
 

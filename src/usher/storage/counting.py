@@ -1,0 +1,278 @@
+"""How both backends count attempts without reading millions of rows.
+
+``sevu.errorcount`` (and the panel) count an account's attempts by any of
+key, pass, app, video, ip and success, optionally within a time range. The
+rule that picks how a count is answered lives here, once; each backend
+supplies the few statements it needs (:class:`CountSource`). Every answer is
+exact.
+
+* **No key, pass or ip, no time range**: ``attempt_counts``, the per
+  (account, app, video, outcome) rollup at four grains. Any of the eight
+  app/video/success combinations is a lookup of at most two rows.
+* **Only a time range (and success)**: ``attempt_minutes`` for the whole
+  minutes inside the range, and the attempts themselves for the partial
+  minutes at its edges (under two minutes of the log).
+* **A key, pass or ip, no time range**: that column's index. Almost every
+  value has a handful of attempts, so the count reads them and checks the
+  other filters. A *busy* value (a NAT gateway, a leaked ticket, an attacker)
+  can have hundreds of thousands; reading those is what made such counts
+  take 80 ms on SQLite and over a second on PostgreSQL. So the count first
+  reads at most :data:`BUSY_AT` index entries of one named column; if the
+  value has more, it tries the next named column; when every named column is
+  busy, the combination of their values becomes a *count filter*: a row in
+  ``count_filters`` whose ``filter_counts`` (per app, video, outcome) are
+  filled from the attempts in the same transaction and kept exact from then
+  on by the same triggers as the other rollups. That costs one slow count per
+  busy combination, ever; later counts read its rollup rows.
+* **Anything else** (a time range with app, video, key, pass or ip): the
+  driving index, time-bounded. Such counts read what the range holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from usher.storage.base import TimelineBucket, check_timeline_bounds
+from usher.tickets.model import AttemptFilter
+from usher.tickets.text import storable
+
+log = logging.getLogger(__name__)
+
+#: A value with more attempts than this is busy: counting it reads its
+#: count filter's rollup rather than its index entries. Reading this many
+#: entries costs about a millisecond on SQLite.
+BUSY_AT: Final = 2000
+#: Count filters one account may have. Each costs a few index probes per
+#: logged attempt of that account; past the cap, busy combinations are
+#: counted from their index (exact, slower) and a warning is logged.
+MAX_FILTERS_PER_ACCOUNT: Final = 256
+
+#: The selective columns, in the order they are tried as the driving index
+#: (a key has the fewest attempts, then a pass, then an address), with the
+#: bit each has in ``count_filters.mask``.
+SELECTIVE: Final = (("key", 1), ("pass", 2), ("ip", 4))
+MINUTE: Final = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Broad:
+    """The app, video and success filters (``None``: not filtered)."""
+
+    app: str | None
+    video: str | None
+    success: bool | None
+
+    @property
+    def grain(self) -> int:
+        """Which ``attempt_counts`` grain answers these filters."""
+        return (1 if self.app is not None else 0) | (2 if self.video is not None else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueFilter:
+    """An account and the key, pass and ip values a count names: a row of
+    ``count_filters``. Columns outside ``mask`` hold ''."""
+
+    cdn: int
+    mask: int
+    key: str
+    password: str
+    ip: str
+
+    @property
+    def named(self) -> list[tuple[str, str]]:
+        """(column, value) of each column the filter compares, in driving order."""
+        values = {"key": self.key, "pass": self.password, "ip": self.ip}
+        return [(column, values[column]) for column, bit in SELECTIVE if self.mask & bit]
+
+
+#: No app, video or success filter.
+EVERYTHING: Final = Broad(None, None, None)
+
+
+def broad_of(where: AttemptFilter) -> Broad:
+    return Broad(
+        None if where.app is None else storable(where.app),
+        None if where.video is None else storable(where.video),
+        where.success,
+    )
+
+
+def value_filter(cdn: int, where: AttemptFilter) -> ValueFilter | None:
+    """The count filter for ``where``'s key, pass and ip; ``None`` when it
+    names none of them."""
+    values = (where.key, where.password, where.ip)
+    mask = sum(bit for (_, bit), value in zip(SELECTIVE, values, strict=True) if value is not None)
+    if not mask:
+        return None
+    key, password, ip = ("" if value is None else storable(value) for value in values)
+    return ValueFilter(cdn, mask, key, password, ip)
+
+
+def timed(where: AttemptFilter) -> bool:
+    return where.start is not None or where.end is not None
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteSplit:
+    """A time range as whole minutes (``first``..``last``, the start second
+    of each; ``None`` when the range holds no whole minute) and the partial
+    ranges at its edges (inclusive second bounds)."""
+
+    first: int | None
+    last: int | None
+    edges: tuple[tuple[int, int], ...]
+
+
+def split_minutes(start: int, end: int) -> MinuteSplit:
+    """Split the inclusive range ``start..end`` into whole minutes and edges."""
+    first = -(-start // MINUTE) * MINUTE  # the first minute starting at or after start
+    stop = (end + 1) // MINUTE * MINUTE  # the first second after the last whole minute
+    if first >= stop:
+        return MinuteSplit(None, None, ((start, end),) if start <= end else ())
+    edges = []
+    if start < first:
+        edges.append((start, first - 1))
+    if stop <= end:
+        edges.append((stop, end))
+    return MinuteSplit(first, stop - MINUTE, tuple(edges))
+
+
+class CountSource(Protocol):
+    """The statements a backend runs for :func:`count_attempts`."""
+
+    async def sum_account_counts(self, cdn: int, broad: Broad) -> int:
+        """Sum of ``attempt_counts`` at ``broad``'s grain."""
+
+    async def sum_minutes(self, cdn: int, first: int, last: int, success: bool | None) -> int:
+        """Sum of ``attempt_minutes`` for minutes ``first``..``last``."""
+
+    async def find_filter(self, f: ValueFilter) -> int | None:
+        """The id of ``f`` in ``count_filters``, if it is there."""
+
+    async def sum_filter_counts(self, filter_id: int, broad: Broad) -> int:
+        """Sum of the filter's ``filter_counts`` rows matching ``broad``."""
+
+    async def bounded_count(
+        self, f: ValueFilter, column: str, broad: Broad, limit: int
+    ) -> tuple[int, int]:
+        """Read at most ``limit`` attempts of ``f.cdn`` with ``column`` equal
+        to ``f``'s value, through that column's index; return how many were
+        read and how many of those match all of ``f`` and ``broad``."""
+
+    async def add_filter(self, f: ValueFilter, *, cap: int) -> int | None:
+        """Add ``f`` to ``count_filters`` and fill its ``filter_counts`` from
+        the attempts, atomically with respect to every attempt write; return
+        its id (also when it was there already), or ``None`` when the
+        account already has ``cap`` filters."""
+
+    async def scan_count(self, cdn: int, where: AttemptFilter) -> int:
+        """``COUNT(*)`` of the matching attempts through the best index."""
+
+
+async def count_attempts(source: CountSource, cdn: int, where: AttemptFilter) -> int:
+    """The number of ``cdn``'s attempts matching ``where`` (see the module's
+    docstring for how it is found)."""
+    broad = broad_of(where)
+    selective = value_filter(cdn, where)
+    if timed(where):
+        if selective is None and broad.grain == 0:
+            return await _count_by_minutes(source, cdn, where, broad.success)
+        return await source.scan_count(cdn, where)
+    if selective is None:
+        return await source.sum_account_counts(cdn, broad)
+
+    filter_id = await source.find_filter(selective)
+    if filter_id is None:
+        for column, _ in selective.named:
+            if len(selective.named) > 1 and await _is_busy_alone(source, selective, column):
+                continue
+            read, matched = await source.bounded_count(selective, column, broad, BUSY_AT + 1)
+            if read <= BUSY_AT:
+                return matched
+        filter_id = await source.add_filter(selective, cap=MAX_FILTERS_PER_ACCOUNT)
+        if filter_id is None:
+            log.warning(
+                "Account %s has %s count filters already; counting a busy combination"
+                " from the attempts instead (exact, slower).",
+                cdn,
+                MAX_FILTERS_PER_ACCOUNT,
+            )
+            return await source.scan_count(cdn, where)
+    return await source.sum_filter_counts(filter_id, broad)
+
+
+async def _is_busy_alone(source: CountSource, f: ValueFilter, column: str) -> bool:
+    """Whether ``column``'s value alone is already known to be busy (it has
+    a count filter of its own), so reading its index would be wasted."""
+    bit = dict(SELECTIVE)[column]
+    values = {"key": f.key, "pass": f.password, "ip": f.ip}
+    alone = ValueFilter(
+        f.cdn,
+        bit,
+        values["key"] if bit == 1 else "",
+        values["pass"] if bit == 2 else "",
+        values["ip"] if bit == 4 else "",
+    )
+    return await source.find_filter(alone) is not None
+
+
+async def _count_by_minutes(
+    source: CountSource, cdn: int, where: AttemptFilter, success: bool | None
+) -> int:
+    # An open side of the range extends to the oldest or newest attempt;
+    # 0 and 2**62 bound every stored time.
+    split = split_minutes(
+        0 if where.start is None else where.start, 2**62 if where.end is None else where.end
+    )
+    total = 0
+    if split.first is not None and split.last is not None:
+        total += await source.sum_minutes(cdn, split.first, split.last, success)
+    for low, high in split.edges:
+        total += await source.scan_count(cdn, AttemptFilter(success=success, start=low, end=high))
+    return total
+
+
+class TimelineSource(Protocol):
+    """The statements a backend runs for :func:`attempt_timeline`."""
+
+    async def minute_timeline(
+        self, cdn: int, first: int, last: int, bucket: int
+    ) -> list[TimelineBucket]:
+        """``attempt_minutes`` for minutes ``first``..``last`` summed per
+        bucket (a multiple of a minute)."""
+
+    async def scan_timeline(
+        self, cdn: int, where: AttemptFilter, bucket: int
+    ) -> list[TimelineBucket]:
+        """The matching attempts themselves counted per bucket."""
+
+
+async def attempt_timeline(
+    source: TimelineSource, cdn: int, where: AttemptFilter, bucket: int
+) -> list[TimelineBucket]:
+    """``Storage.attempt_timeline``: from ``attempt_minutes`` when the
+    buckets are whole minutes and only the time is filtered (the overview's
+    chart), with the partial minutes at the range's edges read from the
+    attempts; from the attempts otherwise."""
+    check_timeline_bounds(where, bucket)
+    only_time = value_filter(cdn, where) is None and broad_of(where) == EVERYTHING
+    if bucket % MINUTE or not only_time or where.start is None or where.end is None:
+        return await source.scan_timeline(cdn, where, bucket)
+    split = split_minutes(where.start, where.end)
+    parts: list[TimelineBucket] = []
+    if split.first is not None and split.last is not None:
+        parts += await source.minute_timeline(cdn, split.first, split.last, bucket)
+    for low, high in split.edges:
+        parts += await source.scan_timeline(cdn, AttemptFilter(start=low, end=high), bucket)
+    merged: dict[int, tuple[int, int]] = {}
+    for part in parts:
+        allowed, denied = merged.get(part.start, (0, 0))
+        merged[part.start] = (allowed + part.allowed, denied + part.denied)
+    return [
+        TimelineBucket(start, allowed, denied)
+        for start, (allowed, denied) in sorted(merged.items())
+        if allowed or denied
+    ]

@@ -1,0 +1,193 @@
+"""Counting attempts on PostgreSQL: the statements behind
+:func:`usher.storage.counting.count_attempts`, and the job that merges the
+rollups' delta rows (see ``migrations/postgresql/0006_rollups.sql``).
+
+Every rollup read adds the merged rows and the pending deltas in one
+statement, so it reads one snapshot: each committed attempt is in exactly
+one of the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Final
+
+from usher.protocol.errors import StorageError
+from usher.storage.counting import Broad, ValueFilter, count_attempts
+from usher.storage.postgres.runner import PgRunner
+from usher.storage.postgres.sql import Conn
+from usher.storage.rows import attempt_where, filter_counts_where, matching_expression
+from usher.tickets.model import AttemptFilter
+
+log = logging.getLogger(__name__)
+
+#: Seconds between merges of the rollups' delta rows on each node (only one
+#: node merges at a time). Readers are exact whatever the backlog; merging
+#: keeps the backlog, and so each read's work, small.
+MERGE_EVERY: Final = 1.0
+
+_FIND_FILTER: Final = (
+    "SELECT id FROM count_filters"
+    " WHERE cdn = %s AND mask = %s AND key = %s AND pass = %s AND ip = %s"
+)
+
+
+def _both(rollup: str, deltas: str, where: str) -> str:
+    """``SUM(n)`` over a rollup and its delta table, in one snapshot; the
+    parameters of ``where`` are passed twice."""
+    return (
+        f"SELECT COALESCE(sum(n), 0) FROM (SELECT n FROM {rollup} WHERE {where}"
+        f" UNION ALL SELECT n FROM {deltas} WHERE {where}) AS both_parts"
+    )
+
+
+_ACCOUNT_WHERE: Final = "cdn = %s AND grain = %s AND app = %s AND video = %s"
+_MINUTE_WHERE: Final = "cdn = %s AND minute >= %s AND minute <= %s"
+
+
+class PostgresCountsMixin:
+    """:class:`~usher.storage.counting.CountSource` on PostgreSQL; needs
+    the storage's :class:`PgRunner`."""
+
+    _db: PgRunner
+    _merger: asyncio.Task[None] | None = None
+
+    async def count_attempts(self, cdn: int, where: AttemptFilter) -> int:
+        return await count_attempts(self, cdn, where)
+
+    async def sum_account_counts(self, cdn: int, broad: Broad) -> int:
+        params: list[object] = [
+            cdn,
+            broad.grain,
+            "" if broad.app is None else broad.app,
+            "" if broad.video is None else broad.video,
+        ]
+        where = _ACCOUNT_WHERE
+        if broad.success is not None:
+            where += " AND success = %s"
+            params.append(broad.success)
+        sql = _both("attempt_counts", "attempt_count_deltas", where)
+        return await self._one_int(sql, params + params)
+
+    async def sum_minutes(self, cdn: int, first: int, last: int, success: bool | None) -> int:
+        where = _MINUTE_WHERE
+        params: list[object] = [cdn, first, last]
+        if success is not None:
+            where += " AND success = %s"
+            params.append(success)
+        sql = _both("attempt_minutes", "attempt_minute_deltas", where)
+        return await self._one_int(sql, params + params)
+
+    async def find_filter(self, f: ValueFilter) -> int | None:
+        row = await self._db.fetchone(_FIND_FILTER, _filter_key(f))
+        return None if row is None else int(row[0])
+
+    async def sum_filter_counts(self, filter_id: int, broad: Broad) -> int:
+        where, params = filter_counts_where(filter_id, broad, "%s")
+        sql = _both("filter_counts", "filter_count_deltas", where)
+        return await self._one_int(sql, params + params)
+
+    async def bounded_count(
+        self, f: ValueFilter, column: str, broad: Broad, limit: int
+    ) -> tuple[int, int]:
+        condition, params = matching_expression(f, column, broad, "%s")
+        value = dict(f.named)[column]
+        row = await self._db.fetchone(
+            f"SELECT count(*), count(*) FILTER (WHERE m) FROM (SELECT ({condition}) AS m"
+            f" FROM attempts WHERE cdn = %s AND {column} = %s LIMIT %s) AS a",
+            [*params, f.cdn, value, limit],
+        )
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    async def add_filter(self, f: ValueFilter, *, cap: int) -> int | None:
+        key = _filter_key(f)
+        named = " AND ".join(f"{column} = %s" for column, _ in f.named)
+        values = [value for _, value in f.named]
+
+        async def work(conn: Conn) -> int | None:
+            # One promotion at a time, and no attempt written while the
+            # filter is filled: SHARE waits for every transaction that has
+            # inserted attempts to commit, and holds new inserts until this
+            # one commits. After that, every insert's trigger sees the
+            # filter, and the fill saw every attempt before it.
+            await conn.execute("LOCK TABLE count_filters IN EXCLUSIVE MODE")
+            row = await (await conn.execute(_FIND_FILTER, key)).fetchone()
+            if row is not None:
+                return int(row[0])
+            count = await (
+                await conn.execute("SELECT count(*) FROM count_filters WHERE cdn = %s", (f.cdn,))
+            ).fetchone()
+            if count is not None and int(count[0]) >= cap:
+                return None
+            await conn.execute("LOCK TABLE attempts IN SHARE MODE")
+            made = await (
+                await conn.execute(
+                    "INSERT INTO count_filters (cdn, mask, key, pass, ip, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    [*key, int(time.time())],
+                )
+            ).fetchone()
+            if made is None:
+                raise StorageError("PostgreSQL did not return the new count filter's id.")
+            await conn.execute(
+                "INSERT INTO filter_counts (filter, app, video, success, n)"
+                " SELECT %s, app, video, success, count(*) FROM attempts"
+                f" WHERE cdn = %s AND {named} GROUP BY app, video, success",
+                [made[0], f.cdn, *values],
+            )
+            return int(made[0])
+
+        return await self._db.run(work, transaction=True)
+
+    async def scan_count(self, cdn: int, where: AttemptFilter) -> int:
+        sql, params = attempt_where(cdn, where, "%s")
+        return await self._one_int(f"SELECT count(*) FROM attempts WHERE {sql}", params)
+
+    async def _one_int(self, sql: str, params: list[object]) -> int:
+        row = await self._db.fetchone(sql, params)
+        return 0 if row is None else int(row[0])
+
+    # -- the merge job -------------------------------------------------------
+
+    async def merge_rollups(self) -> int:
+        """Move the pending deltas into the rollups now; the number of rollup
+        rows changed, or -1 when another node was merging."""
+        row, _ = await self._db.write("SELECT merge_rollup_deltas()")
+        return -1 if row is None else int(row[0])
+
+    async def flush_rollups(self) -> None:
+        # Another node's merge holds the lock only briefly; wait it out.
+        for _ in range(100):
+            if await self.merge_rollups() >= 0:
+                return
+            await asyncio.sleep(0.05)
+        raise StorageError("Another node kept merging the count rollups; try again.")
+
+    def start_merging(self) -> None:
+        self._merger = asyncio.create_task(self._merge_forever(), name="usher-rollup-merge")
+
+    async def stop_merging(self) -> None:
+        if self._merger is not None:
+            self._merger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._merger
+            self._merger = None
+
+    async def _merge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(MERGE_EVERY)
+            try:
+                await self.merge_rollups()
+            except StorageError as exc:
+                # The database is down or busy: the deltas wait, and reads
+                # stay exact; the next round tries again.
+                log.warning(
+                    "Merging the count rollups failed; retrying in %ss: %s", MERGE_EVERY, exc
+                )
+
+
+def _filter_key(f: ValueFilter) -> list[object]:
+    return [f.cdn, f.mask, f.key, f.password, f.ip]
