@@ -18,7 +18,7 @@ from usher.tickets.model import Account, AttemptFilter, Reason
 class StatisticsContract(AttemptLogFixture):
     """Attempt statistics: timeline buckets and top values, bounded and per account."""
 
-    @pytest.mark.parametrize("bucket", [1, 7, 20, 3600])
+    @pytest.mark.parametrize("bucket", [1, 7, 20, 60, 120, 3600])
     @pytest.mark.parametrize(
         ("where", "expected"),
         [(where, expected) for _, where, expected in ATTEMPT_FILTERS],
@@ -47,6 +47,37 @@ class StatisticsContract(AttemptLogFixture):
         timeline = await storage.attempt_timeline(DEMO_CDN, bounded, bucket)
         assert timeline == [TimelineBucket(start, a, d) for start, (a, d) in sorted(counts.items())]
         assert sum(b.allowed + b.denied for b in timeline) == len(expected)
+
+    async def test_minute_timelines_match_the_log_at_any_edges(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        # Attempts every 37 s over about 15 minutes, a third of them denied:
+        # ranges that start and end inside minutes read their edges from the
+        # log and the whole minutes from the per-minute rollup.
+        ticket = make_ticket(key="k1", password="p1", video="*")
+        await storage.insert_ticket(ticket)
+        ats = [NOW + 37 * i for i in range(25)]
+        for i, at in enumerate(ats):
+            password = "p1" if i % 3 else "bad"
+            await storage.record_check(request_for(ticket, password=password), decide, at)
+        offsets = [(0, 900), (13, 887), (59, 61), (61, 119), (100, 100), (-600, 5000)]
+        for start, end in ((NOW + low, NOW + high) for low, high in offsets):
+            for bucket in (60, 300):
+                counts: dict[int, list[int]] = {}
+                for i, at in enumerate(ats):
+                    if start <= at <= end:
+                        slot = counts.setdefault(at - at % bucket, [0, 0])
+                        slot[0 if i % 3 else 1] += 1
+                where = AttemptFilter(start=start, end=end)
+                timeline = await storage.attempt_timeline(DEMO_CDN, where, bucket)
+                expected = [TimelineBucket(b, a, d) for b, (a, d) in sorted(counts.items())]
+                assert timeline == expected, (start, end, bucket)
+                total = sum(a + d for a, d in counts.values())
+                assert await storage.count_attempts(DEMO_CDN, where) == total
+                denied = dataclasses.replace(where, success=False)
+                assert await storage.count_attempts(DEMO_CDN, denied) == sum(
+                    d for _, d in counts.values()
+                )
 
     async def test_timeline_is_isolated_by_account(
         self, storage: Storage, attempt_log: list[int]
