@@ -84,8 +84,21 @@ class ValueFilter:
     @property
     def named(self) -> list[tuple[str, str]]:
         """(column, value) of each column the filter compares, in driving order."""
-        values = {"key": self.key, "pass": self.password, "ip": self.ip}
-        return [(column, values[column]) for column, bit in SELECTIVE if self.mask & bit]
+        values = (self.key, self.password, self.ip)
+        return [
+            (column, value)
+            for (column, bit), value in zip(SELECTIVE, values, strict=True)
+            if self.mask & bit
+        ]
+
+    def alone(self, column: str) -> ValueFilter:
+        """The filter on ``column``'s value only."""
+        bit = dict(SELECTIVE)[column]
+        values = (self.key, self.password, self.ip)
+        key, password, ip = (
+            value if b == bit else "" for (_, b), value in zip(SELECTIVE, values, strict=True)
+        )
+        return ValueFilter(self.cdn, bit, key, password, ip)
 
 
 #: No app, video or success filter.
@@ -187,7 +200,11 @@ async def count_attempts(source: CountSource, cdn: int, where: AttemptFilter) ->
     filter_id = await source.find_filter(selective)
     if filter_id is None:
         for column, _ in selective.named:
-            if len(selective.named) > 1 and await _is_busy_alone(source, selective, column):
+            # A value known to be busy alone (it has a count filter of its
+            # own) is not worth reading up to BUSY_AT entries of.
+            if selective.mask != selective.alone(column).mask and (
+                await source.find_filter(selective.alone(column)) is not None
+            ):
                 continue
             read, matched = await source.bounded_count(selective, column, broad, BUSY_AT + 1)
             if read <= BUSY_AT:
@@ -202,21 +219,6 @@ async def count_attempts(source: CountSource, cdn: int, where: AttemptFilter) ->
             )
             return await source.scan_count(cdn, where)
     return await source.sum_filter_counts(filter_id, broad)
-
-
-async def _is_busy_alone(source: CountSource, f: ValueFilter, column: str) -> bool:
-    """Whether ``column``'s value alone is already known to be busy (it has
-    a count filter of its own), so reading its index would be wasted."""
-    bit = dict(SELECTIVE)[column]
-    values = {"key": f.key, "pass": f.password, "ip": f.ip}
-    alone = ValueFilter(
-        f.cdn,
-        bit,
-        values["key"] if bit == 1 else "",
-        values["pass"] if bit == 2 else "",
-        values["ip"] if bit == 4 else "",
-    )
-    return await source.find_filter(alone) is not None
 
 
 async def _count_by_minutes(
