@@ -18,6 +18,7 @@ from __future__ import annotations
 from tests.storage.contract.accounts import AccountsContract
 from tests.storage.contract.attempts import AttemptsContract
 from tests.storage.contract.checks import ChecksContract
+from tests.storage.contract.explorer import ExplorerContract
 from tests.storage.contract.lifecycle import LifecycleContract
 from tests.storage.contract.panel import PanelContract
 from tests.storage.contract.sessions import SessionContract
@@ -34,6 +35,7 @@ class StorageContract(
     ChecksContract,
     AttemptsContract,
     StatisticsContract,
+    ExplorerContract,
     PanelContract,
     SessionContract,
 ):

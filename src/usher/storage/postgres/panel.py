@@ -7,10 +7,12 @@ each module stays about one concern.
 from __future__ import annotations
 
 from usher.storage.base import (
+    MAX_RECENT_DENIALS,
     AttemptColumn,
     PanelSession,
     PanelSessionFilter,
     TimelineBucket,
+    check_cap,
     check_timeline_bounds,
 )
 from usher.storage.postgres.runner import PgRunner
@@ -52,6 +54,18 @@ class PostgresPanelMixin:
             [*params, limit],
         )
         return [(str(row[0]), int(row[1])) for row in rows]
+
+    async def recent_denials(
+        self, cdn: int, start: int, end: int, limit: int
+    ) -> list[tuple[str, str, str]]:
+        check_cap("limit", limit, MAX_RECENT_DENIALS)
+        # Walks attempts_cdn_at_success backwards from ``end``.
+        rows = await self._db.fetchall(
+            "SELECT reason, ip, key FROM attempts WHERE cdn = %s AND at >= %s AND at <= %s"
+            " AND NOT success ORDER BY at DESC LIMIT %s",
+            (cdn, start, end, limit),
+        )
+        return [(str(reason), str(ip), str(key)) for reason, ip, key in rows]
 
     # -- control-panel sign-in -----------------------------------------------------
 

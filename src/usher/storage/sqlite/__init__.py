@@ -16,7 +16,7 @@ import sqlite3
 from typing import Final
 
 from usher.protocol.errors import AlreadyExists
-from usher.storage.base import Decider, Storage
+from usher.storage.base import MAX_COUNT_CAP, Decider, Storage, check_cap, check_cursor
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
@@ -37,6 +37,7 @@ from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import CheckGroup, CheckItem, apply_check
 from usher.storage.sqlite.counts import (
     count_query,
+    count_upto_query,
     list_query,
     sorting_is_cheaper,
     uses_rollup,
@@ -257,11 +258,22 @@ class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin,
         )
 
     async def list_attempts(
-        self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
+        self,
+        cdn: int,
+        where: AttemptFilter,
+        page: Page,
+        *,
+        newest_first: bool = False,
+        before: int | None = None,
+        after: int | None = None,
     ) -> list[Attempt]:
+        check_cursor(before, after)
+
         def run(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
             if not uses_rollup(where):
-                sql, params = list_query(cdn, where, page, newest_first=newest_first)
+                sql, params = list_query(
+                    cdn, where, page, newest_first=newest_first, before=before, after=after
+                )
                 return conn.execute(sql, params).fetchall()
             # One read transaction, so the count that picks the path (and
             # ends the list early) is the list's own.
@@ -278,6 +290,8 @@ class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin,
                     page,
                     newest_first=newest_first,
                     sort_matches=sorting_is_cheaper(matches, int(everything), page),
+                    before=before,
+                    after=after,
                 )
                 return conn.execute(sql, params).fetchall()
             finally:
@@ -291,3 +305,12 @@ class SQLiteStorage(SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin,
         sql, params = count_query(cdn, where)
         row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
         return int(row[0])
+
+    async def count_attempts_upto(self, cdn: int, where: AttemptFilter, cap: int) -> int:
+        check_cap("cap", cap, MAX_COUNT_CAP)
+        # The rollup answers exactly at no cost when it serves the filter.
+        sql, params = (
+            count_query(cdn, where) if uses_rollup(where) else count_upto_query(cdn, where, cap)
+        )
+        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
+        return min(int(row[0]), cap + 1)
