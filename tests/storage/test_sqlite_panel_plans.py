@@ -168,19 +168,21 @@ def test_sorting_is_chosen_for_sparse_matches_and_deep_pages() -> None:
     ids=["none", "success", "video"],
 )
 @pytest.mark.parametrize(
-    ("cursor", "newest_first", "range_"),
-    [({"before": 5000}, True, "rowid<?"), ({"after": 5000}, False, "rowid>?")],
+    ("before", "after", "range_"),
+    [(5000, None, "rowid<?"), (None, 5000, "rowid>?")],
     ids=["before", "after"],
 )
 def test_a_cursor_page_starts_its_walk_at_the_cursor(
     migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
     where: AttemptFilter,
-    cursor: dict[str, int],
-    newest_first: bool,
+    before: int | None,
+    after: int | None,
     range_: str,
 ) -> None:
     # The explorer's Older/Newer pages: one rowid range, however deep.
-    statement = list_query(1, where, Page(limit=51), newest_first=newest_first, **cursor)
+    statement = list_query(
+        1, where, Page(limit=51), newest_first=after is None, before=before, after=after
+    )
     plan = _plan(migrated, statement)
     assert plan == f"SEARCH attempts USING INTEGER PRIMARY KEY ({range_})", plan
 

@@ -6,6 +6,8 @@ each module stays about one concern.
 
 from __future__ import annotations
 
+from typing import Final
+
 from usher.storage.base import (
     MAX_RECENT_DENIALS,
     AttemptColumn,
@@ -18,6 +20,12 @@ from usher.storage.base import (
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.rows import attempt_where, clauses, panel_session_criteria, top_values_where
 from usher.tickets.model import AttemptFilter
+
+#: ``recent_denials``: attempts_cdn_at_success walked backwards from ``end``.
+RECENT_DENIALS_SQL: Final = (
+    "SELECT reason, ip, key FROM attempts WHERE cdn = %s AND at >= %s AND at <= %s"
+    " AND NOT success ORDER BY at DESC LIMIT %s"
+)
 
 
 class PostgresPanelMixin:
@@ -59,12 +67,7 @@ class PostgresPanelMixin:
         self, cdn: int, start: int, end: int, limit: int
     ) -> list[tuple[str, str, str]]:
         check_cap("limit", limit, MAX_RECENT_DENIALS)
-        # Walks attempts_cdn_at_success backwards from ``end``.
-        rows = await self._db.fetchall(
-            "SELECT reason, ip, key FROM attempts WHERE cdn = %s AND at >= %s AND at <= %s"
-            " AND NOT success ORDER BY at DESC LIMIT %s",
-            (cdn, start, end, limit),
-        )
+        rows = await self._db.fetchall(RECENT_DENIALS_SQL, (cdn, start, end, limit))
         return [(str(reason), str(ip), str(key)) for reason, ip, key in rows]
 
     # -- control-panel sign-in -----------------------------------------------------
