@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from usher.storage.base import Storage
+from usher.storage.postgres import PostgresStorage
+from usher.storage.sqlite import SQLiteStorage
 from usher.tickets.model import CheckRequest, Ticket
 
 #: The tests' "now": storage tests pass it explicitly, and the ``clock``
@@ -88,3 +91,25 @@ class DeciderAbort(BaseException):
     """Not an ``Exception``: what a decider could raise by way of
     ``SystemExit``, ``KeyboardInterrupt`` or a cancellation. It must reach
     only the call whose decider raised it."""
+
+
+#: A read that runs for many seconds on either database (a billion-step
+#: recursive count), for tests of the panel's read bound.
+SLOW_SQL = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000)"
+    " SELECT count(*) FROM n"
+)
+
+
+async def slow_read(storage: Storage) -> int:
+    """Run :data:`SLOW_SQL` through the backend's own read path (the one
+    every storage read takes), so a bound on reads stops it for real."""
+    # Test-only reach into the backends: no storage method is slow on an
+    # empty database, and the bound must be seen stopping a real statement.
+    if isinstance(storage, SQLiteStorage):
+        row = await storage._read(lambda conn: conn.execute(SLOW_SQL).fetchone())
+    else:
+        assert isinstance(storage, PostgresStorage)
+        row = await storage._db.fetchone(SLOW_SQL)
+    assert row is not None
+    return int(row[0])

@@ -32,6 +32,9 @@ DEFAULT_PANEL_ACCOUNT_LOCK = 300
 #: Seconds a client has to send its request headers, then its body.
 DEFAULT_HEADER_TIMEOUT = 10
 DEFAULT_BODY_TIMEOUT = 30
+#: Seconds of database reads one control-panel request may take
+#: (``USHER_PANEL_QUERY_TIMEOUT``); see usher.storage.base.bounded_reads.
+DEFAULT_PANEL_QUERY_TIMEOUT = 2.0
 #: Open connections beyond which new ones are refused. Above the 4,096 of
 #: the benchmark's overload curve (docs/benchmarks.md), which is well past
 #: the point where more connections stop adding checks per second.
@@ -106,6 +109,24 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number of seconds, fractions allowed (``0.5``)."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a number; set seconds, such as 2 or 0.5."
+        ) from None
+    if not 0 < value <= 3600:
+        raise ConfigError(
+            f"{name}={raw} is out of range; set a number of seconds above 0 and at most 3600."
+        )
+    return value
+
+
 def _duration(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name, "")
     return None if raw.strip() == "" else parse_duration(raw, name)
@@ -172,6 +193,10 @@ class Settings:
     #: (:class:`usher.storage.retention.Pruner`); ``None``, the default,
     #: keeps every attempt.
     prune_attempts_older_than: int | None = None
+    #: ``USHER_PANEL_QUERY_TIMEOUT``: seconds of database reads one panel
+    #: request may take before they are stopped (and the page says so with
+    #: a 503), so that no view holds the database for long.
+    panel_query_timeout: float = DEFAULT_PANEL_QUERY_TIMEOUT
 
     @classmethod
     def from_env(
@@ -203,6 +228,9 @@ class Settings:
             body_timeout=_int(env, "USHER_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT, 1),
             max_connections=_int(env, "USHER_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1),
             prune_attempts_older_than=_duration(env, "USHER_PRUNE_ATTEMPTS_OLDER_THAN"),
+            panel_query_timeout=_seconds(
+                env, "USHER_PANEL_QUERY_TIMEOUT", DEFAULT_PANEL_QUERY_TIMEOUT
+            ),
         )
 
     def __repr__(self) -> str:

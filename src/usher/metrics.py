@@ -61,6 +61,12 @@ class Metrics:
         # ``labels()`` takes a lock and builds a key on every call; a check
         # looks its child up here instead (a handful of outcome/reason pairs).
         self._check_children: dict[tuple[str, str], Counter] = {}
+        self.panel_reads_stopped = Counter(
+            "usher_panel_reads_stopped",
+            "Control-panel requests whose database reads ran past "
+            "USHER_PANEL_QUERY_TIMEOUT and were stopped (answered 503).",
+            registry=self.registry,
+        )
         self.pending_writes = Gauge(
             "usher_storage_pending_writes",
             "Writes waiting for the storage's writer.",

@@ -393,3 +393,62 @@ def test_screenshots_of_a_busy_account(
     finally:
         desktop.close()
         phone.close()
+
+
+def set_hidden(page: Page, hidden: bool) -> None:
+    """Tell the page its tab is hidden (or visible again), as a browser does
+    when the reader switches tabs."""
+    page.evaluate(
+        """(hidden) => {
+            Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+            Object.defineProperty(document, "visibilityState",
+                {configurable: true, get: () => (hidden ? "hidden" : "visible")});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        hidden,
+    )
+
+
+def test_older_and_newer_pages_and_no_refresh_while_hidden(
+    chromium: Browser, live_server: LiveServer
+) -> None:
+    server = live_server
+    seed_busy_account(server, int(time.time()))
+    context = new_context(chromium, server, DESKTOP)
+    try:
+        page = context.new_page()
+        sign_in_with_api_key(page, server.cdn, server.api_key, server.secret)
+
+        # Older and Newer carry an id cursor and keep the filters.
+        page.goto("/panel/attempts?success=0")
+        rows = page.locator("tbody tr")
+        expect(rows).to_have_count(50)
+        newest = rows.all_inner_texts()
+        expect(page.get_by_role("link", name="Newer")).to_have_count(0)
+        page.get_by_role("link", name="Older").click()
+        expect(page).to_have_url(re.compile(r"/panel/attempts\?success=0&before=\d+$"))
+        expect(rows.first).not_to_have_text(newest[0])
+        expect(page.get_by_label("Result")).to_have_value("0")
+        assert all("Denied" in row for row in rows.all_inner_texts())
+        page.get_by_role("link", name="Newer").click()
+        expect(page).to_have_url(re.compile(r"/panel/attempts\?success=0&after=\d+$"))
+        expect(rows).to_have_count(50)
+        assert rows.all_inner_texts() == newest
+
+        # The overview asks for nothing while its tab is hidden.
+        polls: list[str] = []
+        page.on("request", lambda r: polls.append(r.url) if "/panel/charts" in r.url else None)
+        page.goto("/panel/?range=1h")
+        status = page.locator("#live-status")
+        expect(status).to_contain_text("Live · updated", timeout=WAIT_MS)
+        set_hidden(page, True)
+        expect(status).to_have_text("Paused while this tab is hidden.")
+        before = len(polls)
+        page.wait_for_timeout(11_000)  # two refresh intervals and a second
+        assert len(polls) == before
+        # Visible again: one refresh at once, then the usual rhythm.
+        set_hidden(page, False)
+        expect(status).to_contain_text("Live · updated")
+        assert len(polls) == before + 1
+    finally:
+        context.close()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from html import unescape
 from importlib import resources
+from urllib.parse import parse_qsl
 
 import pytest
 from markupsafe import escape
 
 from tests.conftest import Clock, Harness
 from tests.panel.conftest import Panel
+from usher.web.panel import attempts
 from usher.web.panel.render import SECURITY_HEADERS
 
 pytestmark = pytest.mark.anyio
@@ -77,16 +80,86 @@ async def test_explorer_rows_are_newest_first_and_link_to_their_ticket(
     assert links == [second, second, first, first, first, first]
 
 
-async def test_explorer_pages(harness: Harness, panel: Panel) -> None:
+def _ips(html: str) -> list[str]:
+    return re.findall(r'title="(10\.1\.0\.\d+)"', html)
+
+
+def _link(html: str, rel: str) -> dict[str, str] | None:
+    found = re.search(rf'rel="{rel}" href="/panel/attempts\?([^"]+)"', html)
+    if found is None:
+        return None
+    return dict(parse_qsl(unescape(found.group(1))))
+
+
+async def test_explorer_pages_by_cursor_and_keeps_the_filters(
+    harness: Harness, panel: Panel
+) -> None:
     key = await panel.create_ticket()
-    for n in range(55):
+    for n in range(120):
         await harness.check(key=key, **{"pass": "pw-1234"}, ip=f"10.1.0.{n}", **PLAY)
-    page_one = await panel.get("/panel/attempts")
-    assert "1\N{EN DASH}50 of 55 attempts" in page_one.text
-    assert "10.1.0.54" in page_one.text and "10.1.0.4<" not in page_one.text
-    page_two = await panel.get("/panel/attempts", page="2")
-    ips = re.findall(r'title="(10\.1\.0\.\d+)"', page_two.text)
-    assert ips == [f"10.1.0.{n}" for n in (4, 3, 2, 1, 0)]
+    page_one = await panel.get("/panel/attempts", key=key)
+    assert _ips(page_one.text) == [f"10.1.0.{n}" for n in range(119, 69, -1)]
+    assert "data-total>120<" in page_one.text
+    assert _link(page_one.text, "prev") is None
+    older = _link(page_one.text, "next")
+    assert older is not None and older["key"] == key and set(older) == {"key", "before"}
+    page_two = await panel.get("/panel/attempts", **older)
+    assert _ips(page_two.text) == [f"10.1.0.{n}" for n in range(69, 19, -1)]
+    page_three = await panel.get("/panel/attempts", **_link(page_two.text, "next") or {})
+    assert _ips(page_three.text) == [f"10.1.0.{n}" for n in range(19, -1, -1)]
+    assert _link(page_three.text, "next") is None
+    # Newer goes back the same way, page by page.
+    back = _link(page_three.text, "prev")
+    assert back is not None and set(back) == {"key", "after"}
+    again = await panel.get("/panel/attempts", **back)
+    assert _ips(again.text) == _ips(page_two.text)
+    # Within a page of the newest, Newer shows the newest page, full.
+    newest = await panel.get("/panel/attempts", **(_link(again.text, "prev") or {}))
+    assert _ips(newest.text) == _ips(page_one.text)
+    assert _link(newest.text, "prev") is None
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        {"before": "x"},
+        {"before": "-3"},
+        {"after": "0"},
+        {"after": "1e5"},
+        {"before": "9" * 30},
+        {"before": str(2**63)},
+        {"before": "5", "after": "2"},
+    ],
+    ids=["letters", "negative", "zero", "float", "huge", "past-64-bits", "both"],
+)
+async def test_a_malformed_cursor_is_a_clear_400(panel: Panel, cursor: dict[str, str]) -> None:
+    page = await panel.get("/panel/attempts", success="0", **cursor)
+    assert page.status_code == 400
+    assert "Start again from the newest attempts." in page.text
+    assert 'href="/panel/attempts?success=0">Newest attempts<' in page.text
+
+
+async def test_a_stale_cursor_is_a_clear_400(harness: Harness, panel: Panel) -> None:
+    key = await panel.create_ticket()
+    await harness.check(key=key, **{"pass": "pw-1234"}, ip="10.1.0.1", **PLAY)
+    # Nothing is older than the first attempt: what a pruned log leaves.
+    page = await panel.get("/panel/attempts", before="1")
+    assert page.status_code == 400
+    assert "no attempts older than this page's link" in unescape(page.text)
+
+
+async def test_a_large_total_is_shown_as_more_than_the_cap(
+    harness: Harness, panel: Panel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(attempts, "COUNT_CAP", 3)
+    key = await panel.create_ticket()
+    for n in range(4):
+        await harness.check(key=key, **{"pass": "pw-1234"}, ip=f"10.1.0.{n}", **PLAY)
+    capped = await panel.get("/panel/attempts")
+    assert re.search(r'More than <span class="count" data-total="capped">3</span>', capped.text)
+    assert len(_ips(capped.text)) == 4
+    exact = await panel.get("/panel/attempts", ip="10.1.0.2")
+    assert "data-total>1<" in exact.text
 
 
 @pytest.mark.parametrize(

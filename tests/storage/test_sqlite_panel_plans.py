@@ -14,7 +14,13 @@ import sqlite3
 import pytest
 
 from tests.storage.test_sqlite_counts import _insert_attempts, migrated  # noqa: F401  # fixture
-from usher.storage.sqlite.counts import list_query, sorting_is_cheaper, top_values_query
+from usher.storage.sqlite.counts import (
+    RECENT_DENIALS_SQL,
+    count_upto_query,
+    list_query,
+    sorting_is_cheaper,
+    top_values_query,
+)
 from usher.tickets.model import AttemptFilter, Page
 
 PAGE = Page(limit=50, seek=50)
@@ -154,3 +160,71 @@ def test_sorting_is_chosen_for_sparse_matches_and_deep_pages() -> None:
     assert sorting_is_cheaper(1_636, 10_000_000, Page(limit=50))
     assert not sorting_is_cheaper(33_000, 10_000_000, Page(limit=50))
     assert sorting_is_cheaper(33_000, 10_000_000, Page(limit=50, seek=5_000))
+
+
+@pytest.mark.parametrize(
+    "where",
+    [AttemptFilter(), AttemptFilter(success=False), AttemptFilter(video="v1")],
+    ids=["none", "success", "video"],
+)
+@pytest.mark.parametrize(
+    ("before", "after", "range_"),
+    [(5000, None, "rowid<?"), (None, 5000, "rowid>?")],
+    ids=["before", "after"],
+)
+def test_a_cursor_page_starts_its_walk_at_the_cursor(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    where: AttemptFilter,
+    before: int | None,
+    after: int | None,
+    range_: str,
+) -> None:
+    # The explorer's Older/Newer pages: one rowid range, however deep.
+    statement = list_query(
+        1, where, Page(limit=51), newest_first=after is None, before=before, after=after
+    )
+    plan = _plan(migrated, statement)
+    assert plan == f"SEARCH attempts USING INTEGER PRIMARY KEY ({range_})", plan
+
+
+def test_a_cursor_page_of_app_and_video_starts_in_their_index(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+) -> None:
+    where = AttemptFilter(app="demo-1", video="v1")
+    plan = _plan(migrated, list_query(1, where, Page(limit=51), newest_first=True, before=9))
+    assert plan == (
+        "SEARCH attempts USING INDEX attempts_cdn_app_video"
+        " (cdn=? AND app=? AND video=? AND rowid<?)"
+    ), plan
+
+
+@pytest.mark.parametrize(
+    ("where", "index"),
+    [
+        (AttemptFilter(key="k1"), "COVERING INDEX attempts_cdn_key (cdn=? AND key=?)"),
+        (AttemptFilter(ip="10.0.0.1"), "COVERING INDEX attempts_cdn_ip (cdn=? AND ip=?)"),
+        (
+            AttemptFilter(success=False, start=1000),
+            "COVERING INDEX attempts_cdn_at_success (cdn=? AND at>?)",
+        ),
+    ],
+    ids=["key", "ip", "recent-denied"],
+)
+def test_a_capped_count_reads_its_index_only(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    where: AttemptFilter,
+    index: str,
+) -> None:
+    plan = _plan(migrated, count_upto_query(1, where, 10_000))
+    assert f"SEARCH attempts USING {index}" in plan, plan
+    assert "LIMIT" in count_upto_query(1, where, 10_000)[0]
+
+
+def test_recent_denials_walk_the_time_index_backwards(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+) -> None:
+    plan = _plan(migrated, (RECENT_DENIALS_SQL, [1, 0, 2**40, 20_000]))
+    # No sort: the index is read newest first, and LIMIT stops it.
+    assert plan == (
+        "SEARCH attempts USING INDEX attempts_cdn_at_success (cdn=? AND at>? AND at<?)"
+    ), plan

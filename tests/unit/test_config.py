@@ -43,3 +43,15 @@ def test_ipv4_mapped_entries_are_stored_as_ipv4() -> None:
 def test_a_bad_entry_names_the_setting() -> None:
     with pytest.raises(ConfigError, match="USHER_CALLBACK_ALLOW holds 'nope'"):
         Settings.from_env({"USHER_CALLBACK_ALLOW": "127.0.0.1,nope"})
+
+
+def test_the_panel_query_timeout_is_two_seconds_unless_set() -> None:
+    assert Settings.from_env({}).panel_query_timeout == 2.0
+    assert Settings.from_env({"USHER_PANEL_QUERY_TIMEOUT": "0.5"}).panel_query_timeout == 0.5
+    assert Settings.from_env({"USHER_PANEL_QUERY_TIMEOUT": "10"}).panel_query_timeout == 10.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "nan", "inf", "3601"])
+def test_a_bad_panel_query_timeout_names_the_setting(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^USHER_PANEL_QUERY_TIMEOUT=.*\.$"):
+        Settings.from_env({"USHER_PANEL_QUERY_TIMEOUT": value})

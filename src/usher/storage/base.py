@@ -11,11 +11,16 @@ Every method is a coroutine so that a backend can be natively async
 
 from __future__ import annotations
 
+import math
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from usher.protocol.errors import StorageError
 from usher.storage.schema import GROUPABLE
 from usher.tickets.model import (
     Account,
@@ -47,6 +52,80 @@ MAX_TOP_VALUES: Final = 100
 
 #: Attempt columns the charts may group by (``top_attempt_values``).
 AttemptColumn = Literal["reason", "ip", "key", "app", "video"]
+
+#: Largest ``cap`` one ``count_attempts_upto`` call may ask for, and most
+#: rows one ``recent_denials`` call may return: both read that many rows.
+MAX_COUNT_CAP: Final = 100_000
+MAX_RECENT_DENIALS: Final = 100_000
+
+
+class ReadBoundExceeded(StorageError):
+    """A read ran past the time allowed by :func:`bounded_reads`; the
+    database stopped it (nothing was changed)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(f"A read needed more than {seconds:g} s and was stopped.")
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBound:
+    """Reads in this context must finish by ``deadline`` (``time.monotonic()``)."""
+
+    deadline: float
+    #: The whole budget, for messages.
+    seconds: float
+
+    def remaining(self) -> float:
+        """Seconds left; raises :class:`ReadBoundExceeded` when none are."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ReadBoundExceeded(self.seconds)
+        return left
+
+    def remaining_ms(self) -> int:
+        """:meth:`remaining` in whole milliseconds, at least 1."""
+        return max(1, math.ceil(self.remaining() * 1000))
+
+
+_read_bound: ContextVar[ReadBound | None] = ContextVar("usher_read_bound", default=None)
+
+
+@contextmanager
+def bounded_reads(seconds: float) -> Iterator[ReadBound]:
+    """Every storage read started in this context (and in tasks it starts)
+    must end within ``seconds`` of entering it, all reads together; a read
+    still running then is stopped by the database and raises
+    :class:`ReadBoundExceeded`.
+
+    The control panel runs each request in one, so that no view can hold
+    the database for long; playback checks and the signed API never do.
+    Writes are never bounded (a write stopped half-way helps nobody).
+    """
+    bound = ReadBound(time.monotonic() + seconds, seconds)
+    token = _read_bound.set(bound)
+    try:
+        yield bound
+    finally:
+        _read_bound.reset(token)
+
+
+def read_bound() -> ReadBound | None:
+    """The bound of the current context, if any (see :func:`bounded_reads`)."""
+    return _read_bound.get()
+
+
+def check_cap(name: str, value: int, most: int) -> int:
+    """``value`` once checked to be within 1..``most``."""
+    if not 1 <= value <= most:
+        raise ValueError(f"The {name} must be between 1 and {most}, got {value}.")
+    return value
+
+
+def check_cursor(before: int | None, after: int | None) -> None:
+    """Refuse asking for rows both before and after an id."""
+    if before is not None and after is not None:
+        raise ValueError("Pass before or after, not both.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +190,7 @@ def grouped_column(column: AttemptColumn, limit: int) -> str:
     """The SQL column ``top_attempt_values`` groups by (from a fixed table,
     never caller text), once ``limit`` is checked to be within
     1..MAX_TOP_VALUES."""
-    if not 1 <= limit <= MAX_TOP_VALUES:
-        raise ValueError(f"The limit must be between 1 and {MAX_TOP_VALUES}, got {limit}.")
+    check_cap("limit", limit, MAX_TOP_VALUES)
     return GROUPABLE[column]
 
 
@@ -282,12 +360,25 @@ class Storage(ABC):
 
     @abstractmethod
     async def list_attempts(
-        self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
+        self,
+        cdn: int,
+        where: AttemptFilter,
+        page: Page,
+        *,
+        newest_first: bool = False,
+        before: int | None = None,
+        after: int | None = None,
     ) -> list[Attempt]:
         """Matching attempts of the account, oldest first (or newest first), paged.
 
         At most ``page.rows`` attempts, read no further than that, as in
         :meth:`search_tickets`.
+
+        ``before``/``after`` (at most one; else ``ValueError``) keep only
+        attempts whose id is below/above it: a cursor for paging that reads
+        one index range however deep the page (the panel's explorer passes
+        the id of the last row it showed, and ``page.seek`` 0). An id that no
+        longer exists (pruned) still works as a bound.
         """
 
     @abstractmethod
@@ -304,6 +395,24 @@ class Storage(ABC):
         Counts are exact either way; a backend that keeps rollups in place
         (SQLite) has nothing to do. PostgreSQL merges its pending delta rows,
         which its nodes otherwise do every second.
+        """
+
+    @abstractmethod
+    async def count_attempts_upto(self, cdn: int, where: AttemptFilter, cap: int) -> int:
+        """:meth:`count_attempts`, but reading at most ``cap + 1`` matching
+        attempts: the exact count when it is at most ``cap``, else ``cap + 1``
+        ("more than ``cap``"). ``1 <= cap <= MAX_COUNT_CAP``, else ``ValueError``.
+        """
+
+    @abstractmethod
+    async def recent_denials(
+        self, cdn: int, start: int, end: int, limit: int
+    ) -> list[tuple[str, str, str]]:
+        """``(reason, ip, key)`` of the account's latest ``limit`` denied
+        attempts with ``start <= at <= end``, newest first (attempts of the
+        same second in any order). ``1 <= limit <= MAX_RECENT_DENIALS``, else
+        ``ValueError``. Reads those rows and no others, through the account's
+        time index: the overview ranks its top lists from them.
         """
 
     # -- retention ---------------------------------------------------------------

@@ -278,3 +278,27 @@ async def attempt_timeline(
         for start, (allowed, denied) in sorted(merged.items())
         if allowed or denied
     ]
+
+
+class CappedSource(CountSource, Protocol):
+    async def capped_count(self, cdn: int, where: AttemptFilter, cap: int) -> int:
+        """How many attempts match, reading no more than ``cap + 1`` of them."""
+
+
+def served_by_rollups(where: AttemptFilter) -> bool:
+    """Whether :func:`count_attempts` answers ``where`` from rollups or a
+    bounded index read (cheap whatever the log holds)."""
+    if not timed(where):
+        return True
+    return value_filter(0, where) is None and broad_of(where).grain == 0
+
+
+async def count_attempts_upto(
+    source: CappedSource, cdn: int, where: AttemptFilter, cap: int
+) -> int:
+    """``Storage.count_attempts_upto``: the exact count when a rollup serves
+    ``where`` (capped at ``cap + 1`` like the rest), else a count that reads
+    at most ``cap + 1`` matching attempts."""
+    if served_by_rollups(where):
+        return min(await count_attempts(source, cdn, where), cap + 1)
+    return await source.capped_count(cdn, where, cap)

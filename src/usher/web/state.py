@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -14,6 +15,9 @@ from usher.storage.base import Storage
 from usher.storage.retention import Pruner
 from usher.web.memory import Playback
 from usher.web.panel.limits import SignInLimiter
+
+if TYPE_CHECKING:  # the overview's module needs this one: import for types only
+    from usher.web.panel.overview import ChartCaches
 
 
 @dataclass
@@ -29,6 +33,8 @@ class AppState:
     playback: Playback = field(default_factory=Playback)
     #: The background pruner, while ``USHER_PRUNE_ATTEMPTS_OLDER_THAN`` runs one.
     pruner: Pruner | None = None
+    #: The overview's reused charts (this process only), made at first use.
+    charts: ChartCaches | None = None
 
     def __post_init__(self) -> None:
         self.sign_in_limiter = SignInLimiter.from_settings(self.settings)

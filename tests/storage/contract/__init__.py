@@ -19,6 +19,7 @@ from tests.storage.contract.accounts import AccountsContract
 from tests.storage.contract.attempts import AttemptsContract
 from tests.storage.contract.busy_counts import BusyCountsContract
 from tests.storage.contract.checks import ChecksContract
+from tests.storage.contract.explorer import ExplorerContract
 from tests.storage.contract.lifecycle import LifecycleContract
 from tests.storage.contract.panel import PanelContract
 from tests.storage.contract.sessions import SessionContract
@@ -36,6 +37,7 @@ class StorageContract(
     AttemptsContract,
     BusyCountsContract,
     StatisticsContract,
+    ExplorerContract,
     PanelContract,
     SessionContract,
 ):

@@ -38,7 +38,8 @@ from typing import Final
 import psycopg
 
 from usher.protocol.errors import AlreadyExists, StorageBusy
-from usher.storage.base import Decider, Storage
+from usher.storage.base import MAX_COUNT_CAP, Decider, Storage, check_cap, check_cursor
+from usher.storage.counting import count_attempts_upto
 from usher.storage.postgres.checks import CheckBatcher
 from usher.storage.postgres.config import parse_url
 from usher.storage.postgres.counts import PostgresCountsMixin
@@ -273,9 +274,21 @@ class PostgresStorage(
         return await self._db.run(work)
 
     async def list_attempts(
-        self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
+        self,
+        cdn: int,
+        where: AttemptFilter,
+        page: Page,
+        *,
+        newest_first: bool = False,
+        before: int | None = None,
+        after: int | None = None,
     ) -> list[Attempt]:
+        check_cursor(before, after)
         sql, params = attempt_where(cdn, where, "%s")
+        for clause, bound in (("id < %s", before), ("id > %s", after)):
+            if bound is not None:
+                sql += f" AND {clause}"
+                params.append(bound)
         order = "DESC" if newest_first else ""
         rows = await self._db.fetchall(
             f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql}"
@@ -283,3 +296,15 @@ class PostgresStorage(
             [*params, page.rows, page.seek],
         )
         return [attempt_from_row(row) for row in rows]
+
+    async def count_attempts_upto(self, cdn: int, where: AttemptFilter, cap: int) -> int:
+        check_cap("cap", cap, MAX_COUNT_CAP)
+        return await count_attempts_upto(self, cdn, where, cap)
+
+    async def capped_count(self, cdn: int, where: AttemptFilter, cap: int) -> int:
+        sql, params = attempt_where(cdn, where, "%s")
+        row = await self._db.fetchone(
+            f"SELECT count(*) FROM (SELECT 1 FROM attempts WHERE {sql} LIMIT %s) AS found",
+            [*params, cap + 1],
+        )
+        return int(row[0]) if row else 0

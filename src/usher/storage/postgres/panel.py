@@ -6,16 +6,26 @@ each module stays about one concern.
 
 from __future__ import annotations
 
+from typing import Final
+
 from usher.storage.base import (
+    MAX_RECENT_DENIALS,
     AttemptColumn,
     PanelSession,
     PanelSessionFilter,
     TimelineBucket,
+    check_cap,
 )
 from usher.storage.counting import attempt_timeline
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.rows import attempt_where, clauses, panel_session_criteria, top_values_where
 from usher.tickets.model import AttemptFilter
+
+#: ``recent_denials``: attempts_cdn_at_success walked backwards from ``end``.
+RECENT_DENIALS_SQL: Final = (
+    "SELECT reason, ip, key FROM attempts WHERE cdn = %s AND at >= %s AND at <= %s"
+    " AND NOT success ORDER BY at DESC LIMIT %s"
+)
 
 
 class PostgresPanelMixin:
@@ -72,6 +82,13 @@ class PostgresPanelMixin:
             [*params, limit],
         )
         return [(str(row[0]), int(row[1])) for row in rows]
+
+    async def recent_denials(
+        self, cdn: int, start: int, end: int, limit: int
+    ) -> list[tuple[str, str, str]]:
+        check_cap("limit", limit, MAX_RECENT_DENIALS)
+        rows = await self._db.fetchall(RECENT_DENIALS_SQL, (cdn, start, end, limit))
+        return [(str(reason), str(ip), str(key)) for reason, ip, key in rows]
 
     # -- control-panel sign-in -----------------------------------------------------
 

@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout, TooManyRe
 
 from usher.protocol.errors import AlreadyExists, StorageBusy, StorageError, StorageUnavailable
 from usher.storage import migrations
+from usher.storage.base import ReadBound, ReadBoundExceeded, read_bound
 from usher.storage.postgres.config import PostgresTarget
 
 log = logging.getLogger("usher.storage.postgres")
@@ -254,10 +255,48 @@ class PgRunner:
             return StorageUnavailable(f"PostgreSQL failed: {str(exc).strip()}")
         return StorageError(f"PostgreSQL refused an operation: {str(exc).strip()}")
 
+    def _panel_limit_ms(self, bound: ReadBound | None) -> int | None:
+        """The ``statement_timeout`` a bounded read runs under: what is left
+        of ``bound``, unless the pool's own limit is shorter (then that one
+        applies, as for any statement)."""
+        if bound is None:
+            return None
+        left = bound.remaining_ms()
+        pool_limit = self.target.pool.statement_timeout_ms
+        return left if pool_limit <= 0 or left < pool_limit else None
+
+    def _bounded(
+        self, work: Callable[[Conn], Awaitable[T]], bound: ReadBound
+    ) -> Callable[[Conn], Awaitable[T]]:
+        """``work`` under what is left of ``bound`` (run in a transaction)."""
+
+        async def bounded(conn: Conn) -> T:
+            limit = self._panel_limit_ms(bound)
+            if limit is not None:
+                await conn.execute(f"SET LOCAL statement_timeout = {limit}", prepare=False)
+            try:
+                return await work(conn)
+            except pgerrors.QueryCanceled:
+                if limit is None:
+                    raise  # the pool's own limit: StorageBusy, as for any statement
+                raise ReadBoundExceeded(bound.seconds) from None
+
+        return bounded
+
     async def run(
         self, work: Callable[[Conn], Awaitable[T]], *, read: bool = False, transaction: bool = False
     ) -> T:
-        """``work`` on a pooled connection (inside a transaction if asked)."""
+        """``work`` on a pooled connection (inside a transaction if asked).
+
+        A read inside :func:`~usher.storage.base.bounded_reads` runs in a
+        transaction whose ``statement_timeout`` is what is left of the bound
+        (``SET LOCAL``, gone at its end), and raises
+        :class:`ReadBoundExceeded` when PostgreSQL cancels it for that.
+        """
+        bound = read_bound() if read else None
+        if bound is not None:
+            work = self._bounded(work, bound)
+            transaction = True
         tries = TRANSACTION_TRIES if transaction else 1
         # A restart leaves every idle connection dead, and each is dropped as
         # it fails: a read may meet all of them before a fresh one.

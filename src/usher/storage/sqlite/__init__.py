@@ -16,8 +16,8 @@ import sqlite3
 from typing import Final
 
 from usher.protocol.errors import AlreadyExists
-from usher.storage.base import Decider, Storage
-from usher.storage.counting import EVERYTHING, broad_of
+from usher.storage.base import MAX_COUNT_CAP, Decider, Storage, check_cap, check_cursor
+from usher.storage.counting import EVERYTHING, broad_of, count_attempts_upto
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
@@ -38,6 +38,7 @@ from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import CheckGroup, CheckItem, apply_check
 from usher.storage.sqlite.counts import (
     SQLiteCountsMixin,
+    count_upto_query,
     list_query,
     rollup_count_query,
     sorting_is_cheaper,
@@ -261,11 +262,22 @@ class SQLiteStorage(
         )
 
     async def list_attempts(
-        self, cdn: int, where: AttemptFilter, page: Page, *, newest_first: bool = False
+        self,
+        cdn: int,
+        where: AttemptFilter,
+        page: Page,
+        *,
+        newest_first: bool = False,
+        before: int | None = None,
+        after: int | None = None,
     ) -> list[Attempt]:
+        check_cursor(before, after)
+
         def run(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
             if not uses_rollup(where):
-                sql, params = list_query(cdn, where, page, newest_first=newest_first)
+                sql, params = list_query(
+                    cdn, where, page, newest_first=newest_first, before=before, after=after
+                )
                 return conn.execute(sql, params).fetchall()
             # One read transaction, so the count that picks the path (and
             # ends the list early) is the list's own.
@@ -282,6 +294,8 @@ class SQLiteStorage(
                     page,
                     newest_first=newest_first,
                     sort_matches=sorting_is_cheaper(matches, int(everything), page),
+                    before=before,
+                    after=after,
                 )
                 return conn.execute(sql, params).fetchall()
             finally:
@@ -289,3 +303,12 @@ class SQLiteStorage(
 
         rows = await self._read(run)
         return [attempt_from_row(row) for row in rows]
+
+    async def count_attempts_upto(self, cdn: int, where: AttemptFilter, cap: int) -> int:
+        check_cap("cap", cap, MAX_COUNT_CAP)
+        return await count_attempts_upto(self, cdn, where, cap)
+
+    async def capped_count(self, cdn: int, where: AttemptFilter, cap: int) -> int:
+        sql, params = count_upto_query(cdn, where, cap)
+        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
+        return int(row[0])

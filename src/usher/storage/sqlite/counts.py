@@ -137,17 +137,46 @@ def list_query(
     *,
     newest_first: bool,
     sort_matches: bool = False,
+    before: int | None = None,
+    after: int | None = None,
 ) -> tuple[str, list[object]]:
     """The statement ``list_attempts`` runs: one page in id order.
 
     ``sort_matches``: an app or video filter reads every match through
     ``(cdn, app, video)`` and sorts them (see :func:`sorting_is_cheaper`).
+    ``before``/``after``: only ids below/above it. Every access path ends in
+    the rowid (the table, and each index's entries after its columns), so
+    the walk in id order starts at the cursor instead of the table's end:
+    a deep page costs what the first one does.
     """
     sql, params = match_where(cdn, where, in_id_order=True, sort_matches=sort_matches)
+    for clause, bound in (("id < ?", before), ("id > ?", after)):
+        if bound is not None:
+            sql += f" AND {clause}"
+            params.append(bound)
     order = "id DESC" if newest_first else "id"
     return f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql} ORDER BY {order}" + page_sql(
         page
     ), params
+
+
+def count_upto_query(cdn: int, where: AttemptFilter, cap: int) -> tuple[str, list[object]]:
+    """The statement ``count_attempts_upto`` runs when the rollup cannot
+    answer: the count's driving index (see :func:`scan_count_query`), read no
+    further than ``cap + 1`` matches."""
+    sql, params = match_where(cdn, where, in_id_order=False)
+    return (
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM attempts WHERE {sql} LIMIT {int(cap) + 1})",
+        params,
+    )
+
+
+#: ``recent_denials``: the ``(cdn, at, success)`` range walked backwards,
+#: ``success`` checked in the index, one row fetched per denial kept.
+RECENT_DENIALS_SQL: Final = (
+    "SELECT reason, ip, key FROM attempts"
+    " WHERE cdn = ? AND at >= ? AND at <= ? AND success = 0 ORDER BY at DESC LIMIT ?"
+)
 
 
 def top_values_query(

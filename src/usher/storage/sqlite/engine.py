@@ -44,6 +44,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 from usher.protocol.errors import AlreadyExists, StorageBusy, StorageError, StorageUnavailable
 from usher.storage import migrations
+from usher.storage.base import ReadBound, ReadBoundExceeded, read_bound
 
 T = TypeVar("T")
 
@@ -53,6 +54,10 @@ BATCH_MAX: Final = 512
 QUEUE_MAX: Final = 20_000
 #: Seconds between checkpoints of the WAL by the checkpoint thread.
 CHECKPOINT_EVERY: Final = 0.2
+#: Virtual-machine steps between two looks at a bounded read's deadline.
+#: Each look takes the GIL, which the event loop may hold for a while under
+#: load, so they are kept rare: this many steps take about a millisecond.
+PROGRESS_EVERY: Final = 20_000
 
 Outcome = tuple["_Job", Any, BaseException | None]
 
@@ -151,13 +156,24 @@ class SQLiteEngine:
         return conn
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on a reader connection (a consistent WAL snapshot)."""
+        """Run ``fn`` on a reader connection (a consistent WAL snapshot).
+
+        Inside :func:`~usher.storage.base.bounded_reads`, a progress handler
+        stops ``fn``'s statements once the bound's deadline has passed, and
+        the read raises :class:`ReadBoundExceeded`. The bound is taken here,
+        on the event loop, because the context does not follow the work
+        into the reader thread.
+        """
         if self._pool is None:
             raise StorageUnavailable("The SQLite storage is not open; call open() first.")
+        bound = read_bound()
 
         def run() -> T:
             try:
-                return fn(self._reader())
+                conn = self._reader()
+                if bound is None:
+                    return fn(conn)
+                return _bounded(conn, fn, bound)
             except sqlite3.Error as exc:
                 raise StorageUnavailable(f"SQLite read failed: {exc}") from exc
 
@@ -382,6 +398,35 @@ class SQLiteEngine:
                 conn.close()
         self._reader_connections.clear()
         self._local = threading.local()
+
+
+def _bounded(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], bound: ReadBound
+) -> T:
+    """``fn(conn)``, its statements stopped once ``bound``'s deadline passes."""
+    deadline = bound.deadline
+    bound.remaining()  # none left: stop before the first statement
+    stopped = False
+
+    def past_deadline() -> int:
+        nonlocal stopped
+        stopped = time.monotonic() > deadline
+        return int(stopped)
+
+    conn.set_progress_handler(past_deadline, PROGRESS_EVERY)
+    try:
+        return fn(conn)
+    except sqlite3.Error as exc:
+        if stopped:
+            raise ReadBoundExceeded(bound.seconds) from exc
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
+        if stopped and conn.in_transaction:
+            # An interrupted read may leave its snapshot open; the next read
+            # on this thread must start a fresh one.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
 
 
 def _resolve(outcomes: list[Outcome]) -> None:

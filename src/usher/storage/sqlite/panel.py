@@ -6,14 +6,16 @@ from __future__ import annotations
 import sqlite3
 
 from usher.storage.base import (
+    MAX_RECENT_DENIALS,
     AttemptColumn,
     PanelSession,
     PanelSessionFilter,
     TimelineBucket,
+    check_cap,
 )
 from usher.storage.counting import attempt_timeline
 from usher.storage.rows import clauses, panel_session_criteria
-from usher.storage.sqlite.counts import match_where, top_values_query
+from usher.storage.sqlite.counts import RECENT_DENIALS_SQL, match_where, top_values_query
 from usher.storage.sqlite.engine import SQLiteAccess
 from usher.tickets.model import AttemptFilter
 
@@ -60,6 +62,15 @@ class SQLitePanelMixin(SQLiteAccess):
         sql, params = top_values_query(cdn, where, column, limit)
         rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return [(str(row[0]), int(row[1])) for row in rows]
+
+    async def recent_denials(
+        self, cdn: int, start: int, end: int, limit: int
+    ) -> list[tuple[str, str, str]]:
+        check_cap("limit", limit, MAX_RECENT_DENIALS)
+        rows = await self._read(
+            lambda conn: conn.execute(RECENT_DENIALS_SQL, (cdn, start, end, limit)).fetchall()
+        )
+        return [(str(reason), str(ip), str(key)) for reason, ip, key in rows]
 
     # -- control-panel sign-in -------------------------------------------------------
 

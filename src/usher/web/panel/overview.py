@@ -4,6 +4,17 @@ The page and its refresh share one renderer: ``/panel/`` embeds the charts
 fragment and the script re-fetches ``/panel/charts`` every few seconds and
 swaps it in, so the charts are plain server-rendered HTML and SVG that work
 (without the refresh) even with scripts off.
+
+What keeps it cheap at tens of millions of attempts:
+
+* The timeline starts at a whole bucket, so every bar is a whole bucket
+  (what per-minute rollups can answer), and the page names the interval.
+* The three top lists are ranked in Python from ONE bounded read, the
+  latest :data:`DENIALS_WINDOW` denials of the range, not grouped over the
+  whole range (30 days: millions of rows).
+* Computed charts are kept per (account, range) for :data:`CHARTS_TTL`
+  seconds and shared by every tab and poll, and a top-list window that read
+  many rows is kept for :data:`TOPS_TTL` seconds.
 """
 
 from __future__ import annotations
@@ -11,16 +22,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from markupsafe import escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from usher.storage.base import ReadBoundExceeded
 from usher.tickets.expiry import format_utc
 from usher.tickets.model import AttemptFilter
 from usher.web.panel import forms
 from usher.web.panel.auth import Viewer, signed_in
+from usher.web.panel.bounds import SHORTER_RANGE, stopped
+from usher.web.panel.cache import RecentAnswers
 from usher.web.panel.render import page, render_text
 
 #: name -> (label, seconds)
@@ -39,6 +56,17 @@ MAX_BARS: Final = 120
 TOP: Final = 10
 #: Milliseconds between live refreshes of the charts.
 REFRESH_MS: Final = 5000
+#: The top lists rank the latest this many denials of the range.
+DENIALS_WINDOW: Final = 20_000
+#: Seconds computed charts are reused, by every tab (below the refresh
+#: interval, so one tab sees fresh numbers at every refresh).
+CHARTS_TTL: Final = 4.0
+#: Seconds a top-list window that read more than LIVE_TOP_ROWS denials is
+#: reused; a smaller one is cheap, and follows the charts' refresh.
+TOPS_TTL: Final = 60.0
+LIVE_TOP_ROWS: Final = 2_000
+#: (account, range) pairs kept at once, least recently used dropped first.
+CACHED: Final = 64
 
 
 def bucket_for(span: int) -> int:
@@ -97,9 +125,32 @@ class Ranked:
 
 
 @dataclass(frozen=True, slots=True)
+class TopLists:
+    """The three top lists, ranked from the latest denials of a range."""
+
+    reasons: list[tuple[str, int]]
+    ips: list[tuple[str, int]]
+    tickets: list[tuple[str, int]]
+    #: Denials read; DENIALS_WINDOW when the range held more.
+    read: int
+    #: When they were ranked (UNIX seconds).
+    at: int
+
+    @property
+    def capped(self) -> bool:
+        return self.read >= DENIALS_WINDOW
+
+    @property
+    def throttled(self) -> bool:
+        """Whether they are reused for TOPS_TTL (see LIVE_TOP_ROWS)."""
+        return self.read > LIVE_TOP_ROWS
+
+
+@dataclass(frozen=True, slots=True)
 class Charts:
     range: str
     label: str
+    #: The interval counted: from a bucket's start to now.
     start: int
     end: int
     bucket_text: str
@@ -112,6 +163,7 @@ class Charts:
     reasons: list[Ranked]
     ips: list[Ranked]
     tickets: list[Ranked]
+    tops: TopLists
     digest: str
 
     @property
@@ -136,24 +188,72 @@ def _ranked(pairs: list[tuple[str, int]]) -> list[Ranked]:
     ]
 
 
+def _most_common(values: Iterable[str]) -> list[tuple[str, int]]:
+    """The TOP most frequent values, ties by value ascending (code point
+    order, as ``top_attempt_values`` breaks them)."""
+    counted = Counter(values)
+    return sorted(counted.items(), key=lambda pair: (-pair[1], pair[0]))[:TOP]
+
+
+async def rank_denials(viewer: Viewer, start: int, end: int) -> TopLists:
+    """The top lists from one bounded read of the latest denials."""
+    rows = await viewer.state.storage.recent_denials(viewer.account.cdn, start, end, DENIALS_WINDOW)
+    return TopLists(
+        reasons=_most_common(reason for reason, _, _ in rows),
+        ips=_most_common(ip for _, ip, _ in rows),
+        tickets=_most_common(key for _, _, key in rows),
+        read=len(rows),
+        at=viewer.now,
+    )
+
+
+@dataclass(slots=True)
+class ChartCaches:
+    """One app's reused charts and top lists (see the module docstring)."""
+
+    charts: RecentAnswers[tuple[int, str], Charts]
+    tops: RecentAnswers[tuple[int, str], TopLists]
+
+
+def _caches(viewer: Viewer) -> ChartCaches:
+    state = viewer.state
+    caches = state.charts
+    if caches is None:
+        caches = state.charts = ChartCaches(
+            RecentAnswers(CACHED, CHARTS_TTL, state.clock),
+            RecentAnswers(
+                CACHED,
+                CHARTS_TTL,
+                state.clock,
+                ttl_of=lambda tops: TOPS_TTL if tops.throttled else CHARTS_TTL,
+            ),
+        )
+    return caches
+
+
 async def build_charts(viewer: Viewer, range_name: str) -> Charts:
+    """The charts of ``range_name``, computed at most once per CHARTS_TTL
+    for every viewer of the account."""
+    key = (viewer.account.cdn, range_name)
+    return await _caches(viewer).charts.get(key, lambda: _compute(viewer, range_name))
+
+
+async def _compute(viewer: Viewer, range_name: str) -> Charts:
     label, span = RANGES[range_name]
     bucket = bucket_for(span)
     end = viewer.now
-    start = end - span + 1
+    # From a bucket's start, so that every bar counts a whole bucket.
+    first = end - span + 1
+    first -= first % bucket
     storage = viewer.state.storage
     cdn = viewer.account.cdn
-    every = AttemptFilter(start=start, end=end)
-    denied_only = AttemptFilter(start=start, end=end, success=False)
-    # Four independent reads: the reader pool runs them side by side.
-    timeline, reasons, ips, tickets = await asyncio.gather(
-        storage.attempt_timeline(cdn, every, bucket),
-        storage.top_attempt_values(cdn, denied_only, "reason", TOP),
-        storage.top_attempt_values(cdn, denied_only, "ip", TOP),
-        storage.top_attempt_values(cdn, denied_only, "key", TOP),
+    tops_of = _caches(viewer).tops
+    # Two independent reads: the reader pool runs them side by side.
+    timeline, tops = await asyncio.gather(
+        storage.attempt_timeline(cdn, AttemptFilter(start=first, end=end), bucket),
+        tops_of.get((cdn, range_name), lambda: rank_denials(viewer, first, end)),
     )
     counted = {b.start: (b.allowed, b.denied) for b in timeline}
-    first = start - start % bucket
     starts = list(range(first, end + 1, bucket))
     y_max = nice_max(max((a + d for a, d in counted.values()), default=0))
     bars = []
@@ -177,11 +277,14 @@ async def build_charts(viewer: Viewer, range_name: str) -> Charts:
             )
         )
     marks = sorted({0, len(starts) // 4, len(starts) // 2, 3 * len(starts) // 4, len(starts) - 1})
-    data = repr((range_name, timeline, reasons, ips, tickets, first)).encode()
+    # What the fragment shows, and nothing that changes without it (the
+    # script swaps the charts only when this changes).
+    ranked = (tops.reasons, tops.ips, tops.tickets, tops.read, tops.throttled and tops.at)
+    data = repr((range_name, timeline, ranked, first)).encode()
     return Charts(
         range=range_name,
         label=label,
-        start=start,
+        start=first,
         end=end,
         bucket_text=_duration(bucket),
         bars=bars,
@@ -190,9 +293,10 @@ async def build_charts(viewer: Viewer, range_name: str) -> Charts:
         x_labels=[_time_label(starts[i], bucket, span) for i in marks],
         allowed=sum(a for a, _ in counted.values()),
         denied=sum(d for _, d in counted.values()),
-        reasons=_ranked(reasons),
-        ips=_ranked(ips),
-        tickets=_ranked(tickets),
+        reasons=_ranked(tops.reasons),
+        ips=_ranked(tops.ips),
+        tickets=_ranked(tops.tickets),
+        tops=tops,
         digest=hashlib.sha256(data).hexdigest()[:16],
     )
 
@@ -205,9 +309,15 @@ def _range_of(request: Request) -> str | None:
 async def _overview(request: Request, viewer: Viewer) -> Response:
     name = _range_of(request)
     status = 200
+    error = ""
     if name is None:
         name, status = DEFAULT_RANGE, 400
-    charts = await build_charts(viewer, name)
+        error = "Unknown range; showing the last 24 hours."
+    charts: Charts | None = None
+    try:
+        charts = await build_charts(viewer, name)
+    except ReadBoundExceeded as exc:
+        status, error = 503, stopped(viewer.state, exc, SHORTER_RANGE)
     return page(
         request,
         "overview.html",
@@ -215,19 +325,29 @@ async def _overview(request: Request, viewer: Viewer) -> Response:
             "viewer": viewer,
             "nav": "overview",
             "charts": charts,
+            "range_name": name,
             "ranges": RANGES,
             "refresh_ms": REFRESH_MS,
-            "error": "" if status == 200 else "Unknown range; showing the last 24 hours.",
+            "error": error,
         },
         status=status,
     )
 
 
+def _short(status: int, text: str) -> HTMLResponse:
+    """A fragment that is only a message (the script shows it as the status)."""
+    body = f'<p class="alert" data-message>{escape(text)}</p>'
+    return HTMLResponse(body, status, headers={"cache-control": "no-store"})
+
+
 async def _fragment(request: Request, viewer: Viewer) -> Response:
     name = _range_of(request)
     if name is None:
-        return HTMLResponse("<p>Unknown range.</p>", 400, headers={"cache-control": "no-store"})
-    charts = await build_charts(viewer, name)
+        return _short(400, "Unknown range.")
+    try:
+        charts = await build_charts(viewer, name)
+    except ReadBoundExceeded as exc:
+        return _short(503, stopped(viewer.state, exc, SHORTER_RANGE))
     body = render_text("_charts.html", {"charts": charts})
     return HTMLResponse(body, headers={"cache-control": "no-store"})
 

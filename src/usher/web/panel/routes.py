@@ -16,8 +16,11 @@ from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from usher.protocol.errors import StorageBusy, StorageError
+from usher.storage.base import ReadBoundExceeded, bounded_reads
 from usher.web.panel import attempts, overview, signin, tickets
+from usher.web.panel.bounds import TRY_AGAIN, stopped
 from usher.web.panel.render import PREFIX, SecurityHeaders, error_page
+from usher.web.state import app_state
 
 log = logging.getLogger("usher.panel")
 
@@ -26,10 +29,19 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def guarded(endpoint: Endpoint) -> Endpoint:
     async def run(request: Request) -> Response:
+        state = app_state(request)
         try:
-            return await endpoint(request)
+            # Every read this request makes, together, within the bound.
+            with bounded_reads(state.settings.panel_query_timeout):
+                return await endpoint(request)
         except ClientDisconnect:
             raise  # nobody is left to see a page (see usher.web.app)
+        except ReadBoundExceeded as exc:
+            # Views with a form of their own (the explorer, the overview)
+            # say this on their normal page; any other view lands here.
+            return error_page(
+                request, 503, "This view took too long", stopped(state, exc, TRY_AGAIN)
+            )
         except StorageBusy:
             return error_page(
                 request, 503, "Usher is busy", "Usher is overloaded right now. Try again shortly."

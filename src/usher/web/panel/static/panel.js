@@ -108,10 +108,16 @@
         say("Your session has ended. Reload the page to sign in again.");
         return;
       }
-      if (!response.ok) {
-        throw new Error("HTTP " + response.status);
-      }
       const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      if (!response.ok) {
+        // Usher explains some refusals (a view stopped for taking too
+        // long): show its sentence, and back off as for any failure.
+        const message = doc.querySelector("[data-message]");
+        failures += 1;
+        say(message ? message.textContent : "Live updates paused: Usher did not answer. Retrying…");
+        schedule();
+        return;
+      }
       const fresh = doc.querySelector(".charts");
       const current = region.querySelector(".charts");
       // Swap only when the numbers changed, and never under the keyboard
@@ -142,10 +148,14 @@
     schedule();
   }
 
+  // A hidden tab asks nothing of Usher: the pending refresh is dropped, and
+  // one refresh runs as soon as the tab is visible again.
   document.addEventListener("visibilitychange", function () {
-    if (!document.hidden && !stopped) {
-      window.clearTimeout(timer);
-      timer = null;
+    window.clearTimeout(timer);
+    timer = null;
+    if (document.hidden) {
+      say("Paused while this tab is hidden.");
+    } else if (!stopped) {
       refresh();
     }
   });
