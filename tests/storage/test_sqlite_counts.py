@@ -57,17 +57,18 @@ def _rollup_matches_attempts(conn: sqlite3.Connection) -> None:
             if mask & bit
         ]
         where = " AND ".join(f"{c} = ?" for c, _ in named)
-        expected = conn.execute(
-            f"SELECT app, video, success, COUNT(*) FROM attempts WHERE cdn = ? AND {where}"
-            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-            [cdn, *(v for _, v in named)],
-        ).fetchall()
-        stored = conn.execute(
-            "SELECT app, video, success, n FROM filter_counts WHERE filter = ? AND n > 0"
-            " ORDER BY 1, 2, 3",
-            (filter_id,),
-        ).fetchall()
-        assert stored == expected, f"filter {filter_id}"
+        for grain, columns in grains.items():
+            expected = conn.execute(
+                f"SELECT {columns}, success, COUNT(*) FROM attempts WHERE cdn = ? AND {where}"
+                f" GROUP BY {columns}, success ORDER BY 1, 2, 3",
+                [cdn, *(v for _, v in named)],
+            ).fetchall()
+            stored = conn.execute(
+                "SELECT app, video, success, n FROM filter_counts"
+                " WHERE filter = ? AND grain = ? AND n > 0 ORDER BY 1, 2, 3",
+                (filter_id, grain),
+            ).fetchall()
+            assert stored == expected, f"filter {filter_id}, grain {grain}"
 
 
 def _insert_attempts(conn: sqlite3.Connection, count: int) -> None:

@@ -266,11 +266,16 @@ def matching_expression(
 
 
 def filter_counts_where(filter_id: int, broad: Broad, mark: str) -> tuple[str, list[object]]:
-    """The ``WHERE`` body selecting a count filter's rollup rows for ``broad``."""
-    terms = [f"filter = {mark}"]
-    params: list[object] = [filter_id]
-    for column, wanted in (("app", broad.app), ("video", broad.video), ("success", broad.success)):
-        if wanted is not None:
-            terms.append(f"{column} = {mark}")
-            params.append(wanted)
-    return " AND ".join(terms), params
+    """The ``WHERE`` body selecting a count filter's rollup rows for
+    ``broad``: at most two rows of its grain, as in ``attempt_counts``."""
+    terms = f"filter = {mark} AND grain = {mark} AND app = {mark} AND video = {mark}"
+    params: list[object] = [
+        filter_id,
+        broad.grain,
+        "" if broad.app is None else broad.app,
+        "" if broad.video is None else broad.video,
+    ]
+    if broad.success is not None:
+        terms += f" AND success = {mark}"
+        params.append(broad.success)
+    return terms, params

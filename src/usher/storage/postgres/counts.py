@@ -133,9 +133,11 @@ class PostgresCountsMixin:
             if made is None:
                 raise StorageError("PostgreSQL did not return the new count filter's id.")
             await conn.execute(
-                "INSERT INTO filter_counts (filter, app, video, success, n)"
-                " SELECT %s, app, video, success, count(*) FROM attempts"
-                f" WHERE cdn = %s AND {named} GROUP BY app, video, success",
+                "INSERT INTO filter_counts (filter, grain, app, video, success, n)"
+                " SELECT %s, g.grain, CASE WHEN g.grain IN (1, 3) THEN app ELSE '' END,"
+                " CASE WHEN g.grain IN (2, 3) THEN video ELSE '' END, success, count(*)"
+                " FROM attempts CROSS JOIN (VALUES (0), (1), (2), (3)) AS g (grain)"
+                f" WHERE cdn = %s AND {named} GROUP BY 2, 3, 4, 5",
                 [made[0], f.cdn, *values],
             )
             return int(made[0])

@@ -3,8 +3,8 @@
 -- The same three rollups as SQLite, with the same meaning:
 --   attempt_counts   per (account, grain, app, video, outcome), all time;
 --   attempt_minutes  per (account, minute, outcome);
---   filter_counts    per busy-value filter (count_filters), app, video and
---                    outcome.
+--   filter_counts    per busy-value filter (count_filters), grain, app,
+--                    video and outcome.
 --
 -- SQLite has one writer, so its triggers update these rows in place. Here
 -- many nodes insert attempts at once, and updating the same few rows from
@@ -64,20 +64,22 @@ CREATE TABLE count_filters (
 );
 CREATE TABLE filter_counts (
     filter      BIGINT   NOT NULL,
+    grain       SMALLINT NOT NULL,
     app         TEXT     NOT NULL,
     video       TEXT     NOT NULL,
     success     BOOLEAN  NOT NULL,
     n           BIGINT   NOT NULL,
-    PRIMARY KEY (filter, app, video, success)
+    PRIMARY KEY (filter, grain, app, video, success)
 );
 CREATE TABLE filter_count_deltas (
     filter      BIGINT   NOT NULL,
+    grain       SMALLINT NOT NULL,
     app         TEXT     NOT NULL,
     video       TEXT     NOT NULL,
     success     BOOLEAN  NOT NULL,
     n           BIGINT   NOT NULL
 );
-CREATE INDEX filter_count_deltas_filter ON filter_count_deltas (filter);
+CREATE INDEX filter_count_deltas_key ON filter_count_deltas (filter, grain, app, video);
 
 -- Adds sign * (the rows of `changed`) to the deltas. `changed` is the
 -- statement's transition table, named per trigger below.
@@ -94,13 +96,17 @@ BEGIN
         INSERT INTO attempt_minute_deltas (cdn, minute, success, n)
         SELECT cdn, at - at % 60, success, -count(*) FROM old_rows
         WHERE cdn IS NOT NULL GROUP BY 1, 2, 3;
-        INSERT INTO filter_count_deltas (filter, app, video, success, n)
-        SELECT f.id, o.app, o.video, o.success, -count(*)
+        INSERT INTO filter_count_deltas (filter, grain, app, video, success, n)
+        SELECT f.id, g.grain,
+               CASE WHEN g.grain IN (1, 3) THEN o.app ELSE '' END,
+               CASE WHEN g.grain IN (2, 3) THEN o.video ELSE '' END,
+               o.success, -count(*)
         FROM old_rows AS o JOIN count_filters AS f ON f.cdn = o.cdn
             AND (f.mask & 1 = 0 OR f.key = o.key)
             AND (f.mask & 2 = 0 OR f.pass = o.pass)
             AND (f.mask & 4 = 0 OR f.ip = o.ip)
-        GROUP BY 1, 2, 3, 4;
+        CROSS JOIN (VALUES (0), (1), (2), (3)) AS g (grain)
+        GROUP BY 1, 2, 3, 4, 5;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         INSERT INTO attempt_count_deltas (cdn, grain, app, video, success, n)
@@ -113,13 +119,17 @@ BEGIN
         INSERT INTO attempt_minute_deltas (cdn, minute, success, n)
         SELECT cdn, at - at % 60, success, count(*) FROM new_rows
         WHERE cdn IS NOT NULL GROUP BY 1, 2, 3;
-        INSERT INTO filter_count_deltas (filter, app, video, success, n)
-        SELECT f.id, r.app, r.video, r.success, count(*)
+        INSERT INTO filter_count_deltas (filter, grain, app, video, success, n)
+        SELECT f.id, g.grain,
+               CASE WHEN g.grain IN (1, 3) THEN r.app ELSE '' END,
+               CASE WHEN g.grain IN (2, 3) THEN r.video ELSE '' END,
+               r.success, count(*)
         FROM new_rows AS r JOIN count_filters AS f ON f.cdn = r.cdn
             AND (f.mask & 1 = 0 OR f.key = r.key)
             AND (f.mask & 2 = 0 OR f.pass = r.pass)
             AND (f.mask & 4 = 0 OR f.ip = r.ip)
-        GROUP BY 1, 2, 3, 4;
+        CROSS JOIN (VALUES (0), (1), (2), (3)) AS g (grain)
+        GROUP BY 1, 2, 3, 4, 5;
     END IF;
     RETURN NULL;
 END $$;
@@ -159,9 +169,9 @@ BEGIN
     GET DIAGNOSTICS rows_now = ROW_COUNT;
     moved := moved + rows_now;
     WITH d AS (DELETE FROM filter_count_deltas RETURNING *)
-    INSERT INTO filter_counts AS t (filter, app, video, success, n)
-    SELECT filter, app, video, success, sum(n) FROM d GROUP BY 1, 2, 3, 4
-    ON CONFLICT (filter, app, video, success) DO UPDATE SET n = t.n + EXCLUDED.n;
+    INSERT INTO filter_counts AS t (filter, grain, app, video, success, n)
+    SELECT filter, grain, app, video, success, sum(n) FROM d GROUP BY 1, 2, 3, 4, 5
+    ON CONFLICT (filter, grain, app, video, success) DO UPDATE SET n = t.n + EXCLUDED.n;
     GET DIAGNOSTICS rows_now = ROW_COUNT;
     RETURN moved + rows_now;
 END $$;

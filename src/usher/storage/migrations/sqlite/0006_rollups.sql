@@ -38,11 +38,12 @@ CREATE TABLE count_filters (
 
 CREATE TABLE filter_counts (
     filter      INTEGER NOT NULL,
+    grain       INTEGER NOT NULL,   -- as in attempt_counts
     app         TEXT    NOT NULL,
     video       TEXT    NOT NULL,
     success     INTEGER NOT NULL,
     n           INTEGER NOT NULL,
-    PRIMARY KEY (filter, app, video, success)
+    PRIMARY KEY (filter, grain, app, video, success)
 ) WITHOUT ROWID;
 
 CREATE TRIGGER attempts_minute_insert AFTER INSERT ON attempts
@@ -72,34 +73,70 @@ END;
 
 -- The filters an attempt belongs to: the seven combinations of its key, pass
 -- and ip, each one probe of the UNIQUE index (CROSS JOIN keeps that order),
--- so the cost does not grow with the number of filters. The guard
--- keeps the common case (an account with no busy values) at one probe.
+-- so the cost does not grow with the number of filters. The guard keeps the
+-- common case (an account with no busy values) at one probe. Each filter
+-- keeps the same four grains as attempt_counts, so a count is a lookup of
+-- at most two rows however many apps and videos a busy value touched; the
+-- delete trigger finds each grain's row by primary key, as 0005 does.
 CREATE TRIGGER attempts_filter_insert AFTER INSERT ON attempts
 WHEN NEW.cdn IS NOT NULL AND EXISTS (SELECT 1 FROM count_filters WHERE cdn = NEW.cdn)
 BEGIN
-    INSERT INTO filter_counts (filter, app, video, success, n)
-    SELECT f.id, NEW.app, NEW.video, NEW.success, 1
+    INSERT INTO filter_counts (filter, grain, app, video, success, n)
+    SELECT f.id, g.grain,
+           CASE WHEN g.grain IN (1, 3) THEN NEW.app ELSE '' END,
+           CASE WHEN g.grain IN (2, 3) THEN NEW.video ELSE '' END,
+           NEW.success, 1
     FROM (SELECT 1 AS mask, NEW.key AS key, '' AS pass, '' AS ip
-            UNION ALL SELECT 2, '', NEW.pass, '' UNION ALL SELECT 3, NEW.key, NEW.pass, ''
-            UNION ALL SELECT 4, '', '', NEW.ip UNION ALL SELECT 5, NEW.key, '', NEW.ip
-            UNION ALL SELECT 6, '', NEW.pass, NEW.ip UNION ALL SELECT 7, NEW.key, NEW.pass, NEW.ip) AS v
-    CROSS JOIN count_filters AS f ON f.cdn = NEW.cdn AND f.mask = v.mask
-        AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip
+         UNION ALL SELECT 2, '', NEW.pass, '' UNION ALL SELECT 3, NEW.key, NEW.pass, ''
+         UNION ALL SELECT 4, '', '', NEW.ip UNION ALL SELECT 5, NEW.key, '', NEW.ip
+         UNION ALL SELECT 6, '', NEW.pass, NEW.ip
+         UNION ALL SELECT 7, NEW.key, NEW.pass, NEW.ip) AS v
+         CROSS JOIN count_filters AS f ON f.cdn = NEW.cdn AND f.mask = v.mask
+             AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip
+    CROSS JOIN (SELECT 0 AS grain UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) AS g
     WHERE true
-    ON CONFLICT (filter, app, video, success) DO UPDATE SET n = n + 1;
+    ON CONFLICT (filter, grain, app, video, success) DO UPDATE SET n = n + 1;
 END;
 
 CREATE TRIGGER attempts_filter_delete AFTER DELETE ON attempts
 WHEN OLD.cdn IS NOT NULL AND EXISTS (SELECT 1 FROM count_filters WHERE cdn = OLD.cdn)
 BEGIN
     UPDATE filter_counts SET n = n - 1
-    WHERE app = OLD.app AND video = OLD.video AND success = OLD.success AND filter IN (
-        SELECT f.id FROM (SELECT 1 AS mask, OLD.key AS key, '' AS pass, '' AS ip
-                UNION ALL SELECT 2, '', OLD.pass, '' UNION ALL SELECT 3, OLD.key, OLD.pass, ''
-                UNION ALL SELECT 4, '', '', OLD.ip UNION ALL SELECT 5, OLD.key, '', OLD.ip
-                UNION ALL SELECT 6, '', OLD.pass, OLD.ip UNION ALL SELECT 7, OLD.key, OLD.pass, OLD.ip) AS v
-        CROSS JOIN count_filters AS f ON f.cdn = OLD.cdn AND f.mask = v.mask
-            AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip);
+    WHERE grain = 0 AND app = '' AND video = '' AND success = OLD.success
+      AND filter IN (SELECT f.id FROM (SELECT 1 AS mask, OLD.key AS key, '' AS pass, '' AS ip
+                     UNION ALL SELECT 2, '', OLD.pass, '' UNION ALL SELECT 3, OLD.key, OLD.pass, ''
+                     UNION ALL SELECT 4, '', '', OLD.ip UNION ALL SELECT 5, OLD.key, '', OLD.ip
+                     UNION ALL SELECT 6, '', OLD.pass, OLD.ip
+                     UNION ALL SELECT 7, OLD.key, OLD.pass, OLD.ip) AS v
+                     CROSS JOIN count_filters AS f ON f.cdn = OLD.cdn AND f.mask = v.mask
+                         AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip);
+    UPDATE filter_counts SET n = n - 1
+    WHERE grain = 1 AND app = OLD.app AND video = '' AND success = OLD.success
+      AND filter IN (SELECT f.id FROM (SELECT 1 AS mask, OLD.key AS key, '' AS pass, '' AS ip
+                     UNION ALL SELECT 2, '', OLD.pass, '' UNION ALL SELECT 3, OLD.key, OLD.pass, ''
+                     UNION ALL SELECT 4, '', '', OLD.ip UNION ALL SELECT 5, OLD.key, '', OLD.ip
+                     UNION ALL SELECT 6, '', OLD.pass, OLD.ip
+                     UNION ALL SELECT 7, OLD.key, OLD.pass, OLD.ip) AS v
+                     CROSS JOIN count_filters AS f ON f.cdn = OLD.cdn AND f.mask = v.mask
+                         AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip);
+    UPDATE filter_counts SET n = n - 1
+    WHERE grain = 2 AND app = '' AND video = OLD.video AND success = OLD.success
+      AND filter IN (SELECT f.id FROM (SELECT 1 AS mask, OLD.key AS key, '' AS pass, '' AS ip
+                     UNION ALL SELECT 2, '', OLD.pass, '' UNION ALL SELECT 3, OLD.key, OLD.pass, ''
+                     UNION ALL SELECT 4, '', '', OLD.ip UNION ALL SELECT 5, OLD.key, '', OLD.ip
+                     UNION ALL SELECT 6, '', OLD.pass, OLD.ip
+                     UNION ALL SELECT 7, OLD.key, OLD.pass, OLD.ip) AS v
+                     CROSS JOIN count_filters AS f ON f.cdn = OLD.cdn AND f.mask = v.mask
+                         AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip);
+    UPDATE filter_counts SET n = n - 1
+    WHERE grain = 3 AND app = OLD.app AND video = OLD.video AND success = OLD.success
+      AND filter IN (SELECT f.id FROM (SELECT 1 AS mask, OLD.key AS key, '' AS pass, '' AS ip
+                     UNION ALL SELECT 2, '', OLD.pass, '' UNION ALL SELECT 3, OLD.key, OLD.pass, ''
+                     UNION ALL SELECT 4, '', '', OLD.ip UNION ALL SELECT 5, OLD.key, '', OLD.ip
+                     UNION ALL SELECT 6, '', OLD.pass, OLD.ip
+                     UNION ALL SELECT 7, OLD.key, OLD.pass, OLD.ip) AS v
+                     CROSS JOIN count_filters AS f ON f.cdn = OLD.cdn AND f.mask = v.mask
+                         AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip);
 END;
 
 -- Nothing rewrites attempts today (see 0004); this keeps the filter counts
@@ -109,23 +146,56 @@ ON attempts
 WHEN EXISTS (SELECT 1 FROM count_filters WHERE cdn IN (OLD.cdn, NEW.cdn))
 BEGIN
     UPDATE filter_counts SET n = n - 1
-    WHERE app = OLD.app AND video = OLD.video AND success = OLD.success AND filter IN (
-        SELECT f.id FROM (SELECT 1 AS mask, OLD.key AS key, '' AS pass, '' AS ip
-                UNION ALL SELECT 2, '', OLD.pass, '' UNION ALL SELECT 3, OLD.key, OLD.pass, ''
-                UNION ALL SELECT 4, '', '', OLD.ip UNION ALL SELECT 5, OLD.key, '', OLD.ip
-                UNION ALL SELECT 6, '', OLD.pass, OLD.ip UNION ALL SELECT 7, OLD.key, OLD.pass, OLD.ip) AS v
-        CROSS JOIN count_filters AS f ON f.cdn = OLD.cdn AND f.mask = v.mask
-            AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip);
-    INSERT INTO filter_counts (filter, app, video, success, n)
-    SELECT f.id, NEW.app, NEW.video, NEW.success, 1
+    WHERE grain = 0 AND app = '' AND video = '' AND success = OLD.success
+      AND filter IN (SELECT f.id FROM (SELECT 1 AS mask, OLD.key AS key, '' AS pass, '' AS ip
+                     UNION ALL SELECT 2, '', OLD.pass, '' UNION ALL SELECT 3, OLD.key, OLD.pass, ''
+                     UNION ALL SELECT 4, '', '', OLD.ip UNION ALL SELECT 5, OLD.key, '', OLD.ip
+                     UNION ALL SELECT 6, '', OLD.pass, OLD.ip
+                     UNION ALL SELECT 7, OLD.key, OLD.pass, OLD.ip) AS v
+                     CROSS JOIN count_filters AS f ON f.cdn = OLD.cdn AND f.mask = v.mask
+                         AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip);
+    UPDATE filter_counts SET n = n - 1
+    WHERE grain = 1 AND app = OLD.app AND video = '' AND success = OLD.success
+      AND filter IN (SELECT f.id FROM (SELECT 1 AS mask, OLD.key AS key, '' AS pass, '' AS ip
+                     UNION ALL SELECT 2, '', OLD.pass, '' UNION ALL SELECT 3, OLD.key, OLD.pass, ''
+                     UNION ALL SELECT 4, '', '', OLD.ip UNION ALL SELECT 5, OLD.key, '', OLD.ip
+                     UNION ALL SELECT 6, '', OLD.pass, OLD.ip
+                     UNION ALL SELECT 7, OLD.key, OLD.pass, OLD.ip) AS v
+                     CROSS JOIN count_filters AS f ON f.cdn = OLD.cdn AND f.mask = v.mask
+                         AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip);
+    UPDATE filter_counts SET n = n - 1
+    WHERE grain = 2 AND app = '' AND video = OLD.video AND success = OLD.success
+      AND filter IN (SELECT f.id FROM (SELECT 1 AS mask, OLD.key AS key, '' AS pass, '' AS ip
+                     UNION ALL SELECT 2, '', OLD.pass, '' UNION ALL SELECT 3, OLD.key, OLD.pass, ''
+                     UNION ALL SELECT 4, '', '', OLD.ip UNION ALL SELECT 5, OLD.key, '', OLD.ip
+                     UNION ALL SELECT 6, '', OLD.pass, OLD.ip
+                     UNION ALL SELECT 7, OLD.key, OLD.pass, OLD.ip) AS v
+                     CROSS JOIN count_filters AS f ON f.cdn = OLD.cdn AND f.mask = v.mask
+                         AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip);
+    UPDATE filter_counts SET n = n - 1
+    WHERE grain = 3 AND app = OLD.app AND video = OLD.video AND success = OLD.success
+      AND filter IN (SELECT f.id FROM (SELECT 1 AS mask, OLD.key AS key, '' AS pass, '' AS ip
+                     UNION ALL SELECT 2, '', OLD.pass, '' UNION ALL SELECT 3, OLD.key, OLD.pass, ''
+                     UNION ALL SELECT 4, '', '', OLD.ip UNION ALL SELECT 5, OLD.key, '', OLD.ip
+                     UNION ALL SELECT 6, '', OLD.pass, OLD.ip
+                     UNION ALL SELECT 7, OLD.key, OLD.pass, OLD.ip) AS v
+                     CROSS JOIN count_filters AS f ON f.cdn = OLD.cdn AND f.mask = v.mask
+                         AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip);
+    INSERT INTO filter_counts (filter, grain, app, video, success, n)
+    SELECT f.id, g.grain,
+           CASE WHEN g.grain IN (1, 3) THEN NEW.app ELSE '' END,
+           CASE WHEN g.grain IN (2, 3) THEN NEW.video ELSE '' END,
+           NEW.success, 1
     FROM (SELECT 1 AS mask, NEW.key AS key, '' AS pass, '' AS ip
-            UNION ALL SELECT 2, '', NEW.pass, '' UNION ALL SELECT 3, NEW.key, NEW.pass, ''
-            UNION ALL SELECT 4, '', '', NEW.ip UNION ALL SELECT 5, NEW.key, '', NEW.ip
-            UNION ALL SELECT 6, '', NEW.pass, NEW.ip UNION ALL SELECT 7, NEW.key, NEW.pass, NEW.ip) AS v
-    CROSS JOIN count_filters AS f ON f.cdn = NEW.cdn AND f.mask = v.mask
-        AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip
+         UNION ALL SELECT 2, '', NEW.pass, '' UNION ALL SELECT 3, NEW.key, NEW.pass, ''
+         UNION ALL SELECT 4, '', '', NEW.ip UNION ALL SELECT 5, NEW.key, '', NEW.ip
+         UNION ALL SELECT 6, '', NEW.pass, NEW.ip
+         UNION ALL SELECT 7, NEW.key, NEW.pass, NEW.ip) AS v
+         CROSS JOIN count_filters AS f ON f.cdn = NEW.cdn AND f.mask = v.mask
+             AND f.key = v.key AND f.pass = v.pass AND f.ip = v.ip
+    CROSS JOIN (SELECT 0 AS grain UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) AS g
     WHERE true
-    ON CONFLICT (filter, app, video, success) DO UPDATE SET n = n + 1;
+    ON CONFLICT (filter, grain, app, video, success) DO UPDATE SET n = n + 1;
 END;
 
 INSERT INTO attempt_minutes (cdn, minute, success, n)
