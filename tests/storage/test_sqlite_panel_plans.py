@@ -20,6 +20,7 @@ from usher.storage.sqlite.counts import (
     list_query,
     sorting_is_cheaper,
     top_values_query,
+    walk_is_cheaper,
 )
 from usher.tickets.model import AttemptFilter, Page
 
@@ -228,3 +229,41 @@ def test_recent_denials_walk_the_time_index_backwards(
     assert plan == (
         "SEARCH attempts USING INDEX attempts_cdn_at_success (cdn=? AND at>? AND at<?)"
     ), plan
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        AttemptFilter(ip="10.0.0.1"),
+        AttemptFilter(key="k1", success=False),
+        AttemptFilter(password="pw", app="demo-1"),
+        AttemptFilter(start=1, end=2**40),
+        AttemptFilter(start=1, success=False, video="v1"),
+    ],
+    ids=["ip", "key+success", "pass+app", "time", "time+success+video"],
+)
+def test_a_walk_of_the_table_uses_no_index_and_lists_the_same(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    where: AttemptFilter,
+) -> None:
+    _insert_attempts(migrated, 300)
+    walk = list_query(1, where, PAGE, newest_first=True, walk_table=True)
+    assert _plan(migrated, walk) == "SCAN attempts", _plan(migrated, walk)
+    through_index = list_query(1, where, PAGE, newest_first=True)
+    assert "SCAN attempts" not in _plan(migrated, through_index)
+    assert migrated.execute(*walk).fetchall() == migrated.execute(*through_index).fetchall()
+    cursor = list_query(1, where, PAGE, newest_first=True, walk_table=True, before=200)
+    assert _plan(migrated, cursor) == "SEARCH attempts USING INTEGER PRIMARY KEY (rowid<?)"
+
+
+def test_the_walk_is_chosen_for_busy_values_and_recent_ranges() -> None:
+    page = Page(limit=50)
+    # A busy address: 600 k of 10.9 M attempts, the matches 5% of the log.
+    assert walk_is_cheaper(index_rows=600_000, newer=0, matches=10_001, total=10_900_000, page=page)
+    # A typical address: its index holds a few rows.
+    assert not walk_is_cheaper(index_rows=12, newer=0, matches=12, total=10_900_000, page=page)
+    # The last day (360 k rows, nothing newer) against a day a month ago.
+    assert walk_is_cheaper(index_rows=360_000, newer=0, matches=10_001, total=10_900_000, page=page)
+    assert not walk_is_cheaper(
+        index_rows=360_000, newer=8_000_000, matches=10_001, total=10_900_000, page=page
+    )

@@ -91,6 +91,14 @@ class ValueFilter:
             if self.mask & bit
         ]
 
+    def where(self) -> AttemptFilter:
+        """The attempts this filter counts, as a filter of ``count_attempts``."""
+        return AttemptFilter(
+            key=self.key if self.mask & 1 else None,
+            password=self.password if self.mask & 2 else None,
+            ip=self.ip if self.mask & 4 else None,
+        )
+
     def alone(self, column: str) -> ValueFilter:
         """The filter on ``column``'s value only."""
         bit = dict(SELECTIVE)[column]

@@ -17,7 +17,7 @@ from typing import Final
 
 from usher.protocol.errors import AlreadyExists
 from usher.storage.base import MAX_COUNT_CAP, Decider, Storage, check_cap, check_cursor
-from usher.storage.counting import EVERYTHING, broad_of, count_attempts_upto
+from usher.storage.counting import EVERYTHING, broad_of, count_attempts_upto, value_filter
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
@@ -43,6 +43,7 @@ from usher.storage.sqlite.counts import (
     rollup_count_query,
     sorting_is_cheaper,
     uses_rollup,
+    walk_is_cheaper,
 )
 from usher.storage.sqlite.engine import SQLiteEngine, sqlite_path
 from usher.storage.sqlite.panel import SQLitePanelMixin
@@ -65,6 +66,9 @@ __all__ = ["SQLiteStorage", "sqlite_path"]
 
 #: How often (in claims) expired signatures are purged.
 _PURGE_EVERY: Final = 1000
+#: How many matches a list plan counts up to: past it, the matches are
+#: dense enough that the precise figure does not change the choice.
+LIST_PLANNING_CAP: Final = 10_000
 _TICKET_ROW: Final = placeholders(len(TICKET_INSERT_COLUMNS), "?")
 
 
@@ -273,10 +277,23 @@ class SQLiteStorage(
     ) -> list[Attempt]:
         check_cursor(before, after)
 
+        walk_table = False
+        if not uses_rollup(where):
+            path = await self._list_path(cdn, where, page)
+            if path is None:
+                return []
+            walk_table = path
+
         def run(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
             if not uses_rollup(where):
                 sql, params = list_query(
-                    cdn, where, page, newest_first=newest_first, before=before, after=after
+                    cdn,
+                    where,
+                    page,
+                    newest_first=newest_first,
+                    walk_table=walk_table,
+                    before=before,
+                    after=after,
                 )
                 return conn.execute(sql, params).fetchall()
             # One read transaction, so the count that picks the path (and
@@ -303,6 +320,30 @@ class SQLiteStorage(
 
         rows = await self._read(run)
         return [attempt_from_row(row) for row in rows]
+
+    async def _list_path(self, cdn: int, where: AttemptFilter, page: Page) -> bool | None:
+        """For a list with a key, pass, ip or time range: whether to walk the
+        table in id order (see :func:`walk_is_cheaper`), or ``None`` when
+        the page lies past the last match. Every figure comes from rollups
+        or bounded reads."""
+        matches = await self.count_attempts_upto(cdn, where, LIST_PLANNING_CAP)
+        if page.seek >= matches:
+            return None
+        driver = value_filter(cdn, where)
+        if driver is not None:
+            # The rows of the driving index's value (its time range is a
+            # part of them).
+            indexed = driver.alone(driver.named[0][0]).where()
+        else:
+            indexed = AttemptFilter(start=where.start, end=where.end)
+        index_rows = await self.count_attempts(cdn, indexed)
+        newer = 0
+        if where.end is not None:
+            newer = await self.count_attempts(cdn, AttemptFilter(start=where.end + 1))
+        total = await self.sum_account_counts(cdn, EVERYTHING)
+        return walk_is_cheaper(
+            index_rows=index_rows, newer=newer, matches=matches, total=total, page=page
+        )
 
     async def count_attempts_upto(self, cdn: int, where: AttemptFilter, cap: int) -> int:
         check_cap("cap", cap, MAX_COUNT_CAP)
