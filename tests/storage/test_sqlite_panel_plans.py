@@ -267,3 +267,24 @@ def test_the_walk_is_chosen_for_busy_values_and_recent_ranges() -> None:
     assert not walk_is_cheaper(
         index_rows=360_000, newer=8_000_000, matches=10_001, total=10_900_000, page=page
     )
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        AttemptFilter(app="demo-1", start=1, end=2**40),
+        AttemptFilter(video="v1", start=1),
+        AttemptFilter(app="demo-1", video="v1", success=False, end=2**40),
+    ],
+    ids=["app", "video", "app+video+success"],
+)
+def test_a_time_range_with_an_app_or_video_reads_the_smaller_index(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    where: AttemptFilter,
+) -> None:
+    _insert_attempts(migrated, 300)
+    by_time = count_upto_query(1, where, 100)
+    by_app = count_upto_query(1, where, 100, by_app_video=True)
+    assert "attempts_cdn_at_success" in _plan(migrated, by_time), _plan(migrated, by_time)
+    assert "attempts_cdn_app_video" in _plan(migrated, by_app), _plan(migrated, by_app)
+    assert migrated.execute(*by_time).fetchall() == migrated.execute(*by_app).fetchall()

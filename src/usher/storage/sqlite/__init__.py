@@ -278,8 +278,9 @@ class SQLiteStorage(
         check_cursor(before, after)
 
         walk_table = False
+        by_app_video = await self.app_video_first(cdn, where)
         if not uses_rollup(where):
-            path = await self._list_path(cdn, where, page)
+            path = await self._list_path(cdn, where, page, by_app_video=by_app_video)
             if path is None:
                 return []
             walk_table = path
@@ -292,6 +293,7 @@ class SQLiteStorage(
                     page,
                     newest_first=newest_first,
                     walk_table=walk_table,
+                    by_app_video=by_app_video,
                     before=before,
                     after=after,
                 )
@@ -321,7 +323,9 @@ class SQLiteStorage(
         rows = await self._read(run)
         return [attempt_from_row(row) for row in rows]
 
-    async def _list_path(self, cdn: int, where: AttemptFilter, page: Page) -> bool | None:
+    async def _list_path(
+        self, cdn: int, where: AttemptFilter, page: Page, *, by_app_video: bool
+    ) -> bool | None:
         """For a list with a key, pass, ip or time range: whether to walk the
         table in id order (see :func:`walk_is_cheaper`), or ``None`` when
         the page lies past the last match. Every figure comes from rollups
@@ -334,6 +338,8 @@ class SQLiteStorage(
             # The rows of the driving index's value (its time range is a
             # part of them).
             indexed = driver.alone(driver.named[0][0]).where()
+        elif by_app_video:
+            indexed = AttemptFilter(app=where.app, video=where.video)
         else:
             indexed = AttemptFilter(start=where.start, end=where.end)
         index_rows = await self.count_attempts(cdn, indexed)
@@ -350,6 +356,7 @@ class SQLiteStorage(
         return await count_attempts_upto(self, cdn, where, cap)
 
     async def capped_count(self, cdn: int, where: AttemptFilter, cap: int) -> int:
-        sql, params = count_upto_query(cdn, where, cap)
+        by_app_video = await self.app_video_first(cdn, where)
+        sql, params = count_upto_query(cdn, where, cap, by_app_video=by_app_video)
         row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
         return int(row[0])

@@ -32,7 +32,14 @@ import time
 from typing import Final
 
 from usher.storage.base import AttemptColumn, grouped_column
-from usher.storage.counting import Broad, ValueFilter, count_attempts, timed, value_filter
+from usher.storage.counting import (
+    Broad,
+    ValueFilter,
+    broad_of,
+    count_attempts,
+    timed,
+    value_filter,
+)
 from usher.storage.rows import filter_counts_where, matching_expression
 from usher.storage.schema import ATTEMPT_COLUMNS
 from usher.storage.sqlite.engine import SQLiteAccess
@@ -86,7 +93,14 @@ def rollup_count_query(cdn: int, broad: Broad) -> tuple[str, list[object]]:
 
 def scan_count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
     """``COUNT(*)`` through the designed driving index (see the module's docstring)."""
-    return _counted(*_driven(cdn, where, walk=False), where)
+    return scan_count_by(cdn, where, by_app_video=False)
+
+
+def scan_count_by(
+    cdn: int, where: AttemptFilter, *, by_app_video: bool
+) -> tuple[str, list[object]]:
+    """:func:`scan_count_query` with the time range's driver chosen (see :func:`_driven`)."""
+    return _counted(*_driven(cdn, where, walk=False, by_app_video=by_app_video))
 
 
 #: How many table rows a walk in id order reads for the cost of fetching one
@@ -117,6 +131,7 @@ def match_where(
     in_id_order: bool,
     sort_matches: bool = False,
     walk_table: bool = False,
+    by_app_video: bool = False,
 ) -> tuple[str, list[object]]:
     """The ``WHERE`` body (time bounds included) that reads the account's
     matching attempts on the designed access path.
@@ -133,9 +148,14 @@ def match_where(
     first). ``walk_table`` walks the table in id order whatever the filters
     (see :func:`walk_is_cheaper`).
     """
-    if walk_table:
-        return _bounded(*_unindexed(cdn, where), where, indexed=False)
-    return _bounded(*_driven(cdn, where, walk=in_id_order, sort_matches=sort_matches), where)
+    clauses, params = (
+        _unindexed(cdn, where)
+        if walk_table
+        else _driven(
+            cdn, where, walk=in_id_order, sort_matches=sort_matches, by_app_video=by_app_video
+        )
+    )
+    return " AND ".join(clauses), params
 
 
 def list_query(
@@ -146,6 +166,7 @@ def list_query(
     newest_first: bool,
     sort_matches: bool = False,
     walk_table: bool = False,
+    by_app_video: bool = False,
     before: int | None = None,
     after: int | None = None,
 ) -> tuple[str, list[object]]:
@@ -159,7 +180,12 @@ def list_query(
     a deep page costs what the first one does.
     """
     sql, params = match_where(
-        cdn, where, in_id_order=True, sort_matches=sort_matches, walk_table=walk_table
+        cdn,
+        where,
+        in_id_order=True,
+        sort_matches=sort_matches,
+        walk_table=walk_table,
+        by_app_video=by_app_video,
     )
     for clause, bound in (("id < ?", before), ("id > ?", after)):
         if bound is not None:
@@ -171,11 +197,13 @@ def list_query(
     ), params
 
 
-def count_upto_query(cdn: int, where: AttemptFilter, cap: int) -> tuple[str, list[object]]:
+def count_upto_query(
+    cdn: int, where: AttemptFilter, cap: int, *, by_app_video: bool = False
+) -> tuple[str, list[object]]:
     """The statement ``count_attempts_upto`` runs when the rollup cannot
     answer: the count's driving index (see :func:`scan_count_query`), read no
     further than ``cap + 1`` matches."""
-    sql, params = match_where(cdn, where, in_id_order=False)
+    sql, params = match_where(cdn, where, in_id_order=False, by_app_video=by_app_video)
     return (
         f"SELECT COUNT(*) FROM (SELECT 1 FROM attempts WHERE {sql} LIMIT {int(cap) + 1})",
         params,
@@ -207,29 +235,47 @@ def top_values_query(
 
 
 def _driven(
-    cdn: int, where: AttemptFilter, *, walk: bool, sort_matches: bool = False
+    cdn: int,
+    where: AttemptFilter,
+    *,
+    walk: bool,
+    sort_matches: bool = False,
+    by_app_video: bool = False,
 ) -> tuple[list[str], list[object]]:
     """``cdn`` and the equality filters, with ``+`` on every column that must
-    not choose the index (see the module's docstring)."""
+    not choose the index (see the module's docstring).
+
+    ``by_app_video``: a time range with an app or video filter (and no key,
+    pass or ip) reads that app's or video's ``(cdn, app, video)`` entries
+    instead of the time range's ``(cdn, at)`` ones; the caller picks the
+    smaller of the two from the rollups (see ``SQLiteStorage.app_video_first``).
+    """
     filters = _filters(where)
     timed = where.start is not None or where.end is not None
     driver: tuple[str, ...] = ()
     extra: list[tuple[str, list[object]]] = []
     for column in _DRIVERS:
         if column in filters:
-            driver = ("cdn", column)
+            driver = ("cdn", column, "at")
             break
     else:
+        named = "app" in filters or "video" in filters
         if walk and not timed:
-            named = "app" in filters or "video" in filters
             if named and (("app" in filters and "video" in filters) or sort_matches):
                 driver = ("cdn", "app", "video")
                 if "app" not in filters:
                     extra.append((_APPS_OF_VIDEO, [cdn, filters["video"]]))
             # An empty driver leaves even cdn unindexed: the table walk.
+        elif timed and named:
+            if by_app_video:
+                driver = ("cdn", "app", "video")
+                if "app" not in filters:
+                    extra.append((_APPS_OF_VIDEO, [cdn, filters["video"]]))
+            else:
+                driver = ("cdn", "at", "success")
         else:
             # No selective filter: the planner picks among the others.
-            driver = ("cdn", *filters)
+            driver = ("cdn", *filters, "at")
     clauses = [f"{'' if 'cdn' in driver else '+'}cdn = ?"]
     params: list[object] = [cdn]
     for column, value in filters.items():
@@ -238,6 +284,12 @@ def _driven(
     for clause, values in extra:
         clauses.append(clause)
         params.extend(values)
+    # Time bounds go to the index only when it continues with ``at``.
+    at = "at" if "at" in driver else "+at"
+    for clause, bound in ((f"{at} >= ?", where.start), (f"{at} <= ?", where.end)):
+        if bound is not None:
+            clauses.append(clause)
+            params.append(bound)
     return clauses, params
 
 
@@ -248,6 +300,10 @@ def _unindexed(cdn: int, where: AttemptFilter) -> tuple[list[str], list[object]]
     for column, value in _filters(where).items():
         clauses.append(f"+{column} = ?")
         params.append(value)
+    for clause, bound in (("+at >= ?", where.start), ("+at <= ?", where.end)):
+        if bound is not None:
+            clauses.append(clause)
+            params.append(bound)
     return clauses, params
 
 
@@ -278,31 +334,16 @@ def plain_count_query(cdn: int, where: AttemptFilter) -> tuple[str, list[object]
     for column, value in _filters(where).items():
         clauses.append(f"{column} = ?")
         params.append(value)
-    return _counted(clauses, params, where)
-
-
-def _counted(
-    clauses: list[str], params: list[object], where: AttemptFilter
-) -> tuple[str, list[object]]:
-    """The ``COUNT(*)`` over ``clauses`` and ``where``'s time bounds."""
-    sql, params = _bounded(clauses, params, where)
-    return "SELECT COUNT(*) FROM attempts WHERE " + sql, params
-
-
-def _bounded(
-    clauses: list[str], params: list[object], where: AttemptFilter, *, indexed: bool = True
-) -> tuple[str, list[object]]:
-    """``clauses`` and ``where``'s time bounds, joined into one ``WHERE`` body.
-
-    Every driving index continues with ``at``, so time bounds narrow the
-    same range scan; ``indexed=False`` keeps them off every index.
-    """
-    at = "at" if indexed else "+at"
-    for clause, bound in ((f"{at} >= ?", where.start), (f"{at} <= ?", where.end)):
+    for clause, bound in (("at >= ?", where.start), ("at <= ?", where.end)):
         if bound is not None:
             clauses.append(clause)
             params.append(bound)
-    return " AND ".join(clauses), params
+    return _counted(clauses, params)
+
+
+def _counted(clauses: list[str], params: list[object]) -> tuple[str, list[object]]:
+    """The ``COUNT(*)`` over ``clauses``."""
+    return "SELECT COUNT(*) FROM attempts WHERE " + " AND ".join(clauses), params
 
 
 class SQLiteCountsMixin(SQLiteAccess):
@@ -393,8 +434,19 @@ class SQLiteCountsMixin(SQLiteAccess):
         return await self._write(run)
 
     async def scan_count(self, cdn: int, where: AttemptFilter) -> int:
-        sql, params = scan_count_query(cdn, where)
-        return await self._one_int(sql, params)
+        by_app_video = await self.app_video_first(cdn, where)
+        return await self._one_int(*scan_count_by(cdn, where, by_app_video=by_app_video))
+
+    async def app_video_first(self, cdn: int, where: AttemptFilter) -> bool:
+        """Whether a time range with an app or video filter (and no key, pass
+        or ip) reads fewer index entries through ``(cdn, app, video)`` than
+        through the range's ``(cdn, at)``: both sizes come from rollups."""
+        broad = broad_of(where)
+        if not timed(where) or broad.grain == 0 or value_filter(cdn, where) is not None:
+            return False
+        in_app_video = await self.sum_account_counts(cdn, Broad(broad.app, broad.video, None))
+        in_range = await self.count_attempts(cdn, AttemptFilter(start=where.start, end=where.end))
+        return in_app_video < in_range
 
     async def _one_int(self, sql: str, params: list[object]) -> int:
         row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
