@@ -133,20 +133,16 @@ def match_where(
     walk_table: bool = False,
     by_app_video: bool = False,
 ) -> tuple[str, list[object]]:
-    """The ``WHERE`` body (time bounds included) that reads the account's
-    matching attempts on the designed access path.
-
-    A selective filter (key, pass, ip) drives its index, as for a count.
-    Without one, ``in_id_order`` (a list ``ORDER BY id`` with a ``LIMIT``)
-    walks an index or the table in id order, so the ``LIMIT`` stops the read
-    after one page: app and video together walk ``(cdn, app, video)``, whose
-    entries for one pair are in id order; anything else walks the table
-    itself. Left to itself, SQLite instead reads every attempt of the account
-    through some ``(cdn, ...)`` index and sorts them all: 20 s at 10 M
-    attempts. Time bounds without a selective filter keep the ``(cdn, at)``
-    range (a recent range is short; a table walk would read everything newer
-    first). ``walk_table`` walks the table in id order whatever the filters
-    (see :func:`walk_is_cheaper`).
+    """The ``WHERE`` body (time bounds included) that reads the account's matching attempts on the
+    designed access path. A selective filter (key, pass, ip) drives its index, as for a count.
+    Without one, ``in_id_order`` (a list ``ORDER BY id`` with a ``LIMIT``) walks the table in id
+    order, so the ``LIMIT`` stops the read after one page, unless ``sort_matches`` says an app's
+    or video's few matches are cheaper to read through ``(cdn, app, video, at)`` and sort. Left
+    to itself, SQLite instead reads every attempt of the account through some ``(cdn, ...)``
+    index and sorts them all: 20 s at 10 M attempts. Time bounds without a selective filter keep
+    the ``(cdn, at)`` range (a recent range is short; a table walk would read everything newer
+    first). ``walk_table`` walks the table in id order whatever the filters (see
+    :func:`walk_is_cheaper`).
     """
     clauses, params = (
         _unindexed(cdn, where)
@@ -261,13 +257,16 @@ def _driven(
     else:
         named = "app" in filters or "video" in filters
         if walk and not timed:
-            if named and (("app" in filters and "video" in filters) or sort_matches):
+            if named and sort_matches:
                 driver = ("cdn", "app", "video")
                 if "app" not in filters:
                     extra.append((_APPS_OF_VIDEO, [cdn, filters["video"]]))
             # An empty driver leaves even cdn unindexed: the table walk.
         elif timed and named:
             if by_app_video:
+                # ``+at``: the (cdn, at, success) range must not win; ``at``
+                # is still tested on each (cdn, app, video, at) entry before
+                # its row is read.
                 driver = ("cdn", "app", "video")
                 if "app" not in filters:
                     extra.append((_APPS_OF_VIDEO, [cdn, filters["video"]]))
