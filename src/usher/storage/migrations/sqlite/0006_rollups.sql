@@ -209,3 +209,8 @@ WHERE cdn IS NOT NULL GROUP BY cdn, at - at % 60, success;
 -- index served.
 DROP INDEX attempts_cdn_app_video;
 CREATE INDEX attempts_cdn_app_video ON attempts (cdn, app, video, at);
+
+-- The apps an account logged a video under (a list by video alone reads
+-- its (cdn, app, video, at) entries app by app): without this, finding them
+-- scanned every (app, video) row of the account's rollup.
+CREATE INDEX attempt_counts_video ON attempt_counts (cdn, grain, video);
