@@ -89,7 +89,7 @@ async def test_any_other_slow_view_gets_the_503_error_page(
 ) -> None:
     key = await panel.create_ticket()
     bound_panel_reads(harness, 0.2)
-    make_slow(harness.app.state.storage, "top_attempt_values", monkeypatch)
+    make_slow(harness.app.state.storage, "list_attempts", monkeypatch)
     page = await panel.get(f"/panel/tickets/{key}")
     assert page.status_code == 503
     said = STOPPED.search(unescape(page.text))

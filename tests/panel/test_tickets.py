@@ -10,6 +10,7 @@ from markupsafe import escape
 
 from tests.conftest import Harness
 from tests.panel.conftest import Panel
+from usher.web.panel import tickets as panel_tickets
 
 pytestmark = pytest.mark.anyio
 
@@ -193,3 +194,17 @@ async def test_unknown_and_odd_keys_are_not_found(panel: Panel) -> None:
         response = await panel.get(f"/panel/tickets/{key}")
         assert response.status_code == 404
         assert "Your account has no ticket with this key." in response.text
+
+
+async def test_seen_addresses_rank_the_latest_attempts_only(
+    harness: Harness, panel: Panel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(panel_tickets, "ADDRESS_WINDOW", 4)
+    key = await panel.create_ticket()
+    play = {"key": key, "app": "demo-live", "video": "mystream", "pass": "pw-1234"}
+    for ip in ["198.51.100.1"] * 3 + ["198.51.100.2"] * 4:
+        await harness.check(**play, ip=ip)
+    text = (await panel.get(f"/panel/tickets/{key}")).text
+    seen = text.split("Seen in attempts")[1].split("Recent attempts")[0]
+    assert "Among the latest 4 attempts." in seen
+    assert "198.51.100.2" in seen and "198.51.100.1" not in seen

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections import Counter
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -20,7 +21,7 @@ from usher.commands import request as request_command
 from usher.commands.base import Context
 from usher.commands.search import ticket_filter
 from usher.protocol.errors import ApiError, InvalidField, MissingFields
-from usher.tickets.model import AttemptFilter, Page, Ticket
+from usher.tickets.model import MAX_PAGE_ROWS, AttemptFilter, Page, Ticket
 from usher.web.panel import forms
 from usher.web.panel.auth import Viewer, signed_in
 from usher.web.panel.render import PASS_MASK, PREFIX, error_page, page, path_part
@@ -28,6 +29,11 @@ from usher.web.panel.render import PASS_MASK, PREFIX, error_page, page, path_par
 PAGE_SIZE = 25
 #: Attempts shown on a ticket's page; the explorer pages through the rest.
 RECENT_ATTEMPTS = 20
+#: The "seen in attempts" addresses rank this many of the ticket's latest
+#: attempts: one bounded read, whether the ticket has ten attempts or a
+#: leaked key's hundreds of thousands.
+ADDRESS_WINDOW = MAX_PAGE_ROWS
+TOP_ADDRESSES = 10
 SEARCH_FIELDS = ("key", "app", "video", "ip", "pass")
 CREATE_FIELDS = ("app", "video", "pass", "ip", "uses", "expire")
 
@@ -171,12 +177,15 @@ async def _detail(request: Request, viewer: Viewer) -> Response:
     cdn = viewer.account.cdn
     where = AttemptFilter(key=found.key)
     # Independent reads: the storage's reader pool runs them side by side.
-    attempts, allowed, denied, addresses = await asyncio.gather(
-        storage.list_attempts(cdn, where, Page(limit=RECENT_ATTEMPTS), newest_first=True),
+    latest, allowed, denied = await asyncio.gather(
+        storage.list_attempts(cdn, where, Page(limit=ADDRESS_WINDOW), newest_first=True),
         storage.count_attempts(cdn, AttemptFilter(key=found.key, success=True)),
         storage.count_attempts(cdn, AttemptFilter(key=found.key, success=False)),
-        storage.top_attempt_values(cdn, where, "ip", 10),
     )
+    # Most seen first, ties by address, as top_attempt_values orders them.
+    seen = Counter(attempt.ip for attempt in latest)
+    addresses = sorted(seen.items(), key=lambda pair: (-pair[1], pair[0]))[:TOP_ADDRESSES]
+    attempts = latest[:RECENT_ATTEMPTS]
     values = forms.query_values(request)
     return page(
         request,
@@ -192,6 +201,7 @@ async def _detail(request: Request, viewer: Viewer) -> Response:
             "allowed": allowed,
             "denied": denied,
             "addresses": addresses,
+            "address_window": ADDRESS_WINDOW if allowed + denied > ADDRESS_WINDOW else 0,
             "created": bool(values.get("created")),
             "revoked": bool(values.get("revoked")),
         },
