@@ -287,3 +287,14 @@ def test_a_time_range_with_an_app_or_video_reads_the_smaller_index(
     assert "attempts_cdn_at_success" in _plan(migrated, by_time), _plan(migrated, by_time)
     assert "attempts_cdn_app_video" in _plan(migrated, by_app), _plan(migrated, by_app)
     assert migrated.execute(*by_time).fetchall() == migrated.execute(*by_app).fetchall()
+
+
+def test_a_video_finds_its_apps_through_the_rollups_video_index(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+) -> None:
+    where = AttemptFilter(video="v1")
+    plan = _plan(migrated, list_query(1, where, PAGE, newest_first=True, sort_matches=True))
+    assert (
+        "SEARCH attempt_counts USING INDEX attempt_counts_video (cdn=? AND grain=? AND video=?)"
+        in plan
+    ), plan
