@@ -57,7 +57,9 @@ TOP: Final = 10
 #: Milliseconds between live refreshes of the charts.
 REFRESH_MS: Final = 5000
 #: The top lists rank the latest this many denials of the range.
-DENIALS_WINDOW: Final = 20_000
+#: 5,000 keeps the first read of a 30-day overview near 50 ms at 10 M
+#: attempts (20,000 took 170 ms, one table row fetched per denial).
+DENIALS_WINDOW: Final = 5_000
 #: Seconds computed charts are reused, by every tab (below the refresh
 #: interval, so one tab sees fresh numbers at every refresh).
 CHARTS_TTL: Final = 4.0
