@@ -51,6 +51,7 @@ from usher.storage.postgres.sql import (
     CLAIM,
     Conn,
     apply_decision,
+    attempts_where,
     inserted_id,
     lock_ticket,
     log_attempt,
@@ -58,7 +59,6 @@ from usher.storage.postgres.sql import (
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
-    attempt_where,
     placeholders,
     storable_request,
     ticket_from_row,
@@ -284,7 +284,7 @@ class PostgresStorage(
         after: int | None = None,
     ) -> list[Attempt]:
         check_cursor(before, after)
-        sql, params = attempt_where(cdn, where, "%s")
+        sql, params = attempts_where(cdn, where)
         for clause, bound in (("id < %s", before), ("id > %s", after)):
             if bound is not None:
                 sql += f" AND {clause}"
@@ -302,7 +302,7 @@ class PostgresStorage(
         return await count_attempts_upto(self, cdn, where, cap)
 
     async def capped_count(self, cdn: int, where: AttemptFilter, cap: int) -> int:
-        sql, params = attempt_where(cdn, where, "%s")
+        sql, params = attempts_where(cdn, where)
         row = await self._db.fetchone(
             f"SELECT count(*) FROM (SELECT 1 FROM attempts WHERE {sql} LIMIT %s) AS found",
             [*params, cap + 1],

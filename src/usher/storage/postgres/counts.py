@@ -18,8 +18,8 @@ from typing import Final
 from usher.protocol.errors import StorageError
 from usher.storage.counting import Broad, ValueFilter, count_attempts
 from usher.storage.postgres.runner import PgRunner
-from usher.storage.postgres.sql import Conn
-from usher.storage.rows import attempt_where, filter_counts_where, matching_expression
+from usher.storage.postgres.sql import Conn, attempts_where
+from usher.storage.rows import filter_counts_where, matching_expression
 from usher.tickets.model import AttemptFilter
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class PostgresCountsMixin:
         return await self._db.run(work, transaction=True)
 
     async def scan_count(self, cdn: int, where: AttemptFilter) -> int:
-        sql, params = attempt_where(cdn, where, "%s")
+        sql, params = attempts_where(cdn, where)
         return await self._one_int(f"SELECT count(*) FROM attempts WHERE {sql}", params)
 
     async def _one_int(self, sql: str, params: list[object]) -> int:

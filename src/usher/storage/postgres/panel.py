@@ -18,7 +18,8 @@ from usher.storage.base import (
 )
 from usher.storage.counting import attempt_timeline
 from usher.storage.postgres.runner import PgRunner
-from usher.storage.rows import attempt_where, clauses, panel_session_criteria, top_values_where
+from usher.storage.postgres.sql import attempts_where
+from usher.storage.rows import clauses, panel_session_criteria, top_values_where
 from usher.tickets.model import AttemptFilter
 
 #: ``recent_denials``: attempts_cdn_at_success walked backwards from ``end``.
@@ -59,7 +60,7 @@ class PostgresPanelMixin:
     async def scan_timeline(
         self, cdn: int, where: AttemptFilter, bucket: int
     ) -> list[TimelineBucket]:
-        sql, params = attempt_where(cdn, where, "%s")
+        sql, params = attempts_where(cdn, where)
         # Integer division of non-negative integers floors, so every attempt
         # lands in the bucket that starts at a multiple of ``bucket``.
         rows = await self._db.fetchall(

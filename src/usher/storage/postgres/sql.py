@@ -17,16 +17,19 @@ import psycopg
 from usher.storage.rows import (
     applied,
     attempt_values,
+    attempt_where,
     clip,
     ticket_from_row,
 )
 from usher.storage.schema import ATTEMPT_INSERT, TICKET_COLUMNS, TICKET_FROM
 from usher.tickets.attribution import app_owner
 from usher.tickets.model import (
+    AttemptFilter,
     CheckRequest,
     Decision,
     Ticket,
 )
+from usher.tickets.text import storable
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
@@ -122,3 +125,27 @@ async def inserted_id(cursor: Cursor | None) -> int:
         return 0
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+#: The apps an account logged a video under, from the rollup (merged rows
+#: and pending deltas, in the statement's snapshot).
+_APPS_OF_VIDEO: Final = (
+    "app IN (SELECT app FROM (SELECT app, n FROM attempt_counts"
+    " WHERE cdn = %s AND grain = 3 AND video = %s UNION ALL SELECT app, n"
+    " FROM attempt_count_deltas WHERE cdn = %s AND grain = 3 AND video = %s) AS v"
+    " GROUP BY app HAVING sum(n) > 0)"
+)
+
+
+def attempts_where(cdn: int, where: AttemptFilter) -> tuple[str, list[object]]:
+    """:func:`~usher.storage.rows.attempt_where` for PostgreSQL, plus, for a
+    video without an app, the apps that video was logged under: PostgreSQL
+    15 cannot skip the app column of ``(cdn, app, video, at)``, and without
+    them a week's range with a video filter read the whole week (1.3 s at
+    10 M attempts)."""
+    sql, params = attempt_where(cdn, where, "%s")
+    if where.video is not None and where.app is None:
+        video = storable(where.video)
+        sql += " AND " + _APPS_OF_VIDEO
+        params += [cdn, video, cdn, video]
+    return sql, params

@@ -196,3 +196,8 @@ WHERE cdn IS NOT NULL GROUP BY 1, 2, 3;
 -- index served.
 DROP INDEX attempts_cdn_app_video;
 CREATE INDEX attempts_cdn_app_video ON attempts (cdn, app, video, at);
+
+-- The apps an account logged a video under (see postgres/sql.py,
+-- attempts_where): without this, finding them read every (app, video) row
+-- of the account's rollup.
+CREATE INDEX attempt_counts_video ON attempt_counts (cdn, grain, video);
