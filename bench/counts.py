@@ -44,8 +44,8 @@ from usher.storage.rows import attempt_where
 from usher.storage.sqlite.counts import count_query, plain_count_query
 from usher.tickets.model import AttemptFilter
 
+#: The filters, which are also the attempts columns they match.
 NAMES = ("key", "pass", "app", "video", "ip", "success")
-_COLUMNS = ("key", "pass", "app", "video", "ip", "success")
 #: Heavy hitter kinds: (name, the attempts column whose busiest value it is).
 HEAVY = (("busiest address", "ip"), ("busiest key", "key"))
 #: Random attempts read to find each kind's busiest value.
@@ -136,7 +136,7 @@ def _draws(conn: sqlite3.Connection, drawn: int, max_id: int, seed: int) -> list
     draws = [Draw("typical", sample_rows(conn, 64 * drawn, rng, max_id))]
     probe = sample_rows(conn, PROBE, rng, max_id)
     for kind, column in HEAVY:
-        at = 1 + _COLUMNS.index(column)
+        at = 1 + NAMES.index(column)
         (cdn, value), _ = Counter((row[0], row[at]) for row in probe).most_common(1)[0]
         # The column is one of HEAVY's names, never input.
         ids = [

@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 import httpx
 
-from bench.counts import PROBE, Row, sample_rows
+from bench.counts import NAMES, PROBE, Row, sample_rows
 from usher.tickets.expiry import format_utc
 
 #: Every page and fragment, at 10 M attempts (docs/benchmarks.md).
@@ -49,7 +49,8 @@ FETCH_TIMEOUT_S = 120.0
 #: How long following the explorer's "Older" links may take in all.
 WALK_BUDGET_S = 120.0
 RANGES = ("1h", "6h", "24h", "7d", "30d")
-_COLUMNS = ("key", "pass", "app", "video", "ip")
+#: The explorer's text filters (``success`` aside).
+_COLUMNS = NAMES[:5]
 # The "Older" link: an anchor whose text starts with "Older" (the pager
 # today, keyset pagination tomorrow).
 _OLDER = re.compile(r"<a\b([^>]*)>\s*Older\b")
