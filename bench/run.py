@@ -149,6 +149,12 @@ def _copy(database: str, pg_database: str) -> dict[str, Any]:
     }
 
 
+def _keep(results: dict[str, Any], workdir: Path, part: str = "results") -> None:
+    """What is measured so far, in ``<workdir>/<part>.partial.json``: a
+    full run takes half an hour, and a late failure should not lose it."""
+    (workdir / f"{part}.partial.json").write_text(json.dumps(results, indent=1))
+
+
 def _counted(matrices: list[counts.Matrix]) -> dict[str, Any]:
     """The typical matrix's combinations, and the heavy hitters' matrices."""
     typical, *heavy = matrices
@@ -189,6 +195,7 @@ def _postgres(
             # Before the check adds its attempts to the account's log.
             print("== panel pages on PostgreSQL", file=sys.stderr)
             measured["panel"] = _panel(url, pid, mode, seeded, t)
+            _keep({**measured, **_counted(matrix)}, workdir, "postgres")
             print("== wrk on PostgreSQL: constant, check", file=sys.stderr)
             constant_url, check_url = _targets(url, seeded["accounts"][0])
             with procs.RssSampler(pid) as rss_check:
@@ -253,6 +260,7 @@ def run(
         print("== panel pages", file=sys.stderr)
         panel_targets = panel.targets(str(db_path), mode.attempts)
         results["panel"] = _panel(url, pid, mode, seeded, panel_targets)
+        _keep(results, workdir)
         constant_url, check_url = _targets(url, seeded["accounts"][0])
 
         print("== wrk: constant, check, nginx secure_link", file=sys.stderr)
@@ -284,6 +292,7 @@ def run(
             )  # fmt: skip
         results.update(_counted(matrix))
         results["rss_counts_mib"] = rss_counts.peak_kib / 1024
+        _keep(results, workdir)
     if "postgres" in backends:
         # After the SQLite servers stopped: `usher db copy` wants a source
         # nobody writes to.
