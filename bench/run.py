@@ -149,10 +149,11 @@ def _copy(database: str, pg_database: str) -> dict[str, Any]:
     }
 
 
-def _keep(results: dict[str, Any], workdir: Path, part: str = "results") -> None:
-    """What is measured so far, in ``<workdir>/<part>.partial.json``: a
-    full run takes half an hour, and a late failure should not lose it."""
-    (workdir / f"{part}.partial.json").write_text(json.dumps(results, indent=1))
+def _keep(results: dict[str, Any], workdir: Path, part: str = "") -> None:
+    """What is measured so far, in ``<workdir>/results[-<part>].partial.json``:
+    a full run takes half an hour, and a late failure should not lose it."""
+    name = f"results-{part}" if part else "results"
+    (workdir / f"{name}.partial.json").write_text(json.dumps(results, indent=1))
 
 
 def _counted(matrices: list[counts.Matrix]) -> dict[str, Any]:
