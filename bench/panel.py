@@ -199,7 +199,7 @@ def _time(client: httpx.Client, name: str, url: str, repeats: int) -> PageTimes:
         times.ms.append(ms)
         times.statuses.append(status)
         if ms > SLOW_MS:
-            times.note = f"fetched once: slower than {SLOW_MS / 1000:g} s"
+            times.note = f"not fetched again after a fetch slower than {SLOW_MS / 1000:g} s"
             break
     return times
 
