@@ -164,6 +164,25 @@ def _draws(conn: sqlite3.Connection, drawn: int, max_id: int, seed: int) -> list
     return draws
 
 
+def settle(conn: sqlite3.Connection, quiet_s: float = 2.0, limit_s: float = 120.0) -> None:
+    """Wait until no attempt has been logged for ``quiet_s``: after the
+    overload curve the server goes on answering (and logging) the checks
+    queued before wrk stopped, and a count compared with one taken before
+    such a write would differ."""
+    deadline = time.monotonic() + limit_s
+    last = conn.execute("SELECT MAX(id) FROM attempts").fetchone()[0]
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = conn.execute("SELECT MAX(id) FROM attempts").fetchone()[0]
+        if now == last:
+            return
+        last = now
+    raise RuntimeError(
+        f"Attempts were still being logged {limit_s:g} s after the check load ended; "
+        "stop whatever else uses the benchmark's server."
+    )
+
+
 def _clients(api_url: str, accounts: dict[int, dict[str, Any]]) -> dict[int, Client]:
     """One client per account for all of a server's calls: the client dates
     a repeated call (a heavy value repeats often) one second later than the
@@ -226,6 +245,7 @@ def run_matrix(
 ) -> list[Matrix]:
     """The typical matrix, then one per heavy hitter kind."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    settle(conn)
     # A heavy value repeats: each distinct filter's plain count is run once.
     plain_counts: dict[tuple[int, AttemptFilter], int] = {}
 
