@@ -1,8 +1,11 @@
 """The ``sevu.errorcount`` matrix: all 64 combinations of the six filters.
 
 For each combination the suite draws filter values from random logged
-attempts (so a busy key, address or app is drawn as often as it occurs) and
-measures three things:
+attempts (so a busy key, address or app is drawn as often as it occurs),
+and then again for each heavy hitter (:data:`HEAVY`: the busiest address
+and the busiest key, as ``usher seed-data`` makes them) from random attempts
+*of that value*, so that the matrix is timed for typical and heavy values.
+It measures three things:
 
 * **end to end**: a signed ``sevu.errorcount`` through HTTP, as a dashboard
   sends it (half the calls with ``limit``/``seek``), timed by the client;
@@ -10,7 +13,8 @@ measures three things:
 * **query**: the statement the server runs (:func:`count_query`), on a
   read-only connection of the same file;
 * **plain COUNT(\\*)**: the same count left to SQLite's planner over the same
-  indexes, the baseline the issue names; it is slow, so fewer samples.
+  indexes, the baseline the issue names; it is slow, so fewer samples (and
+  each distinct filter is counted once: a heavy value repeats).
 
 Every query result is compared with the plain count: a mismatch fails the run.
 
@@ -27,6 +31,7 @@ import random
 import sqlite3
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +44,20 @@ from usher.storage.rows import attempt_where
 from usher.storage.sqlite.counts import count_query, plain_count_query
 from usher.tickets.model import AttemptFilter
 
+#: The filters, which are also the attempts columns they match.
 NAMES = ("key", "pass", "app", "video", "ip", "success")
+#: Heavy hitter kinds: (name, the attempts column whose busiest value it is).
+HEAVY = (("busiest address", "ip"), ("busiest key", "key"))
+#: Random attempts read to find each kind's busiest value.
+PROBE = 1000
+#: A combination stops drawing more calls once its end-to-end calls took
+#: this long in all, after two (one of each paging): one that meets the
+#: 10 ms target never gets near it, and a run on code that misses it by a
+#: hundredfold stays bounded.
+COMBO_BUDGET_S = 5.0
+#: How long one call may take: a count that misses the target a
+#: thousandfold is a result to report, not a reason to stop the run.
+TIMEOUT_S = 120.0
 _FILTER_ARGS = ("key", "password", "app", "video", "ip", "success")
 #: What half of the end-to-end calls send.
 _PAGE = {"limit": 10, "seek": 1}
@@ -63,6 +81,32 @@ class ComboTimes:
     plain_ms: list[float] = field(default_factory=list)
 
 
+@dataclass
+class Draw:
+    """The filter values of one matrix: typical, or one heavy hitter's."""
+
+    kind: str
+    #: ``(cdn, key, pass, app, video, ip, success)`` per call, ``drawn`` per combination.
+    rows: list[Row]
+    #: The heavy value, its column and cdn, and how many attempts hold it.
+    column: str = ""
+    value: str = ""
+    cdn: int = 0
+    attempts: int = 0
+
+
+@dataclass
+class Matrix:
+    """One matrix's timings, with what its values were drawn from."""
+
+    kind: str
+    column: str
+    value: str
+    cdn: int
+    attempts: int
+    combos: list[ComboTimes]
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -74,27 +118,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-class _SteppingClock:
-    """A distinct whole-second timestamp for every call of one account,
-    within ±290 s of now (the server accepts ±300 s), so that identical
-    requests (the unfiltered count, say) are never refused as replays."""
-
-    def __init__(self) -> None:
-        self.used: set[int] = set()
-
-    def __call__(self) -> float:
-        now = int(time.time())
-        self.used = {t for t in self.used if t > now - 290}
-        for stamp in range(now + 290, now - 290, -1):
-            if stamp not in self.used:
-                self.used.add(stamp)
-                return float(stamp)
-        raise RuntimeError("More than 580 calls per account within 290 s; seed more accounts.")
-
-
-def _sample_rows(
-    conn: sqlite3.Connection, count: int, rng: random.Random, max_id: int
-) -> list[Row]:
+def sample_rows(conn: sqlite3.Connection, count: int, rng: random.Random, max_id: int) -> list[Row]:
     # Only seeded attempts: the check benchmark logs hundreds of thousands
     # of attempts of its one ticket, which would otherwise be drawn as a
     # filter value far more often than any real ticket.
@@ -112,51 +136,101 @@ def _sample_rows(
     return rows
 
 
+def _draws(conn: sqlite3.Connection, drawn: int, max_id: int, seed: int) -> list[Draw]:
+    """The typical draw, then one per heavy hitter kind; the same for the
+    same seed on the same rows, so the PostgreSQL matrix gets the SQLite
+    one's values."""
+    rng = random.Random(seed)  # noqa: S311  # sampling, not secrets
+    draws = [Draw("typical", sample_rows(conn, 64 * drawn, rng, max_id))]
+    probe = sample_rows(conn, PROBE, rng, max_id)
+    for kind, column in HEAVY:
+        at = 1 + NAMES.index(column)
+        (cdn, value), _ = Counter((row[0], row[at]) for row in probe).most_common(1)[0]
+        # The column is one of HEAVY's names, never input.
+        ids = [
+            found
+            for (found,) in conn.execute(
+                f"SELECT id FROM attempts WHERE cdn = ? AND {column} = ? AND id <= ?",  # noqa: S608
+                (cdn, value, max_id),
+            )
+        ]
+        rows = [
+            conn.execute(
+                "SELECT cdn, key, pass, app, video, ip, success FROM attempts WHERE id = ?", (i,)
+            ).fetchone()
+            for i in rng.choices(ids, k=64 * drawn)
+        ]
+        draws.append(Draw(kind, rows, column, str(value), int(cdn), len(ids)))
+    return draws
+
+
+def settle(conn: sqlite3.Connection, quiet_s: float = 2.0, limit_s: float = 120.0) -> None:
+    """Wait until no attempt has been logged for ``quiet_s``: after the
+    overload curve the server goes on answering (and logging) the checks
+    queued before wrk stopped, and a count compared with one taken before
+    such a write would differ."""
+    deadline = time.monotonic() + limit_s
+    last = conn.execute("SELECT MAX(id) FROM attempts").fetchone()[0]
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = conn.execute("SELECT MAX(id) FROM attempts").fetchone()[0]
+        if now == last:
+            return
+        last = now
+    raise RuntimeError(
+        f"Attempts were still being logged {limit_s:g} s after the check load ended; "
+        "stop whatever else uses the benchmark's server."
+    )
+
+
+def _clients(api_url: str, accounts: dict[int, dict[str, Any]]) -> dict[int, Client]:
+    """One client per account for all of a server's calls: the client dates
+    a repeated call (a heavy value repeats often) one second later than the
+    last, so it is never refused as a replay."""
+    return {
+        cdn: Client(api_url, cdn=cdn, api_key=a["api_key"], secret=a["secret"], timeout=TIMEOUT_S)
+        for cdn, a in accounts.items()
+    }
+
+
 def _drive(
-    api_url: str,
-    accounts: dict[int, dict[str, Any]],
-    rows: list[Row],
+    clients: dict[int, Client],
+    draw: Draw,
     *,
     samples: int,
     drawn: int,
     measure: Measure,
-) -> list[ComboTimes]:
+) -> Matrix:
     """The end-to-end calls of the first ``samples`` of the ``drawn`` rows
     per combination; ``measure`` adds what else is timed and checked."""
-    clients = {
-        cdn: Client(api_url, cdn=cdn, api_key=a["api_key"], secret=a["secret"],
-                    clock=_SteppingClock())
-        for cdn, a in accounts.items()
-    }  # fmt: skip
+    rows = draw.rows
     results: list[ComboTimes] = []
-    try:
-        for mask in range(64):
-            combo = ComboTimes(combo_name(mask))
-            for i in range(samples):
-                row = rows[mask * drawn + i]
-                cdn, values = row[0], row[1:]
-                chosen = {NAMES[j]: values[j] for j in range(6) if mask >> j & 1}
-                where = AttemptFilter(
-                    **{_FILTER_ARGS[j]: values[j] for j in range(6) if mask >> j & 1}
-                )
-                if "success" in chosen:
-                    where = _with_success(where)
-                paged = i % 2 == 1
-                fields: dict[str, object] = {k: str(v) for k, v in chosen.items()}
-                if paged:
-                    fields.update(_PAGE)
-                started = time.perf_counter()
-                answer = clients[cdn].call("sevu.errorcount", **fields)
-                elapsed = (time.perf_counter() - started) * 1000
-                if answer.get("code") not in (2050, 2051):
-                    raise RuntimeError(f"sevu.errorcount failed for {combo.name}: {answer}")
-                (combo.e2e_paged_ms if paged else combo.e2e_ms).append(elapsed)
-                measure(combo, i, cdn, where, int(answer.get("error_count", -1)), paged)
-            results.append(combo)
-    finally:
-        for client in clients.values():
-            client.close()
-    return results
+    for mask in range(64):
+        combo = ComboTimes(combo_name(mask))
+        spent = 0.0
+        for i in range(samples):
+            if i >= 2 and spent > COMBO_BUDGET_S * 1000:
+                break
+            row = rows[mask * drawn + i]
+            cdn, values = row[0], row[1:]
+            chosen = {NAMES[j]: values[j] for j in range(6) if mask >> j & 1}
+            where = AttemptFilter(**{_FILTER_ARGS[j]: values[j] for j in range(6) if mask >> j & 1})
+            if "success" in chosen:
+                where = _with_success(where)
+            paged = i % 2 == 1
+            fields: dict[str, object] = {k: str(v) for k, v in chosen.items()}
+            if paged:
+                fields.update(_PAGE)
+            started = time.perf_counter()
+            answer = clients[cdn].call("sevu.errorcount", **fields)
+            elapsed = (time.perf_counter() - started) * 1000
+            spent += elapsed
+            if answer.get("code") not in (2050, 2051):
+                raise RuntimeError(f"sevu.errorcount failed for {combo.name}: {answer}")
+            (combo.e2e_paged_ms if paged else combo.e2e_ms).append(elapsed)
+            measure(combo, i, cdn, where, int(answer.get("error_count", -1)), paged)
+        results.append(combo)
+    return Matrix(draw.kind, draw.column, draw.value, draw.cdn, draw.attempts, results)
 
 
 def run_matrix(
@@ -168,9 +242,12 @@ def run_matrix(
     plain_samples: int,
     max_id: int,
     seed: int = 7,
-) -> list[ComboTimes]:
-    rng = random.Random(seed)  # noqa: S311  # sampling, not secrets
+) -> list[Matrix]:
+    """The typical matrix, then one per heavy hitter kind."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    settle(conn)
+    # A heavy value repeats: each distinct filter's plain count is run once.
+    plain_counts: dict[tuple[int, AttemptFilter], int] = {}
 
     def measure(
         combo: ComboTimes, i: int, cdn: int, where: AttemptFilter, _answered: int, _paged: bool
@@ -180,17 +257,26 @@ def run_matrix(
         fast = conn.execute(sql, params).fetchone()[0]
         combo.query_ms.append((time.perf_counter() - started) * 1000)
         if i < plain_samples:
-            sql, params = plain_count_query(cdn, where)
-            started = time.perf_counter()
-            plain = conn.execute(sql, params).fetchone()[0]
-            combo.plain_ms.append((time.perf_counter() - started) * 1000)
+            plain = plain_counts.get((cdn, where))
+            if plain is None:
+                sql, params = plain_count_query(cdn, where)
+                started = time.perf_counter()
+                plain = plain_counts[cdn, where] = conn.execute(sql, params).fetchone()[0]
+                combo.plain_ms.append((time.perf_counter() - started) * 1000)
             if plain != fast:
-                raise RuntimeError(f"{combo.name}: rollup/index count {fast} != {plain}.")
+                raise RuntimeError(
+                    f"{combo.name} ({cdn}, {where}): rollup/index count {fast} != {plain}."
+                )
 
+    clients = _clients(api_url, accounts)
     try:
-        rows = _sample_rows(conn, 64 * samples, rng, max_id)
-        return _drive(api_url, accounts, rows, samples=samples, drawn=samples, measure=measure)
+        return [
+            _drive(clients, draw, samples=samples, drawn=samples, measure=measure)
+            for draw in _draws(conn, samples, max_id, seed)
+        ]
     finally:
+        for client in clients.values():
+            client.close()
         conn.close()
 
 
@@ -204,16 +290,15 @@ def run_matrix_postgres(
     drawn: int,
     max_id: int,
     seed: int = 7,
-) -> list[ComboTimes]:
-    """The matrix against a server on ``database`` (PostgreSQL), which holds
-    a copy of the SQLite file ``db_path`` and nothing written since.
+) -> list[Matrix]:
+    """The matrices against a server on ``database`` (PostgreSQL), which
+    holds a copy of the SQLite file ``db_path`` and nothing written since.
 
-    Its filters are the first ``samples`` of the ``drawn`` per combination
+    Their filters are the first ``samples`` of the ``drawn`` per combination
     that :func:`run_matrix` used (the same seed on the same rows). The
     expected count is SQLite's :func:`count_query` on the copied file, which
     :func:`run_matrix` checked against the plain ``COUNT(*)``.
     """
-    rng = random.Random(seed)  # noqa: S311  # sampling, not secrets
     sqlite = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     pg = psycopg.connect(parse_url(database).conninfo, autocommit=True)
 
@@ -232,14 +317,20 @@ def run_matrix_postgres(
         shown = min(_PAGE["limit"], max(0, expected - _PAGE["seek"])) if paged else expected
         if row is None or row[0] != expected or answered != shown:
             raise RuntimeError(
-                f"{combo.name} on PostgreSQL: the server answered {answered} and its count(*) "
-                f"gave {row and row[0]}, where SQLite counts {expected} (so {shown} expected)."
+                f"{combo.name} ({cdn}, {where}) on PostgreSQL: the server answered {answered} "
+                f"and its count(*) gave {row and row[0]}, where SQLite counts {expected} "
+                f"(so {shown} expected)."
             )
 
+    clients = _clients(api_url, accounts)
     try:
-        rows = _sample_rows(sqlite, 64 * drawn, rng, max_id)
-        return _drive(api_url, accounts, rows, samples=samples, drawn=drawn, measure=measure)
+        return [
+            _drive(clients, draw, samples=samples, drawn=drawn, measure=measure)
+            for draw in _draws(sqlite, drawn, max_id, seed)
+        ]
     finally:
+        for client in clients.values():
+            client.close()
         pg.close()
         sqlite.close()
 

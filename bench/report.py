@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.counts import median, percentile
+from bench.panel import TARGET_MS
 
 _HEADER = (
     "| figure | value | baseline (same run) | ratio | median | p99 | target | met |\n"
@@ -67,6 +68,91 @@ def _e2e(combo: dict[str, Any]) -> list[float]:
     return list(combo["e2e_ms"] + combo["e2e_paged_ms"])
 
 
+def _heavy_rows(row: _Rows, r: dict[str, Any], backend: str) -> None:
+    """A row per heavy hitter kind: its matrix's p99 against the typical one's."""
+    typical = [v for c in r["counts"] for v in _e2e(c)]
+    for m in r.get("counts_heavy", []):
+        times = [v for c in m["combos"] for v in _e2e(c)]
+        worst = max(m["combos"], key=lambda c: percentile(_e2e(c), 0.99))
+        p99, base = percentile(times, 0.99), percentile(typical, 0.99)
+        row(f"`sevu.errorcount`, all 64 combinations, {m['kind']} `{m['value']}` "
+            f"({m['attempts']:,} attempts of cdn {m['cdn']}){backend} (ms)",
+            _fmt(p99, 2), f"typical values p99 {_fmt(base, 2)}", _times(p99, base),
+            _fmt(median(times), 2),
+            f"{_fmt(p99, 2)} (worst: {worst['name']} {_fmt(percentile(_e2e(worst), 0.99), 1)})",
+            "p99 ≤ 10 ms", p99 <= 10)  # fmt: skip
+
+
+def _page_met(page: dict[str, Any]) -> bool:
+    ok = bool(page["statuses"]) and all(status == 200 for status in page["statuses"])
+    return ok and percentile(page["ms"], 0.99) <= TARGET_MS
+
+
+def _panel_rows(row: _Rows, measured: dict[str, Any], backend: str) -> None:
+    """Two rows of the main table: the slowest page, and the server's RSS."""
+    pages = measured["pages"]
+    met = sum(_page_met(page) for page in pages)
+    worst = max(pages, key=lambda page: (not _page_met(page), percentile(page["ms"], 0.99)))
+    times = [v for page in pages for v in page["ms"]]
+    row(f"control panel{backend}: {len(pages)} pages and fragments, slowest "
+        f"({worst['name']}) (ms)",
+        _fmt(percentile(worst["ms"], 0.99), 0), f"{met} of {len(pages)} pages met", "—",
+        f"all fetches {_fmt(median(times), 1)}", f"all fetches {_fmt(percentile(times, 0.99), 0)}",
+        f"every page p99 ≤ {TARGET_MS:g} ms, HTTP 200", met == len(pages))  # fmt: skip
+    row(f"server RSS{backend}, peak during the panel pages (MiB)", _fmt(measured["rss_mib"], 0),
+        "—", "—", "—", "—", "≤ 200 MiB", measured["rss_mib"] <= 200)  # fmt: skip
+
+
+def _page_cells(page: dict[str, Any] | None) -> list[str]:
+    if page is None:
+        return ["—", "—"]
+    bad = sorted({status for status in page["statuses"] if status != 200})
+    failed = ", ".join("timeout" if status == 0 else f"HTTP {status}" for status in bad)
+    p99 = _fmt(percentile(page["ms"], 0.99), 0)
+    return [_fmt(median(page["ms"]), 1), f"**{failed}** ({p99})" if failed else p99]
+
+
+def panel_table(r: dict[str, Any]) -> str:
+    """One row per page: median and p99 on each backend against the target."""
+    sqlite = r["panel"]
+    pg = r.get("postgres", {}).get("panel")
+    pg_pages = {page["name"]: page for page in pg["pages"]} if pg else {}
+    lines = [
+        "| page | SQLite median | SQLite p99 | PostgreSQL median | PostgreSQL p99 | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    for page in sqlite["pages"]:
+        other = pg_pages.get(page["name"])
+        met = _page_met(page) and (other is None or _page_met(other))
+        cells = [page["name"], *_page_cells(page), *_page_cells(other)]
+        cells += [f"p99 ≤ {TARGET_MS:g} ms", "yes" if met else "**no**"]
+        lines.append("| " + " | ".join(cells) + " |")
+        for name, measured in (("SQLite", page), ("PostgreSQL", other)):
+            if measured is not None and measured["note"]:
+                notes.append(f"{page['name']} on {name}: {measured['note']}.")
+    for name, measured in (("SQLite", sqlite), ("PostgreSQL", pg)):
+        if measured is not None and measured["deep_walk_ms"]:
+            walk = measured["deep_walk_ms"]
+            notes.append(
+                f"Deep page on {name}: {measured['deep_links']} Older links followed, "
+                f"each page on the way median {_fmt(median(walk), 1)} ms, "
+                f"p99 {_fmt(percentile(walk, 0.99), 0)} ms"
+                + (f" ({measured['deep_note']})" if measured["deep_note"] else "")
+                + "."
+            )
+    head = (
+        f"Control panel of cdn {sqlite['cdn']} (typical values {_values(sqlite['typical'])}; "
+        f"heavy values {_values(sqlite['heavy'])}), each page fetched "
+        f"{r['mode_sizes']['panel_repeats']} time(s), ms:\n\n"
+    )
+    return head + "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def _values(values: dict[str, str]) -> str:
+    return ", ".join(f"{name} `{value}`" for name, value in values.items())
+
+
 def table(r: dict[str, Any]) -> str:
     row = _Rows()
     _check_row(row, "`/usher/check` req/s (c=64) vs constant 200 in the same process", r["wrk"])
@@ -111,6 +197,8 @@ def table(r: dict[str, Any]) -> str:
     _versus_row(row, "count query alone vs plain indexed COUNT(*) (ms)", query, plain,
                 f"{median(plain) / max(median(query), 1e-6):,.0f}x faster (median)",
                 base_digits=1)  # fmt: skip
+    _heavy_rows(row, r, "")
+    _panel_rows(row, r["panel"], "")
 
     seed = r["seed"]
     row("ingest: `usher seed-data`, indexes and rollups included (attempts/s)",
@@ -140,6 +228,8 @@ def table(r: dict[str, Any]) -> str:
         server_p99 <= 1000)  # fmt: skip
     if "postgres" in r:
         _postgres_rows(row, r["postgres"], both, query)
+        _heavy_rows(row, r["postgres"], ", PostgreSQL")
+        _panel_rows(row, r["postgres"]["panel"], " on PostgreSQL")
 
     load = r["load_avg_before"], r["load_avg_after"]
     sizes = r["mode_sizes"]
@@ -160,7 +250,7 @@ def table(r: dict[str, Any]) -> str:
         )
     else:
         head += "PostgreSQL: not measured (`--backends sqlite`).\n"
-    return head + "\n" + _HEADER + "\n" + "\n".join(row)
+    return head + "\n" + _HEADER + "\n" + "\n".join(row) + "\n\n" + panel_table(r)
 
 
 def _postgres_rows(
@@ -242,6 +332,9 @@ def plots(r: dict[str, Any], out: Path) -> None:
     ax.plot(xs, [median(c["query_ms"]) for c in combos], ".", ms=5, label="count query, median")
     ax.plot(xs, [statistics.median(c["plain_ms"]) if c["plain_ms"] else float("nan")
                  for c in combos], "x", ms=5, label="plain COUNT(*), median")  # fmt: skip
+    for m, marker in zip(r.get("counts_heavy", []), "^v<>", strict=False):
+        ax.plot(xs, [percentile(_e2e(c), 0.99) for c in m["combos"]], marker, ms=4, mfc="none",
+                label=f"errorcount end to end, p99, {m['kind']}")  # fmt: skip
     if "postgres" in r:
         pg = r["postgres"]["counts"]
         ax.plot(xs, [percentile(_e2e(c), 0.99) for c in pg], "D", ms=4, mfc="none",

@@ -1,13 +1,15 @@
 """Usher's benchmark suite: ``make bench`` (full) or ``make bench-quick``.
 
-One command builds the data, starts the servers, runs ``wrk`` and the count
-matrix, and prints one table: each figure, its baseline measured in the same
-run, the ratio, median and p99. It also writes ``results.json``,
-``results.md`` and two plots into ``--out`` (default ``bench/results``).
+One command builds the data, starts the servers, times the control panel's
+pages, runs ``wrk`` and the count matrix (typical and heavy-hitter values),
+and prints one table: each figure, its baseline measured in the same run,
+the ratio, median and p99, then a table of the panel's pages. It also writes
+``results.json``, ``results.md`` and two plots into ``--out`` (default
+``bench/results``).
 
 With ``--backends sqlite,postgres`` (the default) the SQLite database is then
 copied into a throw-away PostgreSQL cluster with ``usher db copy``, and the
-check and count measurements run again against a server on that copy.
+check, count and panel measurements run again against a server on that copy.
 
 Absolute numbers drift on a shared machine; the ratios against baselines
 from the same run are what the targets are stated in (see
@@ -33,7 +35,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench import counts, procs
+from bench import counts, panel, procs
 from usher.client import Client
 from usher.storage.postgres.config import parse_url
 
@@ -53,13 +55,19 @@ class Mode:
     #: scans up to an account's whole log; at most ``plain_samples``, so each
     #: one's filters were also counted by SQLite's plain COUNT(*).
     pg_samples: int
+    #: Fetches of each panel page.
+    panel_repeats: int
+    #: "Older" links followed from the unfiltered attempts explorer.
+    deep_links: int
 
 
 MODES = {
     # The suite's own test: proves every step works, measures nothing.
-    "tiny": Mode(300, 3_000, 2, 1, 1, (8, 64, 256), 1, 2, 1, 1),
-    "quick": Mode(20_000, 200_000, 5, 5, 1, (16, 64, 256, 1024), 3, 6, 2, 2),
-    "full": Mode(1_000_000, 10_000_000, 10, 15, 2, (16, 64, 256, 1024, 2048, 4096), 8, 20, 4, 4),
+    "tiny": Mode(300, 3_000, 2, 1, 1, (8, 64, 256), 1, 2, 1, 1, 2, 100),
+    "quick": Mode(20_000, 200_000, 5, 5, 1, (16, 64, 256, 1024), 3, 6, 2, 2, 3, 100),
+    "full": Mode(
+        1_000_000, 10_000_000, 10, 15, 2, (16, 64, 256, 1024, 2048, 4096), 8, 20, 4, 4, 5, 100
+    ),
 }
 CHECK_CONNECTIONS = 64
 BACKENDS = ("sqlite", "postgres")
@@ -141,7 +149,35 @@ def _copy(database: str, pg_database: str) -> dict[str, Any]:
     }
 
 
-def _postgres(mode: Mode, db_path: Path, seeded: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def _keep(results: dict[str, Any], workdir: Path, part: str = "") -> None:
+    """What is measured so far, in ``<workdir>/results[-<part>].partial.json``:
+    a full run takes half an hour, and a late failure should not lose it."""
+    name = f"results-{part}" if part else "results"
+    (workdir / f"{name}.partial.json").write_text(json.dumps(results, indent=1))
+
+
+def _counted(matrices: list[counts.Matrix]) -> dict[str, Any]:
+    """The typical matrix's combinations, and the heavy hitters' matrices."""
+    typical, *heavy = matrices
+    return {
+        "counts": [asdict(c) for c in typical.combos],
+        "counts_heavy": [asdict(m) for m in heavy],
+    }
+
+
+def _panel(
+    url: str, pid: int, mode: Mode, seeded: dict[str, Any], t: panel.Targets
+) -> dict[str, Any]:
+    """The panel's pages, with the server's peak RSS while they load."""
+    account = next(a for a in seeded["accounts"] if a["cdn"] == t.cdn)
+    with procs.RssSampler(pid) as rss:
+        measured = panel.run(url, account, t, repeats=mode.panel_repeats, deep=mode.deep_links)
+    return {**asdict(measured), "rss_mib": rss.peak_kib / 1024}
+
+
+def _postgres(
+    mode: Mode, db_path: Path, seeded: dict[str, Any], workdir: Path, t: panel.Targets
+) -> dict[str, Any]:
     """Copy the SQLite database into PostgreSQL and measure a server on it."""
     accounts = {a["cdn"]: a for a in seeded["accounts"]}
     measured: dict[str, Any] = {"settings": procs.PG_SETTINGS, "count_samples": mode.pg_samples}
@@ -157,12 +193,16 @@ def _postgres(mode: Mode, db_path: Path, seeded: dict[str, Any], workdir: Path) 
                     url + "/api", str(db_path), pg_database, accounts,
                     samples=mode.pg_samples, drawn=mode.samples, max_id=mode.attempts,
                 )  # fmt: skip
+            # Before the check adds its attempts to the account's log.
+            print("== panel pages on PostgreSQL", file=sys.stderr)
+            measured["panel"] = _panel(url, pid, mode, seeded, t)
+            _keep({**measured, **_counted(matrix)}, workdir, "postgres")
             print("== wrk on PostgreSQL: constant, check", file=sys.stderr)
             constant_url, check_url = _targets(url, seeded["accounts"][0])
             with procs.RssSampler(pid) as rss_check:
                 runs = _rounds(mode, {"constant": constant_url, "check": check_url})
     measured["wrk"] = {k: [asdict(r) for r in v] for k, v in runs.items()}
-    measured["counts"] = [asdict(c) for c in matrix]
+    measured.update(_counted(matrix))
     measured["rss_check_mib"] = rss_check.peak_kib / 1024
     measured["rss_counts_mib"] = rss_counts.peak_kib / 1024
     return measured
@@ -216,6 +256,12 @@ def run(
         procs.usher_server(database, workdir) as (url, pid),
         procs.nginx_secure_link(workdir) as nginx_url,
     ):
+        # First, on the seeded data alone: the check benchmark adds hundreds
+        # of thousands of attempts of one ticket to the newest hour.
+        print("== panel pages", file=sys.stderr)
+        panel_targets = panel.targets(str(db_path), mode.attempts)
+        results["panel"] = _panel(url, pid, mode, seeded, panel_targets)
+        _keep(results, workdir)
         constant_url, check_url = _targets(url, seeded["accounts"][0])
 
         print("== wrk: constant, check, nginx secure_link", file=sys.stderr)
@@ -238,19 +284,20 @@ def run(
         results["curve"] = curve
         results["rss_check_mib"] = rss_check.peak_kib / 1024
 
-        print("== errorcount matrix (64 combinations)", file=sys.stderr)
+        print("== errorcount matrix (64 combinations; typical, then heavy values)", file=sys.stderr)
         with procs.RssSampler(pid) as rss_counts:
             matrix = counts.run_matrix(
                 url + "/api", str(db_path), accounts,
                 samples=mode.samples, plain_samples=mode.plain_samples,
                 max_id=mode.attempts,
             )  # fmt: skip
-        results["counts"] = [asdict(c) for c in matrix]
+        results.update(_counted(matrix))
         results["rss_counts_mib"] = rss_counts.peak_kib / 1024
+        _keep(results, workdir)
     if "postgres" in backends:
         # After the SQLite servers stopped: `usher db copy` wants a source
         # nobody writes to.
-        results["postgres"] = _postgres(mode, db_path, seeded, workdir)
+        results["postgres"] = _postgres(mode, db_path, seeded, workdir, panel_targets)
     results["load_avg_before"] = load_avg_before
     results["load_avg_after"] = os.getloadavg()
     results["finished"] = time.time()

@@ -13,6 +13,11 @@ The shape follows what a streaming publisher sees:
 * about ten attempts per ticket on average, skewed: a few tickets (shared
   links, players stuck in a retry loop) get a hundred times more; viewers'
   addresses are mostly distinct, a few (carrier NAT) are shared by many;
+* the heavy hitters real logs show, all in the first account: a CDN edge
+  (:data:`EDGE_ADDRESS`) through which many of its tickets play, about 5% of
+  all attempts; a brute-force address (:data:`BRUTE_FORCE_ADDRESS`) trying
+  random unknown keys on one of its streams, about 2%, all refused; and a
+  leaked ticket played from thousands of addresses, about 3%;
 * about a third refused, for the reasons real logs show: wrong or stale
   passes, unknown keys, expiry, a link opened on another app, video or
   address, revoked tickets, and limited tickets whose uses ran out (counted
@@ -54,6 +59,21 @@ SPAN: Final = 30 * 86_400
 _OK, _BAD_PASS, _UNKNOWN_KEY, _EXPIRED, _BAD_APP, _BAD_VIDEO, _BAD_IP = range(7)
 _FATE_WEIGHTS: Final = (70, 7, 4, 4, 4, 4, 7)
 
+# Who plays each attempt, as cumulative shares: the hot tickets (a fifth),
+# the CDN edge's tickets, the brute-force address, the leaked key; the rest
+# spread over all tickets.
+_HOT, _EDGE, _BRUTE, _LEAKED = 0.20, 0.25, 0.27, 0.30
+#: The address of a CDN edge (or a big carrier NAT) in front of the first
+#: account's viewers: many tickets, one address (RFC 6598 shared space).
+EDGE_ADDRESS: Final = "100.64.0.1"
+#: The address of a bot guessing keys (RFC 5737 documentation space).
+BRUTE_FORCE_ADDRESS: Final = "203.0.113.66"
+#: The number of distinct addresses the leaked key is played from, at most.
+LEAK_SPREAD: Final = 20_000
+# Markers in place of a ticket index in the attempt loop: the leaked key
+# from anywhere, and a brute-force guess.
+_FROM_ANYWHERE, _GUESS = -1, -2
+
 #: One ticket row: (cdn, key, pass, ip, video, app, uses, active, created, expire).
 TicketRow = tuple[int, str, str, str, str, str, int, int, int, int]
 #: One attempt row in ``attempts`` column order after ``id``.
@@ -79,6 +99,22 @@ class Shape:
         videos = max(apps, min(5000, tickets // 200))
         return cls(tickets, attempts, accounts, apps, videos, max(1, tickets // 2))
 
+    @property
+    def hot(self) -> int:
+        """Tickets ``0 … hot - 1`` draw a fifth of all attempts."""
+        return max(1, self.tickets // 100)
+
+    @property
+    def edge_first(self) -> int:
+        """Tickets from this index on play through :data:`EDGE_ADDRESS`."""
+        return self.tickets - max(min(self.tickets, 10), self.tickets // 200)
+
+    @property
+    def leaked(self) -> int:
+        """The index of the leaked ticket (none of the hot ones, if there
+        are enough tickets)."""
+        return min(self.hot, self.tickets - 1)
+
 
 @dataclass
 class SeedPlan:
@@ -96,6 +132,8 @@ class SeedPlan:
     use_count: list[int] = field(default_factory=list)
     used_at: list[int | None] = field(default_factory=list)
     bound: list[str] = field(default_factory=list)
+    #: The addresses the leaked ticket is played from.
+    leak_ips: list[str] = field(default_factory=list)
     #: Attempts per (cdn, app, video, success), for the rollup.
     tally: Counter[tuple[int, str, str, int]] = field(default_factory=Counter)
 
@@ -126,14 +164,21 @@ def plan(shape: Shape, usernames: list[str], cdns: list[int], now: int, seed: in
     tails = _key_tails(shape.tickets)
     # Viewer addresses: most distinct, 10% of viewers behind 1,000 shared ones.
     shared = max(1, min(1000, shape.addresses // 100))
-    for _ in range(shape.tickets):
-        app_index, video = p.videos[rng.randrange(shape.videos)]
+    # The first account's videos, which the CDN edge's and the leaked
+    # tickets are for (app i belongs to account i % accounts).
+    first_account = [v for v, (owner, _) in enumerate(p.videos) if owner % shape.accounts == 0]
+    edge_first, leaked = shape.edge_first, shape.leaked
+    for i in range(shape.tickets):
+        if i >= edge_first or i == leaked:
+            app_index, video = p.videos[first_account[rng.randrange(len(first_account))]]
+        else:
+            app_index, video = p.videos[rng.randrange(shape.videos)]
         cdn, app = p.apps[app_index]
         if rng.random() < 0.1:
             ip_n = rng.randrange(shared)
         else:
             ip_n = shared + rng.randrange(shape.addresses)
-        viewer = _address(rng, ip_n)
+        viewer = EDGE_ADDRESS if i >= edge_first else _address(rng, ip_n)
         rule = rng.random()
         ip_rule = "auto" if rule < 0.3 else (viewer if rule < 0.5 else "")
         uses = 0 if rng.random() < 0.8 else rng.choice((5, 10, 20, 50))
@@ -142,8 +187,15 @@ def plan(shape: Shape, usernames: list[str], cdns: list[int], now: int, seed: in
         expire = now + 7 * 86_400
         password = f"{rng.getrandbits(48):012x}"
         key = f"{heads[video]}.{next(tails)}"
+        if i == leaked:
+            # Shared on a forum: unbound, unlimited, never revoked.
+            ip_rule, uses, active = "", 0, 1
         p.tickets.append((cdn, key, password, ip_rule, video, app, uses, active, created, expire))
         p.viewer_ip.append(viewer)
+    p.leak_ips = [
+        _address(rng, shared + rng.randrange(shape.addresses))
+        for _ in range(min(LEAK_SPREAD, shape.addresses))
+    ]
     p.use_count = [0] * shape.tickets
     p.used_at = [None] * shape.tickets
     p.bound = [""] * shape.tickets
@@ -169,8 +221,13 @@ def attempts(p: SeedPlan) -> Iterator[list[AttemptRow]]:
     shape = p.shape
     tickets = p.tickets
     count = shape.tickets
-    # A hot 1% of tickets draws a fifth of all attempts.
-    hot = max(1, count // 100)
+    hot, edge_first, leaked = shape.hot, shape.edge_first, shape.leaked
+    leak_ips = p.leak_ips
+    spread = len(leak_ips)
+    # The bot guesses keys of one of the first account's streams.
+    target = tickets[edge_first]
+    target_cdn, target_video, target_app = target[0], target[4], target[5]
+    guess_head = target_video.replace("/", "_")
     servers = [f"198.51.100.{n}" for n in range(1, 9)]
     pages = {app: f"https://www.{app.split('-', 1)[0]}.example/watch" for _, app in p.apps}
     first_at = p.now - SPAN
@@ -191,24 +248,43 @@ def attempts(p: SeedPlan) -> Iterator[list[AttemptRow]]:
     viewer_ip, use_count, used_at, bound = p.viewer_ip, p.use_count, p.used_at, p.bound
     bad_pass, unknown_key, expired = _BAD_PASS, _UNKNOWN_KEY, _EXPIRED
     bad_app, bad_video, bad_ip = _BAD_APP, _BAD_VIDEO, _BAD_IP
+    hot_share, edge_share, brute_share, leak_share = _HOT, _EDGE, _BRUTE, _LEAKED
+    guess_marker = _GUESS
     total = shape.attempts
     # (cdn, app, video, success) of a row, the rollup's finest grain.
     rollup_key = operator.itemgetter(0, 6, 5, 10)
     done = 0
     while done < total:
         n = min(CHUNK, total - done)
+        # Most attempts take the first test, the rest one or two more.
         picks = [
-            rng.randrange(hot) if r < 0.2 else rng.randrange(count)
+            rng.randrange(count) if r >= leak_share
+            else rng.randrange(hot) if r < hot_share
+            else rng.randrange(edge_first, count) if r < edge_share
+            else guess_marker if r < brute_share
+            else _FROM_ANYWHERE
             for r in (rng.random() for _ in range(n))
-        ]
+        ]  # fmt: skip
         fate_of = rng.choices(fates, cum_weights=cum, k=n)
         rows: list[AttemptRow] = []
         append = rows.append
         for j in range(n):
             at = first_at + (done + j) * SPAN // total
             t = picks[j]
+            if t >= 0:
+                ip = viewer_ip[t]
+            elif t == _FROM_ANYWHERE:
+                t = leaked
+                ip = leak_ips[rng.randrange(spread)]
+            else:
+                guess = f"{guess_head}.{rng.getrandbits(56):014x}.{rng.randrange(10**8):08d}"
+                append(
+                    (target_cdn, at, guess, f"{rng.getrandbits(48):012x}", BRUTE_FORCE_ADDRESS,
+                     target_video, target_app, "", pages[target_app], "", 0, reasons["auth"],
+                     servers[j & 7])
+                )  # fmt: skip
+                continue
             cdn, key, password, ip_rule, video, app, uses, active, _, _ = tickets[t]
-            ip = viewer_ip[t]
             fate = fate_of[j]
             reason = ""
             if fate == bad_pass:

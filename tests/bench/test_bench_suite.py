@@ -2,13 +2,15 @@
 
 Speed is never asserted in the test suite: this machine is shared and its
 timings drift. ``make bench`` measures; this only proves that every step of
-it (seeding, servers, wrk, nginx, the count matrix, the copy into
-PostgreSQL and the same measurements there, the table, the plots) still
-works. Without PostgreSQL's server programs the run is SQLite only.
+it (seeding, servers, wrk, nginx, the count matrix for typical and heavy
+values, the panel's pages, the copy into PostgreSQL and the same
+measurements there, the table, the plots) still works. Without
+PostgreSQL's server programs the run is SQLite only.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -41,13 +43,27 @@ def test_tiny_benchmark_run_prints_the_table_and_writes_the_plots(tmp_path: Path
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout
-    for figure in ("/usher/check", "secure_link", "sevu.errorcount", "ingest", "RSS", "overload"):
+    figures = (
+        "/usher/check", "secure_link", "sevu.errorcount", "ingest", "RSS", "overload",
+        "busiest address", "busiest key", "control panel", "during the panel pages",
+    )  # fmt: skip
+    for figure in figures:
         assert figure in table
     assert table.count("\n|") >= 10
+    # Every panel page answered 200 on every fetch (tiny data is fast, so
+    # each was fetched the mode's number of times), the deep page included.
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    panels = [results["panel"]] + ([results["postgres"]["panel"]] if postgres else [])
+    for panel in panels:
+        assert len(panel["pages"]) > 30
+        for page in panel["pages"]:
+            assert page["statuses"] == [200, 200], page
+        assert panel["deep_links"] > 10
+    assert "| attempts: ip (heavy) |" in table and "Older links deep |" in table
     if postgres:
         for figure in ("vs constant, PostgreSQL", "64 combinations, PostgreSQL",
                        "worst combination on PostgreSQL", "`usher db copy`",
-                       "server RSS on PostgreSQL"):  # fmt: skip
+                       "server RSS on PostgreSQL", "control panel on PostgreSQL"):  # fmt: skip
             assert figure in table
         assert table.count("\n|") >= 16
         assert not list((tmp_path / "work").glob("postgres*")), "the cluster was left behind"

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from tests.storage.test_sqlite_counts import _rollup_matches_attempts
-from usher.seed import _key_tails, seed_database
+from usher.seed import BRUTE_FORCE_ADDRESS, EDGE_ADDRESS, _key_tails, seed_database
 from usher.storage.sqlite import SQLiteStorage
 from usher.tickets.keys import new_ticket_key
 
@@ -78,6 +79,50 @@ def test_a_seeded_database_equals_one_built_the_ordinary_way(tmp_path: Path) -> 
         # About a third refused, as the module promises.
         refused = conn.execute("SELECT AVG(success = 0) FROM attempts").fetchone()[0]
         assert 0.2 < refused < 0.45
+    finally:
+        conn.close()
+
+
+def test_the_seed_has_the_heavy_hitters_real_logs_have(tmp_path: Path) -> None:
+    path = tmp_path / "seeded.db"
+    result = seed_database(f"sqlite:///{path}", tickets=2_000, attempts_total=40_000, accounts=3)
+    first_cdn = result.accounts[0]["cdn"]
+    conn = sqlite3.connect(path)
+    try:
+
+        def one(sql: str, *params: object) -> tuple[Any, ...]:
+            row: tuple[Any, ...] = conn.execute(sql, params).fetchone()
+            return row
+
+        # All three in the first account, as a busy publisher's log has them.
+        by_address = "SELECT COUNT(*), COUNT(DISTINCT key), SUM(success), MIN(cdn), MAX(cdn)"
+        by_address += " FROM attempts WHERE ip = ?"
+        # A CDN edge: about 5% of all attempts, many tickets, mostly allowed.
+        edge, edge_keys, edge_allowed, low, high = one(by_address, EDGE_ADDRESS)
+        assert 0.04 < edge / 40_000 < 0.06
+        assert edge_keys >= 10 and edge_allowed > edge / 2
+        assert low == high == first_cdn
+        # A bot guessing keys: about 2%, every guess a different unknown key,
+        # every one refused.
+        guesses, guessed_keys, guessed_allowed, low, high = one(by_address, BRUTE_FORCE_ADDRESS)
+        assert 0.015 < guesses / 40_000 < 0.025
+        assert guessed_keys == guesses and guessed_allowed == 0
+        assert low == high == first_cdn
+        known = "SELECT COUNT(*) FROM tickets WHERE key IN (SELECT key FROM attempts WHERE ip = ?)"
+        assert one(known, BRUTE_FORCE_ADDRESS) == (0,)
+        # A leaked key: the busiest key by far, about 3%, from many addresses.
+        leaked, plays, addresses, cdn = one(
+            "SELECT key, COUNT(*), COUNT(DISTINCT ip), cdn FROM attempts"
+            " GROUP BY key ORDER BY 2 DESC LIMIT 1"
+        )
+        assert 0.025 < plays / 40_000 < 0.035
+        assert addresses > 200 and cdn == first_cdn
+        assert one("SELECT uses, ip, active FROM tickets WHERE key = ?", leaked) == (0, "", 1)
+        # The two busiest addresses.
+        busiest = conn.execute(
+            "SELECT ip FROM attempts GROUP BY ip ORDER BY COUNT(*) DESC LIMIT 2"
+        ).fetchall()
+        assert busiest == [(EDGE_ADDRESS,), (BRUTE_FORCE_ADDRESS,)]
     finally:
         conn.close()
 
