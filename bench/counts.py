@@ -10,8 +10,9 @@ It measures three things:
 * **end to end**: a signed ``sevu.errorcount`` through HTTP, as a dashboard
   sends it (half the calls with ``limit``/``seek``), timed by the client;
   this includes signing, the replay-protection write and its fsync;
-* **query**: the statement the server runs (:func:`count_query`), on a
-  read-only connection of the same file;
+* **query**: the storage's own ``count_attempts`` (rollups, count filters
+  and bounded index reads, see ``usher/storage/counting.py``), in this
+  process on the same database;
 * **plain COUNT(\\*)**: the same count left to SQLite's planner over the same
   indexes, the baseline the issue names; it is slow, so fewer samples (and
   each distinct filter is counted once: a heavy value repeats).
@@ -20,13 +21,14 @@ Every query result is compared with the plain count: a mismatch fails the run.
 
 :func:`run_matrix_postgres` runs the same filters against a server on
 PostgreSQL that holds a copy of the SQLite file: end to end, and the
-server's ``count(*)`` statement through psycopg (PostgreSQL has no rollup;
-there is no other baseline). Both counts, and every answer, are compared
-with SQLite's count of the same filters on the copied file.
+storage's ``count_attempts`` on PostgreSQL in this process. Both counts,
+and every answer, are compared with SQLite's count of the same filters on
+the copied file (itself checked against the plain count).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 import statistics
@@ -36,12 +38,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-
 from usher.client import Client
-from usher.storage.postgres.config import parse_url
-from usher.storage.rows import attempt_where
-from usher.storage.sqlite.counts import count_query, plain_count_query
+from usher.storage import storage_for_url
+from usher.storage.base import Storage
+from usher.storage.sqlite.counts import plain_count_query
 from usher.tickets.model import AttemptFilter
 
 #: The filters, which are also the attempts columns they match.
@@ -233,6 +233,23 @@ def _drive(
     return Matrix(draw.kind, draw.column, draw.value, draw.cdn, draw.attempts, results)
 
 
+class StorageCounts:
+    """A storage opened in this process, on its own event loop, for timing
+    ``count_attempts`` outside the server."""
+
+    def __init__(self, url: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._storage: Storage = storage_for_url(url)
+        self._loop.run_until_complete(self._storage.open())
+
+    def count(self, cdn: int, where: AttemptFilter) -> int:
+        return self._loop.run_until_complete(self._storage.count_attempts(cdn, where))
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._storage.close())
+        self._loop.close()
+
+
 def run_matrix(
     api_url: str,
     db_path: str,
@@ -246,15 +263,15 @@ def run_matrix(
     """The typical matrix, then one per heavy hitter kind."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     settle(conn)
+    counts = StorageCounts(f"sqlite:///{db_path}")
     # A heavy value repeats: each distinct filter's plain count is run once.
     plain_counts: dict[tuple[int, AttemptFilter], int] = {}
 
     def measure(
         combo: ComboTimes, i: int, cdn: int, where: AttemptFilter, _answered: int, _paged: bool
     ) -> None:
-        sql, params = count_query(cdn, where)
         started = time.perf_counter()
-        fast = conn.execute(sql, params).fetchone()[0]
+        fast = counts.count(cdn, where)
         combo.query_ms.append((time.perf_counter() - started) * 1000)
         if i < plain_samples:
             plain = plain_counts.get((cdn, where))
@@ -277,6 +294,7 @@ def run_matrix(
     finally:
         for client in clients.values():
             client.close()
+        counts.close()
         conn.close()
 
 
@@ -296,29 +314,25 @@ def run_matrix_postgres(
 
     Their filters are the first ``samples`` of the ``drawn`` per combination
     that :func:`run_matrix` used (the same seed on the same rows). The
-    expected count is SQLite's :func:`count_query` on the copied file, which
+    expected count is the SQLite storage's on the copied file, which
     :func:`run_matrix` checked against the plain ``COUNT(*)``.
     """
     sqlite = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    pg = psycopg.connect(parse_url(database).conninfo, autocommit=True)
+    expected_counts = StorageCounts(f"sqlite:///{db_path}")
+    pg = StorageCounts(database)
 
     def measure(
         combo: ComboTimes, _i: int, cdn: int, where: AttemptFilter, answered: int, paged: bool
     ) -> None:
-        sql, params = attempt_where(cdn, where, "%s")
-        # The statement PostgresStorage.count_attempts runs; the WHERE body
-        # holds placeholders only.
-        query = f"SELECT count(*) FROM attempts WHERE {sql}"  # noqa: S608
         started = time.perf_counter()
-        row = pg.execute(query, params).fetchone()
+        counted = pg.count(cdn, where)
         combo.query_ms.append((time.perf_counter() - started) * 1000)
-        sql, params = count_query(cdn, where)
-        expected = int(sqlite.execute(sql, params).fetchone()[0])
+        expected = expected_counts.count(cdn, where)
         shown = min(_PAGE["limit"], max(0, expected - _PAGE["seek"])) if paged else expected
-        if row is None or row[0] != expected or answered != shown:
+        if counted != expected or answered != shown:
             raise RuntimeError(
                 f"{combo.name} ({cdn}, {where}) on PostgreSQL: the server answered {answered} "
-                f"and its count(*) gave {row and row[0]}, where SQLite counts {expected} "
+                f"and the storage counted {counted}, where SQLite counts {expected} "
                 f"(so {shown} expected)."
             )
 
@@ -332,6 +346,7 @@ def run_matrix_postgres(
         for client in clients.values():
             client.close()
         pg.close()
+        expected_counts.close()
         sqlite.close()
 
 
