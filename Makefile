@@ -42,7 +42,7 @@ screenshots: $(VENV)/.installed system-deps
 bench: $(VENV)/.bench-installed system-deps
 	$(BIN)/python -m bench.run --mode full
 
-## bench-quick: the same steps at small sizes, in under two minutes
+## bench-quick: the same steps at small sizes, in about two minutes
 bench-quick: $(VENV)/.bench-installed system-deps
 	$(BIN)/python -m bench.run --mode quick
 
