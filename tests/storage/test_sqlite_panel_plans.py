@@ -10,10 +10,14 @@ the table's size; the contract suite proves the answers.
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
+from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for
 from tests.storage.test_sqlite_counts import _insert_attempts, migrated  # noqa: F401  # fixture
+from usher.storage import sqlite as sqlite_storage
+from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite.counts import (
     RECENT_DENIALS_SQL,
     count_upto_query,
@@ -22,6 +26,7 @@ from usher.storage.sqlite.counts import (
     top_values_query,
     walk_is_cheaper,
 )
+from usher.tickets.decision import decide
 from usher.tickets.model import AttemptFilter, Page
 
 PAGE = Page(limit=50, seek=50)
@@ -298,3 +303,28 @@ def test_a_video_finds_its_apps_through_the_rollups_video_index(
         "SEARCH attempt_counts USING INDEX attempt_counts_video (cdn=? AND grain=? AND video=?)"
         in plan
     ), plan
+
+
+@pytest.mark.anyio
+async def test_a_page_past_the_planning_cap_is_still_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The list plan counts matches only up to a cap; past it the count is
+    # a lower bound, never a reason to answer an empty page.
+    monkeypatch.setattr(sqlite_storage, "LIST_PLANNING_CAP", 3)
+    storage = SQLiteStorage(str(tmp_path / "cap.db"))
+    await storage.open()
+    try:
+        await storage.create_account(
+            username="demo", api_key="K", secret="S", cdn=DEMO_CDN, now=NOW
+        )
+        ticket = make_ticket(key="k1", password="p1", video="*")
+        await storage.insert_ticket(ticket)
+        for n in range(10):
+            await storage.record_check(request_for(ticket), decide, NOW + n)
+        where = AttemptFilter(key="k1")
+        page = await storage.list_attempts(DEMO_CDN, where, Page(limit=5, seek=8))
+        assert [a.at for a in page] == [NOW + 8, NOW + 9]
+        assert await storage.list_attempts(DEMO_CDN, where, Page(limit=5, seek=10)) == []
+    finally:
+        await storage.close()

@@ -331,8 +331,8 @@ class SQLiteStorage(
         the page lies past the last match. Every figure comes from rollups
         or bounded reads."""
         matches = await self.count_attempts_upto(cdn, where, LIST_PLANNING_CAP)
-        if page.seek >= matches:
-            return None
+        if matches <= LIST_PLANNING_CAP and page.seek >= matches:
+            return None  # exact, and the page lies past it
         driver = value_filter(cdn, where)
         if driver is not None:
             # The rows of the driving index's value (its time range is a
