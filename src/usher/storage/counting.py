@@ -18,8 +18,10 @@ exact.
   can have hundreds of thousands; reading those is what made such counts
   take 80 ms on SQLite and over a second on PostgreSQL. So the count first
   reads at most :data:`BUSY_AT` index entries of one named column; if the
-  value has more, it tries the next named column; when every named column is
-  busy, the combination of their values becomes a *count filter*: a row in
+  value has more, that value gets a count filter of its own (so later counts
+  naming it skip the read) and the next named column is tried; when every
+  named column is busy, the combination of their values becomes a *count
+  filter*: a row in
   ``count_filters`` whose ``filter_counts`` (per app, video, outcome) are
   filled from the attempts in the same transaction and kept exact from then
   on by the same triggers as the other rollups. That costs one slow count per
@@ -170,8 +172,9 @@ class CountSource(Protocol):
     async def sum_minutes(self, cdn: int, first: int, last: int, success: bool | None) -> int:
         """Sum of ``attempt_minutes`` for minutes ``first``..``last``."""
 
-    async def find_filter(self, f: ValueFilter) -> int | None:
-        """The id of ``f`` in ``count_filters``, if it is there."""
+    async def find_filters(self, filters: list[ValueFilter]) -> dict[int, int]:
+        """The ids of those of ``filters`` (all of one account, of distinct
+        masks) that ``count_filters`` holds, by mask; one round trip."""
 
     async def sum_filter_counts(self, filter_id: int, broad: Broad) -> int:
         """Sum of the filter's ``filter_counts`` rows matching ``broad``."""
@@ -205,18 +208,23 @@ async def count_attempts(source: CountSource, cdn: int, where: AttemptFilter) ->
     if selective is None:
         return await source.sum_account_counts(cdn, broad)
 
-    filter_id = await source.find_filter(selective)
+    # The combination's own filter, and each named value's alone: one read.
+    alone = {column: selective.alone(column) for column, _ in selective.named}
+    known = await source.find_filters([selective, *(f for f in alone.values() if f != selective)])
+    filter_id = known.get(selective.mask)
     if filter_id is None:
         for column, _ in selective.named:
             # A value known to be busy alone (it has a count filter of its
             # own) is not worth reading up to BUSY_AT entries of.
-            if selective.mask != selective.alone(column).mask and (
-                await source.find_filter(selective.alone(column)) is not None
-            ):
+            if alone[column].mask in known:
                 continue
             read, matched = await source.bounded_count(selective, column, broad, BUSY_AT + 1)
             if read <= BUSY_AT:
                 return matched
+            if alone[column] != selective:
+                # Busy alone too: give the value its own filter now, so the
+                # next combination naming it skips this read.
+                await source.add_filter(alone[column], cap=MAX_FILTERS_PER_ACCOUNT)
         filter_id = await source.add_filter(selective, cap=MAX_FILTERS_PER_ACCOUNT)
         if filter_id is None:
             log.warning(

@@ -279,3 +279,16 @@ def filter_counts_where(filter_id: int, broad: Broad, mark: str) -> tuple[str, l
         terms += f" AND success = {mark}"
         params.append(broad.success)
     return terms, params
+
+
+def find_filters_sql(filters: list[ValueFilter], mark: str) -> tuple[str, list[object]]:
+    """One statement finding each of ``filters`` in ``count_filters``: rows
+    of (mask, id), one primary-key probe each."""
+    one = (
+        f"SELECT mask, id FROM count_filters WHERE cdn = {mark} AND mask = {mark}"
+        f" AND key = {mark} AND pass = {mark} AND ip = {mark}"
+    )
+    params: list[object] = []
+    for f in filters:
+        params += [f.cdn, f.mask, f.key, f.password, f.ip]
+    return " UNION ALL ".join([one] * len(filters)), params

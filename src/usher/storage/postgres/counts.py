@@ -19,7 +19,7 @@ from usher.protocol.errors import StorageError
 from usher.storage.counting import Broad, ValueFilter, count_attempts
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import Conn, attempts_where
-from usher.storage.rows import filter_counts_where, matching_expression
+from usher.storage.rows import filter_counts_where, find_filters_sql, matching_expression
 from usher.tickets.model import AttemptFilter
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,10 @@ class PostgresCountsMixin:
         sql = _both("attempt_minutes", "attempt_minute_deltas", where)
         return await self._one_int(sql, params + params)
 
-    async def find_filter(self, f: ValueFilter) -> int | None:
-        row = await self._db.fetchone(_FIND_FILTER, _filter_key(f))
-        return None if row is None else int(row[0])
+    async def find_filters(self, filters: list[ValueFilter]) -> dict[int, int]:
+        sql, params = find_filters_sql(filters, "%s")
+        rows = await self._db.fetchall(sql, params)
+        return {int(mask): int(filter_id) for mask, filter_id in rows}
 
     async def sum_filter_counts(self, filter_id: int, broad: Broad) -> int:
         where, params = filter_counts_where(filter_id, broad, "%s")

@@ -40,7 +40,7 @@ from usher.storage.counting import (
     timed,
     value_filter,
 )
-from usher.storage.rows import filter_counts_where, matching_expression
+from usher.storage.rows import filter_counts_where, find_filters_sql, matching_expression
 from usher.storage.schema import ATTEMPT_COLUMNS
 from usher.storage.sqlite.engine import SQLiteAccess
 from usher.storage.sqlite.sql import page_sql
@@ -371,9 +371,10 @@ class SQLiteCountsMixin(SQLiteAccess):
             return await self._one_int(sql, [cdn, first, last])
         return await self._one_int(sql + " AND success = ?", [cdn, first, last, int(success)])
 
-    async def find_filter(self, f: ValueFilter) -> int | None:
-        row = await self._read(lambda conn: conn.execute(FIND_FILTER, _filter_key(f)).fetchone())
-        return None if row is None else int(row[0])
+    async def find_filters(self, filters: list[ValueFilter]) -> dict[int, int]:
+        sql, params = find_filters_sql(filters, "?")
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return {int(mask): int(filter_id) for mask, filter_id in rows}
 
     async def sum_filter_counts(self, filter_id: int, broad: Broad) -> int:
         where, params = filter_counts_where(filter_id, broad, "?")
