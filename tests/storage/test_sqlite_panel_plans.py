@@ -328,3 +328,14 @@ async def test_a_page_past_the_planning_cap_is_still_listed(
         assert await storage.list_attempts(DEMO_CDN, where, Page(limit=5, seek=10)) == []
     finally:
         await storage.close()
+
+
+def test_a_list_can_be_driven_by_its_rarer_named_value(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+) -> None:
+    # A leaked key with a rare address: the address's rows, not the key's.
+    where = AttemptFilter(key="k1", ip="10.0.0.1")
+    by_key = _plan(migrated, list_query(1, where, PAGE, newest_first=True))
+    by_ip = _plan(migrated, list_query(1, where, PAGE, newest_first=True, driver_column="ip"))
+    assert "attempts_cdn_key" in by_key, by_key
+    assert "attempts_cdn_ip" in by_ip and "attempts_cdn_key" not in by_ip, by_ip

@@ -277,13 +277,13 @@ class SQLiteStorage(
     ) -> list[Attempt]:
         check_cursor(before, after)
 
-        walk_table = False
+        walk_table, driver_column = False, None
         by_app_video = await self.app_video_first(cdn, where)
         if not uses_rollup(where):
             path = await self._list_path(cdn, where, page, by_app_video=by_app_video)
             if path is None:
                 return []
-            walk_table = path
+            walk_table, driver_column = path
 
         def run(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
             if not uses_rollup(where):
@@ -294,6 +294,7 @@ class SQLiteStorage(
                     newest_first=newest_first,
                     walk_table=walk_table,
                     by_app_video=by_app_video,
+                    driver_column=driver_column,
                     before=before,
                     after=after,
                 )
@@ -325,31 +326,42 @@ class SQLiteStorage(
 
     async def _list_path(
         self, cdn: int, where: AttemptFilter, page: Page, *, by_app_video: bool
-    ) -> bool | None:
+    ) -> tuple[bool, str | None] | None:
         """For a list with a key, pass, ip or time range: whether to walk the
-        table in id order (see :func:`walk_is_cheaper`), or ``None`` when
-        the page lies past the last match. Every figure comes from rollups
-        or bounded reads."""
+        table in id order (see :func:`walk_is_cheaper`) and which named key,
+        pass or ip drives otherwise (the one with the fewest attempts), or
+        ``None`` when the page lies past the last match. Every figure comes
+        from rollups or bounded reads."""
         matches = await self.count_attempts_upto(cdn, where, LIST_PLANNING_CAP)
         if matches <= LIST_PLANNING_CAP and page.seek >= matches:
             return None  # exact, and the page lies past it
         driver = value_filter(cdn, where)
+        driver_column = None
         if driver is not None:
-            # The rows of the driving index's value (its time range is a
-            # part of them).
-            indexed = driver.alone(driver.named[0][0]).where()
+            # The rows of each named value's index (its time range is a part
+            # of them); the smallest drives.
+            sizes = {
+                column: await self.count_attempts(cdn, driver.alone(column).where())
+                for column, _ in driver.named
+            }
+            driver_column = min(sizes, key=lambda column: sizes[column])
+            index_rows = sizes[driver_column]
         elif by_app_video:
-            indexed = AttemptFilter(app=where.app, video=where.video)
+            index_rows = await self.count_attempts(
+                cdn, AttemptFilter(app=where.app, video=where.video)
+            )
         else:
-            indexed = AttemptFilter(start=where.start, end=where.end)
-        index_rows = await self.count_attempts(cdn, indexed)
+            index_rows = await self.count_attempts(
+                cdn, AttemptFilter(start=where.start, end=where.end)
+            )
         newer = 0
         if where.end is not None:
             newer = await self.count_attempts(cdn, AttemptFilter(start=where.end + 1))
         total = await self.sum_account_counts(cdn, EVERYTHING)
-        return walk_is_cheaper(
+        walk = walk_is_cheaper(
             index_rows=index_rows, newer=newer, matches=matches, total=total, page=page
         )
+        return walk, driver_column
 
     async def count_attempts_upto(self, cdn: int, where: AttemptFilter, cap: int) -> int:
         check_cap("cap", cap, MAX_COUNT_CAP)

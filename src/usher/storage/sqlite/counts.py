@@ -135,6 +135,7 @@ def match_where(
     sort_matches: bool = False,
     walk_table: bool = False,
     by_app_video: bool = False,
+    driver_column: str | None = None,
 ) -> tuple[str, list[object]]:
     """The ``WHERE`` body (time bounds included) that reads the account's matching attempts on the
     designed access path. A selective filter (key, pass, ip) drives its index, as for a count.
@@ -151,7 +152,12 @@ def match_where(
         _unindexed(cdn, where)
         if walk_table
         else _driven(
-            cdn, where, walk=in_id_order, sort_matches=sort_matches, by_app_video=by_app_video
+            cdn,
+            where,
+            walk=in_id_order,
+            sort_matches=sort_matches,
+            by_app_video=by_app_video,
+            driver_column=driver_column,
         )
     )
     return " AND ".join(clauses), params
@@ -166,6 +172,7 @@ def list_query(
     sort_matches: bool = False,
     walk_table: bool = False,
     by_app_video: bool = False,
+    driver_column: str | None = None,
     before: int | None = None,
     after: int | None = None,
 ) -> tuple[str, list[object]]:
@@ -185,6 +192,7 @@ def list_query(
         sort_matches=sort_matches,
         walk_table=walk_table,
         by_app_video=by_app_video,
+        driver_column=driver_column,
     )
     for clause, bound in (("id < ?", before), ("id > ?", after)):
         if bound is not None:
@@ -240,9 +248,14 @@ def _driven(
     walk: bool,
     sort_matches: bool = False,
     by_app_video: bool = False,
+    driver_column: str | None = None,
 ) -> tuple[list[str], list[object]]:
     """``cdn`` and the equality filters, with ``+`` on every column that must
     not choose the index (see the module's docstring).
+
+    ``driver_column``: which of the named key, pass and ip drives (by
+    default the first of them); a list names the one with the fewest
+    attempts, so a busy key with a rare address reads the address's rows.
 
     ``by_app_video``: a time range with an app or video filter (and no key,
     pass or ip) reads that app's or video's ``(cdn, app, video)`` entries
@@ -253,10 +266,10 @@ def _driven(
     timed = where.start is not None or where.end is not None
     driver: tuple[str, ...] = ()
     extra: list[tuple[str, list[object]]] = []
-    for column in _DRIVERS:
-        if column in filters:
-            driver = ("cdn", column, "at")
-            break
+    selective = [name for name in _DRIVERS if name in filters]
+    if selective:
+        chosen = driver_column if driver_column in selective else selective[0]
+        driver = ("cdn", chosen, "at")
     else:
         named = "app" in filters or "video" in filters
         if walk and not timed:
