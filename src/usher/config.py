@@ -19,6 +19,9 @@ DEFAULT_TOLERANCE = 300
 #: An HTTP-streaming playback session lasts this long after its last request
 #: (README, "Streaming-server integrations").
 DEFAULT_SESSION_TTL = 120
+#: SRS and OvenMediaEngine send no sign of life: their sessions end at their
+#: end notice, or after this many seconds if the notice was lost.
+DEFAULT_SESSION_MAX = 86_400
 #: A session TTL below this would make a player's normal pauses between
 #: requests (a segment is often 6-10 s) cost a new use each time.
 MIN_SESSION_TTL = 10
@@ -154,6 +157,7 @@ class Settings:
     )
     max_body: int = MAX_BODY
     session_ttl: int = DEFAULT_SESSION_TTL
+    session_max: int = DEFAULT_SESSION_MAX
     #: ``USHER_URI_PATTERN``: how /usher/auth-request reads app and video from
     #: a URI; ``None`` is the default ``/<app>/<video path>/<file>`` layout.
     uri_pattern: re.Pattern[str] | None = None
@@ -208,6 +212,7 @@ class Settings:
             timestamp_tolerance=_int(env, "USHER_TIMESTAMP_TOLERANCE", DEFAULT_TOLERANCE, 1),
             callback_allow=_callback_allow(env),
             session_ttl=_int(env, "USHER_SESSION_TTL", DEFAULT_SESSION_TTL, MIN_SESSION_TTL),
+            session_max=_int(env, "USHER_SESSION_MAX", DEFAULT_SESSION_MAX, MIN_SESSION_TTL),
             uri_pattern=parse_uri_pattern(env.get("USHER_URI_PATTERN", "")),
             bench_routes=env.get("USHER_BENCH_ROUTES", "").strip() == "1",
             max_write_wait_ms=_int(env, "USHER_MAX_WRITE_WAIT_MS", 500, 1),

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from usher.tickets.model import EndReason
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Latency buckets from 0.5 ms: a playback check is expected to take a few ms.
@@ -67,6 +69,24 @@ class Metrics:
             "USHER_PANEL_QUERY_TIMEOUT and were stopped (answered 503).",
             registry=self.registry,
         )
+        self.session_starts = Counter(
+            "usher_session_starts",
+            "Live sessions this process opened, by protocol.",
+            ["protocol"],
+            registry=self.registry,
+        )
+        self.session_ends = Counter(
+            "usher_session_ends",
+            "Live sessions this process ended, by end reason (done, idle, kicked, "
+            "revoked, expired).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.sessions_open = Gauge(
+            "usher_sessions_open",
+            "Live sessions open now, all nodes together (read from the database at each scrape).",
+            registry=self.registry,
+        )
         self.pending_writes = Gauge(
             "usher_storage_pending_writes",
             "Writes waiting for the storage's writer.",
@@ -81,6 +101,10 @@ class Metrics:
             child = self.checks.labels(outcome, reason)
             self._check_children[outcome, reason] = child
         child.inc()
+
+    def count_session_ends(self, ended: int, reason: EndReason) -> None:
+        if ended:
+            self.session_ends.labels(reason.value).inc(ended)
 
     def watch_pending_writes(self, probe: Callable[[], float]) -> None:
         self.pending_writes.set_function(probe)

@@ -447,9 +447,9 @@ def seed_database(
         loader.insert_attempts(attempts_in_worker(p), inserted)
         attempt_seconds = time.monotonic() - attempts_started
         # In TICKET_INSERT order: key, cdn, pass … uses, use_count, active,
-        # created_at, expire_at, used_at, bound_ips.
+        # created_at, expire_at, used_at, bound_ips, max_viewers (no limit).
         loader.insert_tickets(
-            (row[1], row[0], *row[2:7], p.use_count[i], *row[7:10], p.used_at[i], p.bound[i])
+            (row[1], row[0], *row[2:7], p.use_count[i], *row[7:10], p.used_at[i], p.bound[i], 0)
             for i, row in enumerate(p.tickets)
         )
         loader.add_counts(p.tally)

@@ -45,6 +45,8 @@ async def test_request_creates_a_ticket(harness: Harness) -> None:
         "expire_date": "2027-02-01 00:00:00",
         "used_date": None,
         "bound_ips": [],
+        "max_viewers": 0,
+        "viewers": 0,
     }
 
 

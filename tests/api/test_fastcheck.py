@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import Clock, Harness
-from usher.adapters.check import check_body
+from usher.adapters.check import check_body, encode
 from usher.config import Settings
 from usher.protocol.errors import StorageBusy, StorageError
 from usher.storage.sqlite import SQLiteStorage
@@ -97,11 +97,16 @@ async def test_every_answer_body_is_the_one_encoding(
         "revoked": (await harness.ticket(video="gone"))["key"],
         "expired": (await harness.ticket(expire="2027-01-15 08:00:01"))["key"],
         "ip": (await harness.ticket(ip="192.0.2.1"))["key"],
+        "single": (await harness.ticket(max_viewers=1))["key"],
     }
     await harness.call("sevu.revoke", key=keys["revoked"])
     harness.clock.advance(5)
     good = {"pass": "pw", "app": "demo-live", "video": "mystream"}
     await harness.check(key=keys["once"], **good)
+    watching = await harness.http.get("/usher/check", params={"key": keys["single"], **good})
+    session = watching.json()["session"]
+    done = await harness.http.post("/usher/check", params={"key": keys["ok"], **good})
+    await harness.http.post("/usher/check/done", data={"session": done.json()["session"]})
     cases: list[tuple[str, dict[str, str], Reason | None]] = [
         ("ok", {}, None),
         ("ok", {"pass": "wrong"}, Reason.INVALID_AUTH_TOKEN),
@@ -111,19 +116,29 @@ async def test_every_answer_body_is_the_one_encoding(
         ("ok", {"video": "other"}, Reason.INVALID_VIDEO),
         ("ip", {"ip": "192.0.2.2"}, Reason.INVALID_IP),
         ("once", {}, Reason.USES_EXHAUSTED),
+        ("single", {}, Reason.TOO_MANY_VIEWERS),
+        ("ok", {"session": done.json()["session"]}, Reason.SESSION_ENDED),
     ]
     assert {reason for _, _, reason in cases} == {*Reason, None}
     for key, changed, reason in cases:
         params = {"key": keys[key], **good, **changed}
-        status, body = (
-            (200, check_body(True, "")) if reason is None else (403, check_body(False, reason))
-        )
         for response in (
             await harness.http.get("/usher/check", params=params),
             await harness.http.post("/usher/check", data=params),
             await harness.http.post("/usher/check", json=params),
         ):
-            assert (response.status_code, response.content) == (status, body), params
+            if reason is None:
+                started = response.json()["session"]
+                body = encode({"allowed": True, "reason": "", "session": started})
+                assert (response.status_code, response.content) == (200, body), params
+            else:
+                denied = check_body(False, reason)
+                assert (response.status_code, response.content) == (403, denied), params
+    # The session of the one allowed viewer re-checks with its id in the answer.
+    again = await harness.http.get(
+        "/usher/check", params={"key": keys["single"], **good, "session": session}
+    )
+    assert again.content == encode({"allowed": True, "reason": "", "session": session})
 
     for failure, said in (
         (StorageBusy("20000 writes are waiting."), "Usher is overloaded"),

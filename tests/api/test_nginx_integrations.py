@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import Clock, Harness
 from usher import accounts
-from usher.adapters.sessions import rtmp_session_id
+from usher.adapters.sessions import rtmp_session_handle
 from usher.config import Settings, parse_uri_pattern
 from usher.protocol.errors import StorageUnavailable
 from usher.storage import storage_for_url
@@ -151,7 +151,11 @@ async def test_rtmp_update_rechecks_without_counting_then_cuts_off_revoked(h: Ha
 async def test_rtmp_update_denies_an_expired_ticket(h: Harness) -> None:
     ticket = await h.ticket(expire="+1 hour")
     assert (await notify(h, rtmp_form("play", ticket))).status_code == 200
-    h.clock.advance(3600)
+    # nginx's on_update every 30 s keeps the session open up to the expiry.
+    for _ in range(3600 // 30 - 1):
+        h.clock.advance(30)
+        assert (await notify(h, rtmp_form("update_play", ticket))).status_code == 200
+    h.clock.advance(30)
     response = await notify(h, rtmp_form("update_play", ticket))
     assert response.headers["x-usher-reason"] == "Expiration date surpassed"
 
@@ -162,12 +166,15 @@ async def test_rtmp_play_opens_a_session_and_play_done_closes_it(h: Harness) -> 
     request = CheckRequest(
         key=ticket["key"], password="pw", app="demo-live", video="mystream", ip=VIEWER
     )
-    session_id = rtmp_session_id("127.0.0.1", "17", request)
+    handle = rtmp_session_handle("127.0.0.1", "17", request)
     storage = h.app.state.storage
-    found = await storage.lookup_session(session_id)
+    found = await storage.lookup_session(handle=handle)
     assert found is not None and found[0].key == ticket["key"]
+    now = int(h.clock())
+    assert found[0].is_open(now) and found[0].protocol == "rtmp"
     assert (await notify(h, rtmp_form("play_done", ticket))).status_code == 200
-    assert await storage.lookup_session(session_id) is None
+    ended = await storage.lookup_session(handle=handle)
+    assert ended is not None and (ended[0].ended_at, ended[0].end_reason) == (now, "done")
 
 
 async def test_rtmp_notify_method_get(h: Harness) -> None:
@@ -236,7 +243,7 @@ async def test_rtmp_update_during_a_storage_outage_keeps_the_viewer(
     async def down(*args: object, **kwargs: object) -> None:
         raise StorageUnavailable("down for the test")
 
-    for name in ("lookup_ticket", "record_check", "open_session"):
+    for name in ("lookup_ticket", "lookup_session", "record_check"):
         monkeypatch.setattr(h.app.state.storage, name, down)
     h.clock.advance(30)
     assert (await notify(h, rtmp_form("update_play", ticket))).status_code == 200
@@ -258,7 +265,7 @@ class Counting:
     def __init__(self, harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[str] = []
         storage = harness.app.state.storage
-        for name in ("record_check", "open_session", "renew_session", "close_session"):
+        for name in ("record_check", "renew_session", "end_sessions"):
             original = getattr(storage, name)
             monkeypatch.setattr(storage, name, self._spy(name, original))
 
@@ -278,12 +285,12 @@ async def test_hls_session_costs_one_use_and_one_attempt_and_no_writes(
     query = f"?key={ticket['key']}&pass=pw"
     first = await auth(h, f"/demo-vod/movie/index.m3u8{query}", Referer="https://example.com/p")
     assert (first.status_code, first.headers["x-usher-reason"]) == (200, "")
-    assert writes.calls == ["open_session"]
+    assert writes.calls == ["record_check"]
     for n in range(40):
         h.clock.advance(0.25)  # so the memory expires now and then: reads, not writes
         response = await auth(h, f"/demo-vod/movie/seg{n:03d}.ts{query}")
         assert (response.status_code, response.headers["x-usher-reason"]) == (200, "")
-    assert writes.calls == ["open_session"]
+    assert writes.calls == ["record_check"]
     assert await use_count(h, ticket["key"]) == 1
     [attempt] = await attempts(h, ticket["key"])
     assert (attempt["app"], attempt["video"], attempt["ip"], attempt["refurl"]) == (
@@ -469,7 +476,7 @@ async def test_hls_outage_rides_out_known_sessions_only(
         raise StorageUnavailable("down for the test")
 
     monkeypatch.setattr(h.app.state.storage, "lookup_session", down)
-    monkeypatch.setattr(h.app.state.storage, "open_session", down)
+    monkeypatch.setattr(h.app.state.storage, "record_check", down)
     h.clock.advance(5)
     assert (await auth(h, uri)).status_code == 200
     stranger = await auth(h, uri, ip="192.0.2.99")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from usher.adapters import auth_request, mediamtx, nginx_rtmp, srs
 from usher.adapters.check import MAX_FIELDS, credential, parse_json_object, parse_pairs
-from usher.adapters.sessions import http_session_id, rtmp_session_id
+from usher.adapters.sessions import http_session_handle, rtmp_session_handle
 from usher.config import parse_uri_pattern
 from usher.tickets.model import CheckRequest
 from usher.tickets.text import storable
@@ -85,17 +85,17 @@ def test_rtmp_first_occurrence_wins_for_nginx_fields() -> None:
     )
     assert update.call is nginx_rtmp.Call.UPDATE and not update.request.count_use
     # Play, update and done of one connection share one session id.
-    assert update.session_id == note.session_id
+    assert update.handle == note.handle
 
 
 def test_session_ids_separate_what_spec_separates() -> None:
     other_ip = CheckRequest(key="k", password="p", app="demo-live", video="v", ip="192.0.2.2")
     other_pass = CheckRequest(key="k", password="x", app="demo-live", video="v", ip="192.0.2.1")
-    assert http_session_id(REQUEST) != http_session_id(other_ip)
+    assert http_session_handle(REQUEST) != http_session_handle(other_ip)
     # The password is not part of an HTTP session: every request re-checks it.
-    assert http_session_id(REQUEST) == http_session_id(other_pass)
-    assert rtmp_session_id("a", "1", REQUEST) != rtmp_session_id("a", "2", REQUEST)
-    assert rtmp_session_id("a", "1", REQUEST) != rtmp_session_id("b", "1", REQUEST)
+    assert http_session_handle(REQUEST) == http_session_handle(other_pass)
+    assert rtmp_session_handle("a", "1", REQUEST) != rtmp_session_handle("a", "2", REQUEST)
+    assert rtmp_session_handle("a", "1", REQUEST) != rtmp_session_handle("b", "1", REQUEST)
 
 
 def test_srs_reads_the_viewer_query_wherever_old_versions_put_it() -> None:
@@ -119,7 +119,7 @@ def test_mediamtx_path_and_credentials() -> None:
     body = {"action": "read", "path": "/demo-live/a/b", "user": "k", "password": "p", "query": ""}
     auth = mediamtx.parse(json.dumps(body).encode(), server_ip="")
     assert (auth.request.app, auth.request.video, auth.request.key) == ("demo-live", "a/b", "k")
-    assert not auth.http
+    assert auth.reader_id == ""
     assert mediamtx.parse(b'{"action": "api"}', server_ip="").action is mediamtx.Action.REFUSED
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from usher.adapters.check import credential, parse_pairs
-from usher.adapters.sessions import http_session_id
+from usher.adapters.sessions import http_session_handle
 from usher.tickets.model import CheckRequest
 
 #: In the default layout, a last segment with one of these
@@ -102,7 +102,7 @@ def parse(
     server_ip: str,
     pattern: re.Pattern[str] | None,
 ) -> tuple[CheckRequest, str]:
-    """The check for one viewer request, and its playback-session id."""
+    """The check for one viewer request, and its live session's handle."""
     raw = original_uri[:MAX_URI]
     raw_path, _, query = raw.partition(b"?")
     path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
@@ -118,4 +118,4 @@ def parse(
         refurl=referer,
         server_ip=server_ip,
     )
-    return request, http_session_id(request)
+    return request, http_session_handle(request)

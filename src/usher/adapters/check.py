@@ -14,11 +14,15 @@ from urllib.parse import parse_qsl
 from usher.tickets.model import CheckRequest, Decision, Reason
 from usher.tickets.text import storable
 
-FIELDS = ("key", "pass", "app", "video", "ip", "appinst", "pageurl", "refurl", "server_ip")
+FIELDS = (
+    "key", "pass", "app", "video", "ip", "appinst", "pageurl", "refurl", "server_ip", "session",
+)  # fmt: skip
 #: Fields a caller may not send twice with different values: an ambiguous
 #: credential is treated as no credential.
 CREDENTIALS = frozenset({"key", "pass"})
-_SINGLE = CREDENTIALS
+#: Fields whose conflicting duplicates empty them: an ambiguous session
+#: names none, so the check is a start.
+_SINGLE = CREDENTIALS | {"session"}
 #: Form fields read from one callback at most; the rest is ignored.
 MAX_FIELDS = 200
 
@@ -141,6 +145,11 @@ def to_request(fields: dict[str, str], client_ip: str) -> CheckRequest:
     )
 
 
+def session_named(fields: dict[str, str]) -> str | None:
+    """The session a check names (``session``), ``None`` for a start."""
+    return fields.get("session") or None
+
+
 def encode(value: dict[str, object]) -> bytes:
     """The one JSON encoding of a callback's answer body: compact, like the
     API envelope and every other JSON body the server writes."""
@@ -162,8 +171,15 @@ OVERLOADED = check_body(False, "Usher is overloaded")
 UNAVAILABLE = check_body(False, "Usher storage unavailable")
 
 
-def answer(decision: Decision) -> tuple[int, bytes]:
-    """200 with ``allowed: true`` or 403 with the reason."""
+def answer(decision: Decision, session_id: str | None = None) -> tuple[int, bytes]:
+    """200 with ``allowed: true`` (and the session's id) or 403 with the reason."""
     if decision.allowed:
-        return 200, _ALLOWED
+        if session_id is None:
+            return 200, _ALLOWED
+        return 200, encode({"allowed": True, "reason": "", "session": session_id})
     return 403, _DENIED[decision.reason]
+
+
+def ended_body(ended: bool) -> bytes:
+    """``/usher/check/done``'s answer."""
+    return encode({"ended": ended})

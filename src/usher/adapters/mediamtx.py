@@ -15,6 +15,7 @@ password (``rtsp://KEY:PASS@host/app/video``). Only viewers are checked:
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from enum import Enum
 
@@ -35,10 +36,10 @@ _VIEWING = frozenset({"read", "playback"})
 class Auth:
     action: Action
     request: CheckRequest
-    #: MediaMTX's HLS muxer asks once per viewer session in recent releases
-    #: but once per request in old ones; Usher keeps a session either way.
-    http: bool = False
     problem: str = ""
+    #: MediaMTX's id of the reader (a UUID), when it sends one: the session
+    #: takes it, so ``runOnUnread`` can end it by ``$MTX_READER_ID``.
+    reader_id: str = ""
 
 
 _EMPTY = CheckRequest(key="", password="", app="", video="", ip="")
@@ -75,4 +76,14 @@ def parse(body: bytes, *, server_ip: str) -> Auth:
         ip=json_text(fields.get("ip")),
         server_ip=server_ip,
     )
-    return Auth(Action.VIEW, request, http=json_text(fields.get("protocol")) == "hls")
+    return Auth(Action.VIEW, request, reader_id=_reader_id(fields.get("id")))
+
+
+def _reader_id(value: object) -> str:
+    """MediaMTX's reader id when it is a UUID; anything else is not used as
+    a session id (a caller-chosen id could collide with another session's)."""
+    text = json_text(value)
+    try:
+        return str(uuid.UUID(text)) if text else ""
+    except ValueError:
+        return ""

@@ -19,7 +19,7 @@ from enum import Enum
 from urllib.parse import parse_qsl, urlsplit
 
 from usher.adapters.check import credential, first, parse_pairs
-from usher.adapters.sessions import rtmp_session_id
+from usher.adapters.sessions import rtmp_session_handle
 from usher.tickets.model import CheckRequest
 
 
@@ -52,7 +52,8 @@ _CALLS = {
 class Notification:
     call: Call
     request: CheckRequest
-    session_id: str
+    #: The live session's handle (one nginx connection playing one stream).
+    handle: str
     #: For ``Call.INVALID`` and ``Call.PUBLISH``: a sentence for the operator.
     problem: str = ""
 
@@ -100,7 +101,7 @@ def parse(pairs: list[tuple[str, str]], *, caller: str, server_ip: str) -> Notif
     elif call in (Call.PLAY, Call.UPDATE, Call.DONE) and not clientid:
         call = Call.INVALID
         problem = "The nginx-rtmp notification has no 'clientid'; it did not come from nginx-rtmp."
-    return Notification(call, request, rtmp_session_id(caller, clientid, request), problem)
+    return Notification(call, request, rtmp_session_handle(caller, clientid, request), problem)
 
 
 def parse_body(query: bytes, body: bytes, method: str) -> list[tuple[str, str]]:

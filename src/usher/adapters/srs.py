@@ -23,14 +23,15 @@ from usher.tickets.model import CheckRequest
 
 class Action(Enum):
     PLAY = "play"
-    NOTICE = "notice"  # on_stop, on_close…: nothing to decide, answered 0
+    STOP = "stop"  # on_stop: the player stopped; its session ends
+    NOTICE = "notice"  # on_close…: nothing to decide, answered 0
     REFUSED = "refused"  # on_publish: publishers are not Usher's to allow
     INVALID = "invalid"
 
 
 _ACTIONS = {
     "on_play": Action.PLAY,
-    "on_stop": Action.NOTICE,
+    "on_stop": Action.STOP,
     "on_close": Action.NOTICE,
     "on_unpublish": Action.NOTICE,
     "on_dvr": Action.NOTICE,
@@ -47,6 +48,8 @@ class Hook:
     action: Action
     request: CheckRequest
     problem: str = ""
+    #: SRS's client id (a string since SRS 4, an integer before).
+    client_id: str = ""
 
 
 _EMPTY = CheckRequest(key="", password="", app="", video="", ip="")
@@ -72,7 +75,7 @@ def parse(body: bytes, *, server_ip: str) -> Hook:
             _EMPTY,
             f"Usher authorizes viewers only; remove {action_name} pointing at /usher/srs.",
         )
-    return Hook(action, _request(fields, server_ip))
+    return Hook(action, _request(fields, server_ip), client_id=json_text(fields.get("client_id")))
 
 
 def _request(fields: dict[str, Any], server_ip: str) -> CheckRequest:

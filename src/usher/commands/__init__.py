@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from usher.commands import errorcount, errorlog, request, revoke, search, status
+from usher.commands import errorcount, errorlog, kick, request, revoke, search, sessions, status
 from usher.commands.base import Handler
 
 COMMANDS: dict[str, Handler] = {
@@ -12,4 +12,6 @@ COMMANDS: dict[str, Handler] = {
     "sevu.search": search.run,
     "sevu.errorlog": errorlog.run,
     "sevu.errorcount": errorcount.run,
+    "sevu.sessions": sessions.run,
+    "sevu.kick": kick.run,
 }

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from usher.protocol.codes import Code
 from usher.storage.base import Storage
 from usher.tickets.expiry import format_utc
-from usher.tickets.model import Account, Attempt, Ticket
+from usher.tickets.model import Account, Attempt, EndReason, PlaybackSession, Ticket
+
+#: Told how many sessions a command ended, and why (the server's metrics).
+SessionsEnded = Callable[[int, EndReason], None]
+
+
+def _not_counted(_ended: int, _reason: EndReason) -> None:
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +26,7 @@ class Context:
     storage: Storage
     account: Account
     now: int
+    sessions_ended: SessionsEnded = _not_counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,36 @@ def ticket_object(ticket: Ticket) -> dict[str, object]:
         "expire_date": format_utc(ticket.expire_at),
         "used_date": format_utc(ticket.used_at),
         "bound_ips": list(ticket.bound_ips),
+        "max_viewers": ticket.max_viewers,
+        "viewers": ticket.viewers,
+    }
+
+
+async def with_viewers(ctx: Context, tickets: list[Ticket]) -> list[Ticket]:
+    """The tickets with ``viewers`` (their open sessions now) filled in."""
+    if not tickets:
+        return tickets
+    counts = await ctx.storage.count_viewers([t.key for t in tickets], ctx.now)
+    return [
+        t if t.key not in counts else dataclasses.replace(t, viewers=counts[t.key]) for t in tickets
+    ]
+
+
+def session_object(session: PlaybackSession, now: int) -> dict[str, object]:
+    """The session object (README, "Live sessions")."""
+    ending = session.ending(now)
+    return {
+        "id": session.id,
+        "key": session.key,
+        "app": session.app,
+        "video": session.video,
+        "ip": session.ip,
+        "protocol": session.protocol,
+        "started_date": format_utc(session.started_at),
+        "last_seen_date": format_utc(session.last_seen_at),
+        "ended_date": None if ending is None else format_utc(ending[0]),
+        "end_reason": None if ending is None else ending[1],
+        "seconds": session.seconds(now),
     }
 
 

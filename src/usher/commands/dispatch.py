@@ -12,7 +12,7 @@ import hmac
 from dataclasses import dataclass
 
 from usher.commands import COMMANDS, fields
-from usher.commands.base import Context, Result
+from usher.commands.base import Context, Result, SessionsEnded
 from usher.protocol.errors import (
     AuthorizationFailed,
     BadSignature,
@@ -37,7 +37,14 @@ class SignedCommand:
     signature: str
 
 
-async def execute(signed: SignedCommand, storage: Storage, *, now: int, tolerance: int) -> Result:
+async def execute(
+    signed: SignedCommand,
+    storage: Storage,
+    *,
+    now: int,
+    tolerance: int,
+    sessions_ended: SessionsEnded | None = None,
+) -> Result:
     """Authenticate, spend the signature and run the command.
 
     Raises an :class:`~usher.protocol.errors.ApiError` for every failure.
@@ -73,4 +80,7 @@ async def execute(signed: SignedCommand, storage: Storage, *, now: int, toleranc
         signature_digest(signed.signature), now=now, expires_at=timestamp + tolerance
     ):
         raise Replayed()
-    return await handler(Context(storage, account, now), request)
+    ctx = Context(storage, account, now)
+    if sessions_ended is not None:
+        ctx = Context(storage, account, now, sessions_ended)
+    return await handler(ctx, request)

@@ -42,6 +42,7 @@ async def run(ctx: Context, request: Mapping[str, object]) -> Result:
             expire_at = parse_expire(expire_text, ctx.now, field=alias)
             break
     active = fields.flag(request, "active")
+    max_viewers = fields.integer(request, "max_viewers") or 0
 
     ticket = Ticket(
         key=new_ticket_key(video),
@@ -55,6 +56,7 @@ async def run(ctx: Context, request: Mapping[str, object]) -> Result:
         active=True if active is None else active,
         created_at=ctx.now,
         expire_at=expire_at,
+        max_viewers=max_viewers,
     )
     await ctx.storage.insert_ticket(ticket)
     return Result(Code.TICKET_CREATED, {"ticket": ticket_object(ticket)})

@@ -1,4 +1,4 @@
-"""``sevu.revoke``: deactivate a ticket for good."""
+"""``sevu.revoke``: deactivate a ticket for good, and end its open sessions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from usher.protocol.errors import NotFound
 
 async def run(ctx: Context, request: Mapping[str, object]) -> Result:
     fields.require(request, "key")
-    if not await ctx.storage.revoke_ticket(ctx.account.cdn, fields.text(request, "key") or ""):
+    key = fields.text(request, "key") or ""
+    if not await ctx.storage.revoke_ticket(ctx.account.cdn, key, now=ctx.now):
         raise NotFound(Code.REVOKE_NOT_FOUND)
     return Result(Code.REVOKED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from usher.commands import fields
-from usher.commands.base import Context, Result, ticket_object
+from usher.commands.base import Context, Result, ticket_object, with_viewers
 from usher.protocol.codes import Code
 from usher.tickets.model import TicketFilter
 
@@ -24,6 +24,7 @@ def ticket_filter(request: Mapping[str, object]) -> TicketFilter:
 async def run(ctx: Context, request: Mapping[str, object]) -> Result:
     where = ticket_filter(request)
     tickets, total = await ctx.storage.search_tickets(ctx.account.cdn, where, fields.page(request))
+    tickets = await with_viewers(ctx, tickets)
     return Result(
         Code.SEARCH_FOUND if tickets else Code.SEARCH_NONE,
         {"tickets": [ticket_object(t) for t in tickets], "ticket_count": total},

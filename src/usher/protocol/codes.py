@@ -33,6 +33,10 @@ class Code(IntEnum):
     ERRORLOG_FOUND = 2041
     ERRORCOUNT_NONE = 2050
     ERRORCOUNT_FOUND = 2051
+    SESSIONS_NONE = 2100
+    SESSIONS_FOUND = 2101
+    KICK_NONE = 2110
+    KICKED = 2111
 
 
 MESSAGES: dict[Code, str] = {
@@ -65,6 +69,10 @@ MESSAGES: dict[Code, str] = {
     Code.ERRORLOG_FOUND: "ScaleEngine Virtual Usher ticket attempts found",
     Code.ERRORCOUNT_NONE: "ScaleEngine Virtual Usher no unsuccessful tickets attempts found",
     Code.ERRORCOUNT_FOUND: "ScaleEngine Virtual Usher unsuccessful tickets attempts found",
+    Code.SESSIONS_NONE: "ScaleEngine Virtual Usher no sessions found",
+    Code.SESSIONS_FOUND: "ScaleEngine Virtual Usher sessions found",
+    Code.KICK_NONE: "ScaleEngine Virtual Usher no open sessions found",
+    Code.KICKED: "ScaleEngine Virtual Usher sessions ended",
 }
 
 HTTP_STATUS: dict[Code, int] = {

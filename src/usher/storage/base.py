@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -28,17 +28,16 @@ from usher.tickets.model import (
     AttemptFilter,
     CheckOutcome,
     CheckRequest,
-    Decision,
+    EndReason,
     Page,
     PlaybackSession,
-    SessionOutcome,
+    SessionStart,
     Ticket,
     TicketFilter,
 )
-
-#: ``decide(ticket_or_None, request, now) -> Decision``, called while the
-#: backend holds the ticket locked.
-Decider = Callable[[Ticket | None, CheckRequest, int], Decision]
+from usher.tickets.sessions import (
+    Decider as Decider,  # re-exported: backends type their checks with it
+)
 
 #: Longest text kept for any attempt field; longer values are cut so a hostile
 #: caller cannot grow the log by megabytes per request.
@@ -149,16 +148,23 @@ class PanelSession:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionTerms:
-    """Which playback session :meth:`Storage.open_session` opens, and how."""
+class SessionFilter:
+    """Filters of ``sevu.sessions``; ``None`` means not filtered. ``open``
+    keeps open sessions (True) or ended ones (False); ``start``/``end`` are
+    inclusive bounds on ``started_at``."""
 
-    #: The session's id, as the integration names it.
-    id: str
-    #: Seconds the session stays open without a renewal.
-    ttl: int
-    #: Whether an open session under this id is resumed (HTTP streaming),
-    #: or replaced by a new, counted start (RTMP: a leftover row).
-    reuse: bool
+    key: str | None = None
+    app: str | None = None
+    video: str | None = None
+    ip: str | None = None
+    open: bool | None = None
+    start: int | None = None
+    end: int | None = None
+
+
+#: Most sessions one ``sweep_sessions`` call ends, so that it holds the
+#: writer for a few milliseconds at most.
+SWEEP_BATCH: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,8 +284,9 @@ class Storage(ABC):
         """The account's ticket with this key, or ``None``."""
 
     @abstractmethod
-    async def revoke_ticket(self, cdn: int, key: str) -> bool:
-        """Deactivate the account's ticket; ``False`` if it does not exist."""
+    async def revoke_ticket(self, cdn: int, key: str, *, now: int) -> bool:
+        """Deactivate the account's ticket and end its open sessions
+        (``revoked``) in one transaction; ``False`` if it does not exist."""
 
     @abstractmethod
     async def search_tickets(
@@ -297,7 +304,13 @@ class Storage(ABC):
 
     @abstractmethod
     async def record_check(
-        self, request: CheckRequest, decide: Decider, now: int, *, log: bool = True
+        self,
+        request: CheckRequest,
+        decide: Decider,
+        now: int,
+        *,
+        log: bool = True,
+        session: SessionStart | None = None,
     ) -> CheckOutcome:
         """Run one playback check atomically and durably.
 
@@ -306,57 +319,84 @@ class Storage(ABC):
         bind an ``auto`` slot) and, when ``log`` is true, appends the attempt.
         Returns only after that transaction is committed, so an answered
         attempt survives a crash.
+
+        With ``session``, the check is a playback start and the sessions are
+        part of the same transaction, as :mod:`usher.tickets.sessions`
+        rules: the latest session under ``session.handle`` and the ticket's
+        open sessions (for ``max_viewers``) are read with the ticket locked,
+        so concurrent starts of one ticket, from any process or node, open
+        at most ``max_viewers`` sessions and a handle's starts count one use
+        between them. An allowed sign of life is not logged, whatever ``log``.
         """
 
-    # -- playback sessions (streaming-server integrations) -----------------------
+    # -- live sessions --------------------------------------------------------
 
     @abstractmethod
     async def lookup_ticket(self, key: str) -> Ticket | None:
         """The ticket with this key in any account (with its account's
         ``disabled`` flag), or ``None``.
 
-        A read, never queued behind writes: re-checks of open sessions (HLS
-        segments, nginx-rtmp ``update_play``) use it, so they cost no write.
+        A read, never queued behind writes: re-checks of open sessions use
+        it, so they cost no write.
         """
 
     @abstractmethod
-    async def lookup_session(self, session_id: str) -> tuple[PlaybackSession, Ticket | None] | None:
-        """The session and its ticket as they are now, read in one snapshot;
-        ``None`` when there is no such row. An expired row is returned too:
-        the caller compares ``expires_at`` with its own clock."""
+    async def lookup_session(
+        self, *, session_id: str | None = None, handle: str | None = None
+    ) -> tuple[PlaybackSession, Ticket | None] | None:
+        """The session with this id, or the latest (by start) under this
+        handle (exactly one of the two), and its ticket as they are now, read
+        in one snapshot; ``None`` when there is none. A read, like
+        :meth:`lookup_ticket`; the caller judges ``expires_at`` by its clock."""
 
     @abstractmethod
-    async def open_session(
-        self, request: CheckRequest, decide: Decider, now: int, terms: SessionTerms
-    ) -> SessionOutcome:
-        """Start (or resume) a playback session, atomically and durably.
-
-        In one transaction, with the ticket named by ``request.key`` locked:
-
-        * ``reuse`` and a session ``session_id`` with ``expires_at > now``
-          exists: the request is a re-check. ``decide`` gets it with
-          ``count_use=False``; if allowed, the session's expiry moves to
-          ``now + ttl`` (never earlier) and nothing is counted or logged; if
-          refused, the attempt is logged and the session is left as it is.
-        * otherwise: a counted check exactly like :meth:`record_check`
-          (always logged); if allowed, the session row is created, replacing
-          any stale or (without ``reuse``) live row of that id, with
-          ``expires_at = now + ttl``.
-
-        Concurrent calls for one ``session_id``, from any process or node
-        sharing the database, count exactly one use between them. Rows that
-        expired long ago may be purged by any call.
-        """
+    async def renew_session(self, session_id: str, *, now: int, expires_at: int) -> bool:
+        """A sign of life: ``last_seen_at = now`` and the expiry moved to
+        ``expires_at`` unless it is later already; ``False`` unless the
+        session is open (not ended, and ``expires_at`` still ahead of ``now``)."""
 
     @abstractmethod
-    async def renew_session(self, session_id: str, *, expires_at: int) -> bool:
-        """Move the session's expiry to ``expires_at`` unless it is already
-        later; ``False`` if there is no such session."""
+    async def end_sessions(
+        self,
+        *,
+        now: int,
+        reason: EndReason,
+        session_id: str | None = None,
+        handle: str | None = None,
+        cdn: int | None = None,
+        key: str | None = None,
+    ) -> list[PlaybackSession]:
+        """End the open sessions matching every criterion given (at least
+        ``session_id``, ``handle`` or ``key``, else ``ValueError``), at
+        ``now`` for ``reason``; the sessions ended, as they are now. One
+        already past its expiry ends ``idle`` at its expiry instead, and is
+        not returned. Ending twice is harmless: end notices may arrive out
+        of order."""
 
     @abstractmethod
-    async def close_session(self, session_id: str) -> bool:
-        """End the session (delete its row); ``False`` if there was none.
-        Closing twice is harmless: callbacks may arrive out of order."""
+    async def sweep_sessions(self, now: int, limit: int = SWEEP_BATCH) -> int:
+        """Write down the idle end of up to ``limit`` sessions whose expiry
+        passed (``ended_at = expires_at``, ``end_reason = 'idle'``); how many.
+        Reads only the open sessions' expiry index, never the history."""
+
+    @abstractmethod
+    async def count_viewers(self, keys: list[str], now: int) -> dict[str, int]:
+        """Open sessions per ticket key (keys without any are left out)."""
+
+    @abstractmethod
+    async def count_open_sessions(self, now: int, cdn: int | None = None) -> int:
+        """Sessions open now, of one account or of all."""
+
+    @abstractmethod
+    async def list_sessions(
+        self, cdn: int, where: SessionFilter, page: Page, now: int
+    ) -> tuple[list[PlaybackSession], int]:
+        """Matching sessions of the account, newest start first, paged (at
+        most ``page.rows``), and the count of all matches."""
+
+    @abstractmethod
+    async def prune_sessions(self, before: int, batch: int) -> int:
+        """Delete up to ``batch`` sessions that ended before ``before``; how many."""
 
     @abstractmethod
     async def list_attempts(

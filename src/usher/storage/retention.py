@@ -138,8 +138,9 @@ class Pruner:
         self.every = every
         self.pause = pause
         self.retry = retry
-        #: Attempts deleted since start (for tests and logs).
+        #: Attempts and ended sessions deleted since start (for tests and logs).
         self.deleted = 0
+        self.sessions_deleted = 0
 
     async def run(self) -> None:
         """Prune until cancelled."""
@@ -174,4 +175,8 @@ class Pruner:
                 before,
                 time.monotonic() - started,
             )
+        # Session history is kept as long as the attempts that started it.
+        while went := await self.storage.prune_sessions(before, self.batch):
+            self.sessions_deleted += went
+            await asyncio.sleep(self.pause)
         return deleted

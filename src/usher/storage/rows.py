@@ -25,7 +25,6 @@ from usher.tickets.model import (
     AttemptFilter,
     CheckRequest,
     Decision,
-    PlaybackSession,
     Ticket,
     TicketFilter,
 )
@@ -41,34 +40,13 @@ def ticket_from_row(row: tuple[Any, ...]) -> Ticket:
     bound = tuple(row[12].split("|")) if row[12] else ()
     # Positional, and about a third faster than by keyword on this hot path;
     # mypy cannot count the slices, whose lengths the schema fixes.
-    return Ticket(*row[:8], bool(row[8]), *row[9:12], bound, bool(row[13]))  # type: ignore[call-arg]
+    return Ticket(*row[:8], bool(row[8]), *row[9:12], bound, row[13], bool(row[14]))  # type: ignore[call-arg]
 
 
 def attempt_from_row(row: tuple[Any, ...]) -> Attempt:
     """An attempt from :data:`~usher.storage.schema.ATTEMPT_COLUMNS`, which
     follow :class:`Attempt`'s fields (``schema`` checks that at import)."""
     return Attempt(*row[:11], bool(row[11]), *row[12:14])  # type: ignore[call-arg]  # as above
-
-
-def session_from_row(row: tuple[Any, ...]) -> PlaybackSession:
-    """A playback session from its columns in :class:`PlaybackSession` field order."""
-    return PlaybackSession(*row)
-
-
-def new_session(
-    request: CheckRequest, ticket: Ticket | None, session_id: str, ttl: int, now: int
-) -> PlaybackSession:
-    """The session an allowed start opens, its caller text as attempts keep it."""
-    return PlaybackSession(
-        id=session_id,
-        key=clip(request.key),
-        cdn=None if ticket is None else ticket.cdn,
-        ip=clip(request.ip),
-        app=clip(request.app),
-        video=clip(request.video),
-        created_at=now,
-        expires_at=now + ttl,
-    )
 
 
 def account_from_row(row: tuple[Any, ...]) -> Account:
@@ -189,7 +167,9 @@ def applied(ticket: Ticket, decision: Decision, now: int) -> Ticket:
         ticket.expire_at,
         now if decision.count_use else ticket.used_at,
         ticket.bound_ips + ((decision.bind,) if decision.bind else ()),
+        ticket.max_viewers,
         ticket.account_disabled,
+        ticket.viewers,
     )
 
 
@@ -215,6 +195,7 @@ def ticket_values(ticket: Ticket) -> tuple[object, ...]:
         ticket.expire_at,
         ticket.used_at,
         "|".join(ticket.bound_ips),
+        ticket.max_viewers,
     )
 
 

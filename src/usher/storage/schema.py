@@ -48,7 +48,7 @@ TICKETS: Final = Table(
     # After ``id``, in the order of :class:`~usher.tickets.model.Ticket`'s
     # fields, which ``rows.ticket_from_row`` reads.
     ("id", "key", "cdn", "pass", "ip", "video", "app", "uses", "use_count", "active",
-     "created_at", "expire_at", "used_at", "bound_ips"),
+     "created_at", "expire_at", "used_at", "bound_ips", "max_viewers"),
     frozenset({"active"}),
     ("id", "key", "created_at"),
 )  # fmt: skip
@@ -61,12 +61,13 @@ ATTEMPTS: Final = Table(
     frozenset({"success"}),
     ("id", "at", "key"),
 )  # fmt: skip
-PLAYBACK_SESSIONS: Final = Table(
-    "playback_sessions",
+SESSIONS: Final = Table(
+    "sessions",
     "id",
     # The order of :class:`~usher.tickets.model.PlaybackSession`'s fields.
-    ("id", "key", "cdn", "ip", "app", "video", "created_at", "expires_at"),
-)
+    ("id", "handle", "cdn", "key", "ip", "app", "video", "protocol", "started_at",
+     "last_seen_at", "expires_at", "ended_at", "end_reason"),
+)  # fmt: skip
 SIGNATURES: Final = Table(
     "used_signatures", "digest", ("digest", "expires_at"), identity=("digest",)
 )
@@ -89,9 +90,9 @@ ATTEMPT_COLUMNS: Final = ATTEMPTS.listed()
 ATTEMPT_INSERT_COLUMNS: Final = ATTEMPTS.columns[1:]
 ATTEMPT_INSERT: Final = ", ".join(ATTEMPT_INSERT_COLUMNS)
 ACCOUNT_COLUMNS: Final = ACCOUNTS.listed()
-SESSION_INSERT: Final = PLAYBACK_SESSIONS.listed()
-SESSION_COLUMNS: Final = PLAYBACK_SESSIONS.listed(alias="s")
-SESSION_WIDTH: Final = len(PLAYBACK_SESSIONS.columns)
+SESSION_INSERT: Final = SESSIONS.listed()
+SESSION_COLUMNS: Final = SESSIONS.listed(alias="s")
+SESSION_WIDTH: Final = len(SESSIONS.columns)
 
 #: The attempt columns ``Storage.top_attempt_values`` may group by, mapped
 #: to SQL through this fixed table (never caller text).
@@ -107,6 +108,7 @@ def _attributes(columns: tuple[str, ...]) -> list[str]:
 assert [f.name for f in fields(Ticket)] == [
     *_attributes(TICKETS.columns[1:]),
     "account_disabled",
+    "viewers",
 ], "TICKETS.columns must follow Ticket's fields"
 assert [f.name for f in fields(Attempt)] == _attributes(ATTEMPTS.columns)
-assert [f.name for f in fields(PlaybackSession)] == list(PLAYBACK_SESSIONS.columns)
+assert [f.name for f in fields(PlaybackSession)] == list(SESSIONS.columns)

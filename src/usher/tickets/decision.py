@@ -41,7 +41,7 @@ def decide(ticket: Ticket | None, request: CheckRequest, now: int) -> Decision:
     A refused decision has ``count_use=False`` and no ``bind``: nothing is
     spent on a failed attempt. ``request.count_use=False`` marks a re-check of
     an open session, which neither takes an ``auto`` slot nor is limited by
-    ``uses`` (its start already spent the use).
+    ``uses`` or ``max_viewers`` (its start already spent the use).
     """
     if ticket is None or not _same_password(request.password, ticket.password):
         return _REFUSED[Reason.INVALID_AUTH_TOKEN]
@@ -67,6 +67,10 @@ def decide(ticket: Ticket | None, request: CheckRequest, now: int) -> Decision:
         return _ALLOWED_RECHECK
     if ticket.uses > 0 and ticket.use_count >= ticket.uses:
         return _REFUSED[Reason.USES_EXHAUSTED]
+    # ``viewers`` is filled in by the storage, which counts the ticket's open
+    # sessions with the ticket locked (tickets.sessions.SessionBook).
+    if ticket.max_viewers > 0 and ticket.viewers >= ticket.max_viewers:
+        return _REFUSED[Reason.TOO_MANY_VIEWERS]
     if ip_match.bind is None:
         return _ALLOWED_COUNTED
     return Decision(allowed=True, bind=ip_match.bind, count_use=True)

@@ -28,6 +28,20 @@ class Reason(StrEnum):
     INVALID_VIDEO = "Invalid Video"
     INVALID_IP = "Invalid IP Address"
     USES_EXHAUSTED = "Ticket uses exhausted"
+    TOO_MANY_VIEWERS = "Too many viewers"
+    #: A sign of life of a session that was kicked, ended by its server, or
+    #: fell silent (README, "Live sessions").
+    SESSION_ENDED = "Session ended"
+
+
+class EndReason(StrEnum):
+    """Why a playback session ended (the session object's ``end_reason``)."""
+
+    DONE = "done"
+    IDLE = "idle"
+    KICKED = "kicked"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +85,12 @@ class Ticket:
     expire_at: int
     used_at: int | None = None
     bound_ips: tuple[str, ...] = ()
+    #: Open sessions allowed at once; 0 means no limit.
+    max_viewers: int = 0
     account_disabled: bool = False
+    #: The ticket's open sessions, where the reader needs them (rule 8 of a
+    #: playback start, the ticket object); not a column.
+    viewers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,48 +205,83 @@ class Page:
 
 @dataclass(slots=True)
 class CheckOutcome:
-    """What the storage returns after it applied a decision."""
+    """What the storage returns after it applied a decision.
+
+    With a :class:`SessionStart`, ``session`` is the session the check
+    opened or renewed (``None`` when refused), and ``resumed`` says the check
+    was a sign of life of an open session: no use counted and, when
+    allowed, no attempt logged (``attempt_id`` 0).
+    """
 
     decision: Decision
     attempt_id: int
     ticket: Ticket | None = field(default=None)
+    session: PlaybackSession | None = None
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class PlaybackSession:
-    """One open playback of a streaming-server integration.
+    """One viewer's playback, open or ended (the session object of README,
+    "Live sessions").
 
-    ``id`` is chosen by the adapter from what identifies the playback (for
-    HTTP streaming the ticket key, viewer address and video; for RTMP the
-    server's connection), so that every request of one playback, on any Usher
-    node, finds the same row. The row is the truth about whether the playback
-    already spent its use; ``expires_at`` ends it unless it is renewed.
+    ``id`` is the public name (``sevu.sessions``, ``sevu.kick``, the
+    ``/usher/check`` answer), never reused. ``handle`` is how the streaming
+    server names the playback in its later callbacks (a digest of the HLS
+    viewer's key, address and video; nginx-rtmp's connection; SRS's client
+    id; OvenMediaEngine's client address and URL), so every node finds the
+    same row. A session with no ``ended_at`` is open until ``expires_at``;
+    past it, it ended ``idle`` at ``expires_at`` even before a sweep writes
+    that down. A kicked session keeps ``expires_at`` moving while its viewer
+    keeps asking, so HLS requests stay refused until they stop.
     """
 
     id: str
-    key: str
+    handle: str
     cdn: int | None
+    key: str
     ip: str
     app: str
     video: str
-    created_at: int
+    protocol: str
+    started_at: int
+    last_seen_at: int
     expires_at: int
+    ended_at: int | None = None
+    end_reason: str | None = None
+
+    def is_open(self, now: int) -> bool:
+        return self.ended_at is None and self.expires_at > now
+
+    def ending(self, now: int) -> tuple[int, str] | None:
+        """When and why the session ended as of ``now``; ``None`` while open."""
+        if self.ended_at is not None:
+            return self.ended_at, self.end_reason or EndReason.DONE.value
+        if self.expires_at <= now:
+            return self.expires_at, EndReason.IDLE.value
+        return None
+
+    def seconds(self, now: int) -> int:
+        """From start to end, or to ``now`` while open."""
+        ending = self.ending(now)
+        return max(0, (now if ending is None else ending[0]) - self.started_at)
 
 
-@dataclass(slots=True)
-class SessionOutcome:
-    """What the storage returns after opening (or resuming) a session.
+@dataclass(frozen=True, slots=True)
+class SessionStart:
+    """The session a playback start opens, as the integration names it."""
 
-    ``ticket`` is the ticket as it is *after* the call (use counted, ``auto``
-    slot bound), so a caller may re-check later requests of the session
-    against it. ``session`` is the open session after the call, or ``None``
-    when the request was refused and no session was open. ``resumed`` says an
-    open session was found: no use was counted and, when allowed, nothing was
-    logged (``attempt_id`` is then 0).
-    """
-
-    decision: Decision
-    attempt_id: int
-    ticket: Ticket | None
-    session: PlaybackSession | None
-    resumed: bool
+    #: The public id a new session takes.
+    id: str
+    #: The server's name of the playback (see :class:`PlaybackSession`).
+    handle: str
+    #: ``check``, ``rtmp``, ``hls``, ``srs``, ``mediamtx`` or ``ome``.
+    protocol: str
+    #: Seconds the session stays open without a sign of life.
+    lifetime: int
+    #: True where a start's server sends no connection of its own (HTTP
+    #: streaming, ``/usher/check``): a start meeting this handle's open
+    #: session is a sign of life of it. False (RTMP, SRS, OME): an open
+    #: session under the handle is a leftover whose end notice was lost; it
+    #: ends ``done`` and the start opens a new one.
+    resume: bool

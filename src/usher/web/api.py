@@ -41,6 +41,7 @@ async def api(request: Request) -> Response:
             state.storage,
             now=state.now(),
             tolerance=state.settings.timestamp_tolerance,
+            sessions_ended=state.metrics.count_session_ends,
         )
     except ClientDisconnect:
         raise  # nobody is left to read an envelope (see usher.web.app)

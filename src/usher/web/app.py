@@ -26,6 +26,7 @@ from usher.web.fastcheck import CHECK_ROUTE_APP, serve_check
 from usher.web.ops import healthz, metrics
 from usher.web.panel.routes import panel_mount, panel_redirect
 from usher.web.state import AppState
+from usher.web.upkeep import SessionSweeper
 
 log = logging.getLogger("usher.http")
 
@@ -40,6 +41,7 @@ ROUTES = [
     Route("/stable", api, methods=["POST"]),
     Route("/usher/check", CHECK_ROUTE_APP, methods=["GET", "POST"]),
     # nginx-rtmp POSTs by default; ``notify_method get`` sends the same as a query.
+    Route("/usher/check/done", integrations.check_done, methods=["POST"]),
     Route("/usher/nginx-rtmp", integrations.nginx_rtmp, methods=["GET", "POST"]),
     Route("/usher/auth-request", integrations.auth_request, methods=["GET"]),
     Route("/usher/srs", integrations.srs, methods=["POST"]),
@@ -87,6 +89,9 @@ class UsherApp:
         """Open the storage for the app's lifetime (the ASGI lifespan; tests
         enter it directly), and prune old attempts meanwhile if asked to."""
         await self.state.storage.open()
+        sweeping = asyncio.get_running_loop().create_task(
+            SessionSweeper(self.state).run(), name="usher-sessions"
+        )
         pruning: asyncio.Task[None] | None = None
         older_than = self.state.settings.prune_attempts_older_than
         if older_than is not None:
@@ -96,10 +101,11 @@ class UsherApp:
         try:
             yield
         finally:
-            if pruning is not None:
-                pruning.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pruning
+            for task in (pruning, sweeping):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await self.state.storage.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -96,16 +96,18 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
             pairs += wire.parse_json_fields(body)
         else:
             pairs += wire.parse_pairs(body)
-    checked = wire.to_request(wire.collect(pairs), real_ip or peer or "")
+    fields = wire.collect(pairs)
+    checked = wire.to_request(fields, real_ip or peer or "")
     try:
-        decision = await Checker(state).counted(checked)
+        outcome = await Checker(state).check(checked, wire.session_named(fields))
     except StorageBusy:
         # 503, not 403: the viewer was not refused, Usher could not decide.
         return await _answer(send, 503, wire.OVERLOADED, _JSON)
     except StorageError as exc:
         log.error("The storage failed during a check: %s", exc)
         return await _answer(send, 503, wire.UNAVAILABLE, _JSON)
-    status, answer = wire.answer(decision)
+    session = outcome.session
+    status, answer = wire.answer(outcome.decision, None if session is None else session.id)
     return await _answer(send, status, answer, _JSON)
 
 

@@ -19,10 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from usher.adapters import auth_request as http_wire
+from usher.adapters import check as check_wire
 from usher.adapters import mediamtx as mediamtx_wire
 from usher.adapters import nginx_rtmp as rtmp_wire
 from usher.adapters import srs as srs_wire
-from usher.adapters.sessions import http_session_id
+from usher.adapters.sessions import http_session_handle, srs_session_handle
 from usher.protocol.errors import BodyTooLarge, StorageBusy, StorageError
 from usher.tickets.model import Decision
 from usher.web.body import read_body
@@ -119,13 +120,14 @@ async def nginx_rtmp(request: Request) -> Response:
     if call is rtmp_wire.Call.IGNORED:
         return _plain(200, "")
     if call is rtmp_wire.Call.DONE:
-        await checker.rtmp_done(note.session_id)
+        await checker.end(handle=note.handle)
         return _plain(200, "")
     try:
         if call is rtmp_wire.Call.PLAY:
-            decision = await checker.rtmp_play(note.request, note.session_id)
+            start = checker.terms("rtmp", note.handle, resume=False)
+            outcome = await checker.start(note.request, start)
         else:
-            decision = await checker.rtmp_update(note.request, note.session_id)
+            outcome = await checker.rtmp_update(note.request, note.handle)
     except StorageError as exc:
         if call is rtmp_wire.Call.UPDATE:
             # nginx drops the viewer on any non-2xx update answer. An outage
@@ -134,7 +136,7 @@ async def nginx_rtmp(request: Request) -> Response:
             log.warning("The storage failed during an update_play re-check; allowing: %s", exc)
             return _plain(200, "")
         return _storage_failed(exc, "an nginx-rtmp play check")
-    return _decided(decision)
+    return _decided(outcome.decision)
 
 
 def _rtmp_server_ip(request: Request, query: bytes) -> str:
@@ -166,19 +168,20 @@ async def auth_request(request: Request) -> Response:
     if not uri:
         return _refuse_input("auth_request", request, 403, _NO_URI)
     server = (request.headers.get("x-server-addr") or "").strip() or _peer(request)
-    checked, session_id = http_wire.parse(
+    checked, handle = http_wire.parse(
         uri,
         ip=client_address(request),
         referer=request.headers.get("referer", ""),
         server_ip=server[:100],
         pattern=state.settings.uri_pattern,
     )
+    checker = Checker(state)
     try:
-        decision = await Checker(state).http_session(checked, session_id)
+        outcome = await checker.follow(checked, checker.terms("hls", handle, resume=True))
     except StorageError as exc:
         return _storage_failed(exc, "an auth_request check")
     # nginx ignores the body; curl users get the reason.
-    return _decided(decision)
+    return _decided(outcome.decision)
 
 
 # -- SRS ------------------------------------------------------------------------------
@@ -204,6 +207,11 @@ async def srs(request: Request) -> Response:
         return admitted
     state, body = admitted
     hook = srs_wire.parse(body, server_ip=_peer(request))
+    checker = Checker(state)
+    handle = srs_session_handle(_peer(request), hook.client_id, hook.request)
+    if hook.action is srs_wire.Action.STOP:
+        await checker.end(handle=handle)
+        return Response(srs_wire.ALLOW, 200, media_type="text/plain")
     if hook.action is srs_wire.Action.NOTICE:
         return Response(srs_wire.ALLOW, 200, media_type="text/plain")
     if hook.action is not srs_wire.Action.PLAY:
@@ -211,10 +219,11 @@ async def srs(request: Request) -> Response:
         log.warning("Refused an SRS hook from %s: %s", _peer(request), hook.problem)
         return _srs_refusal(status, hook.problem)
     try:
-        decision = await Checker(state).counted(hook.request)
+        outcome = await checker.start(hook.request, checker.terms("srs", handle, resume=False))
     except StorageError as exc:
         failed = _storage_failed(exc, "an SRS check")
         return _srs_refusal(503, failed.headers[REASON_HEADER])
+    decision = outcome.decision
     if decision.allowed:
         return Response(srs_wire.ALLOW, 200, media_type="text/plain")
     return _srs_refusal(403, decision.reason_text)
@@ -234,11 +243,33 @@ async def mediamtx(request: Request) -> Response:
     if auth.action is mediamtx_wire.Action.REFUSED:
         return _refuse_input("MediaMTX", request, 403, auth.problem)
     checker = Checker(state)
+    handle = http_session_handle(auth.request)
+    start = checker.terms("mediamtx", handle, resume=True, session_id=auth.reader_id or None)
     try:
-        if auth.http:
-            decision = await checker.http_session(auth.request, http_session_id(auth.request))
-        else:
-            decision = await checker.counted(auth.request)
+        outcome = await checker.follow(auth.request, start)
     except StorageError as exc:
         return _storage_failed(exc, "a MediaMTX check")
-    return _decided(decision)
+    return _decided(outcome.decision)
+
+
+# -- /usher/check/done -------------------------------------------------------------
+
+
+async def check_done(request: Request) -> Response:
+    """The end of a ``/usher/check`` session (or any session, by its id)."""
+    admitted = await _admit(request, lambda: _refuse_input("check/done", request, 413, _TOO_LARGE))
+    if isinstance(admitted, Response):
+        return admitted
+    state, body = admitted
+    pairs = check_wire.parse_pairs(request.scope["query_string"])
+    if request.headers.get("content-type", "").startswith("application/json"):
+        pairs += check_wire.parse_json_fields(body)
+    else:
+        pairs += check_wire.parse_pairs(body)
+    session_id = check_wire.session_named(check_wire.collect(pairs))
+    if session_id is None:
+        return _refuse_input(
+            "check/done", request, 400, "Name the session to end in the 'session' field."
+        )
+    ended = await Checker(state).end(session_id=session_id)
+    return Response(check_wire.ended_body(ended), 200, media_type="application/json")

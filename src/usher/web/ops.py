@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -19,4 +21,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(app_state(request).metrics.render(), media_type=CONTENT_TYPE)
+    state = app_state(request)
+    # On a storage failure the gauge keeps its last value; /healthz reports it.
+    with contextlib.suppress(StorageError):
+        state.metrics.sessions_open.set(await state.storage.count_open_sessions(state.now()))
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE)

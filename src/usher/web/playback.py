@@ -1,46 +1,72 @@
-"""Playback checks of the streaming-server integrations, sessions included.
+"""Playback checks of every endpoint, and the live sessions they open.
 
-Three kinds of check:
+Every allowed playback start opens a session (README, "Live sessions"),
+in the same write as its counted, logged check (``Storage.record_check``
+with a :class:`~usher.tickets.model.SessionStart`). Later callbacks of the
+playback name the session: by its handle (HLS and MediaMTX requests,
+nginx-rtmp ``update_play``) or by its id (``/usher/check``). They are
+signs of life, and the hot path, so an allowed one never writes: the
+session and its ticket are read (``lookup_session``, the reader pool) and
+the pure rules run without counting. What storage answered is remembered
+here, per process, for :data:`FRESH_FOR` seconds, so a kick, revoke or
+expiry reaches an open session within that time plus one read, on every
+node. Anything else (no open session known, a refusal, a session that has
+ended) goes to the write path, where it is decided against the current
+state and logged.
 
-* a **counted check** (an RTMP/SRS/MediaMTX play start): one write that
-  decides, counts the use and logs the attempt (``Storage.record_check``);
-* an **HTTP session check** (each HLS/DASH/progressive request): the first
-  request of a (key, ip, video) opens a session in storage, atomically with
-  its counted check; later requests are re-checks that count and log nothing;
-* an **RTMP re-check** (nginx-rtmp ``update_play``): the ticket is read and
-  the rules run again without counting.
-
-The hot path is the re-check, so it never writes: it reads the session and
-the ticket (``lookup_session``/``lookup_ticket``, served by the reader pool)
-and runs the pure rules. What storage answered is remembered here, per
-process, for :data:`FRESH_FOR` seconds: so a revoke or expiry reaches an open
-session within that time plus one read, on every node sharing the database,
-whichever node opened the session. A re-check that refuses is repeated on
-the write path, against the current state, and logged there.
-
-A session's sliding window (``USHER_SESSION_TTL``) is renewed in storage only
-once a quarter of it has passed, not on every request: one write per session
-every TTL/4 instead of one per segment, while every node still sees the
-session as open for at least 3/4 of the TTL after its last request.
+A session's expiry is renewed in storage only once a quarter of its
+lifetime has passed, not on every request: one write per session every
+TTL/4 instead of one per segment, while every node still sees the session
+open for at least 3/4 of the TTL after its last request.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
+from typing import Final
 
 from usher.protocol.errors import StorageError, StorageUnavailable
-from usher.storage.base import SessionTerms
+from usher.storage.rows import applied
 from usher.tickets.decision import decide
-from usher.tickets.model import CheckRequest, Decision, PlaybackSession, Ticket
+from usher.tickets.model import (
+    CheckOutcome,
+    CheckRequest,
+    Decision,
+    EndReason,
+    PlaybackSession,
+    Reason,
+    SessionStart,
+    Ticket,
+)
+from usher.tickets.sessions import Decider
 from usher.web.memory import SessionState
 from usher.web.state import AppState
 
 log = logging.getLogger("usher.playback")
 
-#: RTMP sessions end with ``play_done``. This bounds the life of a row whose
-#: ``play_done`` never came (nginx killed); re-checks do not depend on it.
-RTMP_SESSION_HOLD = 24 * 3600
+#: Protocols whose servers send no sign of life: their sessions last until
+#: the end notice, or ``USHER_SESSION_MAX`` as a safety net.
+_NOTICE_ONLY: Final = frozenset({"srs", "ome"})
+_SESSION_ENDED: Final = Decision(allowed=False, reason=Reason.SESSION_ENDED)
+
+
+def _refuse_ended(_ticket: Ticket | None, _request: CheckRequest, _now: int) -> Decision:
+    """The rules' answer to a request naming a session that has ended."""
+    return _SESSION_ENDED
+
+
+def _ticket_or_ended(ticket: Ticket | None, request: CheckRequest, now: int) -> Decision:
+    """The ticket's refusal (revoked, expired), or ``Session ended`` if the
+    rules would allow it again."""
+    decision = decide(ticket, request, now)
+    return _SESSION_ENDED if decision.allowed else decision
+
+
+def new_session_id() -> str:
+    """A fresh public session id: 64 random bits, never reused in practice."""
+    return secrets.token_hex(8)
 
 
 class Checker:
@@ -50,136 +76,239 @@ class Checker:
     def __init__(self, state: AppState) -> None:
         self.state = state
 
-    # -- counted checks ----------------------------------------------------
+    def terms(
+        self, protocol: str, handle: str, *, resume: bool, session_id: str | None = None
+    ) -> SessionStart:
+        """The session a start of ``protocol`` opens under ``handle``."""
+        settings = self.state.settings
+        lifetime = settings.session_max if protocol in _NOTICE_ONLY else settings.session_ttl
+        return SessionStart(session_id or new_session_id(), handle, protocol, lifetime, resume)
 
-    async def counted(self, request: CheckRequest) -> Decision:
-        outcome = await self.state.storage.record_check(request, decide, self.state.now())
-        self._count(outcome.decision, resumed=False)
-        return outcome.decision
+    # -- starts ------------------------------------------------------------------
 
-    # -- HTTP streaming sessions ----------------------------------------------
+    async def start(self, request: CheckRequest, start: SessionStart) -> CheckOutcome:
+        """A playback start: decided, counted, logged, and its session opened."""
+        return await self._write_path(request, start, "h:" + start.handle)
 
-    async def http_session(self, request: CheckRequest, session_id: str) -> Decision:
-        state = self.state
-        memory = state.playback.sessions
-        now = state.now()
-        ttl = state.settings.session_ttl
-        known = memory.fresh(session_id)
-        current: SessionState | None
-        if known is not None:
-            current = known.value
-        else:
-            try:
-                current = await state.storage.lookup_session(session_id)
-            except StorageUnavailable:
-                return self._ride_out(request, session_id, now)
-            if current is not None:
-                memory.put(session_id, current)
+    # -- signs of life -------------------------------------------------------------
+
+    async def follow(self, request: CheckRequest, start: SessionStart) -> CheckOutcome:
+        """A request of an HTTP playback (HLS, DASH, MediaMTX), known by
+        ``start.handle``: a sign of life of its open session, or else a start."""
+        now = self.state.now()
+        current = await self._known(handle=start.handle)
         if current is not None:
-            session, ticket = current
-            if session.expires_at > now:
-                decision = decide(ticket, dataclasses.replace(request, count_use=False), now)
-                if decision.allowed:
-                    await self._renew_if_due(session, ticket, now, ttl)
-                    self._count(decision, resumed=True)
-                    return decision
-        # No open session known, or the re-check refused: decide on the write
-        # path against the current state, where a refusal is also logged.
-        outcome = await state.storage.open_session(
-            request, decide, now, SessionTerms(session_id, ttl=ttl, reuse=True)
-        )
-        if outcome.decision.allowed and outcome.session is not None:
-            memory.put(session_id, (outcome.session, outcome.ticket))
-        else:
-            memory.forget(session_id)
-        self._count(outcome.decision, resumed=outcome.resumed and outcome.decision.allowed)
-        return outcome.decision
+            allowed = await self._sign_of_life(current, request, now, start.lifetime)
+            if allowed is not None:
+                return allowed
+        return await self._write_path(request, start, "h:" + start.handle)
 
-    def _ride_out(self, request: CheckRequest, session_id: str, now: int) -> Decision:
+    async def check(self, request: CheckRequest, session_id: str | None) -> CheckOutcome:
+        """``/usher/check``: a start without ``session_id``; with one, a sign
+        of life of that session, or a start under that id if it was never seen."""
+        if session_id is None:
+            fresh = new_session_id()
+            return await self.start(
+                request, self.terms("check", fresh, resume=True, session_id=fresh)
+            )
+        now = self.state.now()
+        current = await self._known(session_id=session_id)
+        if current is None:
+            return await self._write_path(
+                request,
+                self.terms("check", session_id, resume=True, session_id=session_id),
+                "i:" + session_id,
+            )
+        session = current[0]
+        start = self.terms(session.protocol, session.handle, resume=True, session_id=session_id)
+        if not session.is_open(now):
+            return await self._refuse_ended(request, session, "i:" + session_id)
+        allowed = await self._sign_of_life(current, request, now, start.lifetime)
+        if allowed is not None:
+            return allowed
+        return await self._write_path(request, start, "i:" + session_id)
+
+    async def rtmp_update(self, request: CheckRequest, handle: str) -> CheckOutcome:
+        """nginx-rtmp ``update_play``: a sign of life of the connection's
+        session. Raises ``StorageError`` only when nothing can be read; the
+        caller decides what an outage means."""
+        now = self.state.now()
+        current = await self._known(handle=handle)
+        if current is None:
+            # Not started through Usher's sessions (or pruned): re-check the
+            # ticket alone, as a server without sessions would.
+            return await self._ticket_recheck(request, now)
+        session = current[0]
+        if not session.is_open(now):
+            return await self._refuse_ended(request, session, "h:" + handle)
+        start = self.terms("rtmp", handle, resume=True, session_id=session.id)
+        allowed = await self._sign_of_life(current, request, now, start.lifetime)
+        if allowed is not None:
+            return allowed
+        return await self._write_path(request, start, "h:" + handle)
+
+    # -- ends ------------------------------------------------------------------------
+
+    async def end(
+        self,
+        *,
+        handle: str | None = None,
+        session_id: str | None = None,
+        reason: EndReason = EndReason.DONE,
+    ) -> bool:
+        """The server's end notice (or ``/usher/check/done``); whether a
+        session was open. A storage failure is logged, not raised: only
+        bookkeeping is lost, and the session ends by itself."""
+        try:
+            ended = await self.state.storage.end_sessions(
+                now=self.state.now(), reason=reason, handle=handle, session_id=session_id
+            )
+        except StorageError as exc:
+            log.warning("Could not end a playback session: %s", exc)
+            return False
+        memory = self.state.playback.sessions
+        memory.forget("h:" + handle if handle is not None else "i:" + str(session_id))
+        self.count_ends(ended, reason)
+        return bool(ended)
+
+    def count_ends(self, ended: list[PlaybackSession], reason: EndReason) -> None:
+        self.state.metrics.count_session_ends(len(ended), reason)
+        if ended:
+            for session in ended:
+                self.state.playback.sessions.forget("i:" + session.id)
+                self.state.playback.sessions.forget("h:" + session.handle)
+
+    # -- the parts -----------------------------------------------------------------------
+
+    async def _known(
+        self, *, handle: str | None = None, session_id: str | None = None
+    ) -> SessionState | None:
+        """What storage says of the session (remembered for FRESH_FOR s)."""
+        name = "h:" + handle if handle is not None else "i:" + str(session_id)
+        memory = self.state.playback.sessions
+        known = memory.fresh(name)
+        if known is not None:
+            return known.value
+        try:
+            current = await self.state.storage.lookup_session(session_id=session_id, handle=handle)
+        except StorageUnavailable:
+            return self._ride_out(name)
+        if current is not None:
+            memory.put(name, current)
+        return current
+
+    def _ride_out(self, name: str) -> SessionState:
         """The storage cannot be read: keep serving a session that was open
-        and allowed when last seen, rather than cut every viewer off during an
-        outage (a revoke cannot be stored then either). Anything else fails."""
-        seen = self.state.playback.sessions.stale(session_id)
-        if seen is not None:
-            session, ticket = seen.value
-            if session.expires_at > now:
-                decision = decide(ticket, dataclasses.replace(request, count_use=False), now)
-                if decision.allowed:
-                    log.warning(
-                        "The storage cannot be read; serving open session %s from memory.",
-                        session_id,
-                    )
-                    return decision
+        when last seen, rather than cut every viewer off during an outage (a
+        revoke cannot be stored then either). Anything else fails."""
+        seen = self.state.playback.sessions.stale(name)
+        if seen is not None and seen.value[0].is_open(self.state.now()):
+            log.warning("The storage cannot be read; serving open session %s from memory.", name)
+            return seen.value
         raise StorageUnavailable("The storage cannot be read and the session is not known.")
 
+    async def _sign_of_life(
+        self, current: SessionState, request: CheckRequest, now: int, lifetime: int
+    ) -> CheckOutcome | None:
+        """The outcome of an allowed sign of life of an open session, or
+        ``None`` when the write path must decide."""
+        session, ticket = current
+        if not session.is_open(now):
+            return None
+        decision = decide(ticket, dataclasses.replace(request, count_use=False), now)
+        if not decision.allowed:
+            return None
+        await self._renew_if_due(session, ticket, now, lifetime)
+        self._count(decision, resumed=True)
+        return CheckOutcome(decision, 0, ticket, session, resumed=True)
+
+    async def _write_path(
+        self, request: CheckRequest, start: SessionStart, name: str
+    ) -> CheckOutcome:
+        now = self.state.now()
+        outcome = await self.state.storage.record_check(request, decide, now, session=start)
+        memory = self.state.playback.sessions
+        if outcome.decision.allowed and outcome.session is not None:
+            # The ticket as this write left it (a bound ``auto`` slot
+            # included), so the next requests re-check against it.
+            ticket = outcome.ticket
+            after = None if ticket is None else applied(ticket, outcome.decision, now)
+            memory.put(name, (outcome.session, after))
+        else:
+            memory.forget(name)
+        self._counted(outcome, start)
+        return outcome
+
+    async def _refuse_ended(
+        self, request: CheckRequest, session: PlaybackSession, name: str
+    ) -> CheckOutcome:
+        """Refuse (and log) a request naming an ended session: with the
+        ticket's own reason when a revoke or expiry ended it, else
+        ``Session ended``."""
+        rules: Decider = _refuse_ended
+        if session.end_reason in (EndReason.REVOKED, EndReason.EXPIRED):
+            rules = _ticket_or_ended
+        recheck = dataclasses.replace(request, count_use=False)
+        outcome = await self.state.storage.record_check(recheck, rules, self.state.now())
+        self.state.playback.sessions.forget(name)
+        self._count(outcome.decision, resumed=False)
+        return outcome
+
+    async def _ticket_recheck(self, request: CheckRequest, now: int) -> CheckOutcome:
+        recheck = dataclasses.replace(request, count_use=False)
+        tickets = self.state.playback.tickets
+        known = tickets.fresh(request.key)
+        if known is not None:
+            ticket = known.value
+        else:
+            ticket = await self.state.storage.lookup_ticket(request.key)
+            tickets.put(request.key, ticket)
+        decision = decide(ticket, recheck, now)
+        if decision.allowed:
+            self._count(decision, resumed=True)
+            return CheckOutcome(decision, 0, ticket, None, resumed=True)
+        # Refused: confirm against the current state and log it once.
+        outcome = await self.state.storage.record_check(recheck, decide, now)
+        tickets.forget(request.key)
+        self._count(outcome.decision, resumed=False)
+        return outcome
+
     async def _renew_if_due(
-        self, session: PlaybackSession, ticket: Ticket | None, now: int, ttl: int
+        self, session: PlaybackSession, ticket: Ticket | None, now: int, lifetime: int
     ) -> None:
-        if session.expires_at - now > ttl - ttl // 4:
+        if session.expires_at - now > lifetime - lifetime // 4:
             return
         renewing = self.state.playback.renewing
         if session.id in renewing:
             return
         renewing.add(session.id)
-        expires_at = now + ttl
+        expires_at = now + lifetime
         try:
-            await self.state.storage.renew_session(session.id, expires_at=expires_at)
+            await self.state.storage.renew_session(session.id, now=now, expires_at=expires_at)
         except StorageError as exc:
             # The session is still open for a while; a later request retries.
             log.warning("Could not renew playback session %s: %s", session.id, exc)
             return
         finally:
             renewing.discard(session.id)
-        renewed = dataclasses.replace(session, expires_at=max(session.expires_at, expires_at))
-        self.state.playback.sessions.amend(session.id, (renewed, ticket))
-
-    # -- RTMP sessions -------------------------------------------------------------
-
-    async def rtmp_play(self, request: CheckRequest, session_id: str) -> Decision:
-        outcome = await self.state.storage.open_session(
-            request,
-            decide,
-            self.state.now(),
-            # Every play start is counted: a row under this id can only be a
-            # leftover of an earlier connection.
-            SessionTerms(session_id, ttl=RTMP_SESSION_HOLD, reuse=False),
+        renewed = dataclasses.replace(
+            session, last_seen_at=now, expires_at=max(session.expires_at, expires_at)
         )
-        self._count(outcome.decision, resumed=False)
-        return outcome.decision
-
-    async def rtmp_update(self, request: CheckRequest, session_id: str) -> Decision:
-        """Re-check a playing RTMP client. Raises ``StorageError`` only when
-        the ticket cannot be read; the caller decides what an outage means."""
-        state = self.state
-        recheck = dataclasses.replace(request, count_use=False)
-        now = state.now()
-        known = state.playback.tickets.fresh(request.key)
-        if known is not None:
-            ticket = known.value
-        else:
-            ticket = await state.storage.lookup_ticket(request.key)
-            state.playback.tickets.put(request.key, ticket)
-        decision = decide(ticket, recheck, now)
-        if decision.allowed:
-            self._count(decision, resumed=True)
-            return decision
-        # Refused: confirm against the current state and log it once; nginx
-        # then drops the client, and its play_done closes the session anyway.
-        outcome = await state.storage.record_check(recheck, decide, now)
-        state.playback.tickets.forget(request.key)
-        self._count(outcome.decision, resumed=False)
-        if not outcome.decision.allowed:
-            await self.rtmp_done(session_id)
-        return outcome.decision
-
-    async def rtmp_done(self, session_id: str) -> None:
-        try:
-            await self.state.storage.close_session(session_id)
-        except StorageError as exc:
-            # Only bookkeeping is lost: the row expires by itself.
-            log.warning("Could not close RTMP session %s: %s", session_id, exc)
+        memory = self.state.playback.sessions
+        memory.amend("h:" + session.handle, (renewed, ticket))
+        memory.amend("i:" + session.id, (renewed, ticket))
 
     # -- metrics ---------------------------------------------------------------
+
+    def _counted(self, outcome: CheckOutcome, start: SessionStart) -> None:
+        resumed = outcome.resumed and outcome.decision.allowed
+        self._count(outcome.decision, resumed=resumed)
+        if outcome.decision.allowed and not outcome.resumed:
+            self.state.metrics.session_starts.labels(start.protocol).inc()
+        reason = outcome.decision.reason
+        if outcome.resumed and reason in (Reason.TICKET_REVOKED, Reason.EXPIRED):
+            why = EndReason.REVOKED if reason is Reason.TICKET_REVOKED else EndReason.EXPIRED
+            self.state.metrics.count_session_ends(1, why)
 
     def _count(self, decision: Decision, *, resumed: bool) -> None:
         outcome = "resumed" if resumed else "allowed" if decision.allowed else "denied"

@@ -44,7 +44,7 @@ from usher.storage.postgres.checks import CheckBatcher
 from usher.storage.postgres.config import parse_url
 from usher.storage.postgres.counts import PostgresCountsMixin
 from usher.storage.postgres.panel import PostgresPanelMixin
-from usher.storage.postgres.playback import PostgresPlaybackMixin
+from usher.storage.postgres.playback import PostgresPlaybackMixin, end_in
 from usher.storage.postgres.retention import PostgresRetentionMixin
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import (
@@ -79,7 +79,9 @@ from usher.tickets.model import (
     AttemptFilter,
     CheckOutcome,
     CheckRequest,
+    EndReason,
     Page,
+    SessionStart,
     Ticket,
     TicketFilter,
 )
@@ -219,12 +221,18 @@ class PostgresStorage(
         )
         return None if row is None else ticket_from_row(row)
 
-    async def revoke_ticket(self, cdn: int, key: str) -> bool:
-        row, _ = await self._db.write(
-            "UPDATE tickets SET active = FALSE WHERE key = %s AND cdn = %s RETURNING 1",
-            (storable(key), cdn),
-        )
-        return row is not None
+    async def revoke_ticket(self, cdn: int, key: str, *, now: int) -> bool:
+        async def work(conn: Conn) -> bool:
+            cursor = await conn.execute(
+                "UPDATE tickets SET active = FALSE WHERE key = %s AND cdn = %s RETURNING 1",
+                (storable(key), cdn),
+            )
+            if await cursor.fetchone() is None:
+                return False
+            await end_in(conn, now, EndReason.REVOKED, cdn=cdn, key=key)
+            return True
+
+        return await self._db.run(work, transaction=True)
 
     async def search_tickets(
         self, cdn: int, where: TicketFilter, page: Page
@@ -244,10 +252,21 @@ class PostgresStorage(
     # -- playback checks and the attempt log ---------------------------------------------
 
     async def record_check(
-        self, request: CheckRequest, decide: Decider, now: int, *, log: bool = True
+        self,
+        request: CheckRequest,
+        decide: Decider,
+        now: int,
+        *,
+        log: bool = True,
+        session: SessionStart | None = None,
     ) -> CheckOutcome:
         return await self._checks.submit(
-            storable_request(request), decide, now, log, max_wait=self.max_write_wait
+            storable_request(request),
+            decide,
+            now,
+            log,
+            max_wait=self.max_write_wait,
+            session=session,
         )
 
     async def _check_alone(

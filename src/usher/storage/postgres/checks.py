@@ -39,9 +39,19 @@ from typing import Final
 from usher.protocol.errors import StorageBusy, StorageUnavailable
 from usher.storage.base import Decider
 from usher.storage.postgres.runner import CLOSE_GRACE, PgRunner
-from usher.storage.postgres.sql import BATCH_APPLY, BATCH_LOCK, BATCH_LOG, Conn, attempt_row
+from usher.storage.postgres.sql import (
+    BATCH_APPLY,
+    BATCH_LATEST_SESSIONS,
+    BATCH_LOCK,
+    BATCH_LOG,
+    BATCH_VIEWERS,
+    Conn,
+    attempt_row,
+)
 from usher.storage.rows import applied, ticket_from_row
-from usher.tickets.model import CheckOutcome, CheckRequest, Decision, Ticket
+from usher.storage.sessions import session_from_row, session_values, upsert_sql
+from usher.tickets.model import CheckOutcome, CheckRequest, SessionStart, Ticket
+from usher.tickets.sessions import SessionBook
 
 log = logging.getLogger("usher.storage.postgres")
 
@@ -49,6 +59,8 @@ log = logging.getLogger("usher.storage.postgres")
 BATCH_MAX: Final = 256
 #: Checks allowed to wait for the batcher before new ones are shed (code 1000).
 QUEUE_MAX: Final = 20_000
+
+_UPSERT: Final = upsert_sql("%s")
 
 #: Runs one check in a transaction of its own.
 SingleCheck = Callable[[CheckRequest, Decider, int, bool], Awaitable[CheckOutcome]]
@@ -62,6 +74,7 @@ class _Check:
     log: bool
     future: asyncio.Future[CheckOutcome]
     queued_at: float
+    session: SessionStart | None = None
 
 
 def _resolve(check: _Check, outcome: CheckOutcome) -> None:
@@ -118,7 +131,14 @@ class CheckBatcher:
             self._fail_queued()
 
     async def submit(
-        self, request: CheckRequest, decide: Decider, now: int, log: bool, *, max_wait: float
+        self,
+        request: CheckRequest,
+        decide: Decider,
+        now: int,
+        log: bool,
+        *,
+        max_wait: float,
+        session: SessionStart | None = None,
     ) -> CheckOutcome:
         """The outcome of the check, once it is committed."""
         if self._task is None or self._closing or self._wake is None:
@@ -133,7 +153,7 @@ class CheckBatcher:
                 f"{clock - queue[0].queued_at:.3f} s."
             )
         future: asyncio.Future[CheckOutcome] = asyncio.get_running_loop().create_future()
-        queue.append(_Check(request, decide, now, log, future, clock))
+        queue.append(_Check(request, decide, now, log, future, clock, session))
         self._wake.set()
         return await future
 
@@ -163,7 +183,7 @@ class CheckBatcher:
 
     async def _run(self, batch: list[_Check]) -> None:
         try:
-            if len(batch) == 1:
+            if len(batch) == 1 and batch[0].session is None:
                 await self._alone(batch[0])
                 return
             try:
@@ -190,7 +210,11 @@ class CheckBatcher:
 
     async def _alone(self, check: _Check) -> None:
         try:
-            outcome = await self._single(check.request, check.decide, check.now, check.log)
+            if check.session is None:
+                outcome = await self._single(check.request, check.decide, check.now, check.log)
+            else:
+                # A start's sessions are read and written by the batch path only.
+                ((_, outcome),) = await self._db.run(partial(self._transaction, [check]))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a decider's failure belongs to its own caller
@@ -202,11 +226,27 @@ class CheckBatcher:
         self, batch: list[_Check], conn: Conn
     ) -> list[tuple[_Check, CheckOutcome]]:
         keys = sorted({check.request.key for check in batch})
-        decided: list[tuple[_Check, Decision, Ticket | None]] = []
-        # Two round trips, as for one check: BEGIN and the locks, then the
+        starts = [check for check in batch if check.session is not None]
+        decided: list[tuple[_Check, CheckOutcome]] = []
+        # Two round trips, as for one check: BEGIN and the locks (and, for
+        # starts, the sessions, read once the locks are held: pipelined
+        # statements run in order, each with a fresh snapshot), then the
         # UPDATE, the INSERT and COMMIT.
         async with conn.pipeline(), conn.transaction():
-            rows = await (await conn.execute(BATCH_LOCK, (keys,))).fetchall()
+            lock_cursor = await conn.execute(BATCH_LOCK, (keys,))
+            book = None
+            if starts:
+                handles = sorted({c.session.handle for c in starts if c.session is not None})
+                started = sorted({c.request.key for c in starts})
+                latest_cursor = await conn.execute(BATCH_LATEST_SESSIONS, (handles,))
+                viewers_cursor = await conn.execute(
+                    BATCH_VIEWERS, (started, min(c.now for c in starts))
+                )
+            rows = await lock_cursor.fetchall()
+            if starts:
+                latest = [session_from_row(row) for row in await latest_cursor.fetchall()]
+                viewers = {str(k): int(n) for k, n in await viewers_cursor.fetchall()}
+                book = SessionBook(latest, viewers)
             locked: dict[str, tuple[int, Ticket]] = {}
             for row in rows:
                 ticket = ticket_from_row(row[1:])
@@ -216,18 +256,31 @@ class CheckBatcher:
                 entry = locked.get(check.request.key)
                 before = None if entry is None else entry[1]
                 try:
-                    decision = check.decide(before, check.request, check.now)
+                    if check.session is None or book is None:
+                        outcome = CheckOutcome(
+                            check.decide(before, check.request, check.now), 0, before
+                        )
+                    else:
+                        checked = book.check(
+                            before, check.request, check.decide, check.now, check.session
+                        )
+                        outcome = CheckOutcome(
+                            checked.decision, 0, before, checked.session, checked.resumed
+                        )
+                        if not checked.log:
+                            check.log = False
                 except BaseException as exc:
                     # Nothing was changed for it yet: fail it alone, keep the rest.
                     _fail(check, exc)
                     continue
+                decision = outcome.decision
                 if entry is not None:
                     row_id, ticket = entry
                     after = applied(ticket, decision, check.now)
                     if after is not ticket:
                         locked[after.key] = (row_id, after)
                         changed[row_id] = after
-                decided.append((check, decision, before))
+                decided.append((check, outcome))
             if changed:
                 await conn.execute(
                     BATCH_APPLY,
@@ -238,16 +291,20 @@ class CheckBatcher:
                         ["|".join(t.bound_ips) for t in changed.values()],
                     ),
                 )
+            if book is not None and book.written:
+                async with conn.cursor() as writer:
+                    await writer.executemany(
+                        _UPSERT, [session_values(s) for s in book.written.values()]
+                    )
             logged = [
-                attempt_row(check.request, before, decision, check.now)
-                for check, decision, before in decided
+                attempt_row(check.request, outcome.ticket, outcome.decision, check.now)
+                for check, outcome in decided
                 if check.log
             ]
             columns = [list(column) for column in zip(*logged, strict=True)]
             cursor = await conn.execute(BATCH_LOG, columns) if logged else None
         # Committed by now, so every id belongs to an attempt on disk.
         ids = iter(sorted(int(row[0]) for row in await cursor.fetchall()) if cursor else [])
-        return [
-            (check, CheckOutcome(decision, next(ids) if check.log else 0, before))
-            for check, decision, before in decided
-        ]
+        for check, outcome in decided:
+            outcome.attempt_id = next(ids) if check.log else 0
+        return decided

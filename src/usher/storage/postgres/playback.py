@@ -1,67 +1,65 @@
-"""Playback sessions on PostgreSQL (streaming-server integrations).
+"""Live sessions on PostgreSQL (a mixin of :class:`PostgresStorage`).
 
-A mixin of :class:`~usher.storage.postgres.PostgresStorage`. The session row
-is the truth, for every node, about whether a playback already spent its
-use. Opening one locks the ticket first and the session row second, always
-in that order (so two opens cannot deadlock), which makes concurrent opens
-of one session, on any nodes, count exactly one use between them: the later
-one waits for the ticket lock and then reads the session the first created.
+Starts ride in the check batches (:mod:`usher.storage.postgres.checks`),
+which read a handle's latest session and a ticket's open sessions with the
+ticket locked, so every node counts ``max_viewers`` against the same rows.
+The rest is here: lookups and listings on the pool, ends and sweeps as
+short transactions. The SQL is :mod:`usher.storage.sessions`'.
 """
 
 from __future__ import annotations
 
-from dataclasses import astuple, replace
 from typing import Final
 
-from usher.storage.base import Decider, SessionTerms
+from usher.storage.base import SessionFilter
 from usher.storage.postgres.runner import PgRunner
-from usher.storage.postgres.sql import (
-    CHECK_LOCK,
-    Conn,
-    Cursor,
-    apply_decision,
-    inserted_id,
-    log_attempt,
-)
-from usher.storage.rows import (
-    new_session,
-    placeholders,
+from usher.storage.postgres.sql import BATCH_VIEWERS, Conn
+from usher.storage.rows import ticket_from_row
+from usher.storage.schema import SESSION_COLUMNS, SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
+from usher.storage.sessions import (
+    count_open_sql,
+    end_params,
+    end_sql,
+    list_where,
+    lookup_sql,
+    prune_sql,
+    renew_params,
+    renew_sql,
     session_from_row,
-    storable_request,
-    ticket_from_row,
+    sweep_sql,
 )
-from usher.storage.schema import (
-    SESSION_COLUMNS,
-    SESSION_INSERT,
-    SESSION_WIDTH,
-    TICKET_COLUMNS,
-    TICKET_FROM,
-)
-from usher.tickets.model import CheckRequest, PlaybackSession, SessionOutcome, Ticket
+from usher.tickets.model import EndReason, Page, PlaybackSession, Ticket
 from usher.tickets.text import storable
 
-_SESSION_LOCK: Final = (
-    f"SELECT {SESSION_COLUMNS} FROM playback_sessions s WHERE s.id = %s FOR UPDATE"
-)
-_SESSION_UPSERT: Final = (
-    f"INSERT INTO playback_sessions ({SESSION_INSERT})"
-    f" VALUES {placeholders(SESSION_WIDTH, '%s')}"
-    " ON CONFLICT (id) DO UPDATE SET key = EXCLUDED.key, cdn = EXCLUDED.cdn, ip = EXCLUDED.ip,"
-    " app = EXCLUDED.app, video = EXCLUDED.video, created_at = EXCLUDED.created_at,"
-    " expires_at = EXCLUDED.expires_at"
-)
-#: Seconds an expired session row is kept before a purge may delete it (as
-#: in SQLite): the rows are tiny, and the slack keeps purges off live rows.
-_SESSION_GRACE: Final = 3600
-#: How often (in opens, per node) long-expired sessions are purged.
-_PURGE_EVERY: Final = 1000
+_BY_ID: Final = lookup_sql("%s", by_handle=False)
+_BY_HANDLE: Final = lookup_sql("%s", by_handle=True)
+_RENEW: Final = renew_sql("%s")
+_SWEEP: Final = sweep_sql("%s")
+_PRUNE: Final = prune_sql("%s")
+
+
+async def end_in(
+    conn: Conn,
+    now: int,
+    reason: EndReason,
+    *,
+    session_id: str | None = None,
+    handle: str | None = None,
+    cdn: int | None = None,
+    key: str | None = None,
+) -> list[PlaybackSession]:
+    """End matching open sessions inside the caller's transaction."""
+    statements = end_sql("%s", session_id=session_id, handle=handle, cdn=cdn, key=key)
+    (idle, params), (ending, _) = statements
+    await conn.execute(idle, end_params(0, params, now, reason))
+    cursor = await conn.execute(ending, end_params(1, params, now, reason))
+    return [session_from_row(row) for row in await cursor.fetchall()]
 
 
 class PostgresPlaybackMixin:
-    """Playback sessions; needs the storage's :class:`PgRunner`."""
+    """Live sessions; needs the storage's :class:`PgRunner`."""
 
     _db: PgRunner
-    _session_opens: int = 0
 
     async def lookup_ticket(self, key: str) -> Ticket | None:
         row = await self._db.fetchone(
@@ -69,86 +67,71 @@ class PostgresPlaybackMixin:
         )
         return None if row is None else ticket_from_row(row)
 
-    async def lookup_session(self, session_id: str) -> tuple[PlaybackSession, Ticket | None] | None:
-        # One statement, so the session and its ticket come from one snapshot.
-        row = await self._db.fetchone(
-            f"SELECT {SESSION_COLUMNS}, {TICKET_COLUMNS} FROM playback_sessions s"
-            " LEFT JOIN tickets t ON t.key = s.key LEFT JOIN accounts a ON a.cdn = t.cdn"
-            " WHERE s.id = %s",
-            (storable(session_id),),
-        )
+    async def lookup_session(
+        self, *, session_id: str | None = None, handle: str | None = None
+    ) -> tuple[PlaybackSession, Ticket | None] | None:
+        if (session_id is None) == (handle is None):
+            raise ValueError("Look a session up by its id or by its handle, not both.")
+        sql, name = (_BY_ID, session_id) if handle is None else (_BY_HANDLE, handle)
+        assert name is not None
+        row = await self._db.fetchone(sql, (storable(name),))
         if row is None:
             return None
         width = SESSION_WIDTH
         ticket = None if row[width] is None else ticket_from_row(row[width:])
         return session_from_row(row[:width]), ticket
 
-    async def open_session(
-        self, request: CheckRequest, decide: Decider, now: int, terms: SessionTerms
-    ) -> SessionOutcome:
-        session_id, ttl, reuse = terms.id, terms.ttl, terms.reuse
-        request = storable_request(request)
-        session_id = storable(session_id)
-        self._session_opens += 1
-        purge = self._session_opens % _PURGE_EVERY == 0
-
-        async def work(conn: Conn) -> SessionOutcome:
-            logged: Cursor | None = None
-            async with conn.pipeline():
-                if purge:
-                    # Its own statement before the check's transaction, so the
-                    # check holds its locks no longer than it must.
-                    await conn.execute(
-                        "DELETE FROM playback_sessions WHERE expires_at < %s",
-                        (now - _SESSION_GRACE,),
-                    )
-                async with conn.transaction():
-                    ticket_cursor = await conn.execute(CHECK_LOCK, (request.key,))
-                    session_cursor = await conn.execute(_SESSION_LOCK, (session_id,))
-                    locked = await ticket_cursor.fetchone()
-                    found_row = await session_cursor.fetchone()
-                    ticket = None if locked is None else ticket_from_row(locked[1:])
-                    found = None if found_row is None else session_from_row(found_row)
-                    if reuse and found is not None and found.expires_at > now:
-                        # A re-check of an open session: nothing counted or bound.
-                        decision = decide(ticket, replace(request, count_use=False), now)
-                        if not decision.allowed:
-                            logged = await log_attempt(conn, request, ticket, decision, now)
-                        elif now + ttl > found.expires_at:
-                            found = replace(found, expires_at=now + ttl)
-                            await conn.execute(
-                                "UPDATE playback_sessions SET expires_at = %s WHERE id = %s",
-                                (found.expires_at, session_id),
-                            )
-                        result = SessionOutcome(decision, 0, ticket, found, True)
-                    else:
-                        decision = decide(ticket, request, now)
-                        after = ticket
-                        if locked is not None and ticket is not None:
-                            after = await apply_decision(
-                                conn, int(locked[0]), ticket, decision, now
-                            )
-                        logged = await log_attempt(conn, request, ticket, decision, now)
-                        session = None
-                        if decision.allowed:
-                            session = new_session(request, ticket, session_id, ttl, now)
-                            await conn.execute(_SESSION_UPSERT, astuple(session))
-                        result = SessionOutcome(decision, 0, after, session, False)
-            # Committed by now, so the id belongs to an attempt on disk.
-            result.attempt_id = await inserted_id(logged)
-            return result
-
-        return await self._db.run(work)
-
-    async def renew_session(self, session_id: str, *, expires_at: int) -> bool:
-        _, changed = await self._db.write(
-            "UPDATE playback_sessions SET expires_at = GREATEST(expires_at, %s) WHERE id = %s",
-            (expires_at, storable(session_id)),
-        )
+    async def renew_session(self, session_id: str, *, now: int, expires_at: int) -> bool:
+        _, changed = await self._db.write(_RENEW, renew_params(session_id, now, expires_at))
         return changed > 0
 
-    async def close_session(self, session_id: str) -> bool:
-        _, changed = await self._db.write(
-            "DELETE FROM playback_sessions WHERE id = %s", (storable(session_id),)
+    async def end_sessions(
+        self,
+        *,
+        now: int,
+        reason: EndReason,
+        session_id: str | None = None,
+        handle: str | None = None,
+        cdn: int | None = None,
+        key: str | None = None,
+    ) -> list[PlaybackSession]:
+        async def work(conn: Conn) -> list[PlaybackSession]:
+            return await end_in(
+                conn, now, reason, session_id=session_id, handle=handle, cdn=cdn, key=key
+            )
+
+        return await self._db.run(work, transaction=True)
+
+    async def sweep_sessions(self, now: int, limit: int = 1000) -> int:
+        _, changed = await self._db.write(_SWEEP, (now, limit))
+        return changed
+
+    async def count_viewers(self, keys: list[str], now: int) -> dict[str, int]:
+        wanted = sorted({storable(key) for key in keys})
+        if not wanted:
+            return {}
+        rows = await self._db.fetchall(BATCH_VIEWERS, (wanted, now))
+        return {str(key): int(count) for key, count in rows}
+
+    async def count_open_sessions(self, now: int, cdn: int | None = None) -> int:
+        params: tuple[int, ...] = (now,) if cdn is None else (now, cdn)
+        row = await self._db.fetchone(count_open_sql("%s", by_cdn=cdn is not None), params)
+        return 0 if row is None else int(row[0])
+
+    async def list_sessions(
+        self, cdn: int, where: SessionFilter, page: Page, now: int
+    ) -> tuple[list[PlaybackSession], int]:
+        sql, params = list_where(cdn, where, now, "%s")
+        # One statement, so the page and the total come from one snapshot.
+        rows = await self._db.fetchall(
+            f"SELECT c.total, p.* FROM (SELECT count(*) FROM sessions WHERE {sql}) AS c (total)"
+            f" LEFT JOIN LATERAL (SELECT {SESSION_COLUMNS} FROM sessions s WHERE {sql}"
+            "  ORDER BY s.started_at DESC, s.id DESC LIMIT %s OFFSET %s) AS p ON TRUE",
+            [*params, *params, page.rows, page.seek],
         )
-        return changed > 0
+        total = int(rows[0][0]) if rows else 0
+        return [session_from_row(row[1:]) for row in rows if row[1] is not None], total
+
+    async def prune_sessions(self, before: int, batch: int) -> int:
+        _, changed = await self._db.write(_PRUNE, (before, max(1, batch)))
+        return changed

@@ -21,7 +21,7 @@ from usher.storage.rows import (
     clip,
     ticket_from_row,
 )
-from usher.storage.schema import ATTEMPT_INSERT, TICKET_COLUMNS, TICKET_FROM
+from usher.storage.schema import ATTEMPT_INSERT, SESSION_COLUMNS, TICKET_COLUMNS, TICKET_FROM
 from usher.tickets.attribution import app_owner
 from usher.tickets.model import (
     AttemptFilter,
@@ -74,6 +74,16 @@ BATCH_LOG: Final = (
     " AS v (cdn, username, at, key, pass, ip, video, app, appinst, pageurl, refurl,"
     " success, reason, server_ip, n)"
     " ORDER BY v.n RETURNING id"
+)
+# A batch's starts: the latest session of each handle, and the open sessions
+# of each ticket, read after BATCH_LOCK in the same pipeline.
+BATCH_LATEST_SESSIONS: Final = (
+    f"SELECT DISTINCT ON (s.handle) {SESSION_COLUMNS} FROM sessions s"
+    " WHERE s.handle = ANY(%s::text[]) ORDER BY s.handle, s.started_at DESC, s.id DESC"
+)
+BATCH_VIEWERS: Final = (
+    "SELECT key, COUNT(*) FROM sessions WHERE key = ANY(%s::text[])"
+    " AND ended_at IS NULL AND expires_at > %s GROUP BY key"
 )
 CLAIM: Final = (
     "INSERT INTO used_signatures AS u (digest, expires_at) VALUES (%s, %s)"

@@ -47,7 +47,7 @@ from usher.storage.sqlite.counts import (
 )
 from usher.storage.sqlite.engine import SQLiteEngine, sqlite_path
 from usher.storage.sqlite.panel import SQLitePanelMixin
-from usher.storage.sqlite.playback import SQLitePlaybackMixin
+from usher.storage.sqlite.playback import SQLitePlaybackMixin, end_in
 from usher.storage.sqlite.retention import SQLiteRetentionMixin
 from usher.storage.sqlite.sql import page_sql
 from usher.tickets.model import (
@@ -56,7 +56,9 @@ from usher.tickets.model import (
     AttemptFilter,
     CheckOutcome,
     CheckRequest,
+    EndReason,
     Page,
+    SessionStart,
     Ticket,
     TicketFilter,
 )
@@ -85,7 +87,6 @@ class SQLiteStorage(
             path, readers=readers, busy_timeout_ms=busy_timeout_ms, state=self._tickets
         )
         self._claims = 0
-        self._session_opens = 0
 
     @property
     def pending_writes(self) -> int:
@@ -214,12 +215,15 @@ class SQLiteStorage(
         )
         return None if row is None else ticket_from_row(row)
 
-    async def revoke_ticket(self, cdn: int, key: str) -> bool:
+    async def revoke_ticket(self, cdn: int, key: str, *, now: int) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 "UPDATE tickets SET active = 0 WHERE key = ? AND cdn = ?", (storable(key), cdn)
             )
-            return cursor.rowcount > 0
+            if cursor.rowcount == 0:
+                return False
+            end_in(conn, now, EndReason.REVOKED, cdn=cdn, key=key)
+            return True
 
         return await self._write(run)
 
@@ -249,19 +253,27 @@ class SQLiteStorage(
     # -- playback checks and the attempt log ----------------------------------------
 
     async def record_check(
-        self, request: CheckRequest, decide: Decider, now: int, *, log: bool = True
+        self,
+        request: CheckRequest,
+        decide: Decider,
+        now: int,
+        *,
+        log: bool = True,
+        session: SessionStart | None = None,
     ) -> CheckOutcome:
         request = storable_request(request)
 
         def run(conn: sqlite3.Connection) -> CheckOutcome:
-            outcome, _ = apply_check(conn, self._tickets, request, decide, now, log=log)
+            outcome, _ = apply_check(
+                conn, self._tickets, request, decide, now, log=log, session=session
+            )
             return outcome
 
         return await self._engine.write(
             run,
             max_wait=self.max_write_wait,
             group=self._checks,
-            item=CheckItem(request, decide, now, log),
+            item=CheckItem(request, decide, now, log, session),
             keeps_state=True,
         )
 

@@ -14,7 +14,6 @@ forth with the event loop.
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Final, NamedTuple
@@ -22,16 +21,17 @@ from typing import Final, NamedTuple
 from usher.storage.base import Decider
 from usher.storage.rows import applied, attempt_values, clip, placeholders, ticket_from_row
 from usher.storage.schema import ATTEMPT_INSERT, ATTEMPT_INSERT_COLUMNS, TICKET_COLUMNS, TICKET_FROM
+from usher.storage.sessions import (
+    latest_by_handle_sql,
+    session_from_row,
+    session_values,
+    upsert_sql,
+    viewers_sql,
+)
 from usher.storage.sqlite.cache import TicketCache
 from usher.tickets.attribution import app_owner
-from usher.tickets.model import (
-    CheckOutcome,
-    CheckRequest,
-    Decision,
-    PlaybackSession,
-    SessionOutcome,
-    Ticket,
-)
+from usher.tickets.model import CheckOutcome, CheckRequest, Decision, SessionStart, Ticket
+from usher.tickets.sessions import SessionBook, viewer_limited
 from usher.tickets.text import storable
 
 _ATTEMPT_INSERT: Final = f"INSERT INTO attempts ({ATTEMPT_INSERT}) VALUES "
@@ -42,6 +42,8 @@ _ATTEMPT_ROW: Final = placeholders(len(ATTEMPT_INSERT_COLUMNS), "?")
 #: statement cache); 512 rows x 13 values stays far below SQLite's limit of
 #: 32,766 bound values.
 _CHUNK_MAX: Final = 512
+_LATEST: Final = latest_by_handle_sql("?")
+_UPSERT: Final = upsert_sql("?")
 
 
 class CheckItem(NamedTuple):
@@ -51,6 +53,7 @@ class CheckItem(NamedTuple):
     decide: Decider
     now: int
     log: bool
+    session: SessionStart | None = None
 
 
 def _chunks(count: int) -> Iterator[tuple[int, int]]:
@@ -92,13 +95,15 @@ def apply_check(
     now: int,
     *,
     log: bool,
+    session: SessionStart | None = None,
 ) -> tuple[CheckOutcome, Ticket | None]:
     """One playback check inside the writer's transaction: a group of one.
 
     Returns the outcome (whose ``ticket`` is the state ``decide`` saw, as
     ``record_check`` promises) and the ticket as it is after the check.
     """
-    (outcome,) = CheckGroup(cache).run_group(conn, [CheckItem(request, decide, now, log)])
+    item = CheckItem(request, decide, now, log, session)
+    (outcome,) = CheckGroup(cache).run_group(conn, [item])
     entry = cache.get(storable(request.key))
     return outcome, None if entry is None else entry[1]
 
@@ -114,6 +119,7 @@ class CheckGroup:
         cache = self._cache
         keys = [storable(item.request.key) for item in items]
         load_tickets(conn, cache, keys)
+        book = self._session_book(conn, items, keys)
         # Row id -> (ticket before this group, ticket after it).
         spent: dict[int, tuple[Ticket, Ticket]] = {}
         outcomes: list[CheckOutcome] = []
@@ -122,23 +128,59 @@ class CheckGroup:
             request, now = item.request, item.now
             entry = cache.get(key)
             ticket = None if entry is None else entry[1]
-            decision = item.decide(ticket, request, now)
+            if item.session is None or book is None:
+                outcome = CheckOutcome(item.decide(ticket, request, now), 0, ticket)
+                log = item.log
+            else:
+                checked = book.check(ticket, request, item.decide, now, item.session)
+                outcome = CheckOutcome(
+                    checked.decision, 0, ticket, checked.session, checked.resumed
+                )
+                log = item.log and checked.log
+            decision = outcome.decision
             if entry is not None:
                 row_id, before = entry
                 after = applied(before, decision, now)
                 if after is not before:
                     spent[row_id] = (spent[row_id][0] if row_id in spent else before, after)
                     cache.put(key, row_id, after)
-            outcome = CheckOutcome(decision, 0, ticket)
             outcomes.append(outcome)
-            if item.log:
+            if log:
                 cdn = ticket.cdn if ticket is not None else cdn_for_app(conn, cache, request.app)
                 row = (cdn, now, *attempt_values(request, decision, clip))
                 logged.append((outcome, row))
         for row_id, (before, after) in spent.items():
             _store_ticket(conn, row_id, before, after)
+        if book is not None and book.written:
+            conn.executemany(_UPSERT, [session_values(s) for s in book.written.values()])
         self._insert_attempts(conn, logged)
         return outcomes
+
+    def _session_book(
+        self, conn: sqlite3.Connection, items: list[CheckItem], keys: list[str]
+    ) -> SessionBook | None:
+        """The sessions this group's starts meet (none without starts)."""
+        handles = {storable(item.session.handle) for item in items if item.session is not None}
+        if not handles:
+            return None
+        latest = []
+        for handle in handles:
+            row = conn.execute(_LATEST, (handle,)).fetchone()
+            if row is not None:
+                latest.append(session_from_row(row))
+        entries = [
+            self._cache.get(key) for key, item in zip(keys, items, strict=True) if item.session
+        ]
+        limited = viewer_limited(entry[1] for entry in entries if entry is not None)
+        viewers: dict[str, int] = {}
+        if limited:
+            now = min(item.now for item in items)
+            for start, size in _chunks(len(limited)):
+                rows = conn.execute(
+                    viewers_sql(size, "?"), [*limited[start : start + size], now]
+                ).fetchall()
+                viewers.update((str(key), int(count)) for key, count in rows)
+        return SessionBook(latest, viewers)
 
     @staticmethod
     def _insert_attempts(
@@ -173,31 +215,6 @@ def log_attempt(
         _ATTEMPT_INSERT + _ATTEMPT_ROW, (cdn, now, *attempt_values(request, decision, clip))
     )
     return cursor.lastrowid or 0
-
-
-def resume_session(
-    conn: sqlite3.Connection,
-    cache: TicketCache,
-    session: PlaybackSession,
-    request: CheckRequest,
-    decide: Decider,
-    now: int,
-    ttl: int,
-) -> SessionOutcome:
-    """Re-check a request of an open session: no use counted, no slot bound."""
-    recheck = dataclasses.replace(request, count_use=False)
-    outcome, ticket = apply_check(conn, cache, recheck, decide, now, log=False)
-    decision = outcome.decision
-    if not decision.allowed:
-        attempt_id = log_attempt(conn, cache, request, decision, outcome.ticket, now)
-        return SessionOutcome(decision, attempt_id, ticket, session, True)
-    expires_at = max(session.expires_at, now + ttl)
-    if expires_at != session.expires_at:
-        conn.execute(
-            "UPDATE playback_sessions SET expires_at = ? WHERE id = ?", (expires_at, session.id)
-        )
-        session = dataclasses.replace(session, expires_at=expires_at)
-    return SessionOutcome(decision, 0, ticket, session, True)
 
 
 def cdn_for_app(conn: sqlite3.Connection, cache: TicketCache, app: str) -> int | None:

@@ -1,46 +1,64 @@
-"""Playback sessions on SQLite (a mixin of :class:`SQLiteStorage`).
+"""Live sessions on SQLite (a mixin of :class:`SQLiteStorage`).
 
-A session opens atomically with its counted check, in the writer's
-transaction; lookups run on the reader pool.
+A session opens and ends inside the writer's transactions (starts ride in
+the check groups, see :mod:`usher.storage.sqlite.checks`); lookups and
+listings run on the reader pool. The SQL is :mod:`usher.storage.sessions`'.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from typing import Final
 
-from usher.storage.base import Decider, SessionTerms
-from usher.storage.rows import (
-    new_session,
+from usher.storage.base import SessionFilter
+from usher.storage.rows import ticket_from_row
+from usher.storage.schema import SESSION_COLUMNS, SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
+from usher.storage.sessions import (
+    count_open_sql,
+    end_params,
+    end_sql,
+    list_where,
+    lookup_sql,
+    prune_sql,
+    renew_params,
+    renew_sql,
     session_from_row,
-    storable_request,
-    ticket_from_row,
+    sweep_sql,
+    viewers_sql,
 )
-from usher.storage.schema import (
-    SESSION_COLUMNS,
-    SESSION_WIDTH,
-    TICKET_COLUMNS,
-    TICKET_FROM,
-)
-from usher.storage.sqlite.cache import TicketCache
-from usher.storage.sqlite.checks import apply_check, resume_session
 from usher.storage.sqlite.engine import SQLiteAccess
-from usher.storage.sqlite.sql import SESSION_REPLACE
-from usher.tickets.model import CheckRequest, PlaybackSession, SessionOutcome, Ticket
+from usher.storage.sqlite.sql import page_sql
+from usher.tickets.model import EndReason, Page, PlaybackSession, Ticket
 from usher.tickets.text import storable
 
-#: How often (in session opens) expired session rows are purged.
-_PURGE_EVERY: Final = 1000
-#: Seconds an expired session row is kept before a purge may delete it; the
-#: rows are tiny, and a little slack keeps purges away from live rows.
-_SESSION_GRACE: Final = 3600
+_BY_ID: Final = lookup_sql("?", by_handle=False)
+_BY_HANDLE: Final = lookup_sql("?", by_handle=True)
+_RENEW: Final = renew_sql("?")
+_SWEEP: Final = sweep_sql("?")
+_PRUNE: Final = prune_sql("?")
+#: Keys per viewers statement (SQLite binds at most 32,766 values).
+_KEYS_PER_READ: Final = 500
+
+
+def end_in(
+    conn: sqlite3.Connection,
+    now: int,
+    reason: EndReason,
+    *,
+    session_id: str | None = None,
+    handle: str | None = None,
+    cdn: int | None = None,
+    key: str | None = None,
+) -> list[PlaybackSession]:
+    """End matching open sessions inside the caller's write transaction."""
+    statements = end_sql("?", session_id=session_id, handle=handle, cdn=cdn, key=key)
+    (idle, params), (ending, _) = statements
+    conn.execute(idle, end_params(0, params, now, reason))
+    rows = conn.execute(ending, end_params(1, params, now, reason)).fetchall()
+    return [session_from_row(row) for row in rows]
 
 
 class SQLitePlaybackMixin(SQLiteAccess):
-    _tickets: TicketCache
-    _session_opens: int
-
     async def lookup_ticket(self, key: str) -> Ticket | None:
         row = await self._read(
             lambda conn: conn.execute(
@@ -49,68 +67,90 @@ class SQLitePlaybackMixin(SQLiteAccess):
         )
         return None if row is None else ticket_from_row(row)
 
-    async def lookup_session(self, session_id: str) -> tuple[PlaybackSession, Ticket | None] | None:
-        # One statement, so the session and its ticket come from one snapshot.
-        row = await self._read(
-            lambda conn: conn.execute(
-                f"SELECT {SESSION_COLUMNS}, {TICKET_COLUMNS} FROM playback_sessions s"
-                " LEFT JOIN tickets t ON t.key = s.key LEFT JOIN accounts a ON a.cdn = t.cdn"
-                " WHERE s.id = ?",
-                (session_id,),
-            ).fetchone()
-        )
+    async def lookup_session(
+        self, *, session_id: str | None = None, handle: str | None = None
+    ) -> tuple[PlaybackSession, Ticket | None] | None:
+        if (session_id is None) == (handle is None):
+            raise ValueError("Look a session up by its id or by its handle, not both.")
+        sql, name = (_BY_ID, session_id) if handle is None else (_BY_HANDLE, handle)
+        assert name is not None
+        row = await self._read(lambda conn: conn.execute(sql, (storable(name),)).fetchone())
         if row is None:
             return None
         width = SESSION_WIDTH
-        return session_from_row(row[:width]), (
-            None if row[width] is None else ticket_from_row(row[width:])
-        )
+        ticket = None if row[width] is None else ticket_from_row(row[width:])
+        return session_from_row(row[:width]), ticket
 
-    async def open_session(
-        self, request: CheckRequest, decide: Decider, now: int, terms: SessionTerms
-    ) -> SessionOutcome:
-        session_id, ttl, reuse = terms.id, terms.ttl, terms.reuse
-        request = storable_request(request)
-        self._session_opens += 1
-        purge = self._session_opens % _PURGE_EVERY == 0
-
-        def run(conn: sqlite3.Connection) -> SessionOutcome:
-            if purge:
-                conn.execute(
-                    "DELETE FROM playback_sessions WHERE expires_at < ?", (now - _SESSION_GRACE,)
-                )
-            row = conn.execute(
-                f"SELECT {SESSION_COLUMNS} FROM playback_sessions s WHERE s.id = ?",
-                (session_id,),
-            ).fetchone()
-            found = None if row is None else session_from_row(row)
-            if reuse and found is not None and found.expires_at > now:
-                return resume_session(conn, self._tickets, found, request, decide, now, ttl)
-            outcome, ticket = apply_check(conn, self._tickets, request, decide, now, log=True)
-            session = None
-            if outcome.decision.allowed:
-                session = new_session(request, ticket, session_id, ttl, now)
-                conn.execute(
-                    SESSION_REPLACE,
-                    dataclasses.astuple(session),
-                )
-            return SessionOutcome(outcome.decision, outcome.attempt_id, ticket, session, False)
+    async def renew_session(self, session_id: str, *, now: int, expires_at: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(_RENEW, renew_params(session_id, now, expires_at)).rowcount > 0
 
         return await self._write(run, keeps_state=True)
 
-    async def renew_session(self, session_id: str, *, expires_at: int) -> bool:
-        def run(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "UPDATE playback_sessions SET expires_at = MAX(expires_at, ?) WHERE id = ?",
-                (expires_at, session_id),
-            )
-            return cursor.rowcount > 0
+    async def end_sessions(
+        self,
+        *,
+        now: int,
+        reason: EndReason,
+        session_id: str | None = None,
+        handle: str | None = None,
+        cdn: int | None = None,
+        key: str | None = None,
+    ) -> list[PlaybackSession]:
+        def run(conn: sqlite3.Connection) -> list[PlaybackSession]:
+            return end_in(conn, now, reason, session_id=session_id, handle=handle, cdn=cdn, key=key)
 
         return await self._write(run, keeps_state=True)
 
-    async def close_session(self, session_id: str) -> bool:
-        def run(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute("DELETE FROM playback_sessions WHERE id = ?", (session_id,))
-            return cursor.rowcount > 0
+    async def sweep_sessions(self, now: int, limit: int = 1000) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(_SWEEP, (now, limit)).rowcount
+
+        return await self._write(run, keeps_state=True)
+
+    async def count_viewers(self, keys: list[str], now: int) -> dict[str, int]:
+        wanted = sorted({storable(key) for key in keys})
+
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for start in range(0, len(wanted), _KEYS_PER_READ):
+                chunk = wanted[start : start + _KEYS_PER_READ]
+                rows = conn.execute(viewers_sql(len(chunk), "?"), [*chunk, now]).fetchall()
+                found.update((str(key), int(count)) for key, count in rows)
+            return found
+
+        return await self._read(run) if wanted else {}
+
+    async def count_open_sessions(self, now: int, cdn: int | None = None) -> int:
+        params: tuple[int, ...] = (now,) if cdn is None else (now, cdn)
+        sql = count_open_sql("?", by_cdn=cdn is not None)
+        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
+        return int(row[0])
+
+    async def list_sessions(
+        self, cdn: int, where: SessionFilter, page: Page, now: int
+    ) -> tuple[list[PlaybackSession], int]:
+        sql, params = list_where(cdn, where, now, "?")
+
+        def run(conn: sqlite3.Connection) -> tuple[list[PlaybackSession], int]:
+            # One read transaction so the page and the total agree.
+            conn.execute("BEGIN")
+            try:
+                total = conn.execute(f"SELECT COUNT(*) FROM sessions WHERE {sql}", params)
+                count = int(total.fetchone()[0])
+                rows = conn.execute(
+                    f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE {sql}"
+                    " ORDER BY s.started_at DESC, s.id DESC" + page_sql(page),
+                    params,
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return [session_from_row(row) for row in rows], count
+
+        return await self._read(run)
+
+    async def prune_sessions(self, before: int, batch: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(_PRUNE, (before, max(1, batch))).rowcount
 
         return await self._write(run, keeps_state=True)

@@ -226,7 +226,7 @@ async def _confirm_revoke(request: Request, viewer: Viewer) -> Response:
 
 async def _revoke(request: Request, viewer: Viewer) -> Response:
     key = str(request.path_params["key"])
-    if not await viewer.state.storage.revoke_ticket(viewer.account.cdn, key):
+    if not await viewer.state.storage.revoke_ticket(viewer.account.cdn, key, now=viewer.now):
         return _not_found(request, viewer)
     return RedirectResponse(f"{PREFIX}/tickets/{path_part(key)}?revoked=1", 303)
 

@@ -1,0 +1,194 @@
+"""The SQL of live sessions, written once for both backends.
+
+Which sessions are open, how a handle's latest session is found, what a
+sweep or a kick changes: every statement is built here with the backend's
+placeholder (``?`` or ``%s``), so the two backends cannot disagree on a
+rule. The rules themselves are :mod:`usher.tickets.sessions`; the backends
+run these statements inside their own transactions.
+
+"Open" is ``ended_at IS NULL AND expires_at > now``: a session past its
+expiry has ended ``idle`` even before a sweep writes that down, so no read
+depends on when the sweep ran.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from usher.storage.base import SessionFilter
+from usher.storage.rows import clauses, clip, placeholders
+from usher.storage.schema import SESSION_COLUMNS, SESSION_INSERT, SESSION_WIDTH, TICKET_COLUMNS
+from usher.tickets.model import EndReason, PlaybackSession
+from usher.tickets.text import storable
+
+_IDLE = EndReason.IDLE.value
+
+
+def session_from_row(row: tuple[Any, ...]) -> PlaybackSession:
+    """A session from :data:`~usher.storage.schema.SESSION_COLUMNS`."""
+    return PlaybackSession(*row)
+
+
+def session_values(session: PlaybackSession) -> tuple[object, ...]:
+    """A session's row in :data:`~usher.storage.schema.SESSION_INSERT` order,
+    its caller text cut and made storable as attempts keep it."""
+    return (
+        storable(session.id),
+        storable(session.handle),
+        session.cdn,
+        clip(session.key),
+        clip(session.ip),
+        clip(session.app),
+        clip(session.video),
+        session.protocol,
+        session.started_at,
+        session.last_seen_at,
+        session.expires_at,
+        session.ended_at,
+        session.end_reason,
+    )
+
+
+def latest_by_handle_sql(mark: str) -> str:
+    """The latest session under one handle (index ``sessions_handle``)."""
+    return (
+        f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.handle = {mark}"
+        " ORDER BY s.started_at DESC, s.id DESC LIMIT 1"
+    )
+
+
+def lookup_sql(mark: str, *, by_handle: bool) -> str:
+    """A session (by id, or a handle's latest) and its ticket, in one statement."""
+    where = (
+        f"s.id = (SELECT id FROM sessions WHERE handle = {mark}"
+        " ORDER BY started_at DESC, id DESC LIMIT 1)"
+        if by_handle
+        else f"s.id = {mark}"
+    )
+    return (
+        f"SELECT {SESSION_COLUMNS}, {TICKET_COLUMNS} FROM sessions s"
+        " LEFT JOIN tickets t ON t.key = s.key LEFT JOIN accounts a ON a.cdn = t.cdn"
+        f" WHERE {where}"
+    )
+
+
+def viewers_sql(keys: int, mark: str) -> str:
+    """Open sessions per key for ``keys`` keys, then ``now`` (index ``sessions_open_key``)."""
+    marks = ", ".join([mark] * keys)
+    return (
+        f"SELECT key, COUNT(*) FROM sessions WHERE key IN ({marks})"
+        f" AND ended_at IS NULL AND expires_at > {mark} GROUP BY key"
+    )
+
+
+def upsert_sql(mark: str) -> str:
+    """Store a session row whole, new or changed (by id)."""
+    assignments = ", ".join(
+        f"{column} = EXCLUDED.{column}" for column in SESSION_INSERT.split(", ")[1:]
+    )
+    return (
+        f"INSERT INTO sessions ({SESSION_INSERT}) VALUES {placeholders(SESSION_WIDTH, mark)}"
+        f" ON CONFLICT (id) DO UPDATE SET {assignments}"
+    )
+
+
+def renew_sql(mark: str) -> str:
+    """A sign of life: ``now``, ``expires_at``, ``id``, ``now``."""
+    return (
+        f"UPDATE sessions SET last_seen_at = {mark},"
+        f" expires_at = CASE WHEN expires_at < {mark} THEN {mark} ELSE expires_at END"
+        f" WHERE id = {mark} AND ended_at IS NULL AND expires_at > {mark}"
+    )
+
+
+def renew_params(session_id: str, now: int, expires_at: int) -> list[object]:
+    return [now, expires_at, expires_at, storable(session_id), now]
+
+
+def sweep_sql(mark: str) -> str:
+    """End ``idle`` up to a number of sessions past their expiry: ``now``, ``limit``."""
+    return (
+        f"UPDATE sessions SET ended_at = expires_at, end_reason = '{_IDLE}'"
+        " WHERE id IN (SELECT id FROM sessions WHERE ended_at IS NULL"
+        f" AND expires_at <= {mark} LIMIT {mark})"
+    )
+
+
+def _end_criteria(
+    mark: str, session_id: str | None, handle: str | None, cdn: int | None, key: str | None
+) -> tuple[str, list[object]]:
+    if session_id is None and handle is None and key is None:
+        raise ValueError("Name the sessions to end: a session id, a handle or a ticket key.")
+    return clauses(
+        [("id =", session_id), ("handle =", handle), ("cdn =", cdn), ("key =", key)],
+        mark,
+        clean=storable,
+    )
+
+
+def end_sql(
+    mark: str,
+    *,
+    session_id: str | None,
+    handle: str | None,
+    cdn: int | None,
+    key: str | None,
+) -> list[tuple[str, list[object]]]:
+    """Two statements: the matching sessions already past their expiry end
+    ``idle`` at it; then the open ones end at ``now`` for ``reason``,
+    returning their rows. Their last parameters are ``now``, then ``now``,
+    ``reason``, ``now`` (appended by :func:`end_params`)."""
+    where, params = _end_criteria(mark, session_id, handle, cdn, key)
+    idle = (
+        f"UPDATE sessions SET ended_at = expires_at, end_reason = '{_IDLE}'"
+        f" WHERE {where} AND ended_at IS NULL AND expires_at <= {mark}"
+    )
+    ending = (
+        f"UPDATE sessions SET ended_at = {mark}, end_reason = {mark}"
+        f" WHERE {where} AND ended_at IS NULL AND expires_at > {mark}"
+        f" RETURNING {SESSION_INSERT}"
+    )
+    return [(idle, params), (ending, params)]
+
+
+def end_params(statement: int, params: list[object], now: int, reason: EndReason) -> list[object]:
+    """The parameters of :func:`end_sql`'s ``statement`` (0 or 1)."""
+    return [*params, now] if statement == 0 else [now, reason.value, *params, now]
+
+
+def count_open_sql(mark: str, *, by_cdn: bool) -> str:
+    """Sessions open at ``now`` (then ``cdn``)."""
+    tail = f" AND cdn = {mark}" if by_cdn else ""
+    return f"SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL AND expires_at > {mark}" + tail
+
+
+def list_where(cdn: int, where: SessionFilter, now: int, mark: str) -> tuple[str, list[object]]:
+    """The ``WHERE`` body of ``list_sessions``."""
+    sql, params = clauses(
+        [
+            ("cdn =", cdn),
+            ("key =", where.key),
+            ("app =", where.app),
+            ("video =", where.video),
+            ("ip =", where.ip),
+            ("started_at >=", where.start),
+            ("started_at <=", where.end),
+        ],
+        mark,
+        clean=storable,
+    )
+    if where.open is True:
+        sql += f" AND ended_at IS NULL AND expires_at > {mark}"
+        params.append(now)
+    elif where.open is False:
+        sql += f" AND (ended_at IS NOT NULL OR expires_at <= {mark})"
+        params.append(now)
+    return sql, params
+
+
+def prune_sql(mark: str) -> str:
+    """Delete up to ``limit`` sessions ended before ``before``: ``before``, ``limit``."""
+    return (
+        "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions"
+        f" WHERE ended_at IS NOT NULL AND ended_at < {mark} LIMIT {mark})"
+    )
