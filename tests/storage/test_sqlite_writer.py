@@ -156,7 +156,7 @@ async def test_writer_jobs_that_change_tickets_or_accounts_drop_the_cache(
     ticket = make_ticket()
     await storage.insert_ticket(ticket)
     assert (await storage.record_check(request_for(ticket), decide, NOW)).decision.allowed
-    await storage.revoke_ticket(DEMO_CDN, ticket.key)
+    await storage.revoke_ticket(DEMO_CDN, ticket.key, now=NOW)
     revoked = await storage.record_check(request_for(ticket), decide, NOW)
     assert revoked.decision.reason is Reason.TICKET_REVOKED
 

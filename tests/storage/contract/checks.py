@@ -134,7 +134,7 @@ class ChecksContract(ContractBase):
         expiring = make_ticket(key="expiring", expire_at=NOW + 10)
         await storage.insert_ticket(revoked)
         await storage.insert_ticket(expiring)
-        await storage.revoke_ticket(DEMO_CDN, "revoked")
+        await storage.revoke_ticket(DEMO_CDN, "revoked", now=NOW)
 
         outcome = await storage.record_check(request_for(revoked), decide, NOW)
         assert outcome.decision.reason is Reason.TICKET_REVOKED

@@ -138,6 +138,6 @@ class ExplorerContract(AttemptLogFixture):
                 await storage.count_attempts(DEMO_CDN, AttemptFilter())
             assert stopped.value.seconds == bound.seconds
             # A write is never cut short.
-            assert await storage.revoke_ticket(DEMO_CDN, "k1")
+            assert await storage.revoke_ticket(DEMO_CDN, "k1", now=NOW)
         ticket = await storage.get_ticket(DEMO_CDN, "k1")
         assert ticket is not None and not ticket.active

@@ -12,9 +12,9 @@ import pytest
 from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for
 from tests.storage.contract.base import HANG_LIMIT_S, ContractBase
 from usher.protocol.errors import StorageUnavailable
-from usher.storage.base import PanelSession, PanelSessionFilter, SessionTerms, Storage
+from usher.storage.base import PanelSession, PanelSessionFilter, SessionFilter, Storage
 from usher.tickets.decision import decide
-from usher.tickets.model import Account, AttemptFilter, Page, TicketFilter
+from usher.tickets.model import Account, AttemptFilter, EndReason, Page, TicketFilter
 
 # Every operation once, with arguments that would be valid on an open storage,
 # for the "closed storage fails fast" test.
@@ -32,21 +32,23 @@ CLOSED_OPS: list[tuple[str, Callable[[Storage], Awaitable[object]]]] = [
     ("claim_signature", lambda s: s.claim_signature(b"d" * 32, now=NOW, expires_at=NOW + 60)),
     ("insert_ticket", lambda s: s.insert_ticket(make_ticket(key="late"))),
     ("get_ticket", lambda s: s.get_ticket(DEMO_CDN, "stream.0001")),
-    ("revoke_ticket", lambda s: s.revoke_ticket(DEMO_CDN, "stream.0001")),
+    ("revoke_ticket", lambda s: s.revoke_ticket(DEMO_CDN, "stream.0001", now=NOW)),
     ("search_tickets", lambda s: s.search_tickets(DEMO_CDN, TicketFilter(), Page())),
     ("record_check", lambda s: s.record_check(request_for(make_ticket()), decide, NOW)),
     ("list_attempts", lambda s: s.list_attempts(DEMO_CDN, AttemptFilter(), Page())),
     ("count_attempts", lambda s: s.count_attempts(DEMO_CDN, AttemptFilter())),
     ("lookup_ticket", lambda s: s.lookup_ticket("stream.0001")),
-    ("lookup_session", lambda s: s.lookup_session("http:0")),
+    ("lookup_session", lambda s: s.lookup_session(handle="http:0")),
+    ("renew_session", lambda s: s.renew_session("http:0", now=NOW, expires_at=NOW + 60)),
     (
-        "open_session",
-        lambda s: s.open_session(
-            request_for(make_ticket()), decide, NOW, SessionTerms("http:0", ttl=60, reuse=True)
-        ),
+        "end_sessions",
+        lambda s: s.end_sessions(now=NOW, reason=EndReason.DONE, handle="http:0"),
     ),
-    ("renew_session", lambda s: s.renew_session("http:0", expires_at=NOW + 60)),
-    ("close_session", lambda s: s.close_session("http:0")),
+    ("sweep_sessions", lambda s: s.sweep_sessions(NOW)),
+    ("count_viewers", lambda s: s.count_viewers(["k"], NOW)),
+    ("count_open_sessions", lambda s: s.count_open_sessions(NOW)),
+    ("list_sessions", lambda s: s.list_sessions(DEMO_CDN, SessionFilter(), Page(), NOW)),
+    ("prune_sessions", lambda s: s.prune_sessions(NOW, 10)),
     (
         "attempt_timeline",
         lambda s: s.attempt_timeline(DEMO_CDN, AttemptFilter(start=NOW, end=NOW + 60), 60),

@@ -1,10 +1,10 @@
-"""The storage contract: playback sessions (``open_session`` and friends).
+"""The storage contract: live sessions.
 
-What the integrations rely on: the first request of a session counts one use
-and logs one attempt, atomically with creating the session; later requests
-of a live session count and log nothing unless refused; concurrent openers,
-from any process or node, count one use between them; lookups are reads that
-show revocations at once.
+What the endpoints rely on: a start counts one use, logs one attempt and
+opens its session atomically; later signs of life count and log nothing
+unless refused; concurrent starts, from any process or node, count one use
+per handle and open at most ``max_viewers`` sessions per ticket; ended
+sessions stay as history; kicks, revokes, end notices and sweeps end them.
 """
 
 from __future__ import annotations
@@ -14,15 +14,30 @@ import dataclasses
 
 from tests.helpers import CLIENT, DEMO_CDN, NOW, session_ticket, viewer
 from tests.storage.contract.base import ContractBase
-from usher.storage.base import SessionTerms, Storage
+from usher.storage.base import SessionFilter, Storage
 from usher.tickets.decision import decide
-from usher.tickets.model import Account, AttemptFilter, Page, PlaybackSession, Reason
+from usher.tickets.model import (
+    Account,
+    AttemptFilter,
+    EndReason,
+    Page,
+    PlaybackSession,
+    Reason,
+    SessionStart,
+)
 
 TTL = 120
-SID = "http:" + "ab" * 32
-#: The terms the HTTP integrations open with, and the RTMP ones.
-RESUMABLE = SessionTerms(SID, ttl=TTL, reuse=True)
-FRESH = SessionTerms(SID, ttl=TTL, reuse=False)
+HANDLE = "http:" + "ab" * 32
+
+
+def hls(session_id: str = "s-1", handle: str = HANDLE) -> SessionStart:
+    """The start an HTTP endpoint makes: a sign of life of an open session."""
+    return SessionStart(session_id, handle, "hls", TTL, resume=True)
+
+
+def rtmp(session_id: str = "r-1", handle: str = "rtmp:1") -> SessionStart:
+    """The start nginx-rtmp makes: an open session under the handle is a leftover."""
+    return SessionStart(session_id, handle, "rtmp", TTL, resume=False)
 
 
 async def attempts(storage: Storage, key: str) -> list[tuple[bool, str]]:
@@ -30,48 +45,61 @@ async def attempts(storage: Storage, key: str) -> list[tuple[bool, str]]:
     return [(a.success, a.reason) for a in found]
 
 
-class SessionContract(ContractBase):
-    """Playback sessions (``open_session`` and friends) on any backend."""
+async def session(storage: Storage, session_id: str) -> PlaybackSession:
+    found = await storage.lookup_session(session_id=session_id)
+    assert found is not None
+    return found[0]
 
-    async def test_first_request_counts_and_logs_later_ones_do_not(
+
+class SessionContract(ContractBase):
+    """Live sessions on any backend."""
+
+    async def test_a_start_counts_logs_and_opens_later_ones_do_not(
         self, storage: Storage, demo: Account
     ) -> None:
         ticket = session_ticket(uses=3)
         await storage.insert_ticket(ticket)
-        first = await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
-        assert first.decision.allowed and not first.resumed
-        assert first.attempt_id > 0
+        first = await storage.record_check(viewer(ticket), decide, NOW, session=hls())
+        assert first.decision.allowed and not first.resumed and first.attempt_id > 0
         assert first.session == PlaybackSession(
-            id=SID,
-            key=ticket.key,
+            id="s-1",
+            handle=HANDLE,
             cdn=DEMO_CDN,
+            key=ticket.key,
             ip=CLIENT,
             app="demo-vod",
             video="movie",
-            created_at=NOW,
+            protocol="hls",
+            started_at=NOW,
+            last_seen_at=NOW,
             expires_at=NOW + TTL,
         )
-        assert first.ticket is not None and first.ticket.use_count == 1
         for step in (10, 50, 100):
-            later = await storage.open_session(viewer(ticket), decide, NOW + step, RESUMABLE)
-            assert later.decision.allowed and later.resumed
-            assert later.attempt_id == 0
-            # The window slides: each request renews it.
-            assert later.session is not None and later.session.expires_at == NOW + step + TTL
+            later = await storage.record_check(
+                viewer(ticket), decide, NOW + step, session=hls(f"s-{step}")
+            )
+            assert later.decision.allowed and later.resumed and later.attempt_id == 0
+            # The window slides: each sign of life renews it, under the first id.
+            assert later.session is not None and later.session.id == "s-1"
+            assert later.session.expires_at == NOW + step + TTL
         stored = await storage.get_ticket(DEMO_CDN, ticket.key)
         assert stored is not None and stored.use_count == 1 and stored.used_at == NOW
         assert await attempts(storage, ticket.key) == [(True, "")]
+        assert (await session(storage, "s-1")).last_seen_at == NOW + 100
 
-    async def test_an_expired_session_costs_a_new_use(
+    async def test_a_silent_session_ends_idle_and_the_next_request_starts_anew(
         self, storage: Storage, demo: Account
     ) -> None:
         ticket = session_ticket(uses=2)
         await storage.insert_ticket(ticket)
-        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
+        await storage.record_check(viewer(ticket), decide, NOW, session=hls("a"))
         # expires_at is exclusive: at NOW + TTL the session is over.
-        again = await storage.open_session(viewer(ticket), decide, NOW + TTL, RESUMABLE)
+        again = await storage.record_check(viewer(ticket), decide, NOW + TTL, session=hls("b"))
         assert again.decision.allowed and not again.resumed
-        third = await storage.open_session(viewer(ticket), decide, NOW + 3 * TTL, RESUMABLE)
+        first = await session(storage, "a")
+        assert not first.is_open(NOW + TTL)
+        assert first.ending(NOW + TTL) == (NOW + TTL, "idle")
+        third = await storage.record_check(viewer(ticket), decide, NOW + 3 * TTL, session=hls("c"))
         assert third.decision.reason is Reason.USES_EXHAUSTED and third.session is None
         assert await attempts(storage, ticket.key) == [
             (True, ""),
@@ -79,153 +107,278 @@ class SessionContract(ContractBase):
             (False, Reason.USES_EXHAUSTED.value),
         ]
 
-    async def test_without_reuse_every_open_counts(self, storage: Storage, demo: Account) -> None:
+    async def test_a_leftover_rtmp_session_is_ended_and_every_play_counts(
+        self, storage: Storage, demo: Account
+    ) -> None:
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
-        for _ in range(3):
-            outcome = await storage.open_session(viewer(ticket), decide, NOW, FRESH)
+        for n in range(3):
+            outcome = await storage.record_check(viewer(ticket), decide, NOW, session=rtmp(f"r{n}"))
             assert outcome.decision.allowed and not outcome.resumed
         stored = await storage.get_ticket(DEMO_CDN, ticket.key)
         assert stored is not None and stored.use_count == 3
-        assert len(await attempts(storage, ticket.key)) == 3
+        assert [(await session(storage, f"r{n}")).end_reason for n in range(3)] == [
+            "done",
+            "done",
+            None,
+        ]
+        assert await storage.count_viewers([ticket.key], NOW) == {ticket.key: 1}
 
-    async def test_a_refused_first_request_is_logged_and_opens_nothing(
+    async def test_a_refused_start_is_logged_and_opens_nothing(
         self, storage: Storage, demo: Account
     ) -> None:
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
-        outcome = await storage.open_session(
-            viewer(ticket, password="wrong"), decide, NOW, RESUMABLE
+        outcome = await storage.record_check(
+            viewer(ticket, password="wrong"), decide, NOW, session=hls()
         )
         assert outcome.decision.reason is Reason.INVALID_AUTH_TOKEN
         assert outcome.session is None and not outcome.resumed and outcome.attempt_id > 0
-        assert await storage.lookup_session(SID) is None
+        assert await storage.lookup_session(handle=HANDLE) is None
         assert await attempts(storage, ticket.key) == [(False, Reason.INVALID_AUTH_TOKEN.value)]
 
-    async def test_a_refused_recheck_is_logged_and_leaves_the_session(
+    async def test_a_refused_sign_of_life_is_logged_and_a_revoke_ends_the_session(
         self, storage: Storage, demo: Account
     ) -> None:
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
-        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
+        await storage.record_check(viewer(ticket), decide, NOW, session=hls())
         # A wrong password from the same address must not end the viewer's session.
-        wrong = await storage.open_session(
-            viewer(ticket, password="guess"),
-            decide,
-            NOW + 1,
-            RESUMABLE,
+        wrong = await storage.record_check(
+            viewer(ticket, password="guess"), decide, NOW + 1, session=hls("s-2")
         )
         assert wrong.decision.reason is Reason.INVALID_AUTH_TOKEN and wrong.resumed
         assert wrong.attempt_id > 0
-        assert await storage.revoke_ticket(DEMO_CDN, ticket.key)
-        revoked = await storage.open_session(viewer(ticket), decide, NOW + 2, RESUMABLE)
-        assert revoked.decision.reason is Reason.TICKET_REVOKED and revoked.resumed
-        found = await storage.lookup_session(SID)
-        assert found is not None and found[0].expires_at == NOW + TTL
+        assert (await session(storage, "s-1")).is_open(NOW + 1)
+        assert await storage.revoke_ticket(DEMO_CDN, ticket.key, now=NOW + 2)
+        ended = await session(storage, "s-1")
+        assert (ended.ended_at, ended.end_reason) == (NOW + 2, "revoked")
+        # The viewer's next request is a refused start, logged with the ticket's reason.
+        revoked = await storage.record_check(viewer(ticket), decide, NOW + 3, session=hls("s-3"))
+        assert revoked.decision.reason is Reason.TICKET_REVOKED and revoked.session is None
         assert await attempts(storage, ticket.key) == [
             (True, ""),
             (False, Reason.INVALID_AUTH_TOKEN.value),
             (False, Reason.TICKET_REVOKED.value),
         ]
 
-    async def test_concurrent_first_requests_count_one_use(
+    async def test_an_expired_ticket_ends_its_session_at_the_next_sign_of_life(
         self, storage: Storage, demo: Account
     ) -> None:
-        ticket = session_ticket(uses=5)
+        ticket = session_ticket(expire_at=NOW + 60)
+        await storage.insert_ticket(ticket)
+        await storage.record_check(viewer(ticket), decide, NOW, session=hls())
+        late = await storage.record_check(viewer(ticket), decide, NOW + 60, session=hls("s-2"))
+        assert late.decision.reason is Reason.EXPIRED and late.resumed
+        ended = await session(storage, "s-1")
+        assert (ended.ended_at, ended.end_reason) == (NOW + 60, "expired")
+
+    async def test_max_viewers_counts_open_sessions_and_frees_ended_ones(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        ticket = session_ticket(max_viewers=2)
+        await storage.insert_ticket(ticket)
+        for n in range(2):
+            allowed = await storage.record_check(
+                viewer(ticket, ip=f"198.51.100.{n}"), decide, NOW, session=hls(f"v{n}", f"h{n}")
+            )
+            assert allowed.decision.allowed
+        third = await storage.record_check(
+            viewer(ticket, ip="198.51.100.9"), decide, NOW, session=hls("v9", "h9")
+        )
+        assert third.decision.reason is Reason.TOO_MANY_VIEWERS and third.session is None
+        # A sign of life of an open session is not a start: rule 8 does not apply.
+        again = await storage.record_check(
+            viewer(ticket, ip="198.51.100.0"), decide, NOW + 1, session=hls("x", "h0")
+        )
+        assert again.decision.allowed and again.resumed
+        ended = await storage.end_sessions(now=NOW + 2, reason=EndReason.DONE, handle="h1")
+        assert [s.id for s in ended] == ["v1"]
+        fourth = await storage.record_check(
+            viewer(ticket, ip="198.51.100.9"), decide, NOW + 3, session=hls("v9b", "h9")
+        )
+        assert fourth.decision.allowed
+        assert await attempts(storage, ticket.key) == [
+            (True, ""),
+            (True, ""),
+            (False, Reason.TOO_MANY_VIEWERS.value),
+            (True, ""),
+        ]
+        assert await storage.count_viewers([ticket.key, "nobody"], NOW + 3) == {ticket.key: 2}
+
+    async def test_concurrent_starts_respect_max_viewers_and_one_use_per_handle(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        ticket = session_ticket(max_viewers=3)
         await storage.insert_ticket(ticket)
         outcomes = await asyncio.gather(
-            *(storage.open_session(viewer(ticket), decide, NOW, RESUMABLE) for _ in range(30))
+            *(
+                storage.record_check(
+                    viewer(ticket, ip=f"198.51.100.{n}"),
+                    decide,
+                    NOW,
+                    session=rtmp(f"c{n}", f"h{n}"),
+                )
+                for n in range(40)
+            )
         )
-        assert all(o.decision.allowed for o in outcomes)
-        assert sum(not o.resumed for o in outcomes) == 1
-        stored = await storage.get_ticket(DEMO_CDN, ticket.key)
+        assert sum(o.decision.allowed for o in outcomes) == 3
+        assert {o.decision.reason for o in outcomes if not o.decision.allowed} == {
+            Reason.TOO_MANY_VIEWERS
+        }
+        same = session_ticket(key="hls.0002", uses=5)
+        await storage.insert_ticket(same)
+        many = await asyncio.gather(
+            *(
+                storage.record_check(viewer(same), decide, NOW, session=hls(f"d{n}", "one"))
+                for n in range(30)
+            )
+        )
+        assert all(o.decision.allowed for o in many)
+        assert sum(not o.resumed for o in many) == 1
+        stored = await storage.get_ticket(DEMO_CDN, same.key)
         assert stored is not None and stored.use_count == 1
-        assert await attempts(storage, ticket.key) == [(True, "")]
 
-    async def test_outcome_and_lookup_hold_the_ticket_after_binding(
+    async def test_kicks_end_open_sessions_of_the_account_only(
+        self, storage: Storage, demo: Account, other: Account
+    ) -> None:
+        ticket = session_ticket()
+        await storage.insert_ticket(ticket)
+        for n in range(3):
+            await storage.record_check(
+                viewer(ticket, ip=f"198.51.100.{n}"), decide, NOW, session=hls(f"k{n}", f"h{n}")
+            )
+        one = await storage.end_sessions(
+            now=NOW + 5, reason=EndReason.KICKED, cdn=DEMO_CDN, key=ticket.key, session_id="k0"
+        )
+        assert [s.id for s in one] == ["k0"]
+        assert (
+            await storage.end_sessions(
+                now=NOW + 5, reason=EndReason.KICKED, cdn=other.cdn, key=ticket.key
+            )
+            == []
+        )
+        rest = await storage.end_sessions(
+            now=NOW + 6, reason=EndReason.KICKED, cdn=DEMO_CDN, key=ticket.key
+        )
+        assert sorted(s.id for s in rest) == ["k1", "k2"]
+        assert all((s.ended_at, s.end_reason) == (NOW + 6, "kicked") for s in rest)
+        # Ending twice is harmless.
+        assert await storage.end_sessions(now=NOW + 7, reason=EndReason.DONE, handle="h1") == []
+
+    async def test_a_kicked_http_viewer_stays_refused_until_it_falls_silent(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        ticket = session_ticket()
+        await storage.insert_ticket(ticket)
+        await storage.record_check(viewer(ticket), decide, NOW, session=hls("first"))
+        await storage.end_sessions(now=NOW + 1, reason=EndReason.KICKED, key=ticket.key)
+        for step in (2, 60, 170):  # each refused request keeps the refusal going
+            refused = await storage.record_check(
+                viewer(ticket), decide, NOW + step, session=hls(f"n{step}")
+            )
+            assert refused.decision.reason is Reason.SESSION_ENDED and refused.session is None
+        after = await storage.record_check(
+            viewer(ticket), decide, NOW + 170 + TTL, session=hls("back")
+        )
+        assert after.decision.allowed and not after.resumed
+        assert (await attempts(storage, ticket.key))[1:4] == [(False, "Session ended")] * 3
+
+    async def test_naming_an_ended_session_by_its_id_is_refused(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        ticket = session_ticket()
+        await storage.insert_ticket(ticket)
+        start = SessionStart("mine", "mine", "check", TTL, resume=True)
+        await storage.record_check(viewer(ticket), decide, NOW, session=start)
+        await storage.end_sessions(now=NOW + 1, reason=EndReason.DONE, session_id="mine")
+        again = await storage.record_check(viewer(ticket), decide, NOW + 2, session=start)
+        assert again.decision.reason is Reason.SESSION_ENDED
+        assert (await session(storage, "mine")).end_reason == "done"
+
+    async def test_sweep_writes_idle_ends_down_and_renew_needs_an_open_session(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        ticket = session_ticket()
+        await storage.insert_ticket(ticket)
+        await storage.record_check(viewer(ticket), decide, NOW, session=hls("a", "ha"))
+        await storage.record_check(viewer(ticket), decide, NOW + 50, session=hls("b", "hb"))
+        assert await storage.renew_session("b", now=NOW + 60, expires_at=NOW + 500)
+        # Two nodes may renew out of order: the earlier expiry loses.
+        assert await storage.renew_session("b", now=NOW + 61, expires_at=NOW + 200)
+        assert (await session(storage, "b")).expires_at == NOW + 500
+        assert await storage.sweep_sessions(NOW + TTL) == 1
+        assert await storage.sweep_sessions(NOW + TTL) == 0
+        swept = await session(storage, "a")
+        assert (swept.ended_at, swept.end_reason) == (NOW + TTL, "idle")
+        assert not await storage.renew_session("a", now=NOW + TTL, expires_at=NOW + 999)
+        assert not await storage.renew_session("nobody", now=NOW, expires_at=NOW + 999)
+        assert await storage.count_open_sessions(NOW + TTL) == 1
+        assert await storage.count_open_sessions(NOW + TTL, cdn=DEMO_CDN) == 1
+        assert await storage.count_open_sessions(NOW + 500) == 0
+
+    async def test_list_sessions_filters_pages_and_counts(
+        self, storage: Storage, demo: Account, other: Account
+    ) -> None:
+        ticket = session_ticket()
+        await storage.insert_ticket(ticket)
+        theirs = session_ticket(key="theirs.1", cdn=other.cdn, app="other-vod")
+        await storage.insert_ticket(theirs)
+        for n in range(5):
+            await storage.record_check(
+                viewer(ticket, ip=f"198.51.100.{n}"), decide, NOW + n, session=hls(f"l{n}", f"h{n}")
+            )
+        await storage.record_check(
+            viewer(theirs, app="other-vod"), decide, NOW, session=hls("t", "ht")
+        )
+        await storage.end_sessions(now=NOW + 10, reason=EndReason.KICKED, session_id="l1")
+        everything, total = await storage.list_sessions(DEMO_CDN, SessionFilter(), Page(), NOW + 10)
+        assert [s.id for s in everything] == ["l4", "l3", "l2", "l1", "l0"] and total == 5
+        page, total = await storage.list_sessions(
+            DEMO_CDN, SessionFilter(), Page(limit=2, seek=1), NOW + 10
+        )
+        assert [s.id for s in page] == ["l3", "l2"] and total == 5
+        open_now, count = await storage.list_sessions(
+            DEMO_CDN, SessionFilter(open=True), Page(), NOW + 10
+        )
+        assert count == 4 and "l1" not in [s.id for s in open_now]
+        ended, count = await storage.list_sessions(
+            DEMO_CDN, SessionFilter(open=False), Page(), NOW + 10 + TTL
+        )
+        assert count == 5 and len(ended) == 5  # every one is over by then: kicked or idle
+        by_ip, count = await storage.list_sessions(
+            DEMO_CDN, SessionFilter(ip="198.51.100.2", start=NOW + 2, end=NOW + 2), Page(), NOW
+        )
+        assert [s.id for s in by_ip] == ["l2"] and count == 1
+
+    async def test_history_is_pruned_by_end_and_lookups_show_ticket_changes(
         self, storage: Storage, demo: Account
     ) -> None:
         ticket = session_ticket(ip="auto")
         await storage.insert_ticket(ticket)
-        outcome = await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
-        assert outcome.ticket is not None
-        assert outcome.ticket.bound_ips == (CLIENT,) and outcome.ticket.use_count == 1
-        found = await storage.lookup_session(SID)
-        assert found is not None
-        session, current = found
-        assert session == outcome.session and current == outcome.ticket
-        # So a re-check against it passes without binding anything.
+        outcome = await storage.record_check(viewer(ticket), decide, NOW, session=hls())
+        found = await storage.lookup_session(handle=HANDLE)
+        assert found is not None and found[0] == outcome.session
+        current = found[1]
+        assert current is not None and current.bound_ips == (CLIENT,)
         recheck = viewer(ticket, count_use=False)
         assert decide(current, recheck, NOW + 1).allowed
         assert not decide(current, dataclasses.replace(recheck, ip="198.51.100.1"), NOW).allowed
-
-    async def test_lookups_show_revocation_and_disabled_accounts_at_once(
-        self, storage: Storage, demo: Account
-    ) -> None:
-        ticket = session_ticket()
-        await storage.insert_ticket(ticket)
-        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
-        looked = await storage.lookup_ticket(ticket.key)
-        assert looked == dataclasses.replace(ticket, use_count=1, used_at=NOW)
         await storage.update_account(DEMO_CDN, disabled=True)
-        looked = await storage.lookup_ticket(ticket.key)
-        assert looked is not None and looked.account_disabled
-        await storage.revoke_ticket(DEMO_CDN, ticket.key)
-        found = await storage.lookup_session(SID)
-        assert found is not None and found[1] is not None
-        assert not found[1].active and found[1].account_disabled
-        assert await storage.lookup_ticket("no.such.key") is None
-        assert await storage.lookup_session("http:" + "00" * 32) is None
+        found = await storage.lookup_session(session_id="s-1")
+        assert found is not None and found[1] is not None and found[1].account_disabled
+        assert await storage.lookup_session(handle="nothing") is None
+        await storage.end_sessions(now=NOW + 5, reason=EndReason.DONE, session_id="s-1")
+        assert await storage.prune_sessions(NOW + 5, 100) == 0  # ended at, not before
+        assert await storage.prune_sessions(NOW + 6, 100) == 1
+        assert await storage.lookup_session(session_id="s-1") is None
 
-    async def test_lookup_ticket_finds_every_account(
-        self, storage: Storage, demo: Account, other: Account
-    ) -> None:
-        theirs = session_ticket(key="theirs.1", cdn=other.cdn, app="other-vod")
-        await storage.insert_ticket(theirs)
-        assert await storage.lookup_ticket("theirs.1") == theirs
-
-    async def test_renew_never_moves_expiry_back(self, storage: Storage, demo: Account) -> None:
+    async def test_sessions_survive_reopen(self, storage: Storage, demo: Account) -> None:
         ticket = session_ticket()
         await storage.insert_ticket(ticket)
-        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
-        assert await storage.renew_session(SID, expires_at=NOW + 500)
-        # Two nodes may renew out of order: the earlier expiry loses.
-        assert await storage.renew_session(SID, expires_at=NOW + 200)
-        found = await storage.lookup_session(SID)
-        assert found is not None and found[0].expires_at == NOW + 500
-        assert not await storage.renew_session("http:" + "00" * 32, expires_at=NOW + 500)
-
-    async def test_close_is_idempotent_and_ends_the_session(
-        self, storage: Storage, demo: Account
-    ) -> None:
-        ticket = session_ticket(uses=2)
-        await storage.insert_ticket(ticket)
-        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
-        assert await storage.close_session(SID)
-        assert not await storage.close_session(SID)
-        assert await storage.lookup_session(SID) is None
-        # The next request is a new playback start.
-        again = await storage.open_session(viewer(ticket), decide, NOW + 1, RESUMABLE)
-        assert again.decision.allowed and not again.resumed
-
-    async def test_sessions_are_independent_and_survive_reopen(
-        self, storage: Storage, demo: Account
-    ) -> None:
-        ticket = session_ticket()
-        await storage.insert_ticket(ticket)
-        other_sid = "http:" + "cd" * 32
-        await storage.open_session(viewer(ticket), decide, NOW, RESUMABLE)
-        await storage.open_session(
-            viewer(ticket, ip="198.51.100.9"),
-            decide,
-            NOW,
-            SessionTerms(other_sid, ttl=TTL, reuse=True),
-        )
-        assert await storage.close_session(other_sid)
+        await storage.record_check(viewer(ticket), decide, NOW, session=hls())
         await storage.close()
         await storage.open()
-        found = await storage.lookup_session(SID)
-        assert found is not None and found[0].ip == CLIENT
-        assert await storage.lookup_session(other_sid) is None
-        stored = await storage.get_ticket(DEMO_CDN, ticket.key)
-        assert stored is not None and stored.use_count == 2
+        assert (await session(storage, "s-1")).is_open(NOW + 1)
+        again = await storage.record_check(viewer(ticket), decide, NOW + 1, session=hls("s-2"))
+        assert again.resumed

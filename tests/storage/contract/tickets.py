@@ -76,13 +76,13 @@ class TicketsContract(ContractBase):
         await storage.insert_ticket(mine)
         await storage.insert_ticket(theirs)
 
-        assert await storage.revoke_ticket(DEMO_CDN, "mine")
+        assert await storage.revoke_ticket(DEMO_CDN, "mine", now=NOW)
         assert await storage.get_ticket(DEMO_CDN, "mine") == dataclasses.replace(mine, active=False)
         # It still exists, so revoking again reports it was found.
-        assert await storage.revoke_ticket(DEMO_CDN, "mine")
-        assert not await storage.revoke_ticket(DEMO_CDN, "missing")
+        assert await storage.revoke_ticket(DEMO_CDN, "mine", now=NOW)
+        assert not await storage.revoke_ticket(DEMO_CDN, "missing", now=NOW)
         # An account cannot revoke another account's ticket by its key.
-        assert not await storage.revoke_ticket(DEMO_CDN, "theirs")
+        assert not await storage.revoke_ticket(DEMO_CDN, "theirs", now=NOW)
         assert await storage.get_ticket(OTHER_CDN, "theirs") == theirs
 
     # -- search_tickets -------------------------------------------------------------
