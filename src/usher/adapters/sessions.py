@@ -32,3 +32,11 @@ def rtmp_session_id(server: str, clientid: str, request: CheckRequest) -> str:
     key are part of the id, so a connection number reused after an nginx
     restart does not collide with a row left over from before it."""
     return _digest("rtmp", server, clientid, request.ip, request.app, request.video, request.key)
+
+
+def ome_session_handle(address: str, port: str, url: str) -> str:
+    """OvenMediaEngine: one client socket (address and port as OME saw it)
+    asking for one URL. OME repeats both in the ``closing`` notice of a
+    playback (the URL as first requested, whatever ``new_url`` it was sent
+    on to), so the opening and the closing name the same session."""
+    return _digest("ome", address, port, url)
