@@ -21,10 +21,11 @@ from starlette.responses import Response
 from usher.adapters import auth_request as http_wire
 from usher.adapters import mediamtx as mediamtx_wire
 from usher.adapters import nginx_rtmp as rtmp_wire
+from usher.adapters import ome as ome_wire
 from usher.adapters import srs as srs_wire
 from usher.adapters.sessions import http_session_id
 from usher.protocol.errors import BodyTooLarge, StorageBusy, StorageError
-from usher.tickets.model import Decision
+from usher.tickets.model import Decision, Reason
 from usher.web.body import read_body
 from usher.web.callers import MAX_CHECK_BODY, caller_allowed, client_address, forbidden_caller
 from usher.web.playback import Checker
@@ -242,3 +243,64 @@ async def mediamtx(request: Request) -> Response:
     except StorageError as exc:
         return _storage_failed(exc, "a MediaMTX check")
     return _decided(decision)
+
+
+# -- OvenMediaEngine ----------------------------------------------------------------
+
+_OME_BAD_SIGNATURE = (
+    b"The X-OME-Signature header does not match USHER_OME_SECRET; set the same secret "
+    b"in OvenMediaEngine's <AdmissionWebhooks><SecretKey>.\n"
+)
+_OME_PUBLISH = (
+    "Publishing is not checked by Usher yet; remove <Providers> from <AdmissionWebhooks>"
+    "<Enables> so that OvenMediaEngine admits encoders itself."
+)
+
+
+def _ome_answer(body: bytes) -> Response:
+    # OvenMediaEngine reads any status but 200 as an error of the control
+    # server, so refusals are 200 too; the body says which.
+    return Response(body, 200, media_type="application/json")
+
+
+def _ome_refusal(request: Request, problem: str) -> Response:
+    log.warning("Refused an OvenMediaEngine admission request from %s: %s", _peer(request), problem)
+    return _ome_answer(ome_wire.refused_body(problem))
+
+
+async def ome(request: Request) -> Response:
+    admitted = await _admit(request, lambda: _ome_refusal(request, _TOO_LARGE))
+    if isinstance(admitted, Response):
+        return admitted
+    state, body = admitted
+    secret = state.settings.ome_secret
+    if secret and not ome_wire.verify_signature(
+        body, request.headers.get("x-ome-signature"), secret
+    ):
+        # Nothing is logged: whoever forged it learns nothing, and a flood of
+        # forgeries cannot fill the log.
+        return Response(_OME_BAD_SIGNATURE, 403, media_type="text/plain")
+    note = ome_wire.parse(body, server_ip=_peer(request))
+    kind = note.kind
+    if kind is ome_wire.Kind.INVALID:
+        return _ome_refusal(request, note.problem)
+    if kind is ome_wire.Kind.PUBLISH:
+        return _ome_answer(ome_wire.CLOSED) if note.closing else _ome_refusal(request, _OME_PUBLISH)
+    if kind is ome_wire.Kind.PLAY_CLOSING:
+        # session: await Checker(state).end(handle=note.handle)
+        return _ome_answer(ome_wire.CLOSED)
+    # session: Checker(state).start(note.request, handle=note.handle, ...) opens
+    # the session and returns the ticket, replacing counted() and the lookup.
+    now = state.now()
+    try:
+        decision = await Checker(state).counted(note.request)
+        if not decision.allowed:
+            return _ome_answer(ome_wire.refused_body(decision.reason_text))
+        ticket = await state.storage.lookup_ticket(note.request.key)
+    except StorageError as exc:
+        failed = _storage_failed(exc, "an OvenMediaEngine admission check")
+        return _ome_answer(ome_wire.refused_body(failed.headers[REASON_HEADER]))
+    if ticket is None:
+        # Deleted between its check and this read: nothing left to play on.
+        return _ome_answer(ome_wire.refused_body(Reason.INVALID_AUTH_TOKEN.value))
+    return _ome_answer(ome_wire.allowed_body(ome_wire.lifetime(ticket.expire_at, now)))
