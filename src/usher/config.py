@@ -148,6 +148,19 @@ def _callback_allow(env: Mapping[str, str]) -> tuple[Network, ...]:
     return networks
 
 
+def _ome_secret(env: Mapping[str, str]) -> str:
+    """``USHER_OME_SECRET``: empty means admission requests are not signed."""
+    raw = env.get("USHER_OME_SECRET", "")
+    if raw != raw.strip():
+        # Almost certainly a stray space or newline from an env file, which
+        # would refuse every admission request as forged, silently.
+        raise ConfigError(
+            "USHER_OME_SECRET begins or ends with white space; set it to exactly the "
+            "<SecretKey> of OvenMediaEngine's <AdmissionWebhooks>, without spaces around it."
+        )
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -201,6 +214,10 @@ class Settings:
     #: request may take before they are stopped (and the page says so with
     #: a 503), so that no view holds the database for long.
     panel_query_timeout: float = DEFAULT_PANEL_QUERY_TIMEOUT
+    #: ``USHER_OME_SECRET``: the ``<SecretKey>`` of OvenMediaEngine's
+    #: AdmissionWebhooks. Set, ``/usher/ome`` refuses requests whose
+    #: ``X-OME-Signature`` does not match; empty, it checks no signature.
+    ome_secret: str = ""
 
     @classmethod
     def from_env(
@@ -236,6 +253,7 @@ class Settings:
             panel_query_timeout=_seconds(
                 env, "USHER_PANEL_QUERY_TIMEOUT", DEFAULT_PANEL_QUERY_TIMEOUT
             ),
+            ome_secret=_ome_secret(env),
         )
 
     def __repr__(self) -> str:

@@ -183,6 +183,7 @@ _POST_PATHS = [
     "/usher/nginx-rtmp",
     "/usher/srs",
     "/usher/mediamtx",
+    "/usher/ome",
     "/panel/sign-in",
 ]
 _GET_PATHS = ["/usher/check", "/usher/nginx-rtmp", "/usher/auth-request", "/healthz", "/panel/"]

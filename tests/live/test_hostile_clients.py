@@ -36,6 +36,7 @@ POST_ENDPOINTS = [
     ("/panel/sign-in", "/panel", "application/x-www-form-urlencoded"),
     ("/usher/srs", "/usher/srs", "application/json"),
     ("/usher/mediamtx", "/usher/mediamtx", "application/json"),
+    ("/usher/ome", "/usher/ome", "application/json"),
     ("/usher/nginx-rtmp", "/usher/nginx-rtmp", "application/x-www-form-urlencoded"),
     ("/usher/check", "/usher/check", "application/x-www-form-urlencoded"),
 ]

@@ -55,3 +55,16 @@ def test_the_panel_query_timeout_is_two_seconds_unless_set() -> None:
 def test_a_bad_panel_query_timeout_names_the_setting(value: str) -> None:
     with pytest.raises(ConfigError, match=r"^USHER_PANEL_QUERY_TIMEOUT=.*\.$"):
         Settings.from_env({"USHER_PANEL_QUERY_TIMEOUT": value})
+
+
+def test_the_ome_secret_is_empty_unless_set() -> None:
+    assert Settings.from_env({}).ome_secret == ""
+    assert Settings.from_env({"USHER_OME_SECRET": ""}).ome_secret == ""
+    assert Settings.from_env({"USHER_OME_SECRET": "s3cr:et é"}).ome_secret == "s3cr:et é"
+    assert "s3cr" not in repr(Settings.from_env({"USHER_OME_SECRET": "s3cr"}))
+
+
+@pytest.mark.parametrize("value", [" ", "secret\n", " secret", "secret\t"])
+def test_an_ome_secret_with_surrounding_space_names_the_setting(value: str) -> None:
+    with pytest.raises(ConfigError, match="USHER_OME_SECRET begins or ends with white space"):
+        Settings.from_env({"USHER_OME_SECRET": value})

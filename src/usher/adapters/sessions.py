@@ -41,3 +41,11 @@ def srs_session_handle(server: str, client_id: str, request: CheckRequest) -> st
     repeats every part. The stream is part of it because SRS numbers its
     clients afresh after a restart."""
     return _digest("srs", server, client_id, request.ip, request.app, request.video)
+
+
+def ome_session_handle(address: str, port: str, url: str) -> str:
+    """OvenMediaEngine: one client socket (address and port as OME saw it)
+    asking for one URL. OME repeats both in the ``closing`` notice of a
+    playback (the URL as first requested, whatever ``new_url`` it was sent
+    on to), so the opening and the closing name the same session."""
+    return _digest("ome", address, port, url)

@@ -46,6 +46,7 @@ ROUTES = [
     Route("/usher/auth-request", integrations.auth_request, methods=["GET"]),
     Route("/usher/srs", integrations.srs, methods=["POST"]),
     Route("/usher/mediamtx", integrations.mediamtx, methods=["POST"]),
+    Route("/usher/ome", integrations.ome, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     panel_redirect(),

@@ -22,6 +22,7 @@ from usher.adapters import auth_request as http_wire
 from usher.adapters import check as check_wire
 from usher.adapters import mediamtx as mediamtx_wire
 from usher.adapters import nginx_rtmp as rtmp_wire
+from usher.adapters import ome as ome_wire
 from usher.adapters import srs as srs_wire
 from usher.adapters.sessions import http_session_handle, srs_session_handle
 from usher.protocol.errors import BodyTooLarge, StorageBusy, StorageError
@@ -273,3 +274,60 @@ async def check_done(request: Request) -> Response:
         )
     ended = await Checker(state).end(session_id=session_id)
     return Response(check_wire.ended_body(ended), 200, media_type="application/json")
+
+
+# -- OvenMediaEngine ----------------------------------------------------------------
+
+_OME_BAD_SIGNATURE = (
+    b"The X-OME-Signature header does not match USHER_OME_SECRET; set the same secret "
+    b"in OvenMediaEngine's <AdmissionWebhooks><SecretKey>.\n"
+)
+_OME_PUBLISH = (
+    "Publishing is not checked by Usher yet; remove <Providers> from <AdmissionWebhooks>"
+    "<Enables> so that OvenMediaEngine admits encoders itself."
+)
+
+
+def _ome_answer(body: bytes) -> Response:
+    # OvenMediaEngine reads any status but 200 as an error of the control
+    # server, so refusals are 200 too; the body says which.
+    return Response(body, 200, media_type="application/json")
+
+
+def _ome_refusal(request: Request, problem: str) -> Response:
+    log.warning("Refused an OvenMediaEngine admission request from %s: %s", _peer(request), problem)
+    return _ome_answer(ome_wire.refused_body(problem))
+
+
+async def ome(request: Request) -> Response:
+    admitted = await _admit(request, lambda: _ome_refusal(request, _TOO_LARGE))
+    if isinstance(admitted, Response):
+        return admitted
+    state, body = admitted
+    secret = state.settings.ome_secret
+    if secret and not ome_wire.verify_signature(
+        body, request.headers.get("x-ome-signature"), secret
+    ):
+        # Nothing is logged: whoever forged it learns nothing, and a flood of
+        # forgeries cannot fill the log.
+        return Response(_OME_BAD_SIGNATURE, 403, media_type="text/plain")
+    note = ome_wire.parse(body, server_ip=_peer(request))
+    kind = note.kind
+    if kind is ome_wire.Kind.INVALID:
+        return _ome_refusal(request, note.problem)
+    if kind is ome_wire.Kind.PUBLISH:
+        return _ome_answer(ome_wire.CLOSED) if note.closing else _ome_refusal(request, _OME_PUBLISH)
+    checker = Checker(state)
+    if kind is ome_wire.Kind.PLAY_CLOSING:
+        await checker.end(handle=note.handle)
+        return _ome_answer(ome_wire.CLOSED)
+    now = state.now()
+    try:
+        outcome = await checker.start(note.request, checker.terms("ome", note.handle, resume=False))
+    except StorageError as exc:
+        failed = _storage_failed(exc, "an OvenMediaEngine admission check")
+        return _ome_answer(ome_wire.refused_body(failed.headers[REASON_HEADER]))
+    decision, ticket = outcome.decision, outcome.ticket
+    if not decision.allowed or ticket is None:
+        return _ome_answer(ome_wire.refused_body(decision.reason_text))
+    return _ome_answer(ome_wire.allowed_body(ome_wire.lifetime(ticket.expire_at, now)))
