@@ -117,10 +117,16 @@ async def test_a_closing_is_answered_with_an_empty_object(harness: Harness, name
     ticket = await ticket_for_demo_live(harness)
     opened = await post(harness, fixture("ome", name, "opening", ticket["key"], "pw"))
     assert opened.json()["allowed"] is True
+    _, live = await harness.call("sevu.sessions", key=ticket["key"], open=1)
+    [session] = live["sessions"]
+    assert (session["protocol"], session["end_reason"]) == ("ome", None)
     closed = await post(harness, fixture("ome", name, "closing", ticket["key"], "pw"))
     assert (closed.status_code, closed.content) == (200, b"{}")
     _, log = await harness.call("sevu.errorlog", key=ticket["key"])
     assert len(log["attempts"]) == 1  # the opening only
+    _, history = await harness.call("sevu.sessions", key=ticket["key"])
+    [ended] = history["sessions"]
+    assert (ended["id"], ended["end_reason"]) == (session["id"], "done")
 
 
 async def test_a_storage_failure_refuses_with_a_200(

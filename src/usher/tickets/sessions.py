@@ -130,7 +130,7 @@ class SessionBook:
         self._latest[session.handle] = session
         self.written[session.id] = session
 
-    def _end(self, session: PlaybackSession, now: int, reason: EndReason) -> None:
+    def end(self, session: PlaybackSession, now: int, reason: EndReason) -> None:
         if session.is_open(now):
             self._viewers[session.key] = max(0, self._viewers.get(session.key, 0) - 1)
         self._keep(ended(session, now, reason))
@@ -161,11 +161,11 @@ class SessionBook:
                 return Checked(decision, False, session, True)
             why = _ENDING.get(decision.reason) if decision.reason else None
             if why is not None:
-                self._end(latest, now, why)
+                self.end(latest, now, why)
             return Checked(decision, True, None, True)
         if step is Plan.REPLACE:
             assert latest is not None
-            self._end(latest, now, EndReason.DONE)
+            self.end(latest, now, EndReason.DONE)
         if ticket is not None and ticket.max_viewers > 0:
             ticket = dataclasses.replace(ticket, viewers=self._viewers.get(ticket.key, 0))
         decision = decide(ticket, request, now)

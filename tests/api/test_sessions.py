@@ -1,0 +1,171 @@
+"""Live sessions through the API in-process, on both backends: ``/usher/check``
+with ``session``, ``/usher/check/done``, ``sevu.sessions``, ``sevu.kick``,
+``max_viewers`` and ``viewers`` in the ticket object, revokes, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import Harness
+from usher.web.memory import FRESH_FOR, Playback, Remembered
+
+pytestmark = pytest.mark.anyio
+
+GOOD = {"pass": "pw", "app": "demo-live", "video": "mystream"}
+
+
+@pytest.fixture
+def h(harness: Harness) -> Harness:
+    """The harness with the re-check memory on its clock (see test_nginx_integrations)."""
+    harness.app.state.playback = Playback(
+        sessions=Remembered(clock=harness.clock), tickets=Remembered(clock=harness.clock)
+    )
+    return harness
+
+
+async def start(h: Harness, key: str, **extra: str) -> tuple[int, dict[str, Any]]:
+    return await h.check(key=key, **GOOD, **extra)
+
+
+async def log_of(h: Harness, key: str) -> list[tuple[int, str]]:
+    _, body = await h.call("sevu.errorlog", key=key)
+    return [(a["success"], a["reason"]) for a in body.get("attempts", [])]
+
+
+async def test_a_check_opens_a_session_and_naming_it_is_a_free_recheck(h: Harness) -> None:
+    ticket = await h.ticket(uses=1)
+    status, first = await start(h, ticket["key"])
+    assert status == 200 and first["allowed"] and len(first["session"]) == 16
+    for _ in range(5):
+        h.clock.advance(30)
+        status, again = await start(h, ticket["key"], session=first["session"])
+        assert (status, again) == (
+            200,
+            {"allowed": True, "reason": "", "session": first["session"]},
+        )
+    assert await log_of(h, ticket["key"]) == [(1, "")]
+    # A check without the session is a new start: uses=1 is spent.
+    status, other = await start(h, ticket["key"])
+    assert (status, other["reason"]) == (403, "Ticket uses exhausted")
+
+
+async def test_naming_a_new_id_starts_under_it_and_done_ends_it(h: Harness) -> None:
+    ticket = await h.ticket()
+    status, body = await start(h, ticket["key"], session="player-42")
+    assert (status, body["session"]) == (200, "player-42")
+    done = await h.http.post("/usher/check/done", data={"session": "player-42"})
+    assert (done.status_code, done.json()) == (200, {"ended": True})
+    again = await h.http.post("/usher/check/done", json={"session": "player-42"})
+    assert again.json() == {"ended": False}
+    status, body = await start(h, ticket["key"], session="player-42")
+    assert (status, body["reason"]) == (403, "Session ended")
+    missing = await h.http.post("/usher/check/done", data={})
+    assert missing.status_code == 400 and "session" in missing.text
+    assert await log_of(h, ticket["key"]) == [(1, ""), (0, "Session ended")]
+
+
+async def test_a_silent_check_session_ends_idle(h: Harness) -> None:
+    ticket = await h.ticket()
+    _, body = await start(h, ticket["key"])
+    h.clock.advance(121)
+    status, late = await start(h, ticket["key"], session=body["session"])
+    assert (status, late["reason"]) == (403, "Session ended")
+    _, listed = await h.call("sevu.sessions", key=ticket["key"])
+    [session] = listed["sessions"]
+    assert (session["end_reason"], session["seconds"]) == ("idle", 120)
+
+
+async def test_max_viewers_and_viewers_in_the_ticket(h: Harness) -> None:
+    ticket = await h.ticket(max_viewers=2)
+    assert (ticket["max_viewers"], ticket["viewers"]) == (2, 0)
+    sessions = [(await start(h, ticket["key"]))[1]["session"] for _ in range(2)]
+    status, third = await start(h, ticket["key"])
+    assert (status, third["reason"]) == (403, "Too many viewers")
+    _, found = await h.call("sevu.status", key=ticket["key"])
+    assert (found["ticket"]["viewers"], found["viewers"]) == (2, 2)
+    _, listed = await h.call("sevu.search", key=ticket["key"])
+    assert listed["tickets"][0]["viewers"] == 2
+    await h.http.post("/usher/check/done", data={"session": sessions[0]})
+    status, _ = await start(h, ticket["key"])
+    assert status == 200
+    for bad in (-1, "two"):
+        code, body = await h.call(
+            "sevu.request",
+            app="demo-live",
+            video="v",
+            **{"pass": "p"},
+            ip="",
+            uses=0,
+            max_viewers=bad,
+        )
+        assert (code, body["code"]) == (400, 8), bad
+
+
+async def test_kick_ends_sessions_and_the_next_recheck_is_refused(h: Harness) -> None:
+    ticket = await h.ticket()
+    ids = [(await start(h, ticket["key"]))[1]["session"] for _ in range(3)]
+    code, body = await h.call("sevu.kick", key=ticket["key"], session=ids[0])
+    assert (code, body["code"], body["ended"]) == (200, 2111, 1)
+    assert body["message"] == "ScaleEngine Virtual Usher sessions ended"
+    h.clock.advance(FRESH_FOR)
+    status, refused = await start(h, ticket["key"], session=ids[0])
+    assert (status, refused["reason"]) == (403, "Session ended")
+    code, body = await h.call("sevu.kick", key=ticket["key"])
+    assert (body["code"], body["ended"]) == (2111, 2)
+    code, body = await h.call("sevu.kick", key=ticket["key"])
+    assert (code, body["code"], body["ended"]) == (200, 2110, 0)
+    assert body["message"] == "ScaleEngine Virtual Usher no open sessions found"
+    code, body = await h.call("sevu.kick", key="no.such.key")
+    assert (code, body["code"]) == (404, 2020)
+    code, body = await h.call("sevu.kick")
+    assert body["code"] == 6
+    _, listed = await h.call("sevu.sessions", key=ticket["key"], open=0)
+    assert sorted(s["end_reason"] for s in listed["sessions"]) == ["kicked"] * 3
+
+
+async def test_revoke_ends_sessions_and_rechecks_say_revoked(h: Harness) -> None:
+    ticket = await h.ticket()
+    _, body = await start(h, ticket["key"])
+    await h.call("sevu.revoke", key=ticket["key"])
+    h.clock.advance(FRESH_FOR)
+    status, refused = await start(h, ticket["key"], session=body["session"])
+    assert (status, refused["reason"]) == (403, "Ticket revoked")
+    _, listed = await h.call("sevu.sessions", key=ticket["key"])
+    assert listed["sessions"][0]["end_reason"] == "revoked"
+
+
+async def test_sessions_lists_filters_codes_and_isolation(h: Harness) -> None:
+    ticket = await h.ticket()
+    code, none = await h.call("sevu.sessions")
+    assert (code, none["code"], none["sessions"], none["session_count"]) == (200, 2100, [], 0)
+    assert none["message"] == "ScaleEngine Virtual Usher no sessions found"
+    for n in range(3):
+        await start(h, ticket["key"], ip=f"198.51.100.{n}")
+        h.clock.advance(1)
+    code, body = await h.call("sevu.sessions", limit=2, seek=1)
+    assert (body["code"], body["session_count"], len(body["sessions"])) == (2101, 3, 2)
+    assert [s["ip"] for s in body["sessions"]] == ["198.51.100.1", "198.51.100.0"]
+    first = body["sessions"][0]
+    assert set(first) == {
+        "id", "key", "app", "video", "ip", "protocol", "started_date", "last_seen_date",
+        "ended_date", "end_reason", "seconds",
+    }  # fmt: skip
+    assert (first["protocol"], first["ended_date"], first["end_reason"]) == ("check", None, None)
+    _, by_ip = await h.call("sevu.sessions", ip="198.51.100.2", open=1)
+    assert by_ip["session_count"] == 1
+    code, bad = await h.call("sevu.sessions", open=2)
+    assert (code, bad["code"]) == (400, 8)
+    code, bad = await h.call("sevu.sessions", limit=-1)
+    assert bad["code"] == 8
+
+
+async def test_metrics_count_starts_ends_and_open_sessions(h: Harness) -> None:
+    ticket = await h.ticket()
+    ids = [(await start(h, ticket["key"]))[1]["session"] for _ in range(2)]
+    await h.call("sevu.kick", key=ticket["key"], session=ids[0])
+    text = (await h.http.get("/metrics")).text
+    assert 'usher_session_starts_total{protocol="check"} 2.0' in text
+    assert 'usher_session_ends_total{reason="kicked"} 1.0' in text
+    assert "usher_sessions_open 1.0" in text
