@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from usher.tickets.sessions import Plan, SessionBook, ended, plan
 TTL = 120
 
 
-def open_session(**changes: object) -> PlaybackSession:
+def open_session(**changes: Any) -> PlaybackSession:
     session = PlaybackSession(
         "s", "h", 1, "hls.0001", "ip", "demo-vod", "movie", "hls", NOW, NOW, NOW + TTL
     )
