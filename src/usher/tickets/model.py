@@ -249,6 +249,10 @@ class PlaybackSession:
     expires_at: int
     ended_at: int | None = None
     end_reason: str | None = None
+    #: A second name the server gave the playback (MediaMTX names an RTSP
+    #: reader by its connection first, then by its session): an end notice
+    #: may use either.
+    alias: str | None = None
 
     def is_open(self, now: int) -> bool:
         return self.ended_at is None and self.expires_at > now

@@ -214,7 +214,10 @@ class CheckBatcher:
                 outcome = await self._single(check.request, check.decide, check.now, check.log)
             else:
                 # A start's sessions are read and written by the batch path only.
-                ((_, outcome),) = await self._db.run(partial(self._transaction, [check]))
+                answers = await self._db.run(partial(self._transaction, [check]))
+                if not answers:
+                    return  # its decider raised, and _transaction failed it
+                ((_, outcome),) = answers
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a decider's failure belongs to its own caller
