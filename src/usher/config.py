@@ -148,6 +148,14 @@ def _callback_allow(env: Mapping[str, str]) -> tuple[Network, ...]:
     return networks
 
 
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    """A 0/1 setting (unset is 0)."""
+    raw = env.get(name, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ConfigError(f"{name} must be 1 or 0, got {raw[:40]!r}.")
+    return raw == "1"
+
+
 def _ome_secret(env: Mapping[str, str]) -> str:
     """``USHER_OME_SECRET``: empty means admission requests are not signed."""
     raw = env.get("USHER_OME_SECRET", "")
@@ -171,6 +179,9 @@ class Settings:
     max_body: int = MAX_BODY
     session_ttl: int = DEFAULT_SESSION_TTL
     session_max: int = DEFAULT_SESSION_MAX
+    #: MediaMTX's ``runOnUnread`` calls ``/usher/check/done``: its sessions
+    #: then last until that notice (at most ``session_max``), not ``session_ttl``.
+    mediamtx_end_notice: bool = False
     #: ``USHER_URI_PATTERN``: how /usher/auth-request reads app and video from
     #: a URI; ``None`` is the default ``/<app>/<video path>/<file>`` layout.
     uri_pattern: re.Pattern[str] | None = None
@@ -232,6 +243,7 @@ class Settings:
             session_max=_int(env, "USHER_SESSION_MAX", DEFAULT_SESSION_MAX, MIN_SESSION_TTL),
             uri_pattern=parse_uri_pattern(env.get("USHER_URI_PATTERN", "")),
             bench_routes=env.get("USHER_BENCH_ROUTES", "").strip() == "1",
+            mediamtx_end_notice=_switch(env, "USHER_MEDIAMTX_END_NOTICE"),
             max_write_wait_ms=_int(env, "USHER_MAX_WRITE_WAIT_MS", 500, 1),
             panel_trusted_proxies=parse_networks(
                 env.get("USHER_PANEL_TRUSTED_PROXIES", ""), "USHER_PANEL_TRUSTED_PROXIES"

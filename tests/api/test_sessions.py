@@ -4,6 +4,7 @@ with ``session``, ``/usher/check/done``, ``sevu.sessions``, ``sevu.kick``,
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -169,3 +170,35 @@ async def test_metrics_count_starts_ends_and_open_sessions(h: Harness) -> None:
     assert 'usher_session_starts_total{protocol="check"} 2.0' in text
     assert 'usher_session_ends_total{reason="kicked"} 1.0' in text
     assert "usher_sessions_open 1.0" in text
+
+
+async def test_mediamtx_sessions_end_by_reader_id_and_may_wait_for_that_notice(
+    h: Harness,
+) -> None:
+    ticket = await h.ticket()
+
+    async def read(reader: str) -> int:
+        body = {
+            "user": "", "password": "", "ip": "198.51.100.7", "action": "read",
+            "path": "demo-live/mystream", "protocol": "rtsp", "id": reader,
+            "query": f"key={ticket['key']}&pass=pw",
+        }  # fmt: skip
+        return (await h.http.post("/usher/mediamtx", json=body)).status_code
+
+    connection = "9a1b2c3d-0000-4000-8000-000000000001"
+    session = "9a1b2c3d-0000-4000-8000-000000000002"
+    # RTSP: DESCRIBE names the connection, SETUP the session; one playback.
+    assert await read(connection) == 200 and await read(session) == 200
+    done = await h.http.post("/usher/check/done", data={"session": session})
+    assert done.json() == {"ended": True}
+    _, listed = await h.call("sevu.sessions", key=ticket["key"])
+    [ended] = listed["sessions"]
+    assert (ended["id"], ended["protocol"], ended["end_reason"]) == (connection, "mediamtx", "done")
+    # With runOnUnread declared, a reader that never asks again stays open past the TTL.
+    state = h.app.state
+    state.settings = dataclasses.replace(state.settings, mediamtx_end_notice=True)
+    third = "9a1b2c3d-0000-4000-8000-000000000003"
+    assert await read(third) == 200
+    h.clock.advance(600)
+    _, listed = await h.call("sevu.sessions", key=ticket["key"], open=1)
+    assert [s["id"] for s in listed["sessions"]] == [third]

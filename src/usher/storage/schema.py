@@ -66,7 +66,7 @@ SESSIONS: Final = Table(
     "id",
     # The order of :class:`~usher.tickets.model.PlaybackSession`'s fields.
     ("id", "handle", "cdn", "key", "ip", "app", "video", "protocol", "started_at",
-     "last_seen_at", "expires_at", "ended_at", "end_reason"),
+     "last_seen_at", "expires_at", "ended_at", "end_reason", "alias"),
 )  # fmt: skip
 SIGNATURES: Final = Table(
     "used_signatures", "digest", ("digest", "expires_at"), identity=("digest",)

@@ -46,6 +46,7 @@ def session_values(session: PlaybackSession) -> tuple[object, ...]:
         session.expires_at,
         session.ended_at,
         session.end_reason,
+        None if session.alias is None else storable(session.alias),
     )
 
 
@@ -119,11 +120,15 @@ def _end_criteria(
 ) -> tuple[str, list[object]]:
     if session_id is None and handle is None and key is None:
         raise ValueError("Name the sessions to end: a session id, a handle or a ticket key.")
-    return clauses(
-        [("id =", session_id), ("handle =", handle), ("cdn =", cdn), ("key =", key)],
-        mark,
-        clean=storable,
+    sql, params = clauses(
+        [("handle =", handle), ("cdn =", cdn), ("key =", key)], mark, clean=storable
     )
+    if session_id is not None:
+        # An end notice may name the session by its alias (MediaMTX).
+        by_id = f"(id = {mark} OR alias = {mark})"
+        sql = f"{sql} AND {by_id}" if sql else by_id
+        params += [storable(session_id)] * 2
+    return sql, params
 
 
 def end_sql(

@@ -289,3 +289,7 @@ class SessionStart:
     #: session under the handle is a leftover whose end notice was lost; it
     #: ends ``done`` and the start opens a new one.
     resume: bool
+    #: The server's own id of the connection (MediaMTX's reader id), if
+    #: any: a new session takes it as its id; a sign of life under another
+    #: id records it as the session's alias.
+    client: str = ""

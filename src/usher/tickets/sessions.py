@@ -156,7 +156,9 @@ class SessionBook:
             decision = decide(ticket, dataclasses.replace(request, count_use=False), now)
             if decision.allowed:
                 session = renewed(latest, now, start.lifetime)
-                if session.expires_at != latest.expires_at:
+                if start.client and start.client != latest.id and latest.alias is None:
+                    session = dataclasses.replace(session, alias=start.client)
+                if session.expires_at != latest.expires_at or session.alias != latest.alias:
                     self._keep(session)
                 return Checked(decision, False, session, True)
             why = _ENDING.get(decision.reason) if decision.reason else None

@@ -245,7 +245,7 @@ async def mediamtx(request: Request) -> Response:
         return _refuse_input("MediaMTX", request, 403, auth.problem)
     checker = Checker(state)
     handle = http_session_handle(auth.request)
-    start = checker.terms("mediamtx", handle, resume=True, session_id=auth.reader_id or None)
+    start = checker.terms("mediamtx", handle, resume=True, client=auth.reader_id)
     try:
         outcome = await checker.follow(auth.request, start)
     except StorageError as exc:

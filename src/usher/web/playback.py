@@ -77,12 +77,23 @@ class Checker:
         self.state = state
 
     def terms(
-        self, protocol: str, handle: str, *, resume: bool, session_id: str | None = None
+        self,
+        protocol: str,
+        handle: str,
+        *,
+        resume: bool,
+        session_id: str | None = None,
+        client: str = "",
     ) -> SessionStart:
-        """The session a start of ``protocol`` opens under ``handle``."""
+        """The session a start of ``protocol`` opens under ``handle``; it
+        takes ``session_id``, else the server's ``client`` id, else a new id."""
         settings = self.state.settings
-        lifetime = settings.session_max if protocol in _NOTICE_ONLY else settings.session_ttl
-        return SessionStart(session_id or new_session_id(), handle, protocol, lifetime, resume)
+        notice_only = protocol in _NOTICE_ONLY or (
+            protocol == "mediamtx" and settings.mediamtx_end_notice
+        )
+        lifetime = settings.session_max if notice_only else settings.session_ttl
+        chosen = session_id or client or new_session_id()
+        return SessionStart(chosen, handle, protocol, lifetime, resume, client)
 
     # -- starts ------------------------------------------------------------------
 
@@ -97,7 +108,12 @@ class Checker:
         ``start.handle``: a sign of life of its open session, or else a start."""
         now = self.state.now()
         current = await self._known(handle=start.handle)
-        if current is not None:
+        # A server id the session does not know yet is written down as its
+        # alias, on the write path (once per id).
+        named = not start.client or (
+            current is not None and start.client in (current[0].id, current[0].alias)
+        )
+        if current is not None and named:
             allowed = await self._sign_of_life(current, request, now, start.lifetime)
             if allowed is not None:
                 return allowed

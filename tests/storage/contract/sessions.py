@@ -382,3 +382,24 @@ class SessionContract(ContractBase):
         assert (await session(storage, "s-1")).is_open(NOW + 1)
         again = await storage.record_check(viewer(ticket), decide, NOW + 1, session=hls("s-2"))
         assert again.resumed
+
+    async def test_an_end_notice_may_name_the_alias_a_sign_of_life_gave(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        # MediaMTX names an RTSP reader by its connection, then by its session.
+        ticket = session_ticket()
+        await storage.insert_ticket(ticket)
+
+        def mediamtx(client: str) -> SessionStart:
+            return SessionStart(client, HANDLE, "mediamtx", TTL, resume=True, client=client)
+
+        await storage.record_check(viewer(ticket), decide, NOW, session=mediamtx("conn-1"))
+        again = await storage.record_check(
+            viewer(ticket), decide, NOW + 1, session=mediamtx("sess-1")
+        )
+        assert again.resumed and again.session is not None
+        assert (again.session.id, again.session.alias) == ("conn-1", "sess-1")
+        [ended] = await storage.end_sessions(
+            now=NOW + 2, reason=EndReason.DONE, session_id="sess-1"
+        )
+        assert (ended.id, ended.end_reason) == ("conn-1", "done")

@@ -25,7 +25,9 @@ CREATE TABLE sessions (
     -- refused until then.
     expires_at   INTEGER NOT NULL,
     ended_at     INTEGER,
-    end_reason   TEXT
+    end_reason   TEXT,
+    -- A second name the server gave the playback (MediaMTX's reader id).
+    alias        TEXT
 );
 -- The latest session of a handle (every callback after a start).
 CREATE INDEX sessions_handle ON sessions (handle, started_at);
@@ -36,12 +38,14 @@ CREATE INDEX sessions_open_expiry ON sessions (expires_at) WHERE ended_at IS NUL
 -- History, newest first: an account's, and a ticket's.
 CREATE INDEX sessions_cdn_started ON sessions (cdn, started_at);
 CREATE INDEX sessions_key_started ON sessions (key, started_at);
+-- End notices naming the alias.
+CREATE INDEX sessions_alias ON sessions (alias) WHERE alias IS NOT NULL;
 -- Pruning history.
 CREATE INDEX sessions_ended ON sessions (ended_at) WHERE ended_at IS NOT NULL;
 
 INSERT INTO sessions
 SELECT id, id, cdn, key, ip, app, video,
        CASE WHEN id LIKE 'rtmp:%' THEN 'rtmp' ELSE 'hls' END,
-       created_at, created_at, expires_at, NULL, NULL
+       created_at, created_at, expires_at, NULL, NULL, NULL
 FROM playback_sessions;
 DROP TABLE playback_sessions;
