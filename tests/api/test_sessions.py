@@ -202,3 +202,16 @@ async def test_mediamtx_sessions_end_by_reader_id_and_may_wait_for_that_notice(
     h.clock.advance(600)
     _, listed = await h.call("sevu.sessions", key=ticket["key"], open=1)
     assert [s["id"] for s in listed["sessions"]] == [third]
+
+
+async def test_an_over_long_session_id_is_refused_with_a_sentence(h: Harness) -> None:
+    ticket = await h.ticket()
+    status = (
+        await h.http.get(
+            "/usher/check", params={"key": ticket["key"], **GOOD, "session": "s" * 129}
+        )
+    ).status_code
+    assert status == 400
+    done = await h.http.post("/usher/check/done", data={"session": "s" * 129})
+    assert done.status_code == 400 and "128 characters" in done.text
+    assert await log_of(h, ticket["key"]) == []

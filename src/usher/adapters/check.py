@@ -145,9 +145,21 @@ def to_request(fields: dict[str, str], client_ip: str) -> CheckRequest:
     )
 
 
+#: Longest session id a caller may name: Usher's own are 16 characters,
+#: MediaMTX's UUIDs 36.
+MAX_SESSION_ID = 128
+SESSION_TOO_LONG = (
+    f"The session id is longer than {MAX_SESSION_ID} characters; send the id Usher answered with."
+)
+
+
 def session_named(fields: dict[str, str]) -> str | None:
-    """The session a check names (``session``), ``None`` for a start."""
-    return fields.get("session") or None
+    """The session a check names (``session``), ``None`` for a start.
+    Raises ``ValueError`` (with :data:`SESSION_TOO_LONG`) for an over-long id."""
+    named = fields.get("session") or None
+    if named is not None and len(named) > MAX_SESSION_ID:
+        raise ValueError(SESSION_TOO_LONG)
+    return named
 
 
 def encode(value: dict[str, object]) -> bytes:

@@ -67,7 +67,7 @@ def parse(body: bytes, *, server_ip: str) -> Hook:
         return Hook(
             action,
             _EMPTY,
-            f"The SRS hook has {shown}; point only on_play (and optionally on_stop) at /usher/srs.",
+            f"The SRS hook has {shown}; point only on_play and on_stop at /usher/srs.",
         )
     if action is Action.REFUSED:
         return Hook(

@@ -93,15 +93,20 @@ async def prune_all(
     progress: OnProgress = no_progress,
     pause: float = PRUNE_PAUSE,
 ) -> int:
-    """Delete every attempt logged before ``before``, batch by batch; how many
-    went. Between batches it pauses as long as the batch took, and at least
-    ``pause`` seconds (see :data:`PRUNE_PAUSE`)."""
+    """Delete every attempt logged before ``before``, batch by batch, then
+    the sessions that ended before it; how many attempts went. Between
+    batches it pauses as long as the batch took, and at least ``pause``
+    seconds (see :data:`PRUNE_PAUSE`)."""
     total = await storage.count_attempts_before(before)
     deleted = 0
     while True:
         started = time.monotonic()
         went = await storage.prune_attempts(before, batch)
         if not went:
+            # Session history is kept as long as the attempts that started it.
+            while await storage.prune_sessions(before, batch):
+                if pause > 0:
+                    await asyncio.sleep(pause)
             return deleted
         deleted += went
         # Checks keep logging meanwhile, but never before ``before``; another

@@ -99,7 +99,11 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
     fields = wire.collect(pairs)
     checked = wire.to_request(fields, real_ip or peer or "")
     try:
-        outcome = await Checker(state).check(checked, wire.session_named(fields))
+        session_id = wire.session_named(fields)
+    except ValueError as exc:
+        return await _answer(send, 400, f"{exc}\n".encode(), _TEXT)
+    try:
+        outcome = await Checker(state).check(checked, session_id)
     except StorageBusy:
         # 503, not 403: the viewer was not refused, Usher could not decide.
         return await _answer(send, 503, wire.OVERLOADED, _JSON)

@@ -267,7 +267,10 @@ async def check_done(request: Request) -> Response:
         pairs += check_wire.parse_json_fields(body)
     else:
         pairs += check_wire.parse_pairs(body)
-    session_id = check_wire.session_named(check_wire.collect(pairs))
+    try:
+        session_id = check_wire.session_named(check_wire.collect(pairs))
+    except ValueError as exc:
+        return _refuse_input("check/done", request, 400, str(exc))
     if session_id is None:
         return _refuse_input(
             "check/done", request, 400, "Name the session to end in the 'session' field."
