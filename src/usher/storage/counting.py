@@ -26,6 +26,11 @@ exact.
   filled from the attempts in the same transaction and kept exact from then
   on by the same triggers as the other rollups. That costs one slow count per
   busy combination, ever; later counts read its rollup rows.
+  Only :func:`count_attempts` (``sevu.errorcount``) makes count filters.
+  The panel's counts (:func:`count_attempts_upto`, SQLite's list plans)
+  use the filters that exist, and where none counts a busy combination
+  they count at most ``cap + 1`` matching attempts: a fill reads every
+  attempt of a busy value, more than one panel view may read.
 * **Anything else** (a time range with app, video, key, pass or ip): the
   driving index, time-bounded. Such counts read what the range holds.
 """
