@@ -347,13 +347,19 @@ class SQLiteStorage(
             # The rows of each named value's index (its time range is a part
             # of them); the smallest drives. Past ``enough`` the walk wins,
             # so a busy value without a count filter is read no further.
-            enough = index_rows_worth_reading(newer=newer, matches=matches, total=total, page=page)
+            lone = len(driver.named) == 1 and driver.where() == where
+            enough = index_rows_worth_reading(
+                newer=newer, matches=matches, total=total, page=page, lone=lone
+            )
             sizes = {
                 column: await count_attempts_upto(self, cdn, driver.alone(column).where(), enough)
                 for column, _ in driver.named
             }
             driver_column = min(sizes, key=lambda column: sizes[column])
             index_rows = sizes[driver_column]
+            if lone:
+                # The same attempts, counted up to another cap.
+                matches = index_rows = max(matches, index_rows)
         elif by_app_video:
             index_rows = await self.count_attempts(
                 cdn, AttemptFilter(app=where.app, video=where.video)
