@@ -8,12 +8,14 @@ change (``dataclasses.replace``), so a test spells out only what it is about.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
+from usher.storage import counting
 from usher.storage.base import Storage
 from usher.storage.postgres import PostgresStorage
 from usher.storage.sqlite import SQLiteStorage
-from usher.tickets.model import CheckRequest, Ticket
+from usher.tickets.model import AttemptFilter, CheckRequest, Ticket
 
 #: The tests' "now": storage tests pass it explicitly, and the ``clock``
 #: fixture starts at it, so expiry boundaries are exact and runs repeatable.
@@ -113,3 +115,21 @@ async def slow_read(storage: Storage) -> int:
         row = await storage._db.fetchone(SLOW_SQL)
     assert row is not None
     return int(row[0])
+
+
+async def count_filters_of(
+    storage: Storage, cdn: int, wheres: Iterable[AttemptFilter]
+) -> dict[int, int]:
+    """The count filters that exist for any of ``wheres``' combinations of
+    key, pass and ip, or for one of those values alone: filter id by mask."""
+    # Both backends' storages are counting.py's CountSource; its lookup sees
+    # count filters without SQL.
+    source = cast(counting.CountSource, storage)
+    made: dict[int, int] = {}
+    for where in wheres:
+        selective = counting.value_filter(cdn, where)
+        if selective is None:
+            continue
+        alone = {selective.alone(column) for column, _ in selective.named} - {selective}
+        made.update(await source.find_filters([selective, *alone]))
+    return made

@@ -9,7 +9,10 @@ import pytest
 from markupsafe import escape
 
 from tests.conftest import Harness
+from tests.helpers import count_filters_of
 from tests.panel.conftest import Panel
+from usher.storage import counting
+from usher.tickets.model import AttemptFilter
 from usher.web.panel import tickets as panel_tickets
 
 pytestmark = pytest.mark.anyio
@@ -175,6 +178,34 @@ async def test_detail_lists_attempts_and_bound_addresses(harness: Harness, panel
     table = text.split("Recent attempts")[1]
     # Newest attempt first.
     assert table.index("198.51.100.9") < table.index("198.51.100.8") < table.index("198.51.100.7")
+
+
+async def test_a_busy_keys_page_counts_without_making_a_count_filter(
+    harness: Harness, panel: Panel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Filling a count filter reads every attempt of the key: a leaked key's
+    # first page view spent its whole read budget on it. The page counts up
+    # to its cap instead; only sevu.errorcount makes the filter.
+    monkeypatch.setattr(counting, "BUSY_AT", 3)
+    monkeypatch.setattr(panel_tickets, "COUNT_CAP", 4)
+    key = await panel.create_ticket()
+    play = {"key": key, "app": "demo-live", "video": "mystream"}
+    for n in range(6):
+        await harness.check(**play, **{"pass": "pw-1234"}, ip=f"198.51.100.{n}")
+    for n in range(3):
+        await harness.check(**play, **{"pass": "wrong"}, ip=f"198.51.100.{n}")
+    storage = harness.app.state.storage
+    cdn = harness.account.cdn
+    page = await panel.get(f"/panel/tickets/{key}")
+    assert "more than 4 allowed" in page.text and "3 denied" in page.text
+    assert "198.51.100.5" in page.text.split("Seen in attempts")[1]
+    assert await count_filters_of(storage, cdn, [AttemptFilter(key=key)]) == {}
+    status, body = await harness.call("sevu.errorcount", key=key, success=1)
+    assert (status, body["error_count"]) == (200, 6)
+    made = await count_filters_of(storage, cdn, [AttemptFilter(key=key)])
+    assert list(made) == [1]  # the key's own filter, which the page now reads
+    again = await panel.get(f"/panel/tickets/{key}")
+    assert "more than 4 allowed" in again.text and "3 denied" in again.text
 
 
 async def test_pages_escape_what_publishers_and_viewers_send(

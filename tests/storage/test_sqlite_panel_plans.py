@@ -21,6 +21,7 @@ from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite.counts import (
     RECENT_DENIALS_SQL,
     count_upto_query,
+    index_rows_worth_reading,
     list_query,
     sorting_is_cheaper,
     top_values_query,
@@ -271,6 +272,32 @@ def test_the_walk_is_chosen_for_busy_values_and_recent_ranges() -> None:
     assert not walk_is_cheaper(
         index_rows=360_000, newer=8_000_000, matches=10_001, total=10_900_000, page=page
     )
+
+
+@pytest.mark.parametrize("lone", [False, True])
+@pytest.mark.parametrize(
+    ("newer", "matches", "total", "rows"),
+    [(0, 10_001, 10_900_000, 1000), (0, 10_001, 10_900_000, 51), (500, 7, 3_000, 25)],
+)
+def test_a_size_counted_up_to_its_bound_settles_the_walk(
+    lone: bool, newer: int, matches: int, total: int, rows: int
+) -> None:
+    # The planner counts a busy value's index entries only up to this bound
+    # (it makes no count filter): one more must mean "walk", and any count
+    # within it must be decided as walk_is_cheaper decides it.
+    page = Page(limit=rows)
+    bound = index_rows_worth_reading(
+        newer=newer, matches=matches, total=total, page=page, lone=lone
+    )
+
+    def walk(size: int) -> bool:
+        # Alone, the value's index entries are the matches, as the planner takes them.
+        seen = size if lone else matches
+        return walk_is_cheaper(index_rows=size, newer=newer, matches=seen, total=total, page=page)
+
+    assert walk(bound + 1)
+    assert not walk(bound)
+    assert not walk(1)
 
 
 @pytest.mark.parametrize(

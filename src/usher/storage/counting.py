@@ -26,6 +26,11 @@ exact.
   filled from the attempts in the same transaction and kept exact from then
   on by the same triggers as the other rollups. That costs one slow count per
   busy combination, ever; later counts read its rollup rows.
+  Only :func:`count_attempts` (``sevu.errorcount``) makes count filters.
+  The panel's counts (:func:`count_attempts_upto`, SQLite's list plans)
+  use the filters that exist, and where none counts a busy combination
+  they count at most ``cap + 1`` matching attempts: a fill reads every
+  attempt of a busy value, more than one panel view may read.
 * **Anything else** (a time range with app, video, key, pass or ip): the
   driving index, time-bounded. Such counts read what the range holds.
 """
@@ -198,13 +203,28 @@ class CountSource(Protocol):
 
 async def count_attempts(source: CountSource, cdn: int, where: AttemptFilter) -> int:
     """The number of ``cdn``'s attempts matching ``where`` (see the module's
-    docstring for how it is found)."""
+    docstring for how it is found). This is the one count that makes count
+    filters (``sevu.errorcount``'s)."""
+    found = await _from_rollups(source, cdn, where, fill=True)
+    return await source.scan_count(cdn, where) if found is None else found
+
+
+async def _from_rollups(
+    source: CountSource, cdn: int, where: AttemptFilter, *, fill: bool
+) -> int | None:
+    """The count of ``where`` from rollups, count filters, or a read of at
+    most :data:`BUSY_AT` entries of a named value that is not busy; ``None``
+    when none of these answers and the attempts must be counted: a time range
+    with anything but success, or a combination whose named values are all
+    busy and that has no count filter. With ``fill``, such a combination (and
+    each busy value alone) gets one first, so ``None`` then only means that
+    the account has no room for another."""
     broad = broad_of(where)
     selective = value_filter(cdn, where)
     if timed(where):
         if selective is None and broad.grain == 0:
             return await _count_by_minutes(source, cdn, where, broad.success)
-        return await source.scan_count(cdn, where)
+        return None
     if selective is None:
         return await source.sum_account_counts(cdn, broad)
 
@@ -221,10 +241,12 @@ async def count_attempts(source: CountSource, cdn: int, where: AttemptFilter) ->
             read, matched = await source.bounded_count(selective, column, broad, BUSY_AT + 1)
             if read <= BUSY_AT:
                 return matched
-            if alone[column] != selective:
+            if fill and alone[column] != selective:
                 # Busy alone too: give the value its own filter now, so the
                 # next combination naming it skips this read.
                 await source.add_filter(alone[column], cap=MAX_FILTERS_PER_ACCOUNT)
+        if not fill:
+            return None
         filter_id = await source.add_filter(selective, cap=MAX_FILTERS_PER_ACCOUNT)
         if filter_id is None:
             log.warning(
@@ -233,7 +255,7 @@ async def count_attempts(source: CountSource, cdn: int, where: AttemptFilter) ->
                 cdn,
                 MAX_FILTERS_PER_ACCOUNT,
             )
-            return await source.scan_count(cdn, where)
+            return None
     return await source.sum_filter_counts(filter_id, broad)
 
 
@@ -301,20 +323,18 @@ class CappedSource(CountSource, Protocol):
         """How many attempts match, reading no more than ``cap + 1`` of them."""
 
 
-def served_by_rollups(where: AttemptFilter) -> bool:
-    """Whether :func:`count_attempts` answers ``where`` from rollups or a
-    bounded index read (cheap whatever the log holds)."""
-    if not timed(where):
-        return True
-    return value_filter(0, where) is None and broad_of(where).grain == 0
-
-
 async def count_attempts_upto(
     source: CappedSource, cdn: int, where: AttemptFilter, cap: int
 ) -> int:
-    """``Storage.count_attempts_upto``: the exact count when a rollup serves
-    ``where`` (capped at ``cap + 1`` like the rest), else a count that reads
-    at most ``cap + 1`` matching attempts."""
-    if served_by_rollups(where):
-        return min(await count_attempts(source, cdn, where), cap + 1)
-    return await source.capped_count(cdn, where, cap)
+    """``Storage.count_attempts_upto``, the panel's count: the exact count
+    when it is at most ``cap``, else ``cap + 1``.
+
+    It never makes a count filter: filling one reads every attempt of a busy
+    value, far more than the panel may read for one view. What the rollups
+    and existing count filters answer (as for :func:`count_attempts`) is
+    exact; anything else is a count that reads at most ``cap + 1`` matching
+    attempts."""
+    found = await _from_rollups(source, cdn, where, fill=False)
+    if found is None:
+        return await source.capped_count(cdn, where, cap)
+    return min(found, cap + 1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from tests.storage.contract.accounts import AccountsContract
 from tests.storage.contract.attempts import AttemptsContract
-from tests.storage.contract.busy_counts import BusyCountsContract
+from tests.storage.contract.busy_counts import BusyCountsContract, PanelCountsContract
 from tests.storage.contract.checks import ChecksContract
 from tests.storage.contract.explorer import ExplorerContract
 from tests.storage.contract.lifecycle import LifecycleContract
@@ -36,6 +36,7 @@ class StorageContract(
     ChecksContract,
     AttemptsContract,
     BusyCountsContract,
+    PanelCountsContract,
     StatisticsContract,
     ExplorerContract,
     PanelContract,

@@ -6,6 +6,10 @@ addresses, and every combination of the six filters is compared with a
 count of the listed attempts: before any count filter exists, after counts
 created them, after more checks were logged into them, after rollup upkeep,
 and after pruning.
+
+Only ``count_attempts`` (``sevu.errorcount``) makes count filters: the
+panel's counts and lists leave ``count_filters`` as they found it
+(:class:`PanelCountsContract`).
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import DEMO_CDN, NOW, make_ticket
+from tests.helpers import DEMO_CDN, NOW, count_filters_of, make_ticket
 from tests.storage.contract.base import ContractBase
 from usher.storage import counting
 from usher.storage.base import Storage
 from usher.tickets.decision import decide
 from usher.tickets.model import Account, Attempt, AttemptFilter, CheckRequest, Page
+
+#: The capped counts' caps: below and above what the busy values hold.
+CAPS = (5, 1000)
 
 NAMES = ("key", "password", "app", "video", "ip", "success")
 TICKETS = 4
@@ -91,3 +98,57 @@ class BusyCountsContract(ContractBase):
             *(storage.count_attempts(DEMO_CDN, where) for where in _wheres(log)),
         )
         await self._assert_exact(storage)
+
+
+class PanelCountsContract(ContractBase):
+    """The panel's counts and lists never make a count filter: a fill reads
+    every attempt of a busy value, more than a panel view may read. They use
+    the filters ``count_attempts`` made, or capped counts."""
+
+    @pytest.fixture(autouse=True)
+    def _small_busy_threshold(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(counting, "BUSY_AT", 3)
+
+    @pytest.fixture
+    async def log(self, storage: Storage, demo: Account) -> list[Attempt]:
+        for n in range(TICKETS):
+            await storage.insert_ticket(make_ticket(key=f"busy{n}", password="pw", video="*"))
+        for i in range(60):
+            await storage.record_check(_request(i), decide, NOW + i)
+        return await storage.list_attempts(DEMO_CDN, AttemptFilter(), Page())
+
+    async def test_capped_counts_make_no_count_filter(
+        self, storage: Storage, log: list[Attempt]
+    ) -> None:
+        wheres = list(_wheres(log))
+        for where, cap in itertools.product(wheres, CAPS):
+            expected = len(await storage.list_attempts(DEMO_CDN, where, Page()))
+            got = await storage.count_attempts_upto(DEMO_CDN, where, cap)
+            assert got == min(expected, cap + 1), (where, cap)
+        assert await count_filters_of(storage, DEMO_CDN, wheres) == {}
+
+    async def test_lists_make_no_count_filter(self, storage: Storage, log: list[Attempt]) -> None:
+        wheres = list(_wheres(log))
+        for where in wheres:
+            newest = await storage.list_attempts(DEMO_CDN, where, Page(limit=2), newest_first=True)
+            everything = await storage.list_attempts(DEMO_CDN, where, Page())
+            assert newest == everything[::-1][:2], where
+        assert await count_filters_of(storage, DEMO_CDN, wheres) == {}
+
+    async def test_capped_counts_read_the_filters_errorcount_made(
+        self, storage: Storage, log: list[Attempt]
+    ) -> None:
+        busy = AttemptFilter(key="busy1")
+        assert await count_filters_of(storage, DEMO_CDN, [busy]) == {}
+        expected = len(await storage.list_attempts(DEMO_CDN, busy, Page()))
+        assert expected > counting.BUSY_AT
+        assert await storage.count_attempts(DEMO_CDN, busy) == expected
+        made = await count_filters_of(storage, DEMO_CDN, [busy])
+        assert list(made) == [1]  # the key's own filter
+        # Capped counts by the key now read that filter's rollup, exactly.
+        for success in (None, True, False):
+            where = AttemptFilter(key="busy1", success=success)
+            matching = await storage.list_attempts(DEMO_CDN, where, Page())
+            got = await storage.count_attempts_upto(DEMO_CDN, where, 1000)
+            assert got == len(matching), where
+        assert await count_filters_of(storage, DEMO_CDN, [busy]) == made

@@ -39,6 +39,7 @@ from usher.storage.sqlite.checks import CheckGroup, CheckItem, apply_check
 from usher.storage.sqlite.counts import (
     SQLiteCountsMixin,
     count_upto_query,
+    index_rows_worth_reading,
     list_query,
     rollup_count_query,
     sorting_is_cheaper,
@@ -343,21 +344,34 @@ class SQLiteStorage(
         table in id order (see :func:`walk_is_cheaper`) and which named key,
         pass or ip drives otherwise (the one with the fewest attempts), or
         ``None`` when the page lies past the last match. Every figure comes
-        from rollups or bounded reads."""
+        from rollups, existing count filters or capped reads: a list, like
+        every panel read, never makes a count filter."""
         matches = await self.count_attempts_upto(cdn, where, LIST_PLANNING_CAP)
         if matches <= LIST_PLANNING_CAP and page.seek >= matches:
             return None  # exact, and the page lies past it
+        newer = 0
+        if where.end is not None:
+            newer = await self.count_attempts(cdn, AttemptFilter(start=where.end + 1))
+        total = await self.sum_account_counts(cdn, EVERYTHING)
         driver = value_filter(cdn, where)
         driver_column = None
         if driver is not None:
             # The rows of each named value's index (its time range is a part
-            # of them); the smallest drives.
+            # of them); the smallest drives. Past ``enough`` the walk wins,
+            # so a busy value without a count filter is read no further.
+            lone = len(driver.named) == 1 and driver.where() == where
+            enough = index_rows_worth_reading(
+                newer=newer, matches=matches, total=total, page=page, lone=lone
+            )
             sizes = {
-                column: await self.count_attempts(cdn, driver.alone(column).where())
+                column: await count_attempts_upto(self, cdn, driver.alone(column).where(), enough)
                 for column, _ in driver.named
             }
             driver_column = min(sizes, key=lambda column: sizes[column])
             index_rows = sizes[driver_column]
+            if lone:
+                # The same attempts, counted up to another cap.
+                matches = index_rows = max(matches, index_rows)
         elif by_app_video:
             index_rows = await self.count_attempts(
                 cdn, AttemptFilter(app=where.app, video=where.video)
@@ -366,10 +380,6 @@ class SQLiteStorage(
             index_rows = await self.count_attempts(
                 cdn, AttemptFilter(start=where.start, end=where.end)
             )
-        newer = 0
-        if where.end is not None:
-            newer = await self.count_attempts(cdn, AttemptFilter(start=where.end + 1))
-        total = await self.sum_account_counts(cdn, EVERYTHING)
         walk = walk_is_cheaper(
             index_rows=index_rows, newer=newer, matches=matches, total=total, page=page
         )

@@ -28,13 +28,11 @@ from usher.tickets.expiry import format_utc
 from usher.tickets.model import Attempt, AttemptFilter, Page
 from usher.web.panel import forms
 from usher.web.panel.auth import Viewer, signed_in
-from usher.web.panel.bounds import NARROW_FILTERS, stopped
+from usher.web.panel.bounds import COUNT_CAP, NARROW_FILTERS, stopped
 from usher.web.panel.render import page
 from usher.web.panel.tickets import message_of
 
 PAGE_SIZE: Final = 50
-#: The explorer counts matches up to this many, then says "more than".
-COUNT_CAP: Final = 10_000
 FILTER_FIELDS = ("key", "pass", "app", "video", "ip", "success", "starttime", "endtime")
 #: The page's cursors: at most one of them.
 CURSORS: Final = ("before", "after")

@@ -24,6 +24,7 @@ from usher.protocol.errors import ApiError, InvalidField, MissingFields
 from usher.tickets.model import MAX_PAGE_ROWS, AttemptFilter, Page, Ticket
 from usher.web.panel import forms
 from usher.web.panel.auth import Viewer, signed_in
+from usher.web.panel.bounds import COUNT_CAP
 from usher.web.panel.render import PASS_MASK, PREFIX, error_page, page, path_part
 
 PAGE_SIZE = 25
@@ -177,10 +178,11 @@ async def _detail(request: Request, viewer: Viewer) -> Response:
     cdn = viewer.account.cdn
     where = AttemptFilter(key=found.key)
     # Independent reads: the storage's reader pool runs them side by side.
+    # Capped counts: a leaked key's first view must not fill a count filter.
     latest, allowed, denied = await asyncio.gather(
         storage.list_attempts(cdn, where, Page(limit=ADDRESS_WINDOW), newest_first=True),
-        storage.count_attempts(cdn, AttemptFilter(key=found.key, success=True)),
-        storage.count_attempts(cdn, AttemptFilter(key=found.key, success=False)),
+        storage.count_attempts_upto(cdn, AttemptFilter(key=found.key, success=True), COUNT_CAP),
+        storage.count_attempts_upto(cdn, AttemptFilter(key=found.key, success=False), COUNT_CAP),
     )
     # Most seen first, ties by address, as top_attempt_values orders them.
     seen = Counter(attempt.ip for attempt in latest)
@@ -200,6 +202,7 @@ async def _detail(request: Request, viewer: Viewer) -> Response:
             "attempts": attempts,
             "allowed": allowed,
             "denied": denied,
+            "cap": COUNT_CAP,
             "addresses": addresses,
             "address_window": ADDRESS_WINDOW if allowed + denied > ADDRESS_WINDOW else 0,
             "created": bool(values.get("created")),
