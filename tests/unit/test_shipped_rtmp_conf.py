@@ -2,9 +2,10 @@
 
 nginx-rtmp sends ``update_play`` only with ``on_update``, every
 ``notify_update_timeout``; a session that hears nothing for
-``USHER_SESSION_TTL`` ends idle, and the viewer's next update is then
-refused with ``Session ended``. So the shipped file must send updates,
-to Usher, more often than the default TTL.
+``USHER_SESSION_TTL`` ends idle while the viewer still plays: it no longer
+counts toward ``max_viewers``, and a later update is refused with
+``Session ended``. So the shipped file must send updates, to Usher, more
+often than the default TTL.
 """
 
 from __future__ import annotations
