@@ -281,6 +281,25 @@ async def test_mediamtx_reads_of_one_key_address_and_video_share_one_session(
     assert len(await sessions(harness, key)) == 1
 
 
+async def test_mediamtx_reader_id_names_one_session_only(harness: Harness) -> None:
+    # MediaMTX sends the RTSP *connection's* id, and one connection may read
+    # several paths: each playback keeps its own session, under its own id.
+    ticket = await harness.ticket(app="demo-live", video="one|two", uses=0)
+    key = ticket["key"]
+    read = fixture("mediamtx", "mediamtx-1.20.json", "read", key, "pw")
+    for path in ("demo-live/one", "demo-live/two", "demo-live/one"):
+        assert (await harness.http.post("/usher/mediamtx", json={**read, "path": path})).is_success
+    found = await sessions(harness, key)
+    assert sorted((s["video"], s["ip"], s["end_reason"]) for s in found) == [
+        ("one", read["ip"], None),
+        ("two", read["ip"], None),
+    ]
+    assert len({s["id"] for s in found}) == 2
+    assert read["id"] in {s["id"] for s in found}  # the first took the reader's id
+    _, status = await harness.call("sevu.status", key=key)
+    assert status["use_count"] == 2
+
+
 async def test_callers_outside_the_allow_list_are_refused_first(harness: Harness) -> None:
     transport = httpx.ASGITransport(app=harness.app, client=("192.0.2.50", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://usher.test") as outsider:
