@@ -311,6 +311,19 @@ async def test_hls_revoke_is_seen_within_the_memory_window(h: Harness) -> None:
     assert (response.status_code, response.headers["x-usher-reason"]) == (403, "Ticket revoked")
 
 
+async def test_hls_kick_is_seen_by_the_next_request_on_the_same_process(h: Harness) -> None:
+    # No time passes: the process that ran the kick must not answer from
+    # what it remembered of the session before it.
+    ticket = await h.ticket(app="demo-vod", video="movie")
+    uri = f"/demo-vod/movie/seg001.ts?key={ticket['key']}&pass=pw"
+    assert (await auth(h, uri)).status_code == 200
+    assert (await auth(h, uri)).status_code == 200  # remembered now
+    _, kicked = await h.call("sevu.kick", key=ticket["key"])
+    assert (kicked["code"], kicked["ended"]) == (2111, 1)
+    response = await auth(h, uri)
+    assert (response.status_code, response.headers["x-usher-reason"]) == (403, "Session ended")
+
+
 async def test_hls_window_slides_and_renews_rarely(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -89,6 +89,65 @@ async def test_srs_on_stop_is_acknowledged_without_a_check(harness: Harness, ver
     assert log["code"] == 2040  # nothing logged
 
 
+async def sessions(harness: Harness, key: str, **filters: object) -> list[dict[str, Any]]:
+    """The ticket's sessions in ``sevu.sessions``, newest first."""
+    _, body = await harness.call("sevu.sessions", key=key, **filters)
+    found: list[dict[str, Any]] = body.get("sessions", [])
+    return found
+
+
+def _other_client(body: dict[str, Any]) -> dict[str, Any]:
+    """The same hook from another player of the same SRS."""
+    client_id = body["client_id"]
+    return {**body, "client_id": client_id + 1 if isinstance(client_id, int) else "other7"}
+
+
+@pytest.mark.parametrize("version", SRS_VERSIONS)
+async def test_srs_on_play_opens_a_session_and_on_stop_ends_it(
+    harness: Harness, version: str
+) -> None:
+    ticket = await harness.ticket(app="demo-live", video="livestream", uses=0, max_viewers=1)
+    key = ticket["key"]
+    play = fixture("srs", version, "on_play", key, "pw")
+    stop = fixture("srs", version, "on_stop", key, "pw")
+    response = await harness.http.post("/usher/srs", json=play)
+    assert (response.status_code, response.content) == (200, b"0")
+    [opened] = await sessions(harness, key, open=1)
+    assert (opened["protocol"], opened["app"], opened["video"], opened["ip"]) == (
+        "srs",
+        "demo-live",
+        "livestream",
+        play["ip"],
+    )
+    assert (opened["ended_date"], opened["end_reason"]) == (None, None)
+    # The open session holds the ticket's one place.
+    crowded = await harness.http.post("/usher/srs", json=_other_client(play))
+    assert crowded.json() == {"code": 403, "allowed": False, "reason": "Too many viewers"}
+
+    harness.clock.advance(30)
+    response = await harness.http.post("/usher/srs", json=stop)
+    assert (response.status_code, response.content) == (200, b"0")
+    [ended] = await sessions(harness, key)
+    assert (ended["id"], ended["end_reason"], ended["seconds"]) == (opened["id"], "done", 30)
+    assert ended["ended_date"] is not None
+    # The place is free again: the other player starts.
+    again = await harness.http.post("/usher/srs", json=_other_client(play))
+    assert (again.status_code, again.content) == (200, b"0")
+    assert [s["end_reason"] for s in await sessions(harness, key)] == [None, "done"]
+
+
+@pytest.mark.parametrize("version", SRS_VERSIONS)
+async def test_srs_on_stop_of_another_player_leaves_the_session_open(
+    harness: Harness, version: str
+) -> None:
+    ticket = await harness.ticket(app="demo-live", video="livestream", uses=0)
+    play = fixture("srs", version, "on_play", ticket["key"], "pw")
+    stop = fixture("srs", version, "on_stop", ticket["key"], "pw")
+    assert (await harness.http.post("/usher/srs", json=play)).status_code == 200
+    assert (await harness.http.post("/usher/srs", json=_other_client(stop))).status_code == 200
+    assert [s["end_reason"] for s in await sessions(harness, ticket["key"])] == [None]
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
@@ -184,6 +243,61 @@ async def test_mediamtx_hls_viewer_costs_one_use(harness: Harness) -> None:
         assert (await harness.http.post("/usher/mediamtx", json=body)).status_code == 200
     _, status = await harness.call("sevu.status", key=ticket["key"])
     assert status["use_count"] == 1
+
+
+@pytest.mark.parametrize("version", MEDIAMTX_VERSIONS)
+async def test_mediamtx_reads_of_one_key_address_and_video_share_one_session(
+    harness: Harness, version: str
+) -> None:
+    ticket = await harness.ticket(app="demo-live", video="livestream", uses=0, max_viewers=1)
+    key = ticket["key"]
+    read = fixture("mediamtx", version, "read", key, "pw")
+    # The same viewer again: as the fixture, as another reader of MediaMTX
+    # (another id, another protocol) and with no id at all.
+    again = [
+        read,
+        {**read, "id": "5d2c3b4a-1f0e-4d9c-8b7a-6e5f4d3c2b1a", "protocol": "webrtc"},
+        {**read, "id": None},
+    ]
+    for body in again:
+        harness.clock.advance(5)
+        response = await harness.http.post("/usher/mediamtx", json=body)
+        assert response.status_code == 200, (body, response.text)
+    [session] = await sessions(harness, key)
+    assert (session["protocol"], session["ip"], session["video"], session["end_reason"]) == (
+        "mediamtx",
+        read["ip"],
+        "livestream",
+        None,
+    )
+    assert session["seconds"] == 10
+    _, status = await harness.call("sevu.status", key=key)
+    assert status["use_count"] == 1
+    _, log = await harness.call("sevu.errorlog", key=key)
+    assert [(a["success"], a["reason"]) for a in log["attempts"]] == [(1, "")]
+    # Another address is another viewer: refused by max_viewers = 1.
+    elsewhere = await harness.http.post("/usher/mediamtx", json={**read, "ip": "203.0.113.9"})
+    assert (elsewhere.status_code, elsewhere.text) == (403, "Too many viewers\n")
+    assert len(await sessions(harness, key)) == 1
+
+
+async def test_mediamtx_reader_id_names_one_session_only(harness: Harness) -> None:
+    # MediaMTX sends the RTSP *connection's* id, and one connection may read
+    # several paths: each playback keeps its own session, under its own id.
+    ticket = await harness.ticket(app="demo-live", video="one|two", uses=0)
+    key = ticket["key"]
+    read = fixture("mediamtx", "mediamtx-1.20.json", "read", key, "pw")
+    for path in ("demo-live/one", "demo-live/two", "demo-live/one"):
+        assert (await harness.http.post("/usher/mediamtx", json={**read, "path": path})).is_success
+    found = await sessions(harness, key)
+    assert sorted((s["video"], s["ip"], s["end_reason"]) for s in found) == [
+        ("one", read["ip"], None),
+        ("two", read["ip"], None),
+    ]
+    assert len({s["id"] for s in found}) == 2
+    assert read["id"] in {s["id"] for s in found}  # the first took the reader's id
+    _, status = await harness.call("sevu.status", key=key)
+    assert status["use_count"] == 2
 
 
 async def test_callers_outside_the_allow_list_are_refused_first(harness: Harness) -> None:

@@ -86,6 +86,26 @@ def test_concurrent_first_plays_bind_exactly_the_auto_slots(live_server: LiveSer
     assert isinstance(bound, list) and len(set(bound)) == 2
 
 
+def test_concurrent_starts_open_exactly_max_viewers_sessions(live_server: LiveServer) -> None:
+    viewers, players = 3, 40
+    key = make_ticket(live_server, uses=0, max_viewers=viewers)
+    params = [
+        {"key": key, "pass": "pw", "app": "demo-live", "video": "mystream", "ip": f"10.0.0.{i}"}
+        for i in range(players)
+    ]
+    outcome = asyncio.run(storm(live_server, params))
+    print(f"\nmax_viewers={viewers}: {players} concurrent starts -> {dict(outcome)}")
+    assert outcome == Counter({200: viewers, 403: players - viewers})
+    with client_for(live_server) as client:
+        log = client.call("sevu.errorlog", key=key, limit=100)["attempts"]
+        sessions = client.call("sevu.sessions", key=key, open=1)
+    assert Counter((a["success"], a["reason"]) for a in log) == Counter(
+        {(1, ""): viewers, (0, "Too many viewers"): players - viewers}
+    )
+    assert sessions["session_count"] == viewers
+    assert status_of(live_server, key)["use_count"] == viewers
+
+
 def test_kill_9_loses_no_acknowledged_write(live_server: LiveServer) -> None:
     unlimited = make_ticket(live_server, uses=0)
     limited = make_ticket(live_server, uses=50)

@@ -9,6 +9,8 @@ on what the database holds afterwards:
 * a signature accepted by one node is a replay (code 7) on every other;
 * a revoke on one node denies checks, and open HLS sessions, on every node
   within 1 s;
+* concurrent starts of a ticket with ``max_viewers = M`` open exactly M
+  sessions, and a kick on one node ends a session on every node within 1 s;
 * errorcount and errorlog on any node see every node's attempts;
 * restarting PostgreSQL under load gives code 4 / 1000 (never a hang or a
   500 page), and the nodes serve again once it is back.
@@ -246,6 +248,65 @@ def test_a_revoke_on_one_node_denies_on_every_node_within_a_second(cluster: Clus
         f"slowest after {slowest * 1000:.0f} ms"
     )
     assert not pending, f"still allowed 1 s after the revoke: {sorted(pending)}"
+
+
+def test_concurrent_starts_on_all_nodes_open_exactly_max_viewers(cluster: Cluster) -> None:
+    viewers, players = 3, 40
+    key = cluster.ticket(uses=0, max_viewers=viewers)
+    responses = asyncio.run(_storm(cluster, [_check(key, f"10.0.0.{n}") for n in range(players)]))
+    statuses = Counter(r.status_code for r in responses)
+    allowed_by_node = Counter(n % NODES for n, r in enumerate(responses) if r.status_code == 200)
+    print(
+        f"\nmax_viewers={viewers}: {players} concurrent starts over {NODES} nodes -> "
+        f"{statuses[200]} allowed (per node {dict(sorted(allowed_by_node.items()))}), "
+        f"{statuses[403]} refused"
+    )
+    assert statuses == {200: viewers, 403: players - viewers}
+    assert len({r.json()["session"] for r in responses if r.status_code == 200}) == viewers
+    for node in range(NODES):
+        log = cluster.call(node, "sevu.errorlog", key=key, limit=100)["attempts"]
+        assert Counter((a["success"], a["reason"]) for a in log) == {
+            (1, ""): viewers,
+            (0, "Too many viewers"): players - viewers,
+        }
+        assert cluster.call(node, "sevu.sessions", key=key, open=1)["session_count"] == viewers
+
+
+def test_a_kick_on_one_node_ends_the_session_on_every_node_within_a_second(
+    cluster: Cluster,
+) -> None:
+    key = cluster.ticket(uses=0)
+    with httpx.Client(timeout=HTTP_TIMEOUT) as http:
+        started = http.get(cluster.urls[0] + "/usher/check", params=_check(key, "10.0.0.1"))
+        assert started.status_code == 200, started.text
+        session = started.json()["session"]
+        recheck = {**_check(key, "10.0.0.1"), "session": session}
+        # Every node has just seen the session open, and remembers it.
+        for url in cluster.urls:
+            assert http.get(url + "/usher/check", params=recheck).status_code == 200
+        kick = cluster.call(0, "sevu.kick", key=key, session=session)
+        kicked_at = time.monotonic()
+        assert (kick["code"], kick["ended"]) == (2111, 1), kick
+        # The node that ran the kick refuses at once.
+        r = http.get(cluster.urls[0] + "/usher/check", params=recheck)
+        assert (r.status_code, r.json()["reason"]) == (403, "Session ended")
+        pending = set(cluster.urls[1:])
+        seen: dict[str, float] = {}
+        while pending and time.monotonic() - kicked_at < 1.0:
+            for url in sorted(pending):
+                r = http.get(url + "/usher/check", params=recheck)
+                if r.status_code == 403 and r.json()["reason"] == "Session ended":
+                    seen[url] = time.monotonic() - kicked_at
+                    pending.discard(url)
+                else:
+                    assert r.status_code == 200, r.text
+            time.sleep(0.02)
+    print(
+        f"\nkick on node 0 -> re-checks of the session refused on nodes 1 and 2 "
+        f"after {', '.join(f'{seen[u] * 1000:.0f}' for u in sorted(seen))} ms"
+    )
+    assert not pending, f"still allowed 1 s after the kick: {sorted(pending)}"
+    assert cluster.call(1, "sevu.sessions", key=key)["sessions"][0]["end_reason"] == "kicked"
 
 
 def test_errorcount_and_errorlog_see_every_nodes_attempts(cluster: Cluster) -> None:

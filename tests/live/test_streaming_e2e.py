@@ -33,6 +33,9 @@ pytestmark = pytest.mark.slow
 #: The test's on_update interval (docs ship 30 s): a revoked viewer must be
 #: cut off within it.
 UPDATE_S = 2
+#: The module's USHER_SESSION_TTL (the minimum; the default is 120 s), so a
+#: kicked HLS viewer's wait for a fresh start fits in a test.
+SESSION_TTL = 10
 MEDIA_SECONDS = 6
 SEGMENT_S = 0.4  # many short segments: the revocation test needs fresh URIs
 LIVE_FRAGMENT_S = 1
@@ -82,7 +85,7 @@ def _stepping_clock() -> Any:
 
 
 def _serve(port: int, database: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "USHER_DATABASE_URL": database}
+    env = {**os.environ, "USHER_DATABASE_URL": database, "USHER_SESSION_TTL": str(SESSION_TTL)}
     with log.open("ab") as out:
         process = subprocess.Popen(
             [*USHER, "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -305,27 +308,11 @@ def test_rtmp_revoked_viewer_is_cut_off_within_the_update_interval(
 ) -> None:
     ticket = stack.ticket(app="demo-live", video="mystream", uses=1)
     progress = tmp_path / "player.progress"
-    player = subprocess.Popen(
-        streaming.ffmpeg(
-            "-progress", str(progress), "-i", _stream(stack, ticket), "-t", "30", "-f", "null", "-"
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + streaming.STARTUP_S
-        while streaming.frames_in(_read(progress)) < 25:
-            assert player.poll() is None, "the player stopped before the revoke"
-            assert time.monotonic() < deadline, "the player received no frames"
-            time.sleep(0.1)
+    with _watching(_stream(stack, ticket), progress) as player:
         assert stack.api.call("sevu.revoke", key=ticket["key"])["code"] == 2021
         revoked = time.monotonic()
         player.wait(timeout=UPDATE_S + 10)
         cut_after = time.monotonic() - revoked
-    finally:
-        if player.poll() is None:
-            player.kill()
-            player.wait(timeout=10)
     frames = streaming.frames_in(_read(progress))
     print(f"revoked viewer cut off {cut_after:.2f} s after sevu.revoke, at frame {frames}")
     assert cut_after <= UPDATE_S + 1.5
@@ -337,6 +324,91 @@ def test_rtmp_revoked_viewer_is_cut_off_within_the_update_interval(
 
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextmanager
+def _watching(url: str, progress: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A player asking for 30 s of ``url``, yielded once it has shown a
+    second of video; killed on leaving if it is still playing."""
+    player = subprocess.Popen(
+        streaming.ffmpeg("-progress", str(progress), "-i", url, "-t", "30", "-f", "null", "-"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + streaming.STARTUP_S
+        while streaming.frames_in(_read(progress)) < 25:
+            assert player.poll() is None, "the player stopped before it showed a second of video"
+            assert time.monotonic() < deadline, "the player received no frames"
+            time.sleep(0.1)
+        yield player
+    finally:
+        if player.poll() is None:
+            player.kill()
+            player.wait(timeout=10)
+
+
+def _sessions(stack: Stack, key: str, **filters: object) -> list[dict[str, Any]]:
+    """The ticket's sessions, newest first."""
+    answer = stack.api.call("sevu.sessions", key=key, **filters)
+    assert answer["status"] == "success", answer
+    sessions: list[dict[str, Any]] = answer.get("sessions", [])
+    return sessions
+
+
+def _until_no_open_session(stack: Stack, key: str) -> None:
+    """Wait (bounded) for nginx's play_done: it comes once the player's
+    connection has closed."""
+    deadline = time.monotonic() + streaming.STARTUP_S
+    while _sessions(stack, key, open=1):
+        assert time.monotonic() < deadline, f"a session stayed open: {_sessions(stack, key)}"
+        time.sleep(0.1)
+
+
+def test_rtmp_max_viewers_kick_and_play_done(stack: Stack, tmp_path: Path) -> None:
+    """A ticket with max_viewers = 1: one viewer plays, a second is refused;
+    sevu.kick cuts the first off at its next on_update; play_done frees the
+    place for the next viewer."""
+    ticket = stack.ticket(app="demo-live", video="mystream", uses=0, max_viewers=1)
+    key, url = ticket["key"], _stream(stack, ticket)
+    progress = tmp_path / "first.progress"
+    with _watching(url, progress) as first:
+        second = streaming.play(url, timeout=15)
+        print(f"second viewer while the first plays: {second.frames} frames")
+        assert second.frames == 0, second
+        kick = stack.api.call("sevu.kick", key=key)
+        kicked = time.monotonic()
+        assert (kick["code"], kick["ended"]) == (2111, 1), kick
+        first.wait(timeout=UPDATE_S + 10)
+        cut_after = time.monotonic() - kicked
+    frames = streaming.frames_in(_read(progress))
+    print(f"kick cut-off: {cut_after:.2f} s (first viewer stopped at frame {frames})")
+    assert cut_after <= UPDATE_S + 1.5
+    _until_no_open_session(stack, key)
+
+    third = streaming.play(url)
+    print(f"viewer after the kick: {third.frames} frames")
+    assert third.returncode == 0 and third.frames >= 25, third
+    _until_no_open_session(stack, key)  # its play_done
+    fourth = streaming.play(url)
+    print(f"viewer after play_done: {fourth.frames} frames")
+    assert fourth.returncode == 0 and fourth.frames >= 25, fourth
+    _until_no_open_session(stack, key)
+
+    sessions = _sessions(stack, key)
+    assert [(s["protocol"], s["end_reason"]) for s in sessions] == [
+        ("rtmp", "done"),
+        ("rtmp", "done"),
+        ("rtmp", "kicked"),
+    ], sessions
+    assert stack.attempts(key) == [
+        (1, ""),
+        (0, "Too many viewers"),
+        (0, "Session ended"),  # the update that found the session kicked
+        (1, ""),
+        (1, ""),
+    ]
+    assert stack.use_count(key) == 3
 
 
 # -- HLS behind auth_request -----------------------------------------------------
@@ -429,6 +501,54 @@ def test_hls_revoke_denies_the_next_segment_within_a_second(stack: Stack) -> Non
     first = next(i for i, (_, status) in enumerate(answers) if status == 403)
     assert all(status == 403 for _, status in answers[first:]), answers
     assert stack.use_count(ticket["key"]) == 1
+
+
+def test_hls_kicked_viewer_is_refused_until_a_ttl_passes_without_a_request(
+    stack: Stack,
+) -> None:
+    ticket = stack.ticket(app="demo-vod", video="movie", uses=0)
+    key = ticket["key"]
+    query = f"?key={key}&pass=pw"
+    segments = itertools.cycle(stack.segments[3:])
+    with httpx.Client(base_url=stack.http, timeout=10) as http:
+
+        def segment() -> int:
+            # Each segment is asked for at most once a second, so nginx's 1 s
+            # cache of Usher's answers never answers for Usher.
+            return http.get(f"/demo-vod/movie/{next(segments)}{query}").status_code
+
+        assert http.get(f"/demo-vod/movie/index.m3u8{query}").status_code == 200
+        for name in stack.segments[:3]:
+            assert http.get(f"/demo-vod/movie/{name}{query}").status_code == 200
+        kick = stack.api.call("sevu.kick", key=key)
+        kicked = time.monotonic()
+        assert (kick["code"], kick["ended"]) == (2111, 1), kick
+        first = segment()
+        refused_after = time.monotonic() - kicked
+        # A player that keeps asking stays refused, well past a TTL.
+        answers = [first]
+        while time.monotonic() - kicked < SESSION_TTL + 2:
+            time.sleep(1.2)
+            answers.append(segment())
+        print(
+            f"kicked HLS viewer: next segment {first} after {refused_after:.2f} s; "
+            f"{len(answers)} segments over {time.monotonic() - kicked:.1f} s -> {set(answers)}"
+        )
+        assert answers == [403] * len(answers), answers
+        assert refused_after <= 1.0
+        # Silent for a whole TTL: the next request starts a new session.
+        time.sleep(SESSION_TTL + 1.5)
+        assert segment() == 200
+    sessions = _sessions(stack, key)
+    assert [(s["protocol"], s["end_reason"]) for s in sessions] == [
+        ("hls", None),
+        ("hls", "kicked"),
+    ]
+    assert stack.use_count(key) == 2
+    attempts = stack.attempts(key)
+    assert attempts == [(1, "")] + [(0, "Session ended")] * len(answers) + [(1, "")], attempts
+    reasons = re.findall(r'" 403 .* reason="([^"]*)"$', _access_log(stack), re.M)
+    assert reasons.count("Session ended") >= len(answers), reasons
 
 
 # -- Live HLS and DASH from nginx-rtmp, behind auth_request ------------------------------

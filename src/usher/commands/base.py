@@ -11,11 +11,13 @@ from usher.storage.base import Storage
 from usher.tickets.expiry import format_utc
 from usher.tickets.model import Account, Attempt, EndReason, PlaybackSession, Ticket
 
-#: Told how many sessions a command ended, and why (the server's metrics).
-SessionsEnded = Callable[[int, EndReason], None]
+#: Told which sessions a command ended, and why: the server counts them and
+#: forgets what it remembered of them, so its next playback request of one is
+#: refused at once (``usher.web.playback.Checker.count_ends``).
+SessionsEnded = Callable[[list[PlaybackSession], EndReason], None]
 
 
-def _not_counted(_ended: int, _reason: EndReason) -> None:
+def _not_counted(_ended: list[PlaybackSession], _reason: EndReason) -> None:
     pass
 
 

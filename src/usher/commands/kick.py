@@ -20,5 +20,5 @@ async def run(ctx: Context, request: Mapping[str, object]) -> Result:
     ended = await ctx.storage.end_sessions(
         now=ctx.now, reason=EndReason.KICKED, cdn=ctx.account.cdn, key=key, session_id=session_id
     )
-    ctx.sessions_ended(len(ended), EndReason.KICKED)
+    ctx.sessions_ended(ended, EndReason.KICKED)
     return Result(Code.KICKED if ended else Code.KICK_NONE, {"ended": len(ended)})

@@ -87,9 +87,11 @@ def upsert_sql(mark: str) -> str:
     assignments = ", ".join(
         f"{column} = EXCLUDED.{column}" for column in SESSION_INSERT.split(", ")[1:]
     )
+    # A row under the same id but another handle is another playback's (a
+    # server id two playbacks shared): it is never overwritten.
     return (
         f"INSERT INTO sessions ({SESSION_INSERT}) VALUES {placeholders(SESSION_WIDTH, mark)}"
-        f" ON CONFLICT (id) DO UPDATE SET {assignments}"
+        f" ON CONFLICT (id) DO UPDATE SET {assignments} WHERE sessions.handle = EXCLUDED.handle"
     )
 
 

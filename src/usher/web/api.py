@@ -20,6 +20,7 @@ from usher.protocol.errors import (
     UnexpectedError,
 )
 from usher.web.body import find_request, parse_request, read_body
+from usher.web.playback import Checker
 from usher.web.state import AppState, app_state
 
 log = logging.getLogger("usher.api")
@@ -41,7 +42,7 @@ async def api(request: Request) -> Response:
             state.storage,
             now=state.now(),
             tolerance=state.settings.timestamp_tolerance,
-            sessions_ended=state.metrics.count_session_ends,
+            sessions_ended=Checker(state).count_ends,
         )
     except ClientDisconnect:
         raise  # nobody is left to read an envelope (see usher.web.app)

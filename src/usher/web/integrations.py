@@ -247,7 +247,7 @@ async def mediamtx(request: Request) -> Response:
     handle = http_session_handle(auth.request)
     start = checker.terms("mediamtx", handle, resume=True, client=auth.reader_id)
     try:
-        outcome = await checker.follow(auth.request, start)
+        outcome = await checker.follow(auth.request, start, named=bool(auth.reader_id))
     except StorageError as exc:
         return _storage_failed(exc, "a MediaMTX check")
     return _decided(outcome.decision)

@@ -103,20 +103,26 @@ class Checker:
 
     # -- signs of life -------------------------------------------------------------
 
-    async def follow(self, request: CheckRequest, start: SessionStart) -> CheckOutcome:
+    async def follow(
+        self, request: CheckRequest, start: SessionStart, *, named: bool = False
+    ) -> CheckOutcome:
         """A request of an HTTP playback (HLS, DASH, MediaMTX), known by
-        ``start.handle``: a sign of life of its open session, or else a start."""
+        ``start.handle``: a sign of life of its open session, or else a start.
+        ``named``: ``start.id`` is the server's own id of the reader, which
+        a new session takes unless it already names another playback's."""
         now = self.state.now()
         current = await self._known(handle=start.handle)
         # A server id the session does not know yet is written down as its
         # alias, on the write path (once per id).
-        named = not start.client or (
+        knows_client = not start.client or (
             current is not None and start.client in (current[0].id, current[0].alias)
         )
-        if current is not None and named:
+        if current is not None and knows_client:
             allowed = await self._sign_of_life(current, request, now, start.lifetime)
             if allowed is not None:
                 return allowed
+        if named:
+            start = await self._unclaimed(start)
         return await self._write_path(request, start, "h:" + start.handle)
 
     async def check(self, request: CheckRequest, session_id: str | None) -> CheckOutcome:
@@ -212,6 +218,17 @@ class Checker:
         if current is not None:
             memory.put(name, current)
         return current
+
+    async def _unclaimed(self, start: SessionStart) -> SessionStart:
+        """``start``, or the same start under a fresh id when its id already
+        names a session of another playback. Sessions are stored by id, so a
+        shared id would overwrite the other session; and a server's reader
+        id can be shared: MediaMTX sends an RTSP connection's id, and one
+        connection may read several videos."""
+        known = await self._known(session_id=start.id)
+        if known is None or known[0].handle == start.handle:
+            return start
+        return dataclasses.replace(start, id=new_session_id())
 
     def _ride_out(self, name: str) -> SessionState:
         """The storage cannot be read: keep serving a session that was open
