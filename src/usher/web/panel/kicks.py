@@ -27,7 +27,7 @@ from usher.web.panel import forms
 from usher.web.panel.auth import Viewer, signed_in
 from usher.web.panel.render import PREFIX, error_page, page, path_part, query
 from usher.web.panel.session_rows import rows_of
-from usher.web.panel.tickets import find_ticket, not_found, status_of
+from usher.web.panel.tickets import find_ticket, message_of, not_found, status_of
 
 #: What a kick names: one session, or every open session of the ticket.
 Target = str | None  # a session id, or None for all
@@ -114,7 +114,7 @@ async def _kick(request: Request, viewer: Viewer) -> Response:
     except NotFound:
         return not_found(request, viewer)
     except ApiError as exc:
-        return error_page(request, 400, "Nothing to kick", exc.message, viewer=viewer)
+        return error_page(request, 400, "Nothing to kick", message_of(exc), viewer=viewer)
     ended = result.payload["ended"]
     assert isinstance(ended, int)  # the command's payload
     return RedirectResponse(
