@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import (
     Browser,
@@ -252,7 +253,7 @@ def test_keyboard_only_at_phone_width(
         page.get_by_label("Video").fill("mystream")
         page.get_by_label("Video").press("Enter")  # submits the form
         expect(page.get_by_text("Ticket created.")).to_be_visible()
-        for path in ("/panel/", "/panel/tickets", "/panel/attempts", page.url):
+        for path in ("/panel/", "/panel/tickets", "/panel/attempts", "/panel/sessions", page.url):
             page.goto(path)
             assert no_horizontal_scroll(page), f"{path} scrolls sideways at phone width"
         screenshot(page, tmp_path, "flow-ticket-phone")
@@ -450,5 +451,68 @@ def test_older_and_newer_pages_and_no_refresh_while_hidden(
         set_hidden(page, False)
         expect(status).to_contain_text("Live · updated")
         assert len(polls) == before + 1
+    finally:
+        context.close()
+
+
+def test_watch_a_live_session_and_kick_it(
+    chromium: Browser, live_server: LiveServer, tmp_path: Path
+) -> None:
+    server = live_server
+    context = new_context(chromium, server, DESKTOP)
+    try:
+        page = context.new_page()
+        sign_in_with_api_key(page, server.cdn, server.api_key, server.secret)
+        page.get_by_role("link", name="New ticket").click()
+        page.get_by_label("App").fill("demo-live")
+        page.get_by_label("Video").fill("mystream")
+        page.get_by_label("Pass").fill("s3cret-pass")
+        page.get_by_label("Viewers at once").fill("1")
+        page.get_by_role("button", name="Create ticket").click()
+        expect(page.get_by_text("Ticket created.")).to_be_visible()
+        expect(page.locator("[data-max-viewers]")).to_have_text("at most 1")
+        key = page.url.split("/panel/tickets/")[1].split("?")[0]
+
+        # A player starts watching: a real check against the running server.
+        check = {"key": key, "pass": "s3cret-pass", "app": "demo-live", "video": "mystream"}
+        started = httpx.get(f"{server.url}/usher/check", params=check, timeout=10)
+        assert started.status_code == 200, started.text
+        session = started.json()["session"]
+        assert play(server, key, "s3cret-pass") == (403, "Too many viewers")
+
+        # The overview, open in its own tab, says one viewer is watching.
+        overview = context.new_page()
+        overview.goto("/panel/?range=1h")
+        watching = overview.locator('[data-kpi="watching"]')
+        expect(watching).to_have_text("1")
+        screenshot(overview, tmp_path, "flow-watching-now")
+
+        # The ticket's page lists the session; kick it, asked first.
+        page.reload()
+        expect(page.locator("[data-watching]")).to_have_text("1")
+        row = page.locator(f'tr[data-session="{session}"]')
+        expect(row).to_contain_text("127.0.0.1")
+        expect(row).to_contain_text("check")
+        screenshot(page, tmp_path, "flow-ticket-watching")
+        row.get_by_role("link", name=re.compile("^Kick")).click()
+        expect(page.get_by_role("heading", name="Kick this viewer?")).to_be_visible()
+        page.get_by_role("button", name="Kick viewer").click()
+        expect(page.get_by_text("1 session kicked.")).to_be_visible()
+        expect(page.get_by_text("Nobody is watching with this ticket now.")).to_be_visible()
+
+        # The player's next check is refused; the overview drops to 0 by
+        # itself (the live refresh), without a reload.
+        again = httpx.get(f"{server.url}/usher/check", params={**check, "session": session})
+        assert (again.status_code, again.json()["reason"]) == (403, "Session ended")
+        expect(watching).to_have_text("0", timeout=WAIT_MS)
+        expect(overview.locator("#live-status")).to_contain_text("Live · updated")
+
+        # The history says what happened; the freed place can be taken again.
+        page.get_by_role("link", name="Sessions", exact=True).click()
+        history = page.locator(f'tr[data-session="{session}"]')
+        expect(history).to_contain_text("kicked")
+        expect(page.locator("[data-total]")).to_have_text("1")
+        screenshot(page, tmp_path, "flow-sessions")
+        assert play(server, key, "s3cret-pass") == (200, "")
     finally:
         context.close()

@@ -162,6 +162,11 @@ class SessionFilter:
     end: int | None = None
 
 
+#: A place in the sessions' listing order (newest start first, ties by id
+#: descending): a session's ``(started_at, id)``. ``browse_sessions`` pages
+#: from one, as ``list_attempts`` does from an attempt id.
+SessionCursor = tuple[int, str]
+
 #: Most sessions one ``sweep_sessions`` call ends, so that it holds the
 #: writer for a few milliseconds at most.
 SWEEP_BATCH: Final = 1000
@@ -393,6 +398,31 @@ class Storage(ABC):
     ) -> tuple[list[PlaybackSession], int]:
         """Matching sessions of the account, newest start first, paged (at
         most ``page.rows``), and the count of all matches."""
+
+    @abstractmethod
+    async def browse_sessions(
+        self,
+        cdn: int,
+        where: SessionFilter,
+        page: Page,
+        now: int,
+        *,
+        before: SessionCursor | None = None,
+        after: SessionCursor | None = None,
+    ) -> list[PlaybackSession]:
+        """Matching sessions of the account, as :meth:`list_sessions` orders
+        them but without a count and from a cursor: at most ``page.rows``
+        (``page.seek`` is ignored), those after ``before`` in that order
+        (older), or with ``after`` the ones before it (newer), nearest first,
+        so oldest first. At most one cursor, else ``ValueError``. A page is
+        one index range read from the cursor, however deep; a cursor of a
+        session that no longer exists still works as a bound."""
+
+    @abstractmethod
+    async def count_sessions_upto(self, cdn: int, where: SessionFilter, now: int, cap: int) -> int:
+        """:meth:`list_sessions`' count, reading at most ``cap + 1`` matching
+        sessions: the exact count when it is at most ``cap``, else ``cap + 1``
+        ("more than ``cap``"). ``1 <= cap <= MAX_COUNT_CAP``, else ``ValueError``."""
 
     @abstractmethod
     async def prune_sessions(self, before: int, batch: int) -> int:

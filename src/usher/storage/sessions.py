@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from usher.storage.base import SessionFilter
+from usher.storage.base import MAX_COUNT_CAP, SessionCursor, SessionFilter, check_cap
 from usher.storage.rows import clauses, clip, placeholders
 from usher.storage.schema import SESSION_COLUMNS, SESSION_INSERT, SESSION_WIDTH, TICKET_COLUMNS
 from usher.tickets.model import EndReason, PlaybackSession
@@ -191,6 +191,51 @@ def list_where(cdn: int, where: SessionFilter, now: int, mark: str) -> tuple[str
         sql += f" AND (ended_at IS NOT NULL OR expires_at <= {mark})"
         params.append(now)
     return sql, params
+
+
+def browse_sql(
+    cdn: int,
+    where: SessionFilter,
+    now: int,
+    mark: str,
+    *,
+    rows: int,
+    before: SessionCursor | None,
+    after: SessionCursor | None,
+) -> tuple[str, list[object]]:
+    """``browse_sessions``: one page from a cursor, newest first (or, after
+    one, oldest first), read along ``(cdn, started_at)`` or the filter's own
+    index without counting anything."""
+    if before is not None and after is not None:
+        raise ValueError("Pass before or after, not both.")
+    sql, params = list_where(cdn, where, now, mark)
+    order = "ASC" if after is not None else "DESC"
+    cursor = before if before is not None else after
+    if cursor is not None:
+        # The first bound alone is an index range; the second breaks ties
+        # of one second by id, the listing's own tie order.
+        ahead = ">" if after is not None else "<"
+        sql += (
+            f" AND started_at {ahead}= {mark} AND (started_at {ahead} {mark} OR id {ahead} {mark})"
+        )
+        params += [cursor[0], cursor[0], storable(cursor[1])]
+    return (
+        f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE {sql}"
+        f" ORDER BY s.started_at {order}, s.id {order} LIMIT {mark}",
+        [*params, rows],
+    )
+
+
+def count_upto_sql(
+    cdn: int, where: SessionFilter, now: int, cap: int, mark: str
+) -> tuple[str, list[object]]:
+    """``count_sessions_upto``: at most ``cap + 1`` matching rows counted."""
+    check_cap("cap", cap, MAX_COUNT_CAP)
+    sql, params = list_where(cdn, where, now, mark)
+    return (
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE {sql} LIMIT {mark}) AS capped",
+        [*params, cap + 1],
+    )
 
 
 def prune_sql(mark: str) -> str:

@@ -22,6 +22,7 @@ from tests.storage.contract.checks import ChecksContract
 from tests.storage.contract.explorer import ExplorerContract
 from tests.storage.contract.lifecycle import LifecycleContract
 from tests.storage.contract.panel import PanelContract
+from tests.storage.contract.session_pages import SessionPagesContract
 from tests.storage.contract.sessions import SessionContract
 from tests.storage.contract.signatures import SignaturesContract
 from tests.storage.contract.statistics import StatisticsContract
@@ -41,6 +42,7 @@ class StorageContract(
     ExplorerContract,
     PanelContract,
     SessionContract,
+    SessionPagesContract,
 ):
     """Behaviour every :class:`~usher.storage.base.Storage` backend must show."""
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from typing import Final
 
-from usher.storage.base import SessionFilter
+from usher.storage.base import SessionCursor, SessionFilter
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import BATCH_VIEWERS, Conn
 from usher.storage.rows import ticket_from_row
 from usher.storage.schema import SESSION_COLUMNS, SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
 from usher.storage.sessions import (
+    browse_sql,
     count_open_sql,
+    count_upto_sql,
     end_params,
     end_sql,
     list_where,
@@ -131,6 +133,24 @@ class PostgresPlaybackMixin:
         )
         total = int(rows[0][0]) if rows else 0
         return [session_from_row(row[1:]) for row in rows if row[1] is not None], total
+
+    async def browse_sessions(
+        self,
+        cdn: int,
+        where: SessionFilter,
+        page: Page,
+        now: int,
+        *,
+        before: SessionCursor | None = None,
+        after: SessionCursor | None = None,
+    ) -> list[PlaybackSession]:
+        sql, params = browse_sql(cdn, where, now, "%s", rows=page.rows, before=before, after=after)
+        return [session_from_row(row) for row in await self._db.fetchall(sql, params)]
+
+    async def count_sessions_upto(self, cdn: int, where: SessionFilter, now: int, cap: int) -> int:
+        sql, params = count_upto_sql(cdn, where, now, cap, "%s")
+        row = await self._db.fetchone(sql, params)
+        return 0 if row is None else int(row[0])
 
     async def prune_sessions(self, before: int, batch: int) -> int:
         _, changed = await self._db.write(_PRUNE, (before, max(1, batch)))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from usher.storage.base import SessionFilter
+from usher.storage.base import SessionCursor, SessionFilter
 from usher.storage.rows import ticket_from_row
 from usher.storage.schema import SESSION_COLUMNS, SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
 from usher.storage.sessions import (
+    browse_sql,
     count_open_sql,
+    count_upto_sql,
     end_params,
     end_sql,
     list_where,
@@ -148,6 +150,25 @@ class SQLitePlaybackMixin(SQLiteAccess):
             return [session_from_row(row) for row in rows], count
 
         return await self._read(run)
+
+    async def browse_sessions(
+        self,
+        cdn: int,
+        where: SessionFilter,
+        page: Page,
+        now: int,
+        *,
+        before: SessionCursor | None = None,
+        after: SessionCursor | None = None,
+    ) -> list[PlaybackSession]:
+        sql, params = browse_sql(cdn, where, now, "?", rows=page.rows, before=before, after=after)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [session_from_row(row) for row in rows]
+
+    async def count_sessions_upto(self, cdn: int, where: SessionFilter, now: int, cap: int) -> int:
+        sql, params = count_upto_sql(cdn, where, now, cap, "?")
+        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
+        return int(row[0])
 
     async def prune_sessions(self, before: int, batch: int) -> int:
         def run(conn: sqlite3.Connection) -> int:

@@ -1,4 +1,5 @@
-"""The overview: attempt charts for a time range, refreshed live.
+"""The overview: who is watching now, and attempt charts for a time range,
+refreshed live.
 
 The page and its refresh share one renderer: ``/panel/`` embeds the charts
 fragment and the script re-fetches ``/panel/charts`` every few seconds and
@@ -12,6 +13,8 @@ What keeps it cheap at tens of millions of attempts:
 * The three top lists are ranked in Python from ONE bounded read, the
   latest :data:`DENIALS_WINDOW` denials of the range, not grouped over the
   whole range (30 days: millions of rows).
+* "Watching now" is one count of the open sessions (an index of open rows
+  only), read with the charts.
 * Computed charts are kept per (account, range) for :data:`CHARTS_TTL`
   seconds and shared by every tab and poll, and a top-list window that read
   many rows is kept for :data:`TOPS_TTL` seconds.
@@ -166,6 +169,8 @@ class Charts:
     ips: list[Ranked]
     tickets: list[Ranked]
     tops: TopLists
+    #: The account's sessions open at ``end``.
+    watching: int
     digest: str
 
     @property
@@ -250,10 +255,11 @@ async def _compute(viewer: Viewer, range_name: str) -> Charts:
     storage = viewer.state.storage
     cdn = viewer.account.cdn
     tops_of = _caches(viewer).tops
-    # Two independent reads: the reader pool runs them side by side.
-    timeline, tops = await asyncio.gather(
+    # Independent reads: the reader pool runs them side by side.
+    timeline, tops, watching = await asyncio.gather(
         storage.attempt_timeline(cdn, AttemptFilter(start=first, end=end), bucket),
         tops_of.get((cdn, range_name), lambda: rank_denials(viewer, first, end)),
+        storage.count_open_sessions(end, cdn),
     )
     counted = {b.start: (b.allowed, b.denied) for b in timeline}
     starts = list(range(first, end + 1, bucket))
@@ -282,7 +288,7 @@ async def _compute(viewer: Viewer, range_name: str) -> Charts:
     # What the fragment shows, and nothing that changes without it (the
     # script swaps the charts only when this changes).
     ranked = (tops.reasons, tops.ips, tops.tickets, tops.read, tops.throttled and tops.at)
-    data = repr((range_name, timeline, ranked, first)).encode()
+    data = repr((range_name, timeline, ranked, first, watching)).encode()
     return Charts(
         range=range_name,
         label=label,
@@ -299,6 +305,7 @@ async def _compute(viewer: Viewer, range_name: str) -> Charts:
         ips=_ranked(tops.ips),
         tickets=_ranked(tops.tickets),
         tops=tops,
+        watching=watching,
         digest=hashlib.sha256(data).hexdigest()[:16],
     )
 

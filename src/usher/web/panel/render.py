@@ -59,6 +59,22 @@ def utc(ts: int | None) -> str:
     return "—" if ts is None else format_utc(ts)
 
 
+def how_long(seconds: int) -> str:
+    """A duration as a person reads it: the two largest units, ``45 s``,
+    ``3 min 05 s``, ``2 h 03 min``, ``3 d 4 h``."""
+    seconds = max(0, seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
 def path_part(value: str) -> str:
     """``value`` as one URL path segment (a ticket key in a link)."""
     return quote(value, safe="")
@@ -79,7 +95,7 @@ _env = Environment(
     lstrip_blocks=True,
 )
 _env.globals.update(asset=asset, prefix=PREFIX, query=query, pass_mask=PASS_MASK)
-_env.filters.update(utc=utc, path_part=path_part)
+_env.filters.update(utc=utc, path_part=path_part, how_long=how_long)
 
 
 def render_text(template: str, context: Mapping[str, Any]) -> str:

@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from usher.protocol.errors import StorageBusy, StorageError
 from usher.storage.base import ReadBoundExceeded, bounded_reads
-from usher.web.panel import attempts, overview, signin, tickets
+from usher.web.panel import attempts, kicks, overview, sessions, signin, tickets
 from usher.web.panel.bounds import TRY_AGAIN, stopped
 from usher.web.panel.render import PREFIX, SecurityHeaders, error_page
 from usher.web.state import app_state
@@ -93,11 +93,14 @@ def _routes() -> list[Route | Mount]:
         get("/tickets", tickets.search),
         get("/tickets/new", tickets.new),
         post("/tickets/new", tickets.create),
-        # Revoke before detail: ``{key:path}`` would swallow "/revoke".
+        # Revoke and kick before detail: ``{key:path}`` would swallow them.
         get("/tickets/{key:path}/revoke", tickets.confirm_revoke),
         post("/tickets/{key:path}/revoke", tickets.revoke),
+        get("/tickets/{key:path}/kick", kicks.confirm),
+        post("/tickets/{key:path}/kick", kicks.kick),
         get("/tickets/{key:path}", tickets.detail),
         get("/attempts", attempts.explore),
+        get("/sessions", sessions.sessions),
         Mount("/static", StaticFiles(packages=[("usher.web.panel", "static")]), name="static"),
         Route("/{rest:path}", guarded(_not_found)),
     ]

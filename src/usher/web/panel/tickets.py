@@ -1,4 +1,4 @@
-"""Ticket pages: search, create, detail and revoke.
+"""Ticket pages: search, create, detail (with who is watching) and revoke.
 
 Creating runs :func:`usher.commands.request.run` itself and searching reads
 its filters through :func:`usher.commands.search.ticket_filter`, so the panel
@@ -21,11 +21,13 @@ from usher.commands import request as request_command
 from usher.commands.base import Context
 from usher.commands.search import ticket_filter
 from usher.protocol.errors import ApiError, InvalidField, MissingFields
+from usher.storage.base import SessionFilter
 from usher.tickets.model import MAX_PAGE_ROWS, AttemptFilter, Page, Ticket
 from usher.web.panel import forms
 from usher.web.panel.auth import Viewer, signed_in
 from usher.web.panel.bounds import COUNT_CAP
 from usher.web.panel.render import PASS_MASK, PREFIX, error_page, page, path_part
+from usher.web.panel.session_rows import rows_of
 
 PAGE_SIZE = 25
 #: Attempts shown on a ticket's page; the explorer pages through the rest.
@@ -36,7 +38,10 @@ RECENT_ATTEMPTS = 20
 ADDRESS_WINDOW = MAX_PAGE_ROWS
 TOP_ADDRESSES = 10
 SEARCH_FIELDS = ("key", "app", "video", "ip", "pass")
-CREATE_FIELDS = ("app", "video", "pass", "ip", "uses", "expire")
+CREATE_FIELDS = ("app", "video", "pass", "ip", "uses", "max_viewers", "expire")
+#: Open sessions listed on a ticket's page (with their count); Kick all
+#: ends every one of them, listed or not.
+OPEN_SESSIONS = 50
 
 
 def status_of(ticket: Ticket, now: int) -> tuple[str, str]:
@@ -122,6 +127,7 @@ async def _new(request: Request, viewer: Viewer) -> Response:
         "pass": secrets.token_urlsafe(12),
         "ip": "auto",
         "uses": "5",
+        "max_viewers": "0",
         "expire": "",
         "active": "1",
     }
@@ -152,7 +158,7 @@ async def _create(request: Request, viewer: Viewer) -> Response:
     return RedirectResponse(f"{PREFIX}/tickets/{path_part(key)}?created=1", 303)
 
 
-def _not_found(request: Request, viewer: Viewer) -> Response:
+def not_found(request: Request, viewer: Viewer) -> Response:
     # The same page whether the key is unknown or another account's, so the
     # panel tells nobody which keys exist elsewhere.
     return error_page(
@@ -164,14 +170,14 @@ def _not_found(request: Request, viewer: Viewer) -> Response:
     )
 
 
-async def _find(request: Request, viewer: Viewer) -> Ticket | Response:
+async def find_ticket(request: Request, viewer: Viewer) -> Ticket | Response:
     key = str(request.path_params["key"])
     ticket = await viewer.state.storage.get_ticket(viewer.account.cdn, key)
-    return _not_found(request, viewer) if ticket is None else ticket
+    return not_found(request, viewer) if ticket is None else ticket
 
 
 async def _detail(request: Request, viewer: Viewer) -> Response:
-    found = await _find(request, viewer)
+    found = await find_ticket(request, viewer)
     if isinstance(found, Response):
         return found
     storage = viewer.state.storage
@@ -179,10 +185,13 @@ async def _detail(request: Request, viewer: Viewer) -> Response:
     where = AttemptFilter(key=found.key)
     # Independent reads: the storage's reader pool runs them side by side.
     # Capped counts: a leaked key's first view must not fill a count filter.
-    latest, allowed, denied = await asyncio.gather(
+    latest, allowed, denied, (watching, viewers) = await asyncio.gather(
         storage.list_attempts(cdn, where, Page(limit=ADDRESS_WINDOW), newest_first=True),
         storage.count_attempts_upto(cdn, AttemptFilter(key=found.key, success=True), COUNT_CAP),
         storage.count_attempts_upto(cdn, AttemptFilter(key=found.key, success=False), COUNT_CAP),
+        storage.list_sessions(
+            cdn, SessionFilter(key=found.key, open=True), Page(limit=OPEN_SESSIONS), viewer.now
+        ),
     )
     # Most seen first, ties by address, as top_attempt_values orders them.
     seen = Counter(attempt.ip for attempt in latest)
@@ -205,14 +214,22 @@ async def _detail(request: Request, viewer: Viewer) -> Response:
             "cap": COUNT_CAP,
             "addresses": addresses,
             "address_window": ADDRESS_WINDOW if allowed + denied > ADDRESS_WINDOW else 0,
+            "watching": rows_of(watching, viewer.now),
+            "viewers": viewers,
             "created": bool(values.get("created")),
             "revoked": bool(values.get("revoked")),
+            "kicked": _count(values.get("kicked", "")),
         },
     )
 
 
+def _count(text: str) -> int | None:
+    """The ``kicked=N`` a kick redirects with, or ``None``."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+
+
 async def _confirm_revoke(request: Request, viewer: Viewer) -> Response:
-    found = await _find(request, viewer)
+    found = await find_ticket(request, viewer)
     if isinstance(found, Response):
         return found
     return page(
@@ -230,7 +247,7 @@ async def _confirm_revoke(request: Request, viewer: Viewer) -> Response:
 async def _revoke(request: Request, viewer: Viewer) -> Response:
     key = str(request.path_params["key"])
     if not await viewer.state.storage.revoke_ticket(viewer.account.cdn, key, now=viewer.now):
-        return _not_found(request, viewer)
+        return not_found(request, viewer)
     return RedirectResponse(f"{PREFIX}/tickets/{path_part(key)}?revoked=1", 303)
 
 

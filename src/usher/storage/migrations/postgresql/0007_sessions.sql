@@ -39,6 +39,9 @@ CREATE INDEX sessions_open_expiry ON sessions (expires_at) WHERE ended_at IS NUL
 -- History, newest first: an account's, and a ticket's.
 CREATE INDEX sessions_cdn_started ON sessions (cdn, started_at);
 CREATE INDEX sessions_key_started ON sessions (key, started_at);
+-- An account's sessions from one address (the panel's and sevu.sessions'
+-- address filter), without reading the whole history.
+CREATE INDEX sessions_cdn_ip_started ON sessions (cdn, ip, started_at);
 -- End notices naming the alias.
 CREATE INDEX sessions_alias ON sessions (alias) WHERE alias IS NOT NULL;
 -- Pruning history.
