@@ -293,3 +293,6 @@ class SessionStart:
     #: any: a new session takes it as its id; a sign of life under another
     #: id records it as the session's alias.
     client: str = ""
+    #: The handle was made for this start (a fresh random id), so no session
+    #: can have it yet and storage need not look for one.
+    unseen: bool = False

@@ -130,9 +130,9 @@ class Checker:
         of life of that session, or a start under that id if it was never seen."""
         if session_id is None:
             fresh = new_session_id()
-            return await self.start(
-                request, self.terms("check", fresh, resume=True, session_id=fresh)
-            )
+            start = self.terms("check", fresh, resume=True, session_id=fresh)
+            start = dataclasses.replace(start, unseen=True)
+            return await self._write_path(request, start, "i:" + fresh)
         now = self.state.now()
         current = await self._known(session_id=session_id)
         if current is None:

@@ -238,16 +238,21 @@ class CheckBatcher:
         async with conn.pipeline(), conn.transaction():
             lock_cursor = await conn.execute(BATCH_LOCK, (keys,))
             book = None
+            latest_cursor = None
             if starts:
-                handles = sorted({c.session.handle for c in starts if c.session is not None})
+                handles = sorted(
+                    {c.session.handle for c in starts if c.session and not c.session.unseen}
+                )
                 started = sorted({c.request.key for c in starts})
-                latest_cursor = await conn.execute(BATCH_LATEST_SESSIONS, (handles,))
+                if handles:
+                    latest_cursor = await conn.execute(BATCH_LATEST_SESSIONS, (handles,))
                 viewers_cursor = await conn.execute(
                     BATCH_VIEWERS, (started, min(c.now for c in starts))
                 )
             rows = await lock_cursor.fetchall()
             if starts:
-                latest = [session_from_row(row) for row in await latest_cursor.fetchall()]
+                found = await latest_cursor.fetchall() if latest_cursor is not None else []
+                latest = [session_from_row(row) for row in found]
                 viewers = {str(k): int(n) for k, n in await viewers_cursor.fetchall()}
                 book = SessionBook(latest, viewers)
             locked: dict[str, tuple[int, Ticket]] = {}

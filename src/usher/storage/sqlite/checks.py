@@ -160,9 +160,10 @@ class CheckGroup:
         self, conn: sqlite3.Connection, items: list[CheckItem], keys: list[str]
     ) -> SessionBook | None:
         """The sessions this group's starts meet (none without starts)."""
-        handles = {storable(item.session.handle) for item in items if item.session is not None}
-        if not handles:
+        starts = [item.session for item in items if item.session is not None]
+        if not starts:
             return None
+        handles = {storable(start.handle) for start in starts if not start.unseen}
         latest = []
         for handle in handles:
             row = conn.execute(_LATEST, (handle,)).fetchone()
