@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sqlite3
@@ -203,6 +204,16 @@ def _block(banner: list[str], title: str) -> dict[str, str]:
     return block
 
 
+def _allowed(played: tuple[int, bytes]) -> bool:
+    """An allowed check's answer: 200 and the live session it opened."""
+    status, body = played
+    return (
+        status == 200
+        and re.fullmatch(rb'\{"allowed":true,"reason":"","session":"[0-9a-f]{16}"\}', body)
+        is not None
+    )
+
+
 def _play(curl_line: str) -> tuple[int, bytes]:
     """Run the printed curl line as a user pasting it would (through a shell)
     and return the status and body it shows."""
@@ -230,7 +241,7 @@ def test_serve_demo_prints_a_working_account_and_ticket(tmp_path: Path) -> None:
         curl = [line.strip() for line in banner if line.startswith("  curl ")]
         assert len(curl) == 1
         assert ticket["key"] in curl[0] and f"127.0.0.1:{port}" in curl[0]
-        assert _play(curl[0]) == (200, b'{"allowed":true,"reason":""}')
+        assert _allowed(_play(curl[0]))
         assert _play(curl[0].replace("demo-pass", "wrong")) == (
             403,
             b'{"allowed":false,"reason":"Invalid Auth Token"}',
@@ -283,10 +294,7 @@ def test_serve_demo_prints_a_working_account_and_ticket(tmp_path: Path) -> None:
     try:
         renewed = _block(third, "Demo ticket")
         assert renewed["key"] != ticket["key"]
-        assert _play(next(line.strip() for line in third if line.startswith("  curl "))) == (
-            200,
-            b'{"allowed":true,"reason":""}',
-        )
+        assert _allowed(_play(next(line.strip() for line in third if line.startswith("  curl "))))
     finally:
         process.terminate()
         process.wait(timeout=10)
