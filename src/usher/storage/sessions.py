@@ -13,12 +13,14 @@ depends on when the sweep ran.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from usher.storage.base import MAX_COUNT_CAP, SessionCursor, SessionFilter, check_cap
 from usher.storage.rows import clauses, clip, placeholders
 from usher.storage.schema import SESSION_COLUMNS, SESSION_INSERT, SESSION_WIDTH, TICKET_COLUMNS
-from usher.tickets.model import EndReason, PlaybackSession
+from usher.tickets.model import EndReason, Page, PlaybackSession
 from usher.tickets.text import storable
 
 _IDLE = EndReason.IDLE.value
@@ -73,11 +75,17 @@ def lookup_sql(mark: str, *, by_handle: bool) -> str:
     )
 
 
-def viewers_sql(keys: int, mark: str) -> str:
+#: The one table, as each statement names it: a backend may add an index
+#: hint (SQLite without statistics would read a ticket's whole history
+#: through ``(key, started_at)`` instead of its open sessions).
+SESSIONS = "sessions"
+
+
+def viewers_sql(keys: int, mark: str, table: str = SESSIONS) -> str:
     """Open sessions per key for ``keys`` keys, then ``now`` (index ``sessions_open_key``)."""
     marks = ", ".join([mark] * keys)
     return (
-        f"SELECT key, COUNT(*) FROM sessions WHERE key IN ({marks})"
+        f"SELECT key, COUNT(*) FROM {table} WHERE key IN ({marks})"
         f" AND ended_at IS NULL AND expires_at > {mark} GROUP BY key"
     )
 
@@ -140,6 +148,7 @@ def end_sql(
     handle: str | None,
     cdn: int | None,
     key: str | None,
+    table: str = SESSIONS,
 ) -> list[tuple[str, list[object]]]:
     """Two statements: the matching sessions already past their expiry end
     ``idle`` at it; then the open ones end at ``now`` for ``reason``,
@@ -147,11 +156,11 @@ def end_sql(
     ``reason``, ``now`` (appended by :func:`end_params`)."""
     where, params = _end_criteria(mark, session_id, handle, cdn, key)
     idle = (
-        f"UPDATE sessions SET ended_at = expires_at, end_reason = '{_IDLE}'"
+        f"UPDATE {table} SET ended_at = expires_at, end_reason = '{_IDLE}'"
         f" WHERE {where} AND ended_at IS NULL AND expires_at <= {mark}"
     )
     ending = (
-        f"UPDATE sessions SET ended_at = {mark}, end_reason = {mark}"
+        f"UPDATE {table} SET ended_at = {mark}, end_reason = {mark}"
         f" WHERE {where} AND ended_at IS NULL AND expires_at > {mark}"
         f" RETURNING {SESSION_INSERT}"
     )
@@ -163,10 +172,19 @@ def end_params(statement: int, params: list[object], now: int, reason: EndReason
     return [*params, now] if statement == 0 else [now, reason.value, *params, now]
 
 
-def count_open_sql(mark: str, *, by_cdn: bool) -> str:
-    """Sessions open at ``now`` (then ``cdn``)."""
+def count_open_sql(mark: str, *, by_cdn: bool, table: str = SESSIONS) -> str:
+    """Sessions open at ``now`` (then ``cdn``), through ``sessions_open_expiry``."""
     tail = f" AND cdn = {mark}" if by_cdn else ""
-    return f"SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL AND expires_at > {mark}" + tail
+    return f"SELECT COUNT(*) FROM {table} WHERE ended_at IS NULL AND expires_at > {mark}" + tail
+
+
+#: What a backend adds after ``sessions [alias]`` for a listing filtered by
+#: ``where``: nothing, or SQLite's ``INDEXED BY`` (see ``sqlite/sql.py``).
+Hint = Callable[[SessionFilter], str]
+
+
+def no_hint(_where: SessionFilter) -> str:
+    return ""
 
 
 def list_where(cdn: int, where: SessionFilter, now: int, mark: str) -> tuple[str, list[object]]:
@@ -193,6 +211,38 @@ def list_where(cdn: int, where: SessionFilter, now: int, mark: str) -> tuple[str
     return sql, params
 
 
+def count_sql(
+    cdn: int, where: SessionFilter, now: int, mark: str, hint: Hint = no_hint
+) -> tuple[str, list[object]]:
+    """``list_sessions``' count of every match. Ended sessions are counted as
+    all minus the open ones: both read indexes only, where counting the
+    ended ones directly reads every row of the history (3.4 s at 1 M)."""
+    if where.open is not False:
+        sql, params = list_where(cdn, where, now, mark)
+        return f"SELECT COUNT(*) FROM sessions{hint(where)} WHERE {sql}", params
+    every = dataclasses.replace(where, open=None)
+    still = dataclasses.replace(where, open=True)
+    all_sql, all_params = list_where(cdn, every, now, mark)
+    open_sql, open_params = list_where(cdn, still, now, mark)
+    return (
+        f"SELECT (SELECT COUNT(*) FROM sessions{hint(every)} WHERE {all_sql})"
+        f" - (SELECT COUNT(*) FROM sessions{hint(still)} WHERE {open_sql})",
+        [*all_params, *open_params],
+    )
+
+
+def page_sql(
+    cdn: int, where: SessionFilter, now: int, mark: str, page: Page, hint: Hint = no_hint
+) -> tuple[str, list[object]]:
+    """``list_sessions``' page: newest first, ``limit``/``seek``."""
+    sql, params = list_where(cdn, where, now, mark)
+    return (
+        f"SELECT {SESSION_COLUMNS} FROM sessions s{hint(where)} WHERE {sql}"
+        f" ORDER BY s.started_at DESC, s.id DESC LIMIT {mark} OFFSET {mark}",
+        [*params, page.rows, page.seek],
+    )
+
+
 def browse_sql(
     cdn: int,
     where: SessionFilter,
@@ -202,6 +252,7 @@ def browse_sql(
     rows: int,
     before: SessionCursor | None,
     after: SessionCursor | None,
+    hint: Hint = no_hint,
 ) -> tuple[str, list[object]]:
     """``browse_sessions``: one page from a cursor, newest first (or, after
     one, oldest first), read along ``(cdn, started_at)`` or the filter's own
@@ -220,20 +271,21 @@ def browse_sql(
         )
         params += [cursor[0], cursor[0], storable(cursor[1])]
     return (
-        f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE {sql}"
+        f"SELECT {SESSION_COLUMNS} FROM sessions s{hint(where)} WHERE {sql}"
         f" ORDER BY s.started_at {order}, s.id {order} LIMIT {mark}",
         [*params, rows],
     )
 
 
 def count_upto_sql(
-    cdn: int, where: SessionFilter, now: int, cap: int, mark: str
+    cdn: int, where: SessionFilter, now: int, cap: int, mark: str, hint: Hint = no_hint
 ) -> tuple[str, list[object]]:
     """``count_sessions_upto``: at most ``cap + 1`` matching rows counted."""
     check_cap("cap", cap, MAX_COUNT_CAP)
     sql, params = list_where(cdn, where, now, mark)
     return (
-        f"SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE {sql} LIMIT {mark}) AS capped",
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM sessions{hint(where)} WHERE {sql} LIMIT {mark})"
+        " AS capped",
         [*params, cap + 1],
     )
 

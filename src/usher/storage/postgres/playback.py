@@ -15,15 +15,16 @@ from usher.storage.base import SessionCursor, SessionFilter
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import BATCH_VIEWERS, Conn
 from usher.storage.rows import ticket_from_row
-from usher.storage.schema import SESSION_COLUMNS, SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
+from usher.storage.schema import SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
 from usher.storage.sessions import (
     browse_sql,
     count_open_sql,
+    count_sql,
     count_upto_sql,
     end_params,
     end_sql,
-    list_where,
     lookup_sql,
+    page_sql,
     prune_sql,
     renew_params,
     renew_sql,
@@ -123,13 +124,14 @@ class PostgresPlaybackMixin:
     async def list_sessions(
         self, cdn: int, where: SessionFilter, page: Page, now: int
     ) -> tuple[list[PlaybackSession], int]:
-        sql, params = list_where(cdn, where, now, "%s")
+        count, count_params = count_sql(cdn, where, now, "%s")
+        listing, listing_params = page_sql(cdn, where, now, "%s", page)
         # One statement, so the page and the total come from one snapshot.
+        # The count row is always there; a page past the end joins nothing.
         rows = await self._db.fetchall(
-            f"SELECT c.total, p.* FROM (SELECT count(*) FROM sessions WHERE {sql}) AS c (total)"
-            f" LEFT JOIN LATERAL (SELECT {SESSION_COLUMNS} FROM sessions s WHERE {sql}"
-            "  ORDER BY s.started_at DESC, s.id DESC LIMIT %s OFFSET %s) AS p ON TRUE",
-            [*params, *params, page.rows, page.seek],
+            f"SELECT c.total, p.* FROM ({count}) AS c (total)"
+            f" LEFT JOIN LATERAL ({listing}) AS p ON TRUE",
+            [*count_params, *listing_params],
         )
         total = int(rows[0][0]) if rows else 0
         return [session_from_row(row[1:]) for row in rows if row[1] is not None], total

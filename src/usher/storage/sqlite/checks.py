@@ -29,6 +29,7 @@ from usher.storage.sessions import (
     viewers_sql,
 )
 from usher.storage.sqlite.cache import TicketCache
+from usher.storage.sqlite.sql import OPEN_BY_KEY
 from usher.tickets.attribution import app_owner
 from usher.tickets.model import CheckOutcome, CheckRequest, Decision, SessionStart, Ticket
 from usher.tickets.sessions import SessionBook, viewer_limited
@@ -178,7 +179,7 @@ class CheckGroup:
             now = min(item.now for item in items)
             for start, size in _chunks(len(limited)):
                 rows = conn.execute(
-                    viewers_sql(size, "?"), [*limited[start : start + size], now]
+                    viewers_sql(size, "?", OPEN_BY_KEY), [*limited[start : start + size], now]
                 ).fetchall()
                 viewers.update((str(key), int(count)) for key, count in rows)
         return SessionBook(latest, viewers)

@@ -12,15 +12,17 @@ from typing import Final
 
 from usher.storage.base import SessionCursor, SessionFilter
 from usher.storage.rows import ticket_from_row
-from usher.storage.schema import SESSION_COLUMNS, SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
+from usher.storage.schema import SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
 from usher.storage.sessions import (
+    SESSIONS,
     browse_sql,
     count_open_sql,
+    count_sql,
     count_upto_sql,
     end_params,
     end_sql,
-    list_where,
     lookup_sql,
+    page_sql,
     prune_sql,
     renew_params,
     renew_sql,
@@ -29,7 +31,7 @@ from usher.storage.sessions import (
     viewers_sql,
 )
 from usher.storage.sqlite.engine import SQLiteAccess
-from usher.storage.sqlite.sql import page_sql
+from usher.storage.sqlite.sql import OPEN_BY_EXPIRY, OPEN_BY_KEY, sessions_hint
 from usher.tickets.model import EndReason, Page, PlaybackSession, Ticket
 from usher.tickets.text import storable
 
@@ -53,7 +55,9 @@ def end_in(
     key: str | None = None,
 ) -> list[PlaybackSession]:
     """End matching open sessions inside the caller's write transaction."""
-    statements = end_sql("?", session_id=session_id, handle=handle, cdn=cdn, key=key)
+    by_key = key is not None and session_id is None and handle is None
+    table = OPEN_BY_KEY if by_key else SESSIONS
+    statements = end_sql("?", session_id=session_id, handle=handle, cdn=cdn, key=key, table=table)
     (idle, params), (ending, _) = statements
     conn.execute(idle, end_params(0, params, now, reason))
     rows = conn.execute(ending, end_params(1, params, now, reason)).fetchall()
@@ -117,7 +121,8 @@ class SQLitePlaybackMixin(SQLiteAccess):
             found: dict[str, int] = {}
             for start in range(0, len(wanted), _KEYS_PER_READ):
                 chunk = wanted[start : start + _KEYS_PER_READ]
-                rows = conn.execute(viewers_sql(len(chunk), "?"), [*chunk, now]).fetchall()
+                sql = viewers_sql(len(chunk), "?", OPEN_BY_KEY)
+                rows = conn.execute(sql, [*chunk, now]).fetchall()
                 found.update((str(key), int(count)) for key, count in rows)
             return found
 
@@ -125,26 +130,22 @@ class SQLitePlaybackMixin(SQLiteAccess):
 
     async def count_open_sessions(self, now: int, cdn: int | None = None) -> int:
         params: tuple[int, ...] = (now,) if cdn is None else (now, cdn)
-        sql = count_open_sql("?", by_cdn=cdn is not None)
+        sql = count_open_sql("?", by_cdn=cdn is not None, table=OPEN_BY_EXPIRY)
         row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
         return int(row[0])
 
     async def list_sessions(
         self, cdn: int, where: SessionFilter, page: Page, now: int
     ) -> tuple[list[PlaybackSession], int]:
-        sql, params = list_where(cdn, where, now, "?")
+        counting = count_sql(cdn, where, now, "?", sessions_hint)
+        listing = page_sql(cdn, where, now, "?", page, sessions_hint)
 
         def run(conn: sqlite3.Connection) -> tuple[list[PlaybackSession], int]:
             # One read transaction so the page and the total agree.
             conn.execute("BEGIN")
             try:
-                total = conn.execute(f"SELECT COUNT(*) FROM sessions WHERE {sql}", params)
-                count = int(total.fetchone()[0])
-                rows = conn.execute(
-                    f"SELECT {SESSION_COLUMNS} FROM sessions s WHERE {sql}"
-                    " ORDER BY s.started_at DESC, s.id DESC" + page_sql(page),
-                    params,
-                ).fetchall()
+                count = int(conn.execute(*counting).fetchone()[0])
+                rows = conn.execute(*listing).fetchall()
             finally:
                 conn.execute("COMMIT")
             return [session_from_row(row) for row in rows], count
@@ -161,12 +162,14 @@ class SQLitePlaybackMixin(SQLiteAccess):
         before: SessionCursor | None = None,
         after: SessionCursor | None = None,
     ) -> list[PlaybackSession]:
-        sql, params = browse_sql(cdn, where, now, "?", rows=page.rows, before=before, after=after)
+        sql, params = browse_sql(
+            cdn, where, now, "?", rows=page.rows, before=before, after=after, hint=sessions_hint
+        )
         rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
         return [session_from_row(row) for row in rows]
 
     async def count_sessions_upto(self, cdn: int, where: SessionFilter, now: int, cap: int) -> int:
-        sql, params = count_upto_sql(cdn, where, now, cap, "?")
+        sql, params = count_upto_sql(cdn, where, now, cap, "?", sessions_hint)
         row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
         return int(row[0])
 
