@@ -82,6 +82,8 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        # Looked up once per protocol, as the check children are.
+        self._start_children: dict[str, Counter] = {}
         self.sessions_open = Gauge(
             "usher_sessions_open",
             "Live sessions open now, all nodes together (read from the database at each scrape).",
@@ -100,6 +102,12 @@ class Metrics:
         if child is None:
             child = self.checks.labels(outcome, reason)
             self._check_children[outcome, reason] = child
+        child.inc()
+
+    def count_session_start(self, protocol: str) -> None:
+        child = self._start_children.get(protocol)
+        if child is None:
+            child = self._start_children[protocol] = self.session_starts.labels(protocol)
         child.inc()
 
     def count_session_ends(self, ended: int, reason: EndReason) -> None:

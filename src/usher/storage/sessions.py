@@ -14,6 +14,7 @@ depends on when the sweep ran.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -90,15 +91,18 @@ def viewers_sql(keys: int, mark: str, table: str = SESSIONS) -> str:
     )
 
 
-def upsert_sql(mark: str) -> str:
-    """Store a session row whole, new or changed (by id)."""
+@functools.cache
+def upsert_sql(mark: str, rows: int = 1) -> str:
+    """Store ``rows`` session rows whole, new or changed (by id; one
+    statement, as a batch's attempts are)."""
     assignments = ", ".join(
         f"{column} = EXCLUDED.{column}" for column in SESSION_INSERT.split(", ")[1:]
     )
+    values = ", ".join([placeholders(SESSION_WIDTH, mark)] * rows)
     # A row under the same id but another handle is another playback's (a
     # server id two playbacks shared): it is never overwritten.
     return (
-        f"INSERT INTO sessions ({SESSION_INSERT}) VALUES {placeholders(SESSION_WIDTH, mark)}"
+        f"INSERT INTO sessions ({SESSION_INSERT}) VALUES {values}"
         f" ON CONFLICT (id) DO UPDATE SET {assignments} WHERE sessions.handle = EXCLUDED.handle"
     )
 

@@ -337,7 +337,7 @@ class Checker:
         resumed = outcome.resumed and outcome.decision.allowed
         self._count(outcome.decision, resumed=resumed)
         if outcome.decision.allowed and not outcome.resumed:
-            self.state.metrics.session_starts.labels(start.protocol).inc()
+            self.state.metrics.count_session_start(start.protocol)
         reason = outcome.decision.reason
         if outcome.resumed and reason in (Reason.TICKET_REVOKED, Reason.EXPIRED):
             why = EndReason.REVOKED if reason is Reason.TICKET_REVOKED else EndReason.EXPIRED

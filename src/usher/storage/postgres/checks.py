@@ -60,8 +60,6 @@ BATCH_MAX: Final = 256
 #: Checks allowed to wait for the batcher before new ones are shed (code 1000).
 QUEUE_MAX: Final = 20_000
 
-_UPSERT: Final = upsert_sql("%s")
-
 #: Runs one check in a transaction of its own.
 SingleCheck = Callable[[CheckRequest, Decider, int, bool], Awaitable[CheckOutcome]]
 
@@ -300,10 +298,10 @@ class CheckBatcher:
                     ),
                 )
             if book is not None and book.written:
-                async with conn.cursor() as writer:
-                    await writer.executemany(
-                        _UPSERT, [session_values(s) for s in book.written.values()]
-                    )
+                # One statement for the batch's sessions (ids are unique in it).
+                written = list(book.written.values())
+                values = [value for s in written for value in session_values(s)]
+                await conn.execute(upsert_sql("%s", len(written)), values)
             logged = [
                 attempt_row(check.request, outcome.ticket, outcome.decision, check.now)
                 for check, outcome in decided
