@@ -215,3 +215,63 @@ async def test_an_over_long_session_id_is_refused_with_a_sentence(h: Harness) ->
     done = await h.http.post("/usher/check/done", data={"session": "s" * 129})
     assert done.status_code == 400 and "128 characters" in done.text
     assert await log_of(h, ticket["key"]) == []
+
+
+# -- found in review: a session is its ticket's, and MediaMTX ends as HLS does --
+
+
+async def test_unknown_key_naming_an_open_session_is_invalid_auth_token(h: Harness) -> None:
+    ticket = await h.ticket()
+    status, first = await h.check(key=ticket["key"], **GOOD)
+    assert status == 200
+    # Rule 1 of §4: an unknown key is "Invalid Auth Token", sign of life or not.
+    status, body = await h.check(key="no.such.key", **GOOD, session=first["session"])
+    assert (status, body["reason"]) == (403, "Invalid Auth Token"), body
+
+
+async def test_another_tickets_session_does_not_lift_its_own_limits(h: Harness) -> None:
+    a = await h.ticket(**{"pass": "pa"})
+    b = await h.ticket(**{"pass": "pb", "uses": 1})
+    _, sa = await h.check(key=a["key"], **{**GOOD, "pass": "pa"})
+    _, sb = await h.check(key=b["key"], **{**GOOD, "pass": "pb"})
+    assert sa["allowed"] and sb["allowed"]
+    # B's one use is spent; naming A's open session must not be a free
+    # "sign of life" for B (no use counted, nothing logged).
+    h.clock.advance(1)
+    status, body = await h.check(key=b["key"], **{**GOOD, "pass": "pb"}, session=sa["session"])
+    assert status == 403, body
+
+
+async def test_a_revoked_mediamtx_reader_is_told_ticket_revoked(h: Harness) -> None:
+    ticket = await h.ticket()
+    reader = "9a1b2c3d-0000-4000-8000-000000000001"
+    body = {
+        "user": "", "password": "", "ip": "198.51.100.7", "action": "read",
+        "path": "demo-live/mystream", "protocol": "hls", "id": reader,
+        "query": f"key={ticket['key']}&pass=pw",
+    }  # fmt: skip
+    assert (await h.http.post("/usher/mediamtx", json=body)).status_code == 200
+    status, _ = await h.call("sevu.revoke", key=ticket["key"])
+    assert status == 200
+    h.clock.advance(2)
+    again = await h.http.post("/usher/mediamtx", json=body)
+    assert (again.status_code, again.text.strip()) == (403, "Ticket revoked")
+
+
+async def test_a_kicked_mediamtx_reader_starts_anew_after_a_silent_ttl(h: Harness) -> None:
+    ticket = await h.ticket()
+    reader = "9a1b2c3d-0000-4000-8000-000000000001"
+    body = {
+        "user": "", "password": "", "ip": "198.51.100.7", "action": "read",
+        "path": "demo-live/mystream", "protocol": "hls", "id": reader,
+        "query": f"key={ticket['key']}&pass=pw",
+    }  # fmt: skip
+    assert (await h.http.post("/usher/mediamtx", json=body)).status_code == 200
+    _, kicked = await h.call("sevu.kick", key=ticket["key"])
+    assert kicked["ended"] == 1
+    h.clock.advance(2)
+    refused = await h.http.post("/usher/mediamtx", json=body)
+    assert (refused.status_code, refused.text.strip()) == (403, "Session ended")
+    h.clock.advance(121)  # USHER_SESSION_TTL without a request
+    again = await h.http.post("/usher/mediamtx", json=body)
+    assert again.status_code == 200, again.text

@@ -40,7 +40,7 @@ def test_open_session_counts_read_the_open_indexes(migrated: sqlite3.Connection)
     assert "USING INDEX sessions_open_key" in plan
     plan = _plan(migrated, count_open_sql("?", by_cdn=True, table=OPEN_BY_EXPIRY), [NOW, 1])
     assert "USING INDEX sessions_open_expiry" in plan
-    assert "sessions_open_expiry" in _plan(migrated, sweep_sql("?"), [NOW, 1000])
+    assert "sessions_open_expiry" in _plan(migrated, sweep_sql("?"), [NOW, 1000, NOW])
     (idle, params), (ending, _) = end_sql(
         "?", session_id=None, handle=None, cdn=1, key="k", table=OPEN_BY_KEY
     )

@@ -99,12 +99,23 @@ def upsert_sql(mark: str, rows: int = 1) -> str:
         f"{column} = EXCLUDED.{column}" for column in SESSION_INSERT.split(", ")[1:]
     )
     values = ", ".join([placeholders(SESSION_WIDTH, mark)] * rows)
-    # A row under the same id but another handle is another playback's (a
-    # server id two playbacks shared): it is never overwritten.
+    # Only the same session is updated (same handle, ticket and start), and an
+    # ended one is never opened again: a kick or end notice that committed
+    # after the batch read the row stands. A row not written returns no id,
+    # and the backend runs the start again against the current state.
     return (
         f"INSERT INTO sessions ({SESSION_INSERT}) VALUES {values}"
-        f" ON CONFLICT (id) DO UPDATE SET {assignments} WHERE sessions.handle = EXCLUDED.handle"
+        f" ON CONFLICT (id) DO UPDATE SET {assignments}"
+        " WHERE sessions.handle = EXCLUDED.handle AND sessions.key = EXCLUDED.key"
+        " AND sessions.started_at = EXCLUDED.started_at"
+        " AND (sessions.ended_at IS NULL OR EXCLUDED.ended_at IS NOT NULL)"
+        " RETURNING id"
     )
+
+
+def holders_sql(ids: int, mark: str) -> str:
+    """The handle of each of ``ids`` session ids that exists."""
+    return f"SELECT id, handle FROM sessions WHERE id IN ({', '.join([mark] * ids)})"
 
 
 def renew_sql(mark: str) -> str:
@@ -121,11 +132,14 @@ def renew_params(session_id: str, now: int, expires_at: int) -> list[object]:
 
 
 def sweep_sql(mark: str) -> str:
-    """End ``idle`` up to a number of sessions past their expiry: ``now``, ``limit``."""
+    """End ``idle`` up to a number of sessions past their expiry: ``now``,
+    ``limit``, ``now``."""
     return (
         f"UPDATE sessions SET ended_at = expires_at, end_reason = '{_IDLE}'"
         " WHERE id IN (SELECT id FROM sessions WHERE ended_at IS NULL"
         f" AND expires_at <= {mark} LIMIT {mark})"
+        # Again, for a row another node renewed since the subquery read it.
+        f" AND ended_at IS NULL AND expires_at <= {mark}"
     )
 
 

@@ -11,6 +11,7 @@ Pure: no I/O, the clock comes in as ``now``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Final
@@ -33,6 +34,7 @@ _ENDING: Final = {
     Reason.EXPIRED: EndReason.EXPIRED,
 }
 _SESSION_ENDED: Final = Decision(allowed=False, reason=Reason.SESSION_ENDED)
+_INVALID_KEY: Final = Decision(allowed=False, reason=Reason.INVALID_AUTH_TOKEN)
 
 #: ``decide(ticket_or_None, request, now) -> Decision`` (the rules).
 Decider = Callable[[Ticket | None, CheckRequest, int], Decision]
@@ -54,14 +56,45 @@ def plan(latest: PlaybackSession | None, start: SessionStart, now: int) -> Plan:
         return Plan.START
     if latest.is_open(now):
         return Plan.RESUME if start.resume else Plan.REPLACE
-    if latest.id == start.id:
-        # Ids are never reused: naming an ended session is not a new start.
-        return Plan.ENDED
     if latest.end_reason == EndReason.KICKED and latest.expires_at > now and start.resume:
         # A kicked HTTP viewer is known only by its handle: it stays refused
         # until its requests stop for a whole lifetime.
         return Plan.ENDED
+    if latest.id == start.id and not start.client:
+        # Ids a caller names are never reused: naming an ended session is
+        # not a new start. (A server's own id that comes back after a kick's
+        # window opens a new session under an id derived from it.)
+        return Plan.ENDED
     return Plan.START
+
+
+def ended_decision(
+    session: PlaybackSession,
+    ticket: Ticket | None,
+    request: CheckRequest,
+    decide: Decider,
+    now: int,
+) -> Decision:
+    """The answer to a request naming ``session``, which has ended: the
+    ticket's own refusal when a revoke or an expiry ended it (so a viewer
+    hears why), else ``Session ended``."""
+    if session.end_reason in (EndReason.REVOKED, EndReason.EXPIRED):
+        decision = decide(ticket, dataclasses.replace(request, count_use=False), now)
+        if not decision.allowed:
+            return decision
+    return _SESSION_ENDED
+
+
+def unused_id(start: SessionStart, taken: Callable[[str], object], now: int, n: int) -> str:
+    """``start.id``, or one derived from it when a session already has it
+    (``taken(id)`` is not None): a server's id can be shared (MediaMTX names
+    an RTSP connection reading two videos by one id) or come back after a
+    kick, and a session id never names two sessions. ``n`` tells apart the
+    starts of one batch."""
+    if taken(start.id) is None:
+        return start.id
+    seed = f"{start.handle}\x00{now}\x00{n}".encode("utf-8", "surrogatepass")
+    return f"{start.id}.{hashlib.sha256(seed).hexdigest()[:12]}"
 
 
 def ended(session: PlaybackSession, now: int, reason: EndReason) -> PlaybackSession:
@@ -121,13 +154,21 @@ class SessionBook:
     rows alike, by id).
     """
 
-    def __init__(self, latest: Iterable[PlaybackSession], viewers: dict[str, int]) -> None:
+    def __init__(
+        self,
+        latest: Iterable[PlaybackSession],
+        viewers: dict[str, int],
+        holders: dict[str, str] | None = None,
+    ) -> None:
         self._latest = {session.handle: session for session in latest}
         self._viewers = viewers
+        #: Session id -> its handle, for the ids this batch's starts name.
+        self._holders = dict(holders or {})
         self.written: dict[str, PlaybackSession] = {}
 
     def _keep(self, session: PlaybackSession) -> None:
         self._latest[session.handle] = session
+        self._holders[session.id] = session.handle
         self.written[session.id] = session
 
     def end(self, session: PlaybackSession, now: int, reason: EndReason) -> None:
@@ -146,11 +187,15 @@ class SessionBook:
         """Decide one start against the sessions as the batch left them."""
         latest = self._latest.get(start.handle)
         step = plan(latest, start, now)
+        if latest is not None and step in (Plan.ENDED, Plan.RESUME) and latest.key != request.key:
+            # A session is its ticket's: naming it with another key (a
+            # caller-named id) neither renews it nor reads its ticket.
+            return Checked(_INVALID_KEY, True, None, False)
         if step is Plan.ENDED:
             assert latest is not None
             if latest.end_reason == EndReason.KICKED:
                 self._keep(dataclasses.replace(latest, expires_at=now + start.lifetime))
-            return Checked(_SESSION_ENDED, True, None, False)
+            return Checked(ended_decision(latest, ticket, request, decide, now), True, None, False)
         if step is Plan.RESUME:
             assert latest is not None
             decision = decide(ticket, dataclasses.replace(request, count_use=False), now)
@@ -173,11 +218,21 @@ class SessionBook:
         decision = decide(ticket, request, now)
         if not decision.allowed:
             return Checked(decision, True, None, False)
-        session = opened(start, request, ticket, now)
+        session_id = unused_id(start, self._holders.get, now, len(self.written))
+        session = opened(dataclasses.replace(start, id=session_id), request, ticket, now)
+        if start.client and session_id != start.client:
+            # End notices name the server's id: it stays the session's alias.
+            session = dataclasses.replace(session, alias=start.client)
         assert ticket is not None  # only a known ticket allows
         self._viewers[ticket.key] = self._viewers.get(ticket.key, 0) + 1
         self._keep(session)
         return Checked(decision, True, session, False)
+
+
+def named_ids(starts: Iterable[SessionStart]) -> list[str]:
+    """The ids whose holders a batch must read: every start's but the fresh
+    random ones (``unseen``)."""
+    return sorted({start.id for start in starts if not start.unseen})
 
 
 def viewer_limited(tickets: Iterable[Ticket | None]) -> list[str]:

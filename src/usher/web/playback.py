@@ -40,7 +40,8 @@ from usher.tickets.model import (
     SessionStart,
     Ticket,
 )
-from usher.tickets.sessions import Decider
+from usher.tickets.sessions import ended_decision
+from usher.tickets.text import storable
 from usher.web.memory import SessionState
 from usher.web.state import AppState
 
@@ -49,19 +50,6 @@ log = logging.getLogger("usher.playback")
 #: Protocols whose servers send no sign of life: their sessions last until
 #: the end notice, or ``USHER_SESSION_MAX`` as a safety net.
 _NOTICE_ONLY: Final = frozenset({"srs", "ome"})
-_SESSION_ENDED: Final = Decision(allowed=False, reason=Reason.SESSION_ENDED)
-
-
-def _refuse_ended(_ticket: Ticket | None, _request: CheckRequest, _now: int) -> Decision:
-    """The rules' answer to a request naming a session that has ended."""
-    return _SESSION_ENDED
-
-
-def _ticket_or_ended(ticket: Ticket | None, request: CheckRequest, now: int) -> Decision:
-    """The ticket's refusal (revoked, expired), or ``Session ended`` if the
-    rules would allow it again."""
-    decision = decide(ticket, request, now)
-    return _SESSION_ENDED if decision.allowed else decision
 
 
 def new_session_id() -> str:
@@ -246,7 +234,9 @@ class Checker:
         """The outcome of an allowed sign of life of an open session, or
         ``None`` when the write path must decide."""
         session, ticket = current
-        if not session.is_open(now):
+        if not session.is_open(now) or session.key != storable(request.key):
+            # Ended, or named with another ticket's key: the write path
+            # decides (and logs) it.
             return None
         decision = decide(ticket, dataclasses.replace(request, count_use=False), now)
         if not decision.allowed:
@@ -275,13 +265,17 @@ class Checker:
     async def _refuse_ended(
         self, request: CheckRequest, session: PlaybackSession, name: str
     ) -> CheckOutcome:
-        """Refuse (and log) a request naming an ended session: with the
-        ticket's own reason when a revoke or expiry ended it, else
-        ``Session ended``."""
-        rules: Decider = _refuse_ended
-        if session.end_reason in (EndReason.REVOKED, EndReason.EXPIRED):
-            rules = _ticket_or_ended
+        """Refuse (and log) a request naming an ended session, as
+        :func:`~usher.tickets.sessions.ended_decision` answers it; one naming
+        it with another ticket's key is refused by the rules (Invalid Auth
+        Token)."""
         recheck = dataclasses.replace(request, count_use=False)
+
+        def rules(ticket: Ticket | None, checked: CheckRequest, now: int) -> Decision:
+            if session.key != checked.key:
+                return decide(None, checked, now)
+            return ended_decision(session, ticket, checked, decide, now)
+
         outcome = await self.state.storage.record_check(recheck, rules, self.state.now())
         self.state.playback.sessions.forget(name)
         self._count(outcome.decision, resumed=False)

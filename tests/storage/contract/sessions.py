@@ -403,3 +403,31 @@ class SessionContract(ContractBase):
             now=NOW + 2, reason=EndReason.DONE, session_id="sess-1"
         )
         assert (ended.id, ended.end_reason) == ("conn-1", "done")
+
+    async def test_one_server_id_on_two_playbacks_opens_two_sessions(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        # MediaMTX names an RTSP connection reading two videos by one id.
+        reader = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
+        def mtx(handle: str) -> SessionStart:
+            return SessionStart(reader, handle, "mediamtx", TTL, resume=True, client=reader)
+
+        ticket = session_ticket(video="movie|trailer", uses=0)
+        await storage.insert_ticket(ticket)
+        a, b = await asyncio.gather(
+            storage.record_check(viewer(ticket, video="movie"), decide, NOW, session=mtx("h:a")),
+            storage.record_check(viewer(ticket, video="trailer"), decide, NOW, session=mtx("h:b")),
+        )
+        c = await storage.record_check(
+            viewer(ticket, video="trailer"), decide, NOW + 1, session=mtx("h:c")
+        )
+        assert a.session and b.session and c.session
+        ids = {a.session.id, b.session.id, c.session.id}
+        assert len(ids) == 3 and reader in ids
+        for handle in ("h:a", "h:b", "h:c"):
+            found = await storage.lookup_session(handle=handle)
+            assert found is not None and found[0].is_open(NOW + 1), handle
+        # The server's end notice names its id: every playback of it ends.
+        ended = await storage.end_sessions(now=NOW + 2, reason=EndReason.DONE, session_id=reader)
+        assert len(ended) == 3

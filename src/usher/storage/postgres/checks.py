@@ -44,6 +44,7 @@ from usher.storage.postgres.sql import (
     BATCH_LATEST_SESSIONS,
     BATCH_LOCK,
     BATCH_LOG,
+    BATCH_SESSION_HOLDERS,
     BATCH_VIEWERS,
     Conn,
     attempt_row,
@@ -51,7 +52,7 @@ from usher.storage.postgres.sql import (
 from usher.storage.rows import applied, ticket_from_row
 from usher.storage.sessions import session_from_row, session_values, upsert_sql
 from usher.tickets.model import CheckOutcome, CheckRequest, SessionStart, Ticket
-from usher.tickets.sessions import SessionBook
+from usher.tickets.sessions import SessionBook, named_ids
 
 log = logging.getLogger("usher.storage.postgres")
 
@@ -59,6 +60,12 @@ log = logging.getLogger("usher.storage.postgres")
 BATCH_MAX: Final = 256
 #: Checks allowed to wait for the batcher before new ones are shed (code 1000).
 QUEUE_MAX: Final = 20_000
+
+
+class SessionsChanged(Exception):
+    """A batch's session rows changed under it (another node's kick, end or
+    start): its transaction is rolled back and its checks run again alone."""
+
 
 #: Runs one check in a transaction of its own.
 SingleCheck = Callable[[CheckRequest, Decider, int, bool], Awaitable[CheckOutcome]]
@@ -212,7 +219,10 @@ class CheckBatcher:
                 outcome = await self._single(check.request, check.decide, check.now, check.log)
             else:
                 # A start's sessions are read and written by the batch path only.
-                answers = await self._db.run(partial(self._transaction, [check]))
+                try:
+                    answers = await self._db.run(partial(self._transaction, [check]))
+                except SessionsChanged as exc:
+                    raise StorageBusy(f"{exc} Try again.") from exc
                 if not answers:
                     return  # its decider raised, and _transaction failed it
                 ((_, outcome),) = answers
@@ -228,7 +238,7 @@ class CheckBatcher:
     ) -> list[tuple[_Check, CheckOutcome]]:
         keys = sorted({check.request.key for check in batch})
         starts = [check for check in batch if check.session is not None]
-        decided: list[tuple[_Check, CheckOutcome]] = []
+        decided: list[tuple[_Check, CheckOutcome, bool]] = []
         # Two round trips, as for one check: BEGIN and the locks (and, for
         # starts, the sessions, read once the locks are held: pipelined
         # statements run in order, each with a fresh snapshot), then the
@@ -236,7 +246,7 @@ class CheckBatcher:
         async with conn.pipeline(), conn.transaction():
             lock_cursor = await conn.execute(BATCH_LOCK, (keys,))
             book = None
-            latest_cursor = None
+            latest_cursor = holders_cursor = None
             if starts:
                 handles = sorted(
                     {c.session.handle for c in starts if c.session and not c.session.unseen}
@@ -244,6 +254,9 @@ class CheckBatcher:
                 started = sorted({c.request.key for c in starts})
                 if handles:
                     latest_cursor = await conn.execute(BATCH_LATEST_SESSIONS, (handles,))
+                named = named_ids(c.session for c in starts if c.session is not None)
+                if named:
+                    holders_cursor = await conn.execute(BATCH_SESSION_HOLDERS, (named,))
                 viewers_cursor = await conn.execute(
                     BATCH_VIEWERS, (started, min(c.now for c in starts))
                 )
@@ -252,7 +265,8 @@ class CheckBatcher:
                 found = await latest_cursor.fetchall() if latest_cursor is not None else []
                 latest = [session_from_row(row) for row in found]
                 viewers = {str(k): int(n) for k, n in await viewers_cursor.fetchall()}
-                book = SessionBook(latest, viewers)
+                held = await holders_cursor.fetchall() if holders_cursor is not None else []
+                book = SessionBook(latest, viewers, {str(i): str(h) for i, h in held})
             locked: dict[str, tuple[int, Ticket]] = {}
             for row in rows:
                 ticket = ticket_from_row(row[1:])
@@ -261,6 +275,7 @@ class CheckBatcher:
             for check in batch:
                 entry = locked.get(check.request.key)
                 before = None if entry is None else entry[1]
+                log = check.log
                 try:
                     if check.session is None or book is None:
                         outcome = CheckOutcome(
@@ -273,8 +288,7 @@ class CheckBatcher:
                         outcome = CheckOutcome(
                             checked.decision, 0, before, checked.session, checked.resumed
                         )
-                        if not checked.log:
-                            check.log = False
+                        log = log and checked.log
                 except BaseException as exc:
                     # Nothing was changed for it yet: fail it alone, keep the rest.
                     _fail(check, exc)
@@ -286,7 +300,7 @@ class CheckBatcher:
                     if after is not ticket:
                         locked[after.key] = (row_id, after)
                         changed[row_id] = after
-                decided.append((check, outcome))
+                decided.append((check, outcome, log))
             if changed:
                 await conn.execute(
                     BATCH_APPLY,
@@ -301,16 +315,20 @@ class CheckBatcher:
                 # One statement for the batch's sessions (ids are unique in it).
                 written = list(book.written.values())
                 values = [value for s in written for value in session_values(s)]
-                await conn.execute(upsert_sql("%s", len(written)), values)
+                stored = await conn.execute(upsert_sql("%s", len(written)), values)
+                if len(await stored.fetchall()) != len(written):
+                    # Another node kicked, ended or took one of these sessions
+                    # after this batch read it: decide again, one at a time.
+                    raise SessionsChanged("A session changed while its start was decided.")
             logged = [
                 attempt_row(check.request, outcome.ticket, outcome.decision, check.now)
-                for check, outcome in decided
-                if check.log
+                for check, outcome, log in decided
+                if log
             ]
             columns = [list(column) for column in zip(*logged, strict=True)]
             cursor = await conn.execute(BATCH_LOG, columns) if logged else None
         # Committed by now, so every id belongs to an attempt on disk.
-        ids = iter(sorted(int(row[0]) for row in await cursor.fetchall()) if cursor else [])
-        for check, outcome in decided:
-            outcome.attempt_id = next(ids) if check.log else 0
-        return decided
+        attempt_ids = iter(sorted(int(row[0]) for row in await cursor.fetchall()) if cursor else [])
+        for _, outcome, log in decided:
+            outcome.attempt_id = next(attempt_ids) if log else 0
+        return [(check, outcome) for check, outcome, _ in decided]

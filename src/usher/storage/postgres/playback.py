@@ -106,7 +106,7 @@ class PostgresPlaybackMixin:
         return await self._db.run(work, transaction=True)
 
     async def sweep_sessions(self, now: int, limit: int = 1000) -> int:
-        _, changed = await self._db.write(_SWEEP, (now, limit))
+        _, changed = await self._db.write(_SWEEP, (now, limit, now))
         return changed
 
     async def count_viewers(self, keys: list[str], now: int) -> dict[str, int]:

@@ -21,7 +21,8 @@ from usher.storage.rows import (
     clip,
     ticket_from_row,
 )
-from usher.storage.schema import ATTEMPT_INSERT, SESSION_COLUMNS, TICKET_COLUMNS, TICKET_FROM
+from usher.storage.schema import ATTEMPT_INSERT, TICKET_COLUMNS, TICKET_FROM
+from usher.storage.sessions import latest_by_handle_sql
 from usher.tickets.attribution import app_owner
 from usher.tickets.model import (
     AttemptFilter,
@@ -77,10 +78,13 @@ BATCH_LOG: Final = (
 )
 # A batch's starts: the latest session of each handle, and the open sessions
 # of each ticket, read after BATCH_LOCK in the same pipeline.
+# One index probe per handle (LIMIT 1 under each), not a sort of every
+# session a returning viewer's handle ever had.
 BATCH_LATEST_SESSIONS: Final = (
-    f"SELECT DISTINCT ON (s.handle) {SESSION_COLUMNS} FROM sessions s"
-    " WHERE s.handle = ANY(%s::text[]) ORDER BY s.handle, s.started_at DESC, s.id DESC"
+    "SELECT l.* FROM unnest(%s::text[]) AS h (handle)"
+    f" CROSS JOIN LATERAL ({latest_by_handle_sql('h.handle')}) AS l"
 )
+BATCH_SESSION_HOLDERS: Final = "SELECT id, handle FROM sessions WHERE id = ANY(%s::text[])"
 BATCH_VIEWERS: Final = (
     "SELECT key, COUNT(*) FROM sessions WHERE key = ANY(%s::text[])"
     " AND ended_at IS NULL AND expires_at > %s GROUP BY key"

@@ -22,6 +22,7 @@ from usher.storage.base import Decider
 from usher.storage.rows import applied, attempt_values, clip, placeholders, ticket_from_row
 from usher.storage.schema import ATTEMPT_INSERT, ATTEMPT_INSERT_COLUMNS, TICKET_COLUMNS, TICKET_FROM
 from usher.storage.sessions import (
+    holders_sql,
     latest_by_handle_sql,
     session_from_row,
     session_values,
@@ -39,7 +40,7 @@ from usher.tickets.model import (
     SessionStart,
     Ticket,
 )
-from usher.tickets.sessions import SessionBook, viewer_limited
+from usher.tickets.sessions import SessionBook, named_ids, viewer_limited
 from usher.tickets.text import storable
 
 _ATTEMPT_INSERT: Final = f"INSERT INTO attempts ({ATTEMPT_INSERT}) VALUES "
@@ -79,7 +80,11 @@ def _store_sessions(conn: sqlite3.Connection, sessions: list[PlaybackSession]) -
     them (one per row cost the writer twice the attempts' own INSERT)."""
     for start, size in _chunks(len(sessions)):
         values = [value for s in sessions[start : start + size] for value in session_values(s)]
-        conn.execute(upsert_sql("?", size), values)
+        stored = conn.execute(upsert_sql("?", size), values).fetchall()
+        if len(stored) != size:
+            # The group read the sessions in this very transaction: nothing
+            # can have changed them, so this is a defect, not a race.
+            raise sqlite3.IntegrityError("A session row was not written as the group decided.")
 
 
 def load_tickets(conn: sqlite3.Connection, cache: TicketCache, keys: Sequence[str]) -> None:
@@ -196,7 +201,12 @@ class CheckGroup:
                     viewers_sql(size, "?", OPEN_BY_KEY), [*limited[start : start + size], now]
                 ).fetchall()
                 viewers.update((str(key), int(count)) for key, count in rows)
-        return SessionBook(latest, viewers)
+        holders: dict[str, str] = {}
+        ids = named_ids(starts)
+        for start, size in _chunks(len(ids)):
+            rows = conn.execute(holders_sql(size, "?"), ids[start : start + size]).fetchall()
+            holders.update((str(i), str(h)) for i, h in rows)
+        return SessionBook(latest, viewers, holders)
 
     @staticmethod
     def _insert_attempts(

@@ -110,7 +110,7 @@ class SQLitePlaybackMixin(SQLiteAccess):
 
     async def sweep_sessions(self, now: int, limit: int = 1000) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            return conn.execute(_SWEEP, (now, limit)).rowcount
+            return conn.execute(_SWEEP, (now, limit, now)).rowcount
 
         return await self._write(run, keeps_state=True)
 
