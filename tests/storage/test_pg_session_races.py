@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from tests.helpers import DEMO_CDN, NOW, session_ticket, viewer
+from usher.storage.base import SessionsToEnd
 from usher.storage.postgres import PostgresStorage
 from usher.storage.sessions import end_params, end_sql
 from usher.tickets.decision import decide
@@ -49,9 +50,8 @@ async def test_a_kick_during_a_resuming_batch_stands(storage: PostgresStorage, p
         # sevu.kick on another node commits after this batch read the session.
         if not kicked:
             with psycopg.connect(pg_url, autocommit=True) as other, other.transaction():
-                (idle, params), (ending, _) = end_sql(
-                    "%s", session_id="s-1", handle=None, cdn=DEMO_CDN, key=ticket.key
-                )
+                which = SessionsToEnd(session_id="s-1", cdn=DEMO_CDN, key=ticket.key)
+                (idle, params), (ending, _) = end_sql("%s", which)
                 other.execute(idle, end_params(0, params, now, EndReason.KICKED))
                 cursor = other.execute(ending, end_params(1, params, now, EndReason.KICKED))
                 kicked.append(len(cursor.fetchall()))

@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import NOW
 from tests.storage.test_sqlite_counts import migrated  # noqa: F401  # fixture
-from usher.storage.base import SessionFilter
+from usher.storage.base import SessionFilter, SessionsToEnd
 from usher.storage.sessions import (
     count_open_sql,
     count_sql,
@@ -41,9 +41,7 @@ def test_open_session_counts_read_the_open_indexes(migrated: sqlite3.Connection)
     plan = _plan(migrated, count_open_sql("?", by_cdn=True, table=OPEN_BY_EXPIRY), [NOW, 1])
     assert "USING INDEX sessions_open_expiry" in plan
     assert "sessions_open_expiry" in _plan(migrated, sweep_sql("?"), [NOW, 1000, NOW])
-    (idle, params), (ending, _) = end_sql(
-        "?", session_id=None, handle=None, cdn=1, key="k", table=OPEN_BY_KEY
-    )
+    (idle, params), (ending, _) = end_sql("?", SessionsToEnd(cdn=1, key="k"), OPEN_BY_KEY)
     assert "sessions_open_key" in _plan(
         migrated, idle, end_params(0, params, NOW, EndReason.KICKED)
     )

@@ -167,6 +167,18 @@ class SessionFilter:
 #: from one, as ``list_attempts`` does from an attempt id.
 SessionCursor = tuple[int, str]
 
+
+@dataclass(frozen=True, slots=True)
+class SessionsToEnd:
+    """Which open sessions ``Storage.end_sessions`` ends: those matching
+    every criterion given."""
+
+    session_id: str | None = None
+    handle: str | None = None
+    cdn: int | None = None
+    key: str | None = None
+
+
 #: Most sessions one ``sweep_sessions`` call ends, so that it holds the
 #: writer for a few milliseconds at most.
 SWEEP_BATCH: Final = 1000
@@ -360,7 +372,6 @@ class Storage(ABC):
         ``expires_at`` unless it is later already; ``False`` unless the
         session is open (not ended, and ``expires_at`` still ahead of ``now``)."""
 
-    @abstractmethod
     async def end_sessions(
         self,
         *,
@@ -372,11 +383,21 @@ class Storage(ABC):
         key: str | None = None,
     ) -> list[PlaybackSession]:
         """End the open sessions matching every criterion given (at least
-        ``session_id``, ``handle`` or ``key``, else ``ValueError``), at
-        ``now`` for ``reason``; the sessions ended, as they are now. One
-        already past its expiry ends ``idle`` at its expiry instead, and is
-        not returned. Ending twice is harmless: end notices may arrive out
-        of order."""
+        ``session_id`` (which also matches an alias), ``handle`` or ``key``,
+        else ``ValueError``), at ``now`` for ``reason``; the sessions ended,
+        as they are now. One already past its expiry ends ``idle`` at its
+        expiry instead, and is not returned. Ending twice is harmless: end
+        notices may arrive out of order."""
+        which = SessionsToEnd(session_id, handle, cdn, key)
+        if which.session_id is None and which.handle is None and which.key is None:
+            raise ValueError("Name the sessions to end: a session id, a handle or a ticket key.")
+        return await self._end_sessions(which, now, reason)
+
+    @abstractmethod
+    async def _end_sessions(
+        self, which: SessionsToEnd, now: int, reason: EndReason
+    ) -> list[PlaybackSession]:
+        """:meth:`end_sessions`, its criteria checked."""
 
     @abstractmethod
     async def sweep_sessions(self, now: int, limit: int = SWEEP_BATCH) -> int:

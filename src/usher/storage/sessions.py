@@ -18,7 +18,13 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from usher.storage.base import MAX_COUNT_CAP, SessionCursor, SessionFilter, check_cap
+from usher.storage.base import (
+    MAX_COUNT_CAP,
+    SessionCursor,
+    SessionFilter,
+    SessionsToEnd,
+    check_cap,
+)
 from usher.storage.rows import clauses, clip, placeholders
 from usher.storage.schema import SESSION_COLUMNS, SESSION_INSERT, SESSION_WIDTH, TICKET_COLUMNS
 from usher.tickets.model import EndReason, Page, PlaybackSession
@@ -143,36 +149,23 @@ def sweep_sql(mark: str) -> str:
     )
 
 
-def _end_criteria(
-    mark: str, session_id: str | None, handle: str | None, cdn: int | None, key: str | None
-) -> tuple[str, list[object]]:
-    if session_id is None and handle is None and key is None:
-        raise ValueError("Name the sessions to end: a session id, a handle or a ticket key.")
-    sql, params = clauses(
-        [("handle =", handle), ("cdn =", cdn), ("key =", key)], mark, clean=storable
-    )
-    if session_id is not None:
-        # An end notice may name the session by its alias (MediaMTX).
-        by_id = f"(id = {mark} OR alias = {mark})"
-        sql = f"{sql} AND {by_id}" if sql else by_id
-        params += [storable(session_id)] * 2
-    return sql, params
-
-
 def end_sql(
-    mark: str,
-    *,
-    session_id: str | None,
-    handle: str | None,
-    cdn: int | None,
-    key: str | None,
-    table: str = SESSIONS,
+    mark: str, which: SessionsToEnd, table: str = SESSIONS
 ) -> list[tuple[str, list[object]]]:
     """Two statements: the matching sessions already past their expiry end
     ``idle`` at it; then the open ones end at ``now`` for ``reason``,
     returning their rows. Their last parameters are ``now``, then ``now``,
     ``reason``, ``now`` (appended by :func:`end_params`)."""
-    where, params = _end_criteria(mark, session_id, handle, cdn, key)
+    where, params = clauses(
+        [("handle =", which.handle), ("cdn =", which.cdn), ("key =", which.key)],
+        mark,
+        clean=storable,
+    )
+    if which.session_id is not None:
+        # An end notice may name the session by its alias (MediaMTX).
+        by_id = f"(id = {mark} OR alias = {mark})"
+        where = f"{where} AND {by_id}" if where else by_id
+        params += [storable(which.session_id)] * 2
     idle = (
         f"UPDATE {table} SET ended_at = expires_at, end_reason = '{_IDLE}'"
         f" WHERE {where} AND ended_at IS NULL AND expires_at <= {mark}"

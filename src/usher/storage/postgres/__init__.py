@@ -38,7 +38,14 @@ from typing import Final
 import psycopg
 
 from usher.protocol.errors import AlreadyExists, StorageBusy
-from usher.storage.base import MAX_COUNT_CAP, Decider, Storage, check_cap, check_cursor
+from usher.storage.base import (
+    MAX_COUNT_CAP,
+    Decider,
+    SessionsToEnd,
+    Storage,
+    check_cap,
+    check_cursor,
+)
 from usher.storage.counting import count_attempts_upto
 from usher.storage.postgres.checks import CheckBatcher
 from usher.storage.postgres.config import parse_url
@@ -229,7 +236,7 @@ class PostgresStorage(
             )
             if await cursor.fetchone() is None:
                 return False
-            await end_in(conn, now, EndReason.REVOKED, cdn=cdn, key=key)
+            await end_in(conn, SessionsToEnd(cdn=cdn, key=key), now, EndReason.REVOKED)
             return True
 
         return await self._db.run(work, transaction=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from usher.storage.base import SessionCursor, SessionFilter
+from usher.storage.base import SessionCursor, SessionFilter, SessionsToEnd
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import BATCH_VIEWERS, Conn
 from usher.storage.rows import ticket_from_row
@@ -42,18 +42,10 @@ _PRUNE: Final = prune_sql("%s")
 
 
 async def end_in(
-    conn: Conn,
-    now: int,
-    reason: EndReason,
-    *,
-    session_id: str | None = None,
-    handle: str | None = None,
-    cdn: int | None = None,
-    key: str | None = None,
+    conn: Conn, which: SessionsToEnd, now: int, reason: EndReason
 ) -> list[PlaybackSession]:
     """End matching open sessions inside the caller's transaction."""
-    statements = end_sql("%s", session_id=session_id, handle=handle, cdn=cdn, key=key)
-    (idle, params), (ending, _) = statements
+    (idle, params), (ending, _) = end_sql("%s", which)
     await conn.execute(idle, end_params(0, params, now, reason))
     cursor = await conn.execute(ending, end_params(1, params, now, reason))
     return [session_from_row(row) for row in await cursor.fetchall()]
@@ -88,20 +80,11 @@ class PostgresPlaybackMixin:
         _, changed = await self._db.write(_RENEW, renew_params(session_id, now, expires_at))
         return changed > 0
 
-    async def end_sessions(
-        self,
-        *,
-        now: int,
-        reason: EndReason,
-        session_id: str | None = None,
-        handle: str | None = None,
-        cdn: int | None = None,
-        key: str | None = None,
+    async def _end_sessions(
+        self, which: SessionsToEnd, now: int, reason: EndReason
     ) -> list[PlaybackSession]:
         async def work(conn: Conn) -> list[PlaybackSession]:
-            return await end_in(
-                conn, now, reason, session_id=session_id, handle=handle, cdn=cdn, key=key
-            )
+            return await end_in(conn, which, now, reason)
 
         return await self._db.run(work, transaction=True)
 

@@ -16,7 +16,14 @@ import sqlite3
 from typing import Final
 
 from usher.protocol.errors import AlreadyExists
-from usher.storage.base import MAX_COUNT_CAP, Decider, Storage, check_cap, check_cursor
+from usher.storage.base import (
+    MAX_COUNT_CAP,
+    Decider,
+    SessionsToEnd,
+    Storage,
+    check_cap,
+    check_cursor,
+)
 from usher.storage.counting import EVERYTHING, broad_of, count_attempts_upto, value_filter
 from usher.storage.rows import (
     account_from_row,
@@ -223,7 +230,7 @@ class SQLiteStorage(
             )
             if cursor.rowcount == 0:
                 return False
-            end_in(conn, now, EndReason.REVOKED, cdn=cdn, key=key)
+            end_in(conn, SessionsToEnd(cdn=cdn, key=key), now, EndReason.REVOKED)
             return True
 
         return await self._write(run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from usher.storage.base import SessionCursor, SessionFilter
+from usher.storage.base import SessionCursor, SessionFilter, SessionsToEnd
 from usher.storage.rows import ticket_from_row
 from usher.storage.schema import SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
 from usher.storage.sessions import (
@@ -45,20 +45,11 @@ _KEYS_PER_READ: Final = 500
 
 
 def end_in(
-    conn: sqlite3.Connection,
-    now: int,
-    reason: EndReason,
-    *,
-    session_id: str | None = None,
-    handle: str | None = None,
-    cdn: int | None = None,
-    key: str | None = None,
+    conn: sqlite3.Connection, which: SessionsToEnd, now: int, reason: EndReason
 ) -> list[PlaybackSession]:
     """End matching open sessions inside the caller's write transaction."""
-    by_key = key is not None and session_id is None and handle is None
-    table = OPEN_BY_KEY if by_key else SESSIONS
-    statements = end_sql("?", session_id=session_id, handle=handle, cdn=cdn, key=key, table=table)
-    (idle, params), (ending, _) = statements
+    by_key = which.key is not None and which.session_id is None and which.handle is None
+    (idle, params), (ending, _) = end_sql("?", which, OPEN_BY_KEY if by_key else SESSIONS)
     conn.execute(idle, end_params(0, params, now, reason))
     rows = conn.execute(ending, end_params(1, params, now, reason)).fetchall()
     return [session_from_row(row) for row in rows]
@@ -93,20 +84,10 @@ class SQLitePlaybackMixin(SQLiteAccess):
 
         return await self._write(run, keeps_state=True)
 
-    async def end_sessions(
-        self,
-        *,
-        now: int,
-        reason: EndReason,
-        session_id: str | None = None,
-        handle: str | None = None,
-        cdn: int | None = None,
-        key: str | None = None,
+    async def _end_sessions(
+        self, which: SessionsToEnd, now: int, reason: EndReason
     ) -> list[PlaybackSession]:
-        def run(conn: sqlite3.Connection) -> list[PlaybackSession]:
-            return end_in(conn, now, reason, session_id=session_id, handle=handle, cdn=cdn, key=key)
-
-        return await self._write(run, keeps_state=True)
+        return await self._write(lambda conn: end_in(conn, which, now, reason), keeps_state=True)
 
     async def sweep_sessions(self, now: int, limit: int = 1000) -> int:
         def run(conn: sqlite3.Connection) -> int:
