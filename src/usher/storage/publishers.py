@@ -2,16 +2,18 @@
 
 The statements differ between SQLite and PostgreSQL only in the parameter
 placeholder, so each is built once from it. The open entry's user is
-stored as ``''`` (see migration 0008) and read back as ``None``.
+stored as ``''`` (see migration 0008) and read back as ``None``. Text is
+stored, and names and filters are matched, as :func:`storable` makes it.
 """
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from typing import Any
 
 from usher.storage.schema import STREAM_USERS
 from usher.tickets.publishers import StreamUser, StreamUserName, StreamUserSettings
+from usher.tickets.text import storable
 
 COLUMNS = STREAM_USERS.listed()
 _INSERT = STREAM_USERS.columns[1:]
@@ -81,15 +83,32 @@ class StreamUserSQL:
         )
 
 
+def _opt(value: str | None) -> str | None:
+    return None if value is None else storable(value)
+
+
+def publish_params(app: str, stream: str) -> tuple[str, str]:
+    """:attr:`StreamUserSQL.for_publish`'s parameters."""
+    return storable(app), storable(stream)
+
+
 def save_params(user: StreamUser) -> tuple[object, ...]:
     """:attr:`StreamUserSQL.save`'s parameters."""
+    s = user.settings
+    settings = replace(
+        s,
+        record_type=_opt(s.record_type),
+        segment_type=_opt(s.segment_type),
+        save_folder=_opt(s.save_folder),
+        ga_key=_opt(s.ga_key),
+    )
     return (
         user.cdn,
-        user.app,
-        user.stream,
-        user.user or "",
+        storable(user.app),
+        storable(user.stream),
+        storable(user.user or ""),
         user.pass_hash,
-        *astuple(user.settings),
+        *astuple(settings),
         user.created_at,
         user.updated_at,
     )
@@ -97,7 +116,7 @@ def save_params(user: StreamUser) -> tuple[object, ...]:
 
 def name_params(cdn: int, name: StreamUserName) -> tuple[object, ...]:
     """:attr:`StreamUserSQL.by_name`'s parameters."""
-    return (cdn, name.app, name.stream, name.user or "")
+    return (cdn, storable(name.app), storable(name.stream), storable(name.user or ""))
 
 
 def list_where(
@@ -109,5 +128,5 @@ def list_where(
     for column, value in (("app", app), ("stream", stream)):
         if value is not None:
             sql.append(f"{column} = {mark}")
-            params.append(value)
+            params.append(storable(value))
     return " AND ".join(sql), params

@@ -129,6 +129,20 @@ class StreamUsersContract(ContractBase):
         assert await storage.list_stream_users(OTHER_CDN) == [theirs]
         assert await storage.list_stream_users(DEMO_CDN) == [mine]
 
+    async def test_unstorable_text_is_stored_as_replacement_characters(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        odd = "c\x00a\ud800m"
+        settings = StreamUserSettings(ga_key=odd)
+        saved = await storage.save_stream_user(entry(stream=odd, user=odd, settings=settings))
+        shown = "c\ufffda\ufffdm"
+        assert (saved.stream, saved.user, saved.settings.ga_key) == (shown, shown, shown)
+        for text in (odd, shown):
+            name = StreamUserName("demo-live", text, text)
+            assert await storage.get_stream_user(DEMO_CDN, name=name) == saved
+        assert await storage.list_stream_users(DEMO_CDN, stream=odd) == [saved]
+        assert await storage.stream_users_for("demo-live", odd) == [saved]
+
     async def test_publish_lookup_reads_exact_and_every_stream(
         self, storage: Storage, demo: Account, other: Account
     ) -> None:

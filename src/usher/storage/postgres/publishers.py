@@ -12,6 +12,7 @@ from usher.storage.publishers import (
     StreamUserSQL,
     list_where,
     name_params,
+    publish_params,
     save_params,
     stream_user_from_row,
 )
@@ -64,5 +65,5 @@ class PostgresPublishersMixin:
         return [stream_user_from_row(row) for row in rows]
 
     async def stream_users_for(self, app: str, stream: str) -> list[StreamUser]:
-        rows = await self._db.fetchall(SQL.for_publish, (app, stream))
+        rows = await self._db.fetchall(SQL.for_publish, publish_params(app, stream))
         return [stream_user_from_row(row) for row in rows]

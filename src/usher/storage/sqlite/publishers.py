@@ -11,6 +11,7 @@ from usher.storage.publishers import (
     StreamUserSQL,
     list_where,
     name_params,
+    publish_params,
     save_params,
     stream_user_from_row,
 )
@@ -71,6 +72,6 @@ class SQLitePublishersMixin(SQLiteAccess):
 
     async def stream_users_for(self, app: str, stream: str) -> list[StreamUser]:
         rows = await self._read(
-            lambda conn: conn.execute(SQL.for_publish, (app, stream)).fetchall()
+            lambda conn: conn.execute(SQL.for_publish, publish_params(app, stream)).fetchall()
         )
         return [stream_user_from_row(row) for row in rows]
