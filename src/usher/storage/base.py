@@ -593,7 +593,8 @@ class Storage(ABC):
         """The stream users a publish of ``stream`` on ``app`` is judged by:
         those of ``app`` whose stream is ``stream`` or ``*``, of any account
         (streaming servers do not know the cdn; the app's ``username-``
-        prefix ties it to one). A read, never queued behind writes."""
+        prefix ties it to one), leaving out those of disabled accounts. A
+        read, never queued behind writes."""
 
     # -- control-panel sign-in ------------------------------------------------
 

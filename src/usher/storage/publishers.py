@@ -76,9 +76,12 @@ class StreamUserSQL:
             ),
             by_id=f"cdn = {mark} AND id = {mark}",
             by_name=f"cdn = {mark} AND app = {mark} AND stream = {mark} AND login = {mark}",
+            # A disabled account's stream users allow nothing, as its tickets.
             for_publish=(
-                f"SELECT {COLUMNS} FROM stream_users"
-                f" WHERE app = {mark} AND stream IN ({mark}, '*') ORDER BY id"
+                f"SELECT {STREAM_USERS.listed(alias='u')} FROM stream_users u"
+                " JOIN accounts a ON a.cdn = u.cdn"
+                f" WHERE u.app = {mark} AND u.stream IN ({mark}, '*') AND NOT a.disabled"
+                " ORDER BY u.id"
             ),
         )
 

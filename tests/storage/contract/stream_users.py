@@ -156,3 +156,13 @@ class StreamUsersContract(ContractBase):
         # '*' as a published stream name matches only '*' entries literally.
         assert await storage.stream_users_for("demo-live", "*") == [every]
         assert await storage.stream_users_for("demo-nothing", "cam") == []
+
+    async def test_publish_lookup_leaves_out_disabled_accounts(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        saved = await storage.save_stream_user(entry())
+        await storage.update_account(DEMO_CDN, disabled=True)
+        assert await storage.stream_users_for("demo-live", "cam") == []
+        assert await storage.list_stream_users(DEMO_CDN) == [saved]
+        await storage.update_account(DEMO_CDN, disabled=False)
+        assert await storage.stream_users_for("demo-live", "cam") == [saved]
