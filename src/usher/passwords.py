@@ -61,11 +61,19 @@ def check_new_password(password: str) -> str:
     return password
 
 
-def hash_password(password: str) -> str:
-    """A new encoded hash of ``password`` with a fresh random salt."""
+#: The cheapest cost :func:`verify_password` accepts; tests hash with it.
+MIN_LOG2_N = 10
+
+
+def hash_password(password: str, *, log2_n: int = LOG2_N) -> str:
+    """A new encoded hash of ``password`` with a fresh random salt.
+
+    ``log2_n`` below the default is for tests only: it keeps a suite that
+    hashes many passwords fast, and the hash still verifies as any other.
+    """
     salt = secrets.token_bytes(_SALT_BYTES)
-    digest = _scrypt(password, salt, LOG2_N, BLOCK_SIZE, PARALLELISM)
-    return f"scrypt${LOG2_N}${BLOCK_SIZE}${PARALLELISM}${_b64(salt)}${_b64(digest)}"
+    digest = _scrypt(password, salt, log2_n, BLOCK_SIZE, PARALLELISM)
+    return f"scrypt${log2_n}${BLOCK_SIZE}${PARALLELISM}${_b64(salt)}${_b64(digest)}"
 
 
 def verify_password(password: str, encoded: str) -> bool:
@@ -81,7 +89,7 @@ def verify_password(password: str, encoded: str) -> bool:
     except ValueError:
         return False
     # Bounded so that a tampered row cannot make one sign-in take minutes.
-    if not (10 <= log2_n <= 17 and 1 <= r <= 16 and 1 <= p <= 4 and expected):
+    if not (MIN_LOG2_N <= log2_n <= 17 and 1 <= r <= 16 and 1 <= p <= 4 and expected):
         return False
     actual = _scrypt(password, salt, log2_n, r, p)
     return hmac.compare_digest(actual, expected)

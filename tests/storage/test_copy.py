@@ -28,6 +28,7 @@ from usher.storage.postgres.config import parse_url
 from usher.storage.schema import TABLES
 from usher.tickets.decision import decide
 from usher.tickets.model import AttemptFilter, CheckRequest, Page, Ticket, TicketFilter
+from usher.tickets.publishers import StreamUser, StreamUserSettings
 from usher.tickets.text import storable as pg_storable
 
 T = TypeVar("T")
@@ -78,6 +79,14 @@ def fill(url: str, tickets: int = 12, plays: int = 40) -> None:
                 )
                 await storage.record_check(request, decide, NOW + n)
             assert await storage.claim_signature(b"sig-1", now=NOW, expires_at=NOW + 300)
+            # Stream users: a named one with settings (booleans both ways) and an open one.
+            settings = StreamUserSettings(record=True, segment_value=60, enable_dvr=False)
+            await storage.save_stream_user(
+                StreamUser(0, 3, "demo-live", "cam", "alice", "scrypt$h", settings, NOW, NOW)
+            )
+            await storage.save_stream_user(
+                StreamUser(0, 8, "other-live", "*", None, None, StreamUserSettings(), NOW, NOW)
+            )
         finally:
             await storage.close()
 
@@ -99,6 +108,7 @@ def snapshot(url: str) -> dict[str, Any]:
                     cdn, AttemptFilter(success=False)
                 )
                 seen[f"panel {cdn}"] = await storage.get_panel_password(cdn)
+                seen[f"stream users {cdn}"] = await storage.list_stream_users(cdn)
             return seen
         finally:
             await storage.close()
@@ -123,6 +133,7 @@ def test_sqlite_to_postgres_and_back_keeps_everything(
     assert result.verified, result.counts
     assert {name: n for name, n, _ in result.counts} == {
         "accounts": 2, "panel_passwords": 1, "tickets": 12, "attempts": 40, "used_signatures": 1,
+        "stream_users": 2,
     }  # fmt: skip
     before = snapshot(source)
     assert snapshot(pg_url) == before

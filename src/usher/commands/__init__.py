@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from usher.commands import errorcount, errorlog, kick, request, revoke, search, sessions, status
+from usher.commands import (
+    addstreamuser,
+    errorcount,
+    errorlog,
+    kick,
+    liststreamusers,
+    removestreamuser,
+    request,
+    retrievestreamuser,
+    revoke,
+    search,
+    sessions,
+    status,
+)
 from usher.commands.base import Handler
 
 COMMANDS: dict[str, Handler] = {
@@ -14,4 +27,8 @@ COMMANDS: dict[str, Handler] = {
     "sevu.errorcount": errorcount.run,
     "sevu.sessions": sessions.run,
     "sevu.kick": kick.run,
+    "sevu.addstreamuser": addstreamuser.run,
+    "sevu.removestreamuser": removestreamuser.run,
+    "sevu.liststreamusers": liststreamusers.run,
+    "sevu.retrievestreamuser": retrievestreamuser.run,
 }

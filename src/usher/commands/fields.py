@@ -29,6 +29,10 @@ INTEGER_BOUNDS: dict[str, tuple[int, int]] = {
     "max_viewers": (0, INT64_MAX),
     "limit": (0, INT64_MAX),
     "seek": (0, INT64_MAX),
+    "streamuser_id": (0, INT64_MAX),
+    "segment_value": (0, INT64_MAX),
+    "playlist_count": (0, INT64_MAX),
+    "playlist_timeout": (0, INT64_MAX),
 }
 # A longer run of digits (leading zeros aside) cannot be inside any bound,
 # and int() of a long digit run is super-linear, so it is refused unread.

@@ -33,6 +33,13 @@ class Code(IntEnum):
     ERRORLOG_FOUND = 2041
     ERRORCOUNT_NONE = 2050
     ERRORCOUNT_FOUND = 2051
+    STREAM_USER_SAVED = 2061
+    REMOVE_STREAM_USER_NOT_FOUND = 2070
+    STREAM_USER_REMOVED = 2071
+    STREAM_USERS_NONE = 2080
+    STREAM_USERS_FOUND = 2081
+    RETRIEVE_STREAM_USER_NOT_FOUND = 2090
+    STREAM_USER_FOUND = 2091
     SESSIONS_NONE = 2100
     SESSIONS_FOUND = 2101
     KICK_NONE = 2110
@@ -69,6 +76,13 @@ MESSAGES: dict[Code, str] = {
     Code.ERRORLOG_FOUND: "ScaleEngine Virtual Usher ticket attempts found",
     Code.ERRORCOUNT_NONE: "ScaleEngine Virtual Usher no unsuccessful tickets attempts found",
     Code.ERRORCOUNT_FOUND: "ScaleEngine Virtual Usher unsuccessful tickets attempts found",
+    Code.STREAM_USER_SAVED: "ScaleEngine Virtual Usher stream user saved",
+    Code.REMOVE_STREAM_USER_NOT_FOUND: "ScaleEngine Virtual Usher stream user not found",
+    Code.STREAM_USER_REMOVED: "ScaleEngine Virtual Usher stream user removed",
+    Code.STREAM_USERS_NONE: "ScaleEngine Virtual Usher no stream users found",
+    Code.STREAM_USERS_FOUND: "ScaleEngine Virtual Usher stream users found",
+    Code.RETRIEVE_STREAM_USER_NOT_FOUND: "ScaleEngine Virtual Usher stream user not found",
+    Code.STREAM_USER_FOUND: "ScaleEngine Virtual Usher stream user found",
     Code.SESSIONS_NONE: "ScaleEngine Virtual Usher no sessions found",
     Code.SESSIONS_FOUND: "ScaleEngine Virtual Usher sessions found",
     Code.KICK_NONE: "ScaleEngine Virtual Usher no open sessions found",
@@ -89,6 +103,8 @@ HTTP_STATUS: dict[Code, int] = {
     Code.OVERLOADED: 503,
     Code.STATUS_NOT_FOUND: 404,
     Code.REVOKE_NOT_FOUND: 404,
+    Code.REMOVE_STREAM_USER_NOT_FOUND: 404,
+    Code.RETRIEVE_STREAM_USER_NOT_FOUND: 404,
 }
 
 

@@ -35,6 +35,7 @@ from usher.tickets.model import (
     Ticket,
     TicketFilter,
 )
+from usher.tickets.publishers import StreamUser, StreamUserName
 from usher.tickets.sessions import (
     Decider as Decider,  # re-exported: backends type their checks with it
 )
@@ -119,6 +120,12 @@ def check_cap(name: str, value: int, most: int) -> int:
     if not 1 <= value <= most:
         raise ValueError(f"The {name} must be between 1 and {most}, got {value}.")
     return value
+
+
+def one_stream_user(id: int | None, name: StreamUserName | None) -> None:
+    """Refuse naming a stream user both or neither ways."""
+    if (id is None) == (name is None):
+        raise ValueError("Name the stream user by id or by name, exactly one of the two.")
 
 
 def check_cursor(before: int | None, after: int | None) -> None:
@@ -549,6 +556,45 @@ class Storage(ABC):
         ``(value, count)`` pairs, most frequent first, ties by value ascending;
         ``1 <= limit <= MAX_TOP_VALUES``, else ``ValueError``.
         """
+
+    # -- publishers (stream users) ------------------------------------------
+
+    @abstractmethod
+    async def save_stream_user(self, user: StreamUser) -> StreamUser:
+        """Store ``user`` (its ``id`` is ignored), or, when the account
+        already has one with its app + stream + user, replace that one's
+        pass and settings and set its ``updated_at`` (keeping its id and
+        ``created_at``); the row as stored."""
+
+    @abstractmethod
+    async def remove_stream_user(
+        self, cdn: int, *, id: int | None = None, name: StreamUserName | None = None
+    ) -> bool:
+        """Delete the account's stream user with this id, or this name
+        (exactly one of the two, else ``ValueError``); ``False`` if the
+        account has none such."""
+
+    @abstractmethod
+    async def get_stream_user(
+        self, cdn: int, *, id: int | None = None, name: StreamUserName | None = None
+    ) -> StreamUser | None:
+        """The account's stream user with this id, or this name (exactly one
+        of the two, else ``ValueError``), or ``None``."""
+
+    @abstractmethod
+    async def list_stream_users(
+        self, cdn: int, *, app: str | None = None, stream: str | None = None
+    ) -> list[StreamUser]:
+        """The account's stream users, filtered exactly by ``app`` and
+        ``stream`` when given, by app, stream, then user (open entry first)."""
+
+    @abstractmethod
+    async def stream_users_for(self, app: str, stream: str) -> list[StreamUser]:
+        """The stream users a publish of ``stream`` on ``app`` is judged by:
+        those of ``app`` whose stream is ``stream`` or ``*``, of any account
+        (streaming servers do not know the cdn; the app's ``username-``
+        prefix ties it to one), leaving out those of disabled accounts. A
+        read, never queued behind writes."""
 
     # -- control-panel sign-in ------------------------------------------------
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Final
 
 from usher.tickets.model import Attempt, PlaybackSession, Ticket
+from usher.tickets.publishers import StreamUserSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,17 @@ SESSIONS: Final = Table(
     ("id", "handle", "cdn", "key", "ip", "app", "video", "protocol", "started_at",
      "last_seen_at", "expires_at", "ended_at", "end_reason", "alias"),
 )  # fmt: skip
+STREAM_USERS: Final = Table(
+    "stream_users",
+    "id",
+    # ``login`` is the user ('' for an open entry); the settings follow the
+    # order of :class:`~usher.tickets.publishers.StreamUserSettings`' fields.
+    ("id", "cdn", "app", "stream", "login", "pass_hash", "record", "record_type",
+     "segment_type", "segment_value", "save_folder", "playlist_count", "playlist_timeout",
+     "enable_dvr", "ga_key", "created_at", "updated_at"),
+    frozenset({"record", "enable_dvr"}),
+    ("id", "cdn", "app", "stream", "login", "created_at"),
+)  # fmt: skip
 SIGNATURES: Final = Table(
     "used_signatures", "digest", ("digest", "expires_at"), identity=("digest",)
 )
@@ -77,7 +89,7 @@ SIGNATURES: Final = Table(
 ROLLUP_TABLES: Final = ("attempt_counts", "attempt_minutes", "filter_counts")
 #: What ``usher db copy`` moves, in an order that keeps foreign keys whole
 #: (used signatures only on request).
-TABLES: Final = (ACCOUNTS, PANEL_PASSWORDS, TICKETS, ATTEMPTS)
+TABLES: Final = (ACCOUNTS, PANEL_PASSWORDS, TICKETS, ATTEMPTS, STREAM_USERS)
 
 #: A ticket as read: its columns (``key`` first, as ``Ticket`` has them) and
 #: whether its account is disabled.
@@ -112,3 +124,4 @@ assert [f.name for f in fields(Ticket)] == [
 ], "TICKETS.columns must follow Ticket's fields"
 assert [f.name for f in fields(Attempt)] == _attributes(ATTEMPTS.columns)
 assert [f.name for f in fields(PlaybackSession)] == list(SESSIONS.columns)
+assert [f.name for f in fields(StreamUserSettings)] == list(STREAM_USERS.columns[6:15])

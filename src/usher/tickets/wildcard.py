@@ -157,6 +157,16 @@ def compiled_patterns(text: str) -> PatternList:
     return _compiled_cached(text)
 
 
+def validate_app_name(text: str, username: str) -> str:
+    """Validate one application name (a stream user's ``app``): the rule of
+    :func:`validate_app_list` for a list of exactly one entry, and no
+    pattern, since a publish names one application."""
+    if "|" in text or "*" in text:
+        raise InvalidField("app", "give one application name, without '|' or '*'")
+    validate_app_list(text, username)
+    return text
+
+
 def validate_app_list(text: str, username: str) -> PatternList:
     """Validate a ticket's ``app`` list for the account ``username``.
 

@@ -26,6 +26,7 @@ from tests.storage.contract.session_pages import SessionPagesContract
 from tests.storage.contract.sessions import SessionContract
 from tests.storage.contract.signatures import SignaturesContract
 from tests.storage.contract.statistics import StatisticsContract
+from tests.storage.contract.stream_users import StreamUsersContract
 from tests.storage.contract.tickets import TicketsContract
 
 
@@ -43,6 +44,7 @@ class StorageContract(
     PanelContract,
     SessionContract,
     SessionPagesContract,
+    StreamUsersContract,
 ):
     """Behaviour every :class:`~usher.storage.base.Storage` backend must show."""
 

@@ -52,6 +52,7 @@ from usher.storage.postgres.config import parse_url
 from usher.storage.postgres.counts import PostgresCountsMixin
 from usher.storage.postgres.panel import PostgresPanelMixin
 from usher.storage.postgres.playback import PostgresPlaybackMixin, end_in
+from usher.storage.postgres.publishers import PostgresPublishersMixin
 from usher.storage.postgres.retention import PostgresRetentionMixin
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import (
@@ -102,6 +103,7 @@ _TICKET_ROW: Final = placeholders(len(TICKET_INSERT_COLUMNS), "%s")
 class PostgresStorage(
     PostgresPanelMixin,
     PostgresPlaybackMixin,
+    PostgresPublishersMixin,
     PostgresRetentionMixin,
     PostgresCountsMixin,
     Storage,

@@ -56,6 +56,7 @@ from usher.storage.sqlite.counts import (
 from usher.storage.sqlite.engine import SQLiteEngine, sqlite_path
 from usher.storage.sqlite.panel import SQLitePanelMixin
 from usher.storage.sqlite.playback import SQLitePlaybackMixin, end_in
+from usher.storage.sqlite.publishers import SQLitePublishersMixin
 from usher.storage.sqlite.retention import SQLiteRetentionMixin
 from usher.storage.sqlite.sql import page_sql
 from usher.tickets.model import (
@@ -83,7 +84,12 @@ _TICKET_ROW: Final = placeholders(len(TICKET_INSERT_COLUMNS), "?")
 
 
 class SQLiteStorage(
-    SQLitePlaybackMixin, SQLitePanelMixin, SQLiteRetentionMixin, SQLiteCountsMixin, Storage
+    SQLitePlaybackMixin,
+    SQLitePanelMixin,
+    SQLitePublishersMixin,
+    SQLiteRetentionMixin,
+    SQLiteCountsMixin,
+    Storage,
 ):
     """Storage in one SQLite file (WAL mode)."""
 

@@ -1,0 +1,69 @@
+"""Stream users (publishers) on PostgreSQL: a mixin of
+:class:`~usher.storage.postgres.PostgresStorage`."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from usher.storage.base import one_stream_user
+from usher.storage.postgres.runner import PgRunner
+from usher.storage.publishers import (
+    COLUMNS,
+    StreamUserSQL,
+    list_where,
+    name_params,
+    publish_params,
+    save_params,
+    stream_user_from_row,
+)
+from usher.tickets.publishers import StreamUser, StreamUserName
+
+SQL: Final = StreamUserSQL.build("%s")
+
+
+def _which(cdn: int, id: int | None, name: StreamUserName | None) -> tuple[str, tuple[object, ...]]:
+    one_stream_user(id, name)
+    if name is None:
+        return SQL.by_id, (cdn, id)
+    return SQL.by_name, name_params(cdn, name)
+
+
+class PostgresPublishersMixin:
+    """Stream users; needs the storage's :class:`PgRunner`."""
+
+    _db: PgRunner
+
+    async def save_stream_user(self, user: StreamUser) -> StreamUser:
+        row, _ = await self._db.write(SQL.save, save_params(user))
+        assert row is not None  # INSERT … ON CONFLICT DO UPDATE RETURNING always returns it
+        return stream_user_from_row(row)
+
+    async def remove_stream_user(
+        self, cdn: int, *, id: int | None = None, name: StreamUserName | None = None
+    ) -> bool:
+        where, params = _which(cdn, id, name)
+        _, count = await self._db.write(f"DELETE FROM stream_users WHERE {where}", params)
+        return count > 0
+
+    async def get_stream_user(
+        self, cdn: int, *, id: int | None = None, name: StreamUserName | None = None
+    ) -> StreamUser | None:
+        where, params = _which(cdn, id, name)
+        row = await self._db.fetchone(f"SELECT {COLUMNS} FROM stream_users WHERE {where}", params)
+        return None if row is None else stream_user_from_row(row)
+
+    async def list_stream_users(
+        self, cdn: int, *, app: str | None = None, stream: str | None = None
+    ) -> list[StreamUser]:
+        where, params = list_where(cdn, app, stream, "%s")
+        # COLLATE "C": the order SQLite gives, whatever the database's collation.
+        rows = await self._db.fetchall(
+            f"SELECT {COLUMNS} FROM stream_users WHERE {where}"
+            ' ORDER BY app COLLATE "C", stream COLLATE "C", login COLLATE "C"',
+            params,
+        )
+        return [stream_user_from_row(row) for row in rows]
+
+    async def stream_users_for(self, app: str, stream: str) -> list[StreamUser]:
+        rows = await self._db.fetchall(SQL.for_publish, publish_params(app, stream))
+        return [stream_user_from_row(row) for row in rows]

@@ -1,0 +1,77 @@
+"""Stream users (publishers) on SQLite: a mixin of :class:`SQLiteStorage`."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+from usher.storage.base import one_stream_user
+from usher.storage.publishers import (
+    COLUMNS,
+    StreamUserSQL,
+    list_where,
+    name_params,
+    publish_params,
+    save_params,
+    stream_user_from_row,
+)
+from usher.storage.sqlite.engine import SQLiteAccess
+from usher.tickets.publishers import StreamUser, StreamUserName
+
+SQL: Final = StreamUserSQL.build("?")
+
+
+def _which(cdn: int, id: int | None, name: StreamUserName | None) -> tuple[str, tuple[object, ...]]:
+    one_stream_user(id, name)
+    if name is None:
+        return SQL.by_id, (cdn, id)
+    return SQL.by_name, name_params(cdn, name)
+
+
+class SQLitePublishersMixin(SQLiteAccess):
+    async def save_stream_user(self, user: StreamUser) -> StreamUser:
+        params = save_params(user)
+
+        def run(conn: sqlite3.Connection) -> StreamUser:
+            return stream_user_from_row(conn.execute(SQL.save, params).fetchone())
+
+        return await self._write(run)
+
+    async def remove_stream_user(
+        self, cdn: int, *, id: int | None = None, name: StreamUserName | None = None
+    ) -> bool:
+        where, params = _which(cdn, id, name)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(f"DELETE FROM stream_users WHERE {where}", params).rowcount > 0
+
+        return await self._write(run)
+
+    async def get_stream_user(
+        self, cdn: int, *, id: int | None = None, name: StreamUserName | None = None
+    ) -> StreamUser | None:
+        where, params = _which(cdn, id, name)
+        row = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {COLUMNS} FROM stream_users WHERE {where}", params
+            ).fetchone()
+        )
+        return None if row is None else stream_user_from_row(row)
+
+    async def list_stream_users(
+        self, cdn: int, *, app: str | None = None, stream: str | None = None
+    ) -> list[StreamUser]:
+        where, params = list_where(cdn, app, stream, "?")
+        rows = await self._read(
+            lambda conn: conn.execute(
+                f"SELECT {COLUMNS} FROM stream_users WHERE {where} ORDER BY app, stream, login",
+                params,
+            ).fetchall()
+        )
+        return [stream_user_from_row(row) for row in rows]
+
+    async def stream_users_for(self, app: str, stream: str) -> list[StreamUser]:
+        rows = await self._read(
+            lambda conn: conn.execute(SQL.for_publish, publish_params(app, stream)).fetchall()
+        )
+        return [stream_user_from_row(row) for row in rows]
