@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass, replace
 from typing import Any
 
+from usher.storage.base import one_stream_user
 from usher.storage.schema import STREAM_USERS
 from usher.tickets.publishers import StreamUser, StreamUserName, StreamUserSettings
 from usher.tickets.text import storable
@@ -63,6 +64,16 @@ class StreamUserSQL:
     by_name: str
     #: The candidates of a publish check.
     for_publish: str
+
+    def which(
+        self, cdn: int, id: int | None, name: StreamUserName | None
+    ) -> tuple[str, tuple[object, ...]]:
+        """The ``WHERE`` body and parameters naming one of the account's
+        stream users, by id or by name (exactly one, else ``ValueError``)."""
+        one_stream_user(id, name)
+        if name is None:
+            return self.by_id, (cdn, id)
+        return self.by_name, name_params(cdn, name)
 
     @classmethod
     def build(cls, mark: str) -> StreamUserSQL:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from usher.storage.base import one_stream_user
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.publishers import (
     COLUMNS,
     StreamUserSQL,
     list_where,
-    name_params,
     publish_params,
     save_params,
     stream_user_from_row,
@@ -19,13 +17,6 @@ from usher.storage.publishers import (
 from usher.tickets.publishers import StreamUser, StreamUserName
 
 SQL: Final = StreamUserSQL.build("%s")
-
-
-def _which(cdn: int, id: int | None, name: StreamUserName | None) -> tuple[str, tuple[object, ...]]:
-    one_stream_user(id, name)
-    if name is None:
-        return SQL.by_id, (cdn, id)
-    return SQL.by_name, name_params(cdn, name)
 
 
 class PostgresPublishersMixin:
@@ -41,14 +32,14 @@ class PostgresPublishersMixin:
     async def remove_stream_user(
         self, cdn: int, *, id: int | None = None, name: StreamUserName | None = None
     ) -> bool:
-        where, params = _which(cdn, id, name)
+        where, params = SQL.which(cdn, id, name)
         _, count = await self._db.write(f"DELETE FROM stream_users WHERE {where}", params)
         return count > 0
 
     async def get_stream_user(
         self, cdn: int, *, id: int | None = None, name: StreamUserName | None = None
     ) -> StreamUser | None:
-        where, params = _which(cdn, id, name)
+        where, params = SQL.which(cdn, id, name)
         row = await self._db.fetchone(f"SELECT {COLUMNS} FROM stream_users WHERE {where}", params)
         return None if row is None else stream_user_from_row(row)
 

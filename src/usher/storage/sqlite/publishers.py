@@ -5,12 +5,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from usher.storage.base import one_stream_user
 from usher.storage.publishers import (
     COLUMNS,
     StreamUserSQL,
     list_where,
-    name_params,
     publish_params,
     save_params,
     stream_user_from_row,
@@ -19,13 +17,6 @@ from usher.storage.sqlite.engine import SQLiteAccess
 from usher.tickets.publishers import StreamUser, StreamUserName
 
 SQL: Final = StreamUserSQL.build("?")
-
-
-def _which(cdn: int, id: int | None, name: StreamUserName | None) -> tuple[str, tuple[object, ...]]:
-    one_stream_user(id, name)
-    if name is None:
-        return SQL.by_id, (cdn, id)
-    return SQL.by_name, name_params(cdn, name)
 
 
 class SQLitePublishersMixin(SQLiteAccess):
@@ -40,7 +31,7 @@ class SQLitePublishersMixin(SQLiteAccess):
     async def remove_stream_user(
         self, cdn: int, *, id: int | None = None, name: StreamUserName | None = None
     ) -> bool:
-        where, params = _which(cdn, id, name)
+        where, params = SQL.which(cdn, id, name)
 
         def run(conn: sqlite3.Connection) -> bool:
             return conn.execute(f"DELETE FROM stream_users WHERE {where}", params).rowcount > 0
@@ -50,7 +41,7 @@ class SQLitePublishersMixin(SQLiteAccess):
     async def get_stream_user(
         self, cdn: int, *, id: int | None = None, name: StreamUserName | None = None
     ) -> StreamUser | None:
-        where, params = _which(cdn, id, name)
+        where, params = SQL.which(cdn, id, name)
         row = await self._read(
             lambda conn: conn.execute(
                 f"SELECT {COLUMNS} FROM stream_users WHERE {where}", params
