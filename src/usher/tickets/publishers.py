@@ -10,8 +10,8 @@ in, so the rule can be tested with cheap hashes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 #: The stream of an entry that covers every stream of its app.
@@ -122,3 +122,114 @@ def decide_publish(
     if not named and decoy is not None:
         verify(password, decoy)
     return PublishVerdict(False, "bad_credentials")
+
+
+# -- one publish: what the hook asked, what was decided, and the brute-force rule
+
+
+#: Why a publish was allowed or denied, as the publish log keeps it; the
+#: panel and the access log show these sentences.
+PUBLISH_REASON_TEXT: Final[dict[str, str]] = {
+    "open": "allowed: an open entry lets anyone publish this stream",
+    "credentials": "allowed: the user and pass match a stream user",
+    "no_stream_user": "denied: no stream user covers this app and stream",
+    "no_credentials": "denied: the publish URL has no user and pass",
+    "bad_credentials": "denied: wrong user or pass",
+    "blocked": "denied without checking: too many denied publishes from this address",
+}
+#: Every reason the publish log may hold.
+PublishLogReason = Literal[
+    "open", "credentials", "no_stream_user", "no_credentials", "bad_credentials", "blocked"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """A publish as a streaming server's hook describes it. ``user`` and
+    ``password`` are ``None`` when the publish URL has none; the password
+    never leaves this object (it is not stored, logged or shown)."""
+
+    app: str
+    stream: str
+    user: str | None
+    password: str | None = field(repr=False)
+    #: The encoder's address, as the streaming server saw it.
+    ip: str
+    #: Which hook asked: ``nginx-rtmp``, ``srs``, ``mediamtx`` or ``ome``.
+    server: str
+    #: The streaming server's address.
+    server_ip: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishAttempt:
+    """One row of the publish log. ``cdn`` is the account that owns the app
+    (by its ``username-`` prefix), ``None`` when no account does; ``id`` is
+    0 before it is stored."""
+
+    id: int
+    cdn: int | None
+    at: int
+    ip: str
+    app: str
+    stream: str
+    #: The user the publish URL named, ``None`` when it named none.
+    user: str | None
+    allowed: bool
+    reason: PublishLogReason
+    server: str
+    server_ip: str
+    #: The stream user that allowed it.
+    stream_user_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishFilter:
+    """Which of an account's publish log rows to list; ``None`` is any."""
+
+    allowed: bool | None = None
+    ip: str | None = None
+    app: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BruteForceLimit:
+    """SPEC §6: after ``denials`` denied publishes from one address within
+    ``window`` seconds, that address is denied for ``block`` seconds
+    without checking (``USHER_PUBLISH_*`` settings)."""
+
+    denials: int = 10
+    window: int = 60
+    block: int = 300
+
+    @property
+    def lookback(self) -> int:
+        """How far back denials can still matter: a block that began
+        ``block`` seconds ago was started by denials up to ``window``
+        seconds before that."""
+        return self.window + self.block
+
+
+def blocked_until(denied_at: Sequence[int], limit: BruteForceLimit) -> int | None:
+    """When the latest block of an address ends, given the times (ascending,
+    in seconds) of its checked denials in the last ``limit.lookback``
+    seconds; ``None`` when they never reached the limit.
+
+    A block starts at the denial that makes ``limit.denials`` of them within
+    less than ``limit.window`` seconds. Publishes refused *because* of a
+    block are not denials here, so a blocked address that keeps trying is
+    let back in when its block ends.
+    """
+    n = limit.denials
+    until: int | None = None
+    for i in range(len(denied_at) - n + 1):
+        if denied_at[i + n - 1] - denied_at[i] < limit.window:
+            until = denied_at[i + n - 1] + limit.block
+    return until
+
+
+def app_owner(app: str) -> str:
+    """The username an app belongs to by the ``username-`` rule (``''``
+    when the app has no ``-``, so no account can own it)."""
+    owner, dash, _ = app.partition("-")
+    return owner if dash else ""
