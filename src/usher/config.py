@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from usher.durations import parse_duration
 from usher.protocol.errors import ConfigError
 from usher.storage import DEFAULT_DATABASE_URL
+from usher.tickets.publishers import BruteForceLimit
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -169,6 +170,15 @@ def _ome_secret(env: Mapping[str, str]) -> str:
     return raw
 
 
+def _publish_limit(env: Mapping[str, str]) -> BruteForceLimit:
+    default = BruteForceLimit()
+    return BruteForceLimit(
+        denials=_int(env, "USHER_PUBLISH_MAX_DENIALS", default.denials, 1),
+        window=_int(env, "USHER_PUBLISH_DENIAL_WINDOW", default.window, 1),
+        block=_int(env, "USHER_PUBLISH_BLOCK", default.block, 1),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -229,6 +239,9 @@ class Settings:
     #: AdmissionWebhooks. Set, ``/usher/ome`` refuses requests whose
     #: ``X-OME-Signature`` does not match; empty, it checks no signature.
     ome_secret: str = ""
+    #: ``USHER_PUBLISH_MAX_DENIALS``, ``USHER_PUBLISH_DENIAL_WINDOW`` and
+    #: ``USHER_PUBLISH_BLOCK``: the brute-force rule of publishes (SPEC §6).
+    publish_limit: BruteForceLimit = field(default_factory=BruteForceLimit)
 
     @classmethod
     def from_env(
@@ -266,6 +279,7 @@ class Settings:
                 env, "USHER_PANEL_QUERY_TIMEOUT", DEFAULT_PANEL_QUERY_TIMEOUT
             ),
             ome_secret=_ome_secret(env),
+            publish_limit=_publish_limit(env),
         )
 
     def __repr__(self) -> str:
