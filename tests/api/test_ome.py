@@ -28,7 +28,6 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ome"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 SECRET = "5b0a7e1c9d3f4a6b8c2e0f1d3a5b7c9e"
 HOUR_MS = 3_600_000
-PUBLISH_REFUSAL = "Publishing is not checked by Usher yet; "
 
 #: (file, notice, the viewer address Usher must check)
 OPENINGS = [
@@ -148,19 +147,13 @@ async def test_a_storage_failure_refuses_with_a_200(
 # -- publishing ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("name", "part"), [("rtmp.json", "opening"), ("webrtc.json", "publish_opening")]
-)
-async def test_a_publish_is_refused_with_a_sentence(
-    harness: Harness, caplog: pytest.LogCaptureFixture, name: str, part: str
-) -> None:
-    response = await post(harness, fixture("ome", name, part, "", ""))
-    assert response.status_code == 200
+async def test_a_publish_is_not_a_playback_attempt(harness: Harness) -> None:
+    """Publishes are checked against the stream users (tests/api/test_publishing.py)."""
+    response = await post(harness, fixture("ome", "rtmp.json", "opening", "", ""))
     answer = response.json()
-    assert answer["allowed"] is False and answer["reason"].startswith(PUBLISH_REFUSAL)
-    assert len(warnings(caplog)) == 1
+    assert answer["allowed"] is False and answer["reason"].startswith("denied: no stream user")
     _, count = await harness.call("sevu.errorcount")
-    assert count["error_count"] == 0  # not a playback attempt
+    assert count["error_count"] == 0
 
 
 async def test_a_publish_closing_is_answered_with_an_empty_object(harness: Harness) -> None:

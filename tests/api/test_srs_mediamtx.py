@@ -154,10 +154,9 @@ async def test_srs_on_stop_of_another_player_leaves_the_session_open(
         (b"not json", 400),
         (b"[1, 2]", 400),
         (b'{"action": 7}', 400),
-        (b'{"action": "on_publish", "app": "demo-live", "stream": "s"}', 403),
         (b"\xff\xfe{\x00", 400),
     ],
-    ids=["garbage", "array", "bad-action", "publish", "non-utf8"],
+    ids=["garbage", "array", "bad-action", "non-utf8"],
 )
 async def test_srs_unusable_hooks_are_refused_with_a_reason(
     harness: Harness, body: bytes, status: int, caplog: pytest.LogCaptureFixture
@@ -207,16 +206,6 @@ async def test_mediamtx_read_allows_with_2xx_and_denies_with_the_reason(
         "livestream",
         "Invalid Auth Token",
     )
-
-
-@pytest.mark.parametrize("version", MEDIAMTX_VERSIONS)
-async def test_mediamtx_publish_is_refused_unchecked(harness: Harness, version: str) -> None:
-    body = fixture("mediamtx", version, "publish", "", "")
-    response = await harness.http.post("/usher/mediamtx", json=body)
-    assert response.status_code == 403
-    assert "viewers" in response.text
-    _, count = await harness.call("sevu.errorcount")
-    assert count["error_count"] == 0  # not a playback attempt
 
 
 @pytest.mark.parametrize("action", ["playback", "read"])

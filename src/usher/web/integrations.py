@@ -87,14 +87,16 @@ def _storage_failed(exc: StorageError, what: str) -> Response:
     return _plain(503, _UNAVAILABLE)
 
 
-async def _publish(state: AppState, publish: PublishRequest) -> tuple[bool, str]:
-    """Whether a publish is allowed, and the sentence saying why; a storage
-    failure is a refusal (every server reads a 503 as one) and says so."""
+async def _publish(state: AppState, publish: PublishRequest) -> tuple[int, str]:
+    """A publish's HTTP status (200 allowed, 403 denied, 503 when Usher
+    could not decide, which every server reads as a refusal too) and the
+    sentence saying why."""
     try:
         attempt: PublishAttempt = await judge(state, publish)
     except StorageError as exc:
-        return False, _storage_failed(exc, "a publish check").headers[REASON_HEADER]
-    return attempt.allowed, PUBLISH_REASON_TEXT[attempt.reason]
+        failed = _storage_failed(exc, "a publish check")
+        return failed.status_code, failed.headers[REASON_HEADER]
+    return 200 if attempt.allowed else 403, PUBLISH_REASON_TEXT[attempt.reason]
 
 
 async def _admit(
@@ -129,8 +131,7 @@ async def nginx_rtmp(request: Request) -> Response:
     if call is rtmp_wire.Call.INVALID:
         return _refuse_input("nginx-rtmp", request, 400, note.problem)
     if note.publish is not None:
-        allowed, why = await _publish(state, note.publish)
-        return _plain(200 if allowed else 403, why)
+        return _plain(*await _publish(state, note.publish))
     if call is rtmp_wire.Call.IGNORED:
         return _plain(200, "")
     if call is rtmp_wire.Call.DONE:
@@ -229,10 +230,10 @@ async def srs(request: Request) -> Response:
     if hook.action is srs_wire.Action.NOTICE:
         return Response(srs_wire.ALLOW, 200, media_type="text/plain")
     if hook.publish is not None:
-        allowed, why = await _publish(state, hook.publish)
-        if allowed:
+        status, why = await _publish(state, hook.publish)
+        if status == 200:
             return Response(srs_wire.ALLOW, 200, media_type="text/plain")
-        return _srs_refusal(403, why)
+        return _srs_refusal(status, why)
     if hook.action is not srs_wire.Action.PLAY:
         log.warning("Refused an SRS hook from %s: %s", _peer(request), hook.problem)
         return _srs_refusal(400, hook.problem)
@@ -261,8 +262,7 @@ async def mediamtx(request: Request) -> Response:
     if auth.action is mediamtx_wire.Action.REFUSED:
         return _refuse_input("MediaMTX", request, 403, auth.problem)
     if auth.publish is not None:
-        allowed, why = await _publish(state, auth.publish)
-        return _plain(200 if allowed else 403, why)
+        return _plain(*await _publish(state, auth.publish))
     checker = Checker(state)
     handle = http_session_handle(auth.request)
     start = checker.terms("mediamtx", handle, resume=True, client=auth.reader_id)
@@ -337,8 +337,10 @@ async def ome(request: Request) -> Response:
     if note.closing and kind is ome_wire.Kind.PUBLISH:
         return _ome_answer(ome_wire.CLOSED)
     if note.publish is not None:
-        allowed, why = await _publish(state, note.publish)
-        return _ome_answer(ome_wire.PUBLISH_ALLOWED if allowed else ome_wire.refused_body(why))
+        status, why = await _publish(state, note.publish)
+        return _ome_answer(
+            ome_wire.PUBLISH_ALLOWED if status == 200 else ome_wire.refused_body(why)
+        )
     checker = Checker(state)
     if kind is ome_wire.Kind.PLAY_CLOSING:
         await checker.end(handle=note.handle)

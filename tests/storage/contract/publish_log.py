@@ -10,7 +10,7 @@ from tests.helpers import DEMO_CDN, NOW, OTHER_CDN
 from tests.storage.contract.base import ContractBase
 from usher.storage.base import MAX_ATTEMPT_FIELD, MAX_PUBLISH_DENIALS, Storage
 from usher.tickets.model import MAX_PAGE_ROWS, Account
-from usher.tickets.publishers import PublishAttempt, PublishFilter, PublishLogReason
+from usher.tickets.publishers import PublishAttempt, PublishFilter, PublishReason
 
 ANY = PublishFilter()
 
@@ -23,7 +23,7 @@ def publish(
     app: str = "demo-live",
     stream: str = "cam",
     user: str | None = "alice",
-    reason: PublishLogReason = "credentials",
+    reason: PublishReason = "credentials",
     stream_user_id: int | None = None,
 ) -> PublishAttempt:
     allowed = reason in ("open", "credentials")
