@@ -28,7 +28,7 @@ from usher.storage.postgres.config import parse_url
 from usher.storage.schema import TABLES
 from usher.tickets.decision import decide
 from usher.tickets.model import AttemptFilter, CheckRequest, Page, Ticket, TicketFilter
-from usher.tickets.publishers import StreamUser, StreamUserSettings
+from usher.tickets.publishers import PublishAttempt, PublishFilter, StreamUser, StreamUserSettings
 from usher.tickets.text import storable as pg_storable
 
 T = TypeVar("T")
@@ -87,6 +87,16 @@ def fill(url: str, tickets: int = 12, plays: int = 40) -> None:
             await storage.save_stream_user(
                 StreamUser(0, 8, "other-live", "*", None, None, StreamUserSettings(), NOW, NOW)
             )
+            # The publish log: allowed and denied (booleans both ways), unowned,
+            # with and without a user and a stream user.
+            for n, (cdn, user, allowed, reason, by) in enumerate(
+                [(3, "alice", True, "credentials", 1), (None, None, False, "no_stream_user", None),
+                 (8, None, False, "blocked", None)]
+            ):  # fmt: skip
+                await storage.record_publish(
+                    PublishAttempt(0, cdn, NOW + n, f"10.1.0.{n}", "demo-live", "cam", user,
+                                   allowed, reason, "srs", "192.0.2.9", by)
+                )  # fmt: skip
         finally:
             await storage.close()
 
@@ -109,6 +119,8 @@ def snapshot(url: str) -> dict[str, Any]:
                 )
                 seen[f"panel {cdn}"] = await storage.get_panel_password(cdn)
                 seen[f"stream users {cdn}"] = await storage.list_stream_users(cdn)
+                seen[f"publishes {cdn}"] = await storage.list_publishes(cdn, PublishFilter(), 10)
+            seen["publish denials"] = await storage.publish_denials("10.1.0.1", NOW, 10)
             return seen
         finally:
             await storage.close()
@@ -133,7 +145,7 @@ def test_sqlite_to_postgres_and_back_keeps_everything(
     assert result.verified, result.counts
     assert {name: n for name, n, _ in result.counts} == {
         "accounts": 2, "panel_passwords": 1, "tickets": 12, "attempts": 40, "used_signatures": 1,
-        "stream_users": 2,
+        "stream_users": 2, "publish_log": 3,
     }  # fmt: skip
     before = snapshot(source)
     assert snapshot(pg_url) == before
@@ -145,7 +157,7 @@ def test_sqlite_to_postgres_and_back_keeps_everything(
     assert copy_database(pg_url, back, signatures=True, batch=5).verified
     assert snapshot(back) == before
 
-    async def carry_on(url: str) -> tuple[int, bool]:
+    async def carry_on(url: str) -> tuple[int, bool, int]:
         # The copy is a working database: new rows get new ids after the
         # copied ones, and the copied signature is still spent.
         storage = await _opened(url)
@@ -157,15 +169,17 @@ def test_sqlite_to_postgres_and_back_keeps_everything(
                                    ip="10.9.9.9")  # fmt: skip
             outcome = await storage.record_check(request, decide, NOW)
             replayed = await storage.claim_signature(b"sig-1", now=NOW + 1, expires_at=NOW + 300)
-            return outcome.attempt_id, replayed
+            published = await storage.record_publish(before["publishes 3"][0])
+            return outcome.attempt_id, replayed, published
         finally:
             await storage.close()
 
     highest = max(a.id for key, seen in before.items() if key.startswith("attempts ") for a in seen)
     for url in (pg_url, back):
-        attempt_id, replayed = run(carry_on(url))
+        attempt_id, replayed, published = run(carry_on(url))
         assert attempt_id > highest
         assert not replayed
+        assert published > 3  # the publish log's ids go on too
 
 
 class Interrupted(Exception):

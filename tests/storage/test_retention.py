@@ -24,6 +24,7 @@ from usher.storage.schema import ROLLUP_TABLES
 from usher.storage.sqlite import retention as sqlite_retention
 from usher.tickets.decision import decide
 from usher.tickets.model import AttemptFilter, CheckRequest, Page, Ticket
+from usher.tickets.publishers import PublishAttempt
 
 pytestmark = pytest.mark.anyio
 
@@ -244,3 +245,38 @@ async def test_sqlite_job_stops_at_its_time_budget_but_never_returns_zero_early(
     assert max(batches) <= 4 and len(batches) >= CUT // 4
     assert sum(batches) == CUT
     assert _count(database_url, f"at < {BEFORE}") == 0
+
+
+async def _log_publishes(storage: Storage) -> None:
+    """A publish a minute from NOW on, as many as the attempts, some unowned."""
+    for i in range(LOGGED):
+        await storage.record_publish(
+            PublishAttempt(0, (1, None)[i % 2], NOW + 60 * i, "10.0.0.1", "demo-live", "cam",
+                           None, False, "no_credentials", "srs", "", None)
+        )  # fmt: skip
+
+
+def _publishes(url: str, where: str = "TRUE") -> int:
+    count: int = query_database(url, f"SELECT COUNT(*) FROM publish_log WHERE {where}")[0][0]
+    return count
+
+
+async def test_prune_all_prunes_the_publish_log_as_far_as_the_attempts(
+    logged: Storage, database_url: str
+) -> None:
+    await _log_publishes(logged)
+    assert await retention.prune_all(logged, BEFORE, batch=7, pause=0) == CUT
+    assert _publishes(database_url, f"at < {BEFORE}") == 0
+    assert _publishes(database_url) == LOGGED - CUT
+
+
+async def test_background_pass_prunes_the_publish_log_too(
+    logged: Storage, database_url: str
+) -> None:
+    await _log_publishes(logged)
+    now = NOW + 60 * LOGGED
+    pruner = retention.Pruner(logged, now - BEFORE, clock=lambda: now, batch=7, pause=0)
+    assert await pruner.one_pass() == CUT
+    assert pruner.publishes_deleted == CUT
+    assert _publishes(database_url, f"at < {BEFORE}") == 0
+    assert _publishes(database_url) == LOGGED - CUT

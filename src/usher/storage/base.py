@@ -35,7 +35,7 @@ from usher.tickets.model import (
     Ticket,
     TicketFilter,
 )
-from usher.tickets.publishers import StreamUser, StreamUserName
+from usher.tickets.publishers import PublishAttempt, PublishFilter, StreamUser, StreamUserName
 from usher.tickets.sessions import (
     Decider as Decider,  # re-exported: backends type their checks with it
 )
@@ -57,6 +57,8 @@ AttemptColumn = Literal["reason", "ip", "key", "app", "video"]
 #: rows one ``recent_denials`` call may return: both read that many rows.
 MAX_COUNT_CAP: Final = 100_000
 MAX_RECENT_DENIALS: Final = 100_000
+#: Most denial times ``Storage.publish_denials`` returns.
+MAX_PUBLISH_DENIALS: Final = 1_000
 
 
 class ReadBoundExceeded(StorageError):
@@ -595,6 +597,38 @@ class Storage(ABC):
         (streaming servers do not know the cdn; the app's ``username-``
         prefix ties it to one), leaving out those of disabled accounts. A
         read, never queued behind writes."""
+
+    # -- the publish log ----------------------------------------------------
+
+    @abstractmethod
+    async def record_publish(self, attempt: PublishAttempt) -> int:
+        """Log one publish attempt (its ``id`` is ignored); the new row's id.
+        Returns after the row is committed. Never queued behind the check
+        batches' writer for longer than one of them."""
+
+    @abstractmethod
+    async def publish_denials(self, ip: str, since: int, limit: int) -> list[int]:
+        """The times (``at``), oldest first, of the latest ``limit`` denied
+        publishes from ``ip`` with ``at >= since``, of every account and of
+        none, leaving out those denied for reason ``blocked``: what the
+        brute-force rule (:func:`~usher.tickets.publishers.blocked_until`)
+        reads. ``1 <= limit <= MAX_PUBLISH_DENIALS``, else ``ValueError``.
+        One index range read, however long the log."""
+
+    @abstractmethod
+    async def list_publishes(
+        self, cdn: int, where: PublishFilter, rows: int, *, before: int | None = None
+    ) -> list[PublishAttempt]:
+        """The account's publish log rows matching ``where``, newest first
+        (by id), at most ``rows`` (``1 <= rows <=`` :data:`~usher.tickets.model.MAX_PAGE_ROWS`, else
+        ``ValueError``), only those with an id below ``before`` when given:
+        a cursor that reads one index range however deep the page."""
+
+    @abstractmethod
+    async def prune_publishes(self, before: int, batch: int) -> int:
+        """Delete up to ``batch`` publish log rows logged before ``before``
+        (``at < before``), oldest first; how many went. ``batch >= 1``, else
+        ``ValueError``."""
 
     # -- control-panel sign-in ------------------------------------------------
 

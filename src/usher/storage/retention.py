@@ -94,7 +94,8 @@ async def prune_all(
     pause: float = PRUNE_PAUSE,
 ) -> int:
     """Delete every attempt logged before ``before``, batch by batch, then
-    the sessions that ended before it; how many attempts went. Between
+    the sessions that ended before it and the publishes logged before it;
+    how many attempts went. Between
     batches it pauses as long as the batch took, and at least ``pause``
     seconds (see :data:`PRUNE_PAUSE`)."""
     total = await storage.count_attempts_before(before)
@@ -105,6 +106,10 @@ async def prune_all(
         if not went:
             # Session history is kept as long as the attempts that started it.
             while await storage.prune_sessions(before, batch):
+                if pause > 0:
+                    await asyncio.sleep(pause)
+            # So is the publish log (SPEC §6).
+            while await storage.prune_publishes(before, batch):
                 if pause > 0:
                     await asyncio.sleep(pause)
             return deleted
@@ -143,9 +148,11 @@ class Pruner:
         self.every = every
         self.pause = pause
         self.retry = retry
-        #: Attempts and ended sessions deleted since start (for tests and logs).
+        #: Attempts, ended sessions and publish log rows deleted since start
+        #: (for tests and logs).
         self.deleted = 0
         self.sessions_deleted = 0
+        self.publishes_deleted = 0
 
     async def run(self) -> None:
         """Prune until cancelled."""
@@ -183,5 +190,9 @@ class Pruner:
         # Session history is kept as long as the attempts that started it.
         while went := await self.storage.prune_sessions(before, self.batch):
             self.sessions_deleted += went
+            await asyncio.sleep(self.pause)
+        # So is the publish log (SPEC §6).
+        while went := await self.storage.prune_publishes(before, self.batch):
+            self.publishes_deleted += went
             await asyncio.sleep(self.pause)
         return deleted

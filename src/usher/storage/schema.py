@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Final
 
 from usher.tickets.model import Attempt, PlaybackSession, Ticket
-from usher.tickets.publishers import StreamUserSettings
+from usher.tickets.publishers import PublishAttempt, StreamUserSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +80,16 @@ STREAM_USERS: Final = Table(
     frozenset({"record", "enable_dvr"}),
     ("id", "cdn", "app", "stream", "login", "created_at"),
 )  # fmt: skip
+PUBLISH_LOG: Final = Table(
+    "publish_log",
+    "id",
+    # The order of :class:`~usher.tickets.publishers.PublishAttempt`'s
+    # fields, ``login`` for ``user`` ('' when the publish named none).
+    ("id", "cdn", "at", "ip", "app", "stream", "login", "allowed", "reason", "server",
+     "server_ip", "stream_user_id"),
+    frozenset({"allowed"}),
+    ("id", "at", "ip"),
+)  # fmt: skip
 SIGNATURES: Final = Table(
     "used_signatures", "digest", ("digest", "expires_at"), identity=("digest",)
 )
@@ -89,7 +99,7 @@ SIGNATURES: Final = Table(
 ROLLUP_TABLES: Final = ("attempt_counts", "attempt_minutes", "filter_counts")
 #: What ``usher db copy`` moves, in an order that keeps foreign keys whole
 #: (used signatures only on request).
-TABLES: Final = (ACCOUNTS, PANEL_PASSWORDS, TICKETS, ATTEMPTS, STREAM_USERS)
+TABLES: Final = (ACCOUNTS, PANEL_PASSWORDS, TICKETS, ATTEMPTS, STREAM_USERS, PUBLISH_LOG)
 
 #: A ticket as read: its columns (``key`` first, as ``Ticket`` has them) and
 #: whether its account is disabled.
@@ -125,3 +135,6 @@ assert [f.name for f in fields(Ticket)] == [
 assert [f.name for f in fields(Attempt)] == _attributes(ATTEMPTS.columns)
 assert [f.name for f in fields(PlaybackSession)] == list(SESSIONS.columns)
 assert [f.name for f in fields(StreamUserSettings)] == list(STREAM_USERS.columns[6:15])
+assert [f.name for f in fields(PublishAttempt)] == [
+    "user" if column == "login" else column for column in PUBLISH_LOG.columns
+], "PUBLISH_LOG.columns must follow PublishAttempt's fields"

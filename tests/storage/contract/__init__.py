@@ -22,6 +22,7 @@ from tests.storage.contract.checks import ChecksContract
 from tests.storage.contract.explorer import ExplorerContract
 from tests.storage.contract.lifecycle import LifecycleContract
 from tests.storage.contract.panel import PanelContract
+from tests.storage.contract.publish_log import PublishLogContract
 from tests.storage.contract.session_pages import SessionPagesContract
 from tests.storage.contract.sessions import SessionContract
 from tests.storage.contract.signatures import SignaturesContract
@@ -45,6 +46,7 @@ class StorageContract(
     SessionContract,
     SessionPagesContract,
     StreamUsersContract,
+    PublishLogContract,
 ):
     """Behaviour every :class:`~usher.storage.base.Storage` backend must show."""
 

@@ -1,4 +1,4 @@
-"""Stream users (publishers) on PostgreSQL: a mixin of
+"""Stream users and the publish log (publishers) on PostgreSQL: a mixin of
 :class:`~usher.storage.postgres.PostgresStorage`."""
 
 from __future__ import annotations
@@ -6,6 +6,13 @@ from __future__ import annotations
 from typing import Final
 
 from usher.storage.postgres.runner import PgRunner
+from usher.storage.publish_log import (
+    PublishLogSQL,
+    denials_params,
+    prune_params,
+    publish_from_row,
+    record_params,
+)
 from usher.storage.publishers import (
     COLUMNS,
     StreamUserSQL,
@@ -14,13 +21,14 @@ from usher.storage.publishers import (
     save_params,
     stream_user_from_row,
 )
-from usher.tickets.publishers import StreamUser, StreamUserName
+from usher.tickets.publishers import PublishAttempt, PublishFilter, StreamUser, StreamUserName
 
 SQL: Final = StreamUserSQL.build("%s")
+LOG: Final = PublishLogSQL.build("%s")
 
 
 class PostgresPublishersMixin:
-    """Stream users; needs the storage's :class:`PgRunner`."""
+    """Stream users and the publish log; needs the storage's :class:`PgRunner`."""
 
     _db: PgRunner
 
@@ -58,3 +66,22 @@ class PostgresPublishersMixin:
     async def stream_users_for(self, app: str, stream: str) -> list[StreamUser]:
         rows = await self._db.fetchall(SQL.for_publish, publish_params(app, stream))
         return [stream_user_from_row(row) for row in rows]
+
+    async def record_publish(self, attempt: PublishAttempt) -> int:
+        row, _ = await self._db.write(LOG.record, record_params(attempt))
+        assert row is not None  # INSERT … RETURNING always returns the row
+        return int(row[0])
+
+    async def publish_denials(self, ip: str, since: int, limit: int) -> list[int]:
+        rows = await self._db.fetchall(LOG.denials, denials_params(ip, since, limit))
+        return [int(row[0]) for row in rows]
+
+    async def list_publishes(
+        self, cdn: int, where: PublishFilter, rows: int, *, before: int | None = None
+    ) -> list[PublishAttempt]:
+        sql, params = LOG.listing(cdn, where, rows, before)
+        return [publish_from_row(row) for row in await self._db.fetchall(sql, params)]
+
+    async def prune_publishes(self, before: int, batch: int) -> int:
+        _, deleted = await self._db.write(LOG.prune, prune_params(before, batch))
+        return deleted

@@ -1,10 +1,18 @@
-"""Stream users (publishers) on SQLite: a mixin of :class:`SQLiteStorage`."""
+"""Stream users and the publish log (publishers) on SQLite: a mixin of
+:class:`SQLiteStorage`."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Final
 
+from usher.storage.publish_log import (
+    PublishLogSQL,
+    denials_params,
+    prune_params,
+    publish_from_row,
+    record_params,
+)
 from usher.storage.publishers import (
     COLUMNS,
     StreamUserSQL,
@@ -14,9 +22,10 @@ from usher.storage.publishers import (
     stream_user_from_row,
 )
 from usher.storage.sqlite.engine import SQLiteAccess
-from usher.tickets.publishers import StreamUser, StreamUserName
+from usher.tickets.publishers import PublishAttempt, PublishFilter, StreamUser, StreamUserName
 
 SQL: Final = StreamUserSQL.build("?")
+LOG: Final = PublishLogSQL.build("?", hinted=True)
 
 
 class SQLitePublishersMixin(SQLiteAccess):
@@ -66,3 +75,32 @@ class SQLitePublishersMixin(SQLiteAccess):
             lambda conn: conn.execute(SQL.for_publish, publish_params(app, stream)).fetchall()
         )
         return [stream_user_from_row(row) for row in rows]
+
+    async def record_publish(self, attempt: PublishAttempt) -> int:
+        params = record_params(attempt)
+
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute(LOG.record, params).fetchone()[0])
+
+        # The writer caches tickets and accounts only; the log is neither.
+        return await self._write(run, keeps_state=True)
+
+    async def publish_denials(self, ip: str, since: int, limit: int) -> list[int]:
+        params = denials_params(ip, since, limit)
+        rows = await self._read(lambda conn: conn.execute(LOG.denials, params).fetchall())
+        return [int(row[0]) for row in rows]
+
+    async def list_publishes(
+        self, cdn: int, where: PublishFilter, rows: int, *, before: int | None = None
+    ) -> list[PublishAttempt]:
+        sql, params = LOG.listing(cdn, where, rows, before)
+        found = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [publish_from_row(row) for row in found]
+
+    async def prune_publishes(self, before: int, batch: int) -> int:
+        params = prune_params(before, batch)
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(LOG.prune, params).rowcount
+
+        return await self._write(run, keeps_state=True)
