@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from usher.durations import parse_duration
 from usher.protocol.errors import ConfigError
 from usher.storage import DEFAULT_DATABASE_URL
+from usher.tickets.publishers import BruteForceLimit
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -193,6 +194,15 @@ def parse_publish_url(text: str) -> str:
     return url
 
 
+def _publish_limit(env: Mapping[str, str]) -> BruteForceLimit:
+    default = BruteForceLimit()
+    return BruteForceLimit(
+        denials=_int(env, "USHER_PUBLISH_MAX_DENIALS", default.denials, 1),
+        window=_int(env, "USHER_PUBLISH_DENIAL_WINDOW", default.window, 1),
+        block=_int(env, "USHER_PUBLISH_BLOCK", default.block, 1),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -257,6 +267,9 @@ class Settings:
     #: writes into encoder URLs (``rtmp://live.example.com:1935``); empty,
     #: ``rtmp://`` and the host name the panel was reached by.
     publish_url: str = ""
+    #: ``USHER_PUBLISH_MAX_DENIALS``, ``USHER_PUBLISH_DENIAL_WINDOW`` and
+    #: ``USHER_PUBLISH_BLOCK``: the brute-force rule of publishes (SPEC §6).
+    publish_limit: BruteForceLimit = field(default_factory=BruteForceLimit)
 
     @classmethod
     def from_env(
@@ -295,6 +308,7 @@ class Settings:
             ),
             ome_secret=_ome_secret(env),
             publish_url=parse_publish_url(env.get("USHER_PUBLISH_URL", "")),
+            publish_limit=_publish_limit(env),
         )
 
     def __repr__(self) -> str:

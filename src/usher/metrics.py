@@ -89,6 +89,14 @@ class Metrics:
             "Live sessions open now, all nodes together (read from the database at each scrape).",
             registry=self.registry,
         )
+        self.publishes = Counter(
+            "usher_publishes",
+            "Publish attempts this process decided, by outcome (allowed, denied) and "
+            "reason (open, credentials, no_stream_user, no_credentials, bad_credentials, "
+            "blocked) and by the streaming server that asked.",
+            ["outcome", "reason", "server"],
+            registry=self.registry,
+        )
         self.pending_writes = Gauge(
             "usher_storage_pending_writes",
             "Writes waiting for the storage's writer.",
@@ -113,6 +121,9 @@ class Metrics:
     def count_session_ends(self, ended: int, reason: EndReason) -> None:
         if ended:
             self.session_ends.labels(reason.value).inc(ended)
+
+    def count_publish(self, allowed: bool, reason: str, server: str) -> None:
+        self.publishes.labels("allowed" if allowed else "denied", reason, server).inc()
 
     def watch_pending_writes(self, probe: Callable[[], float]) -> None:
         self.pending_writes.set_function(probe)

@@ -9,8 +9,11 @@ from hypothesis import strategies as st
 
 from usher.passwords import MIN_LOG2_N, hash_password, verify_password
 from usher.tickets.publishers import (
+    BruteForceLimit,
     StreamUser,
     StreamUserSettings,
+    app_owner,
+    blocked_until,
     decide_publish,
 )
 
@@ -123,3 +126,53 @@ def test_matches_the_spec_rule(
     assert allowed == expected
     if not covering:
         assert reason == "no_stream_user"
+
+
+# -- the brute-force rule ----------------------------------------------------------
+
+LIMIT = BruteForceLimit(denials=10, window=60, block=300)
+
+
+def test_ten_denials_within_a_minute_block_for_five_minutes() -> None:
+    times = [NOW + i * 6 for i in range(10)]  # the tenth 54 s after the first
+    assert blocked_until(times, LIMIT) == times[-1] + 300
+
+
+def test_nine_denials_or_ten_spread_over_a_minute_do_not_block() -> None:
+    assert blocked_until([NOW + i for i in range(9)], LIMIT) is None
+    spread = [NOW + i * 7 for i in range(10)]  # 63 s from the first to the tenth
+    assert blocked_until(spread, LIMIT) is None
+
+
+def test_the_latest_block_wins() -> None:
+    first = [NOW + i for i in range(10)]
+    second = [NOW + 400 + i for i in range(10)]
+    assert blocked_until(first + second, LIMIT) == NOW + 409 + 300
+
+
+def test_the_settings_change_the_numbers() -> None:
+    limit = BruteForceLimit(denials=3, window=10, block=30)
+    assert blocked_until([NOW, NOW + 5, NOW + 9], limit) == NOW + 39
+    assert blocked_until([NOW, NOW + 5, NOW + 10], limit) is None
+    assert limit.lookback == 40
+
+
+@given(st.lists(st.integers(0, 2_000), max_size=40), st.integers(1, 12), st.integers(1, 120))
+def test_blocks_exactly_when_some_window_holds_enough_denials(
+    offsets: list[int], denials: int, window: int
+) -> None:
+    times = sorted(NOW + offset for offset in offsets)
+    limit = BruteForceLimit(denials=denials, window=window, block=300)
+    starts = [
+        times[i + denials - 1]
+        for i in range(len(times) - denials + 1)
+        if times[i + denials - 1] - times[i] < window
+    ]
+    assert blocked_until(times, limit) == (max(starts) + 300 if starts else None)
+
+
+def test_an_app_is_owned_by_its_username_prefix() -> None:
+    assert app_owner("demo-live") == "demo"
+    assert app_owner("demo-live-2") == "demo"
+    assert app_owner("live") == ""
+    assert app_owner("") == ""

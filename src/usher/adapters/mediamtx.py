@@ -9,8 +9,11 @@ MediaMTX POSTs a JSON object: ``user``, ``password``, ``ip``, ``action``
 anything else refuses, and MediaMTX logs the body as the reason.
 
 The ticket comes from the query (``?key=…&pass=…``), else from the user and
-password (``rtsp://KEY:PASS@host/app/video``). Only viewers are checked:
-``read`` and ``playback``; every other action is refused.
+password (``rtsp://KEY:PASS@host/app/video``). ``read`` and ``playback``
+are viewers; ``publish`` is an encoder, checked against the stream users with
+``user`` and ``pass`` from the query, else MediaMTX's own ``user`` and
+``password`` (``rtsp://alice:PASS@host/app/stream``, or what its RTMP and SRT
+readers took from the URL). Every other action is refused.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from usher.adapters.check import credential, json_text, parse_json_object, parse_pairs
 from usher.tickets.model import CheckRequest
+from usher.tickets.publishers import PublishRequest
 
 
 class Action(Enum):
     VIEW = "view"
+    PUBLISH = "publish"
     REFUSED = "refused"
     INVALID = "invalid"
 
@@ -40,6 +46,8 @@ class Auth:
     #: MediaMTX's id of the reader (a UUID), when it sends one: the session
     #: takes it, so ``runOnUnread`` can end it by ``$MTX_READER_ID``.
     reader_id: str = ""
+    #: For ``Action.PUBLISH``: what the encoder asked.
+    publish: PublishRequest | None = None
 
 
 _EMPTY = CheckRequest(key="", password="", app="", video="", ip="")
@@ -51,32 +59,60 @@ def parse(body: bytes, *, server_ip: str) -> Auth:
     if fields is None:
         return Auth(Action.INVALID, _EMPTY, problem="The MediaMTX auth body is not a JSON object.")
     action = json_text(fields.get("action"))
+    if action == "publish":
+        return Auth(Action.PUBLISH, _EMPTY, publish=_publish(fields, server_ip))
     if action not in _VIEWING:
         shown = repr(action[:40]) if action else "no action"
         return Auth(
             Action.REFUSED,
             _EMPTY,
             problem=(
-                f"Usher authorizes viewers (read, playback) only, not {shown}; "
-                "list other actions in authHTTPExclude or use authInternalUsers for them."
+                f"Usher authorizes viewers (read, playback) and publishers (publish) only, "
+                f"not {shown}; list other actions in authHTTPExclude or use "
+                "authInternalUsers for them."
             ),
         )
-    pairs = parse_pairs(json_text(fields.get("query")).removeprefix("?"))
-    key = credential(pairs, "key")
-    password = credential(pairs, "pass")
-    if key is None:
-        key = json_text(fields.get("user"))
-        password = json_text(fields.get("password"))
-    app, _, video = json_text(fields.get("path")).strip("/").partition("/")
+    key, password = _credentials(fields, "key")
+    app, video = _path(fields)
     request = CheckRequest(
         key=key,
-        password=password or "",
+        password=password,
         app=app,
         video=video,
         ip=json_text(fields.get("ip")),
         server_ip=server_ip,
     )
     return Auth(Action.VIEW, request, reader_id=_reader_id(fields.get("id")))
+
+
+def _credentials(fields: dict[str, Any], name: str) -> tuple[str, str]:
+    """``name`` (``key`` of a viewer, ``user`` of a publisher) and ``pass``
+    from the query, else MediaMTX's ``user`` and ``password``."""
+    pairs = parse_pairs(json_text(fields.get("query")).removeprefix("?"))
+    found = credential(pairs, name)
+    if found is not None:
+        return found, credential(pairs, "pass") or ""
+    return json_text(fields.get("user")), json_text(fields.get("password"))
+
+
+def _path(fields: dict[str, Any]) -> tuple[str, str]:
+    """App and stream of MediaMTX's ``path`` (``app/stream``)."""
+    app, _, stream = json_text(fields.get("path")).strip("/").partition("/")
+    return app, stream
+
+
+def _publish(fields: dict[str, Any], server_ip: str) -> PublishRequest:
+    user, password = _credentials(fields, "user")
+    app, stream = _path(fields)
+    return PublishRequest(
+        app=app,
+        stream=stream,
+        user=user or None,
+        password=password or None,
+        ip=json_text(fields.get("ip")),
+        server="mediamtx",
+        server_ip=server_ip,
+    )
 
 
 def _reader_id(value: object) -> str:

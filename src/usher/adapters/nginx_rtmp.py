@@ -1,4 +1,5 @@
-"""nginx-rtmp-module notifications: ``on_play``, ``on_update``, ``on_play_done``.
+"""nginx-rtmp-module notifications: ``on_play``, ``on_update``, ``on_play_done``,
+``on_publish`` and ``on_publish_done``.
 
 Wire format (``ngx_rtmp_notify_module.c``): an urlencoded form, POSTed by
 default (``notify_method get`` moves it into the query string). nginx writes
@@ -10,6 +11,11 @@ who adds ``&addr=1.2.3.4`` or ``&call=play_done`` to the stream URL changes
 nothing. nginx reads only the status code: 2xx allows, anything else drops
 the connection (``on_update`` included, which is what makes it the
 revocation hook).
+
+A publish's credentials come the same way: the encoder's
+``rtmp://origin/<app>/<stream>?user=…&pass=…`` reaches Usher as the fields
+``user`` and ``pass`` after nginx's own (or on the tcUrl, for an encoder
+that put them on the connection URL).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 from usher.adapters.check import credential, first, parse_pairs
 from usher.adapters.sessions import rtmp_session_handle
 from usher.tickets.model import CheckRequest
+from usher.tickets.publishers import PublishRequest
 
 
 class Call(Enum):
@@ -28,7 +35,7 @@ class Call(Enum):
     UPDATE = "update"  # on_update of a playing client: a re-check
     DONE = "done"  # the playback ended: close the session
     IGNORED = "ignored"  # notifications that decide nothing (connect, publish_done…)
-    PUBLISH = "publish"  # Usher authorizes viewers, not publishers
+    PUBLISH = "publish"  # an encoder starts publishing: checked against the stream users
     INVALID = "invalid"  # not an nginx-rtmp notification
 
 
@@ -54,8 +61,10 @@ class Notification:
     request: CheckRequest
     #: The live session's handle (one nginx connection playing one stream).
     handle: str
-    #: For ``Call.INVALID`` and ``Call.PUBLISH``: a sentence for the operator.
+    #: For ``Call.INVALID``: a sentence for the operator.
     problem: str = ""
+    #: For ``Call.PUBLISH``: what the encoder asked.
+    publish: PublishRequest | None = None
 
 
 def parse(pairs: list[tuple[str, str]], *, caller: str, server_ip: str) -> Notification:
@@ -65,14 +74,7 @@ def parse(pairs: list[tuple[str, str]], *, caller: str, server_ip: str) -> Notif
     call = _CALLS.get(raw_call or "", Call.INVALID)
     app = first(pairs, "app") or ""
     tcurl = first(pairs, "tcurl") or ""
-    key = credential(pairs, "key")
-    password = credential(pairs, "pass")
-    if key is None:
-        # Some players put the credentials on the connection URL
-        # (rtmp://host/app?key=…) instead of the stream name.
-        connect_pairs = _tcurl_query(tcurl)
-        key = credential(connect_pairs, "key")
-        password = credential(connect_pairs, "pass")
+    key, password = _credentials(pairs, tcurl, "key")
     request = CheckRequest(
         key=key or "",
         password=password or "",
@@ -90,18 +92,41 @@ def parse(pairs: list[tuple[str, str]], *, caller: str, server_ip: str) -> Notif
     if call is Call.INVALID:
         shown = "no 'call' field" if raw_call is None else f"call={raw_call[:40]!r}"
         problem = (
-            f"The nginx-rtmp notification has {shown}; point only on_play, on_update and "
-            "on_play_done of nginx-rtmp at /usher/nginx-rtmp."
+            f"The nginx-rtmp notification has {shown}; point only on_play, on_update, "
+            "on_play_done, on_publish and on_publish_done of nginx-rtmp at /usher/nginx-rtmp."
         )
     elif call is Call.PUBLISH:
-        problem = (
-            "Usher authorizes viewers, not publishers; remove on_publish pointing at "
-            "/usher/nginx-rtmp and restrict publishing with 'allow publish'."
-        )
+        return Notification(call, request, "", publish=_publish(pairs, request, tcurl))
     elif call in (Call.PLAY, Call.UPDATE, Call.DONE) and not clientid:
         call = Call.INVALID
         problem = "The nginx-rtmp notification has no 'clientid'; it did not come from nginx-rtmp."
     return Notification(call, request, rtmp_session_handle(caller, clientid, request), problem)
+
+
+def _credentials(
+    pairs: list[tuple[str, str]], tcurl: str, name: str
+) -> tuple[str | None, str | None]:
+    """``name`` (``key`` of a viewer, ``user`` of a publisher) and ``pass``,
+    from the stream URL's query, else from the connection URL's: some
+    clients put them on ``rtmp://host/app?…`` instead of the stream name."""
+    found = credential(pairs, name)
+    if found is not None:
+        return found, credential(pairs, "pass")
+    connect_pairs = _tcurl_query(tcurl)
+    return credential(connect_pairs, name), credential(connect_pairs, "pass")
+
+
+def _publish(pairs: list[tuple[str, str]], request: CheckRequest, tcurl: str) -> PublishRequest:
+    user, password = _credentials(pairs, tcurl, "user")
+    return PublishRequest(
+        app=request.app,
+        stream=request.video,
+        user=user or None,
+        password=password or None,
+        ip=request.ip,
+        server="nginx-rtmp",
+        server_ip=request.server_ip,
+    )
 
 
 def parse_body(query: bytes, body: bytes, method: str) -> list[tuple[str, str]]:

@@ -16,7 +16,8 @@ The documentation lists protocols in lower case (``webrtc``, ``llhls``,
 ``srt``, ``rtmp``, ``thumbnail``) where the source writes ``WebRTC``,
 ``LLHLS``…; the protocol decides nothing here.
 
-The URL is the one the client asked for: ``ws://host:3333/app/stream?key=…``
+The URL is the one the client asked for (an encoder's, ``incoming``, carries
+``user`` and ``pass`` instead of ``key`` and ``pass``): ``ws://host:3333/app/stream?key=…``
 (WebRTC), ``http://host:3333/app/stream/llhls.m3u8?…`` (LLHLS),
 ``srt://vhost/app/stream?…`` (SRT, read from the client's ``streamid``). App
 and video are its first two path segments, ``key`` and ``pass`` come from
@@ -44,6 +45,7 @@ from urllib.parse import unquote
 from usher.adapters.check import credential, encode, json_text, parse_json_object, parse_pairs
 from usher.adapters.sessions import ome_session_handle
 from usher.tickets.model import CheckRequest
+from usher.tickets.publishers import PublishRequest
 
 
 class Kind(Enum):
@@ -65,6 +67,9 @@ class Admission:
     closing: bool = False
     #: For ``Kind.INVALID``: a sentence for the operator.
     problem: str = ""
+    #: For ``Kind.PUBLISH``: what the encoder asked (its URL's ``user`` and
+    #: ``pass``, as a publish URL of any other server carries them).
+    publish: PublishRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +137,18 @@ def parse(body: bytes, *, server_ip: str) -> Admission:
         refurl=url.partition("?")[0],
         server_ip=server_ip,
     )
+    publish = None
     if direction == "incoming":
         kind = Kind.PUBLISH
+        publish = PublishRequest(
+            app=place.app,
+            stream=place.video,
+            user=credential(pairs, "user") or None,
+            password=credential(pairs, "pass") or None,
+            ip=checked.ip,
+            server="ome",
+            server_ip=server_ip,
+        )
     else:
         kind = Kind.PLAY_OPENING if status == "opening" else Kind.PLAY_CLOSING
     return Admission(
@@ -142,6 +157,7 @@ def parse(body: bytes, *, server_ip: str) -> Admission:
         ome_session_handle(address, port, url),
         protocol=json_text(request.get("protocol")).lower()[:40],
         closing=status == "closing",
+        publish=publish,
     )
 
 
@@ -246,6 +262,11 @@ def lifetime(expire_at: int, now: float) -> int:
 
 def allowed_body(lifetime_ms: int) -> bytes:
     return encode({"allowed": True, "lifetime": lifetime_ms, "reason": ""})
+
+
+#: An allowed publish: no ``lifetime``, since an encoder's right to publish
+#: does not expire with a ticket.
+PUBLISH_ALLOWED = encode({"allowed": True, "reason": ""})
 
 
 def refused_body(reason: str) -> bytes:

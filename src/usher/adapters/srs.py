@@ -1,4 +1,5 @@
-"""SRS HTTP hooks (``on_play``): JSON in, ``0`` or a refusal out.
+"""SRS HTTP hooks (``on_play``, ``on_stop``, ``on_publish``, ``on_unpublish``):
+JSON in, ``0`` or a refusal out.
 
 SRS POSTs a JSON object: ``action``, ``client_id``, ``ip``, ``vhost``, ``app``,
 ``stream``, ``param`` (``?key=…&pass=…``), ``pageUrl``, ``tcUrl`` and, since
@@ -9,6 +10,9 @@ rides on the stream name or the tcUrl, so those are read too.
 SRS allows only on HTTP 200/201 *and* a body of ``0`` (or ``{"code":0}``);
 anything else refuses. Usher's refusal is 403 with a JSON body whose
 non-zero ``code`` refuses even to an SRS that reads only the body.
+
+``on_publish`` carries the encoder's ``?user=…&pass=…`` in ``param`` the
+same way, and is checked against the stream users.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from typing import Any
 
 from usher.adapters.check import credential, encode, json_text, parse_json_object, parse_pairs
 from usher.tickets.model import CheckRequest
+from usher.tickets.publishers import PublishRequest
 
 
 class Action(Enum):
     PLAY = "play"
     STOP = "stop"  # on_stop: the player stopped; its session ends
     NOTICE = "notice"  # on_close…: nothing to decide, answered 0
-    REFUSED = "refused"  # on_publish: publishers are not Usher's to allow
+    PUBLISH = "publish"  # on_publish: checked against the stream users
     INVALID = "invalid"
 
 
@@ -39,7 +44,7 @@ _ACTIONS = {
     "on_hls_notify": Action.NOTICE,
     # Connecting decides nothing: the play that follows is checked.
     "on_connect": Action.NOTICE,
-    "on_publish": Action.REFUSED,
+    "on_publish": Action.PUBLISH,
 }
 
 
@@ -50,6 +55,8 @@ class Hook:
     problem: str = ""
     #: SRS's client id (a string since SRS 4, an integer before).
     client_id: str = ""
+    #: For ``Action.PUBLISH``: what the encoder asked.
+    publish: PublishRequest | None = None
 
 
 _EMPTY = CheckRequest(key="", password="", app="", video="", ip="")
@@ -67,31 +74,50 @@ def parse(body: bytes, *, server_ip: str) -> Hook:
         return Hook(
             action,
             _EMPTY,
-            f"The SRS hook has {shown}; point only on_play and on_stop at /usher/srs.",
+            f"The SRS hook has {shown}; point only on_play, on_stop, on_publish and "
+            "on_unpublish at /usher/srs.",
         )
-    if action is Action.REFUSED:
-        return Hook(
-            action,
-            _EMPTY,
-            f"Usher authorizes viewers only; remove {action_name} pointing at /usher/srs.",
-        )
+    if action is Action.PUBLISH:
+        return Hook(action, _EMPTY, publish=_publish(fields, server_ip))
     return Hook(action, _request(fields, server_ip), client_id=json_text(fields.get("client_id")))
 
 
-def _request(fields: dict[str, Any], server_ip: str) -> CheckRequest:
-    app, app_query = _split(json_text(fields.get("app")))
-    stream, stream_query = _split(json_text(fields.get("stream")))
-    tcurl = json_text(fields.get("tcUrl"))
-    param = json_text(fields.get("param")).removeprefix("?")
-    # The first source that carries a key wins: param (SRS 3 and later),
-    # then what old SRS left on the stream name, the app or the tcUrl.
-    key = password = None
-    for query in (param, stream_query, app_query, tcurl.partition("?")[2]):
+def _credentials(fields: dict[str, Any], name: str) -> tuple[str | None, str | None]:
+    """``name`` (``key`` of a viewer, ``user`` of a publisher) and ``pass``
+    from the first source that carries ``name``: param (SRS 3 and later),
+    then what old SRS left on the stream name, the app or the tcUrl."""
+    sources = (
+        json_text(fields.get("param")).removeprefix("?"),
+        _split(json_text(fields.get("stream")))[1],
+        _split(json_text(fields.get("app")))[1],
+        json_text(fields.get("tcUrl")).partition("?")[2],
+    )
+    for query in sources:
         pairs = parse_pairs(query)
-        key = credential(pairs, "key")
-        if key is not None:
-            password = credential(pairs, "pass")
-            break
+        found = credential(pairs, name)
+        if found is not None:
+            return found, credential(pairs, "pass")
+    return None, None
+
+
+def _publish(fields: dict[str, Any], server_ip: str) -> PublishRequest:
+    user, password = _credentials(fields, "user")
+    return PublishRequest(
+        app=_split(json_text(fields.get("app")))[0],
+        stream=_split(json_text(fields.get("stream")))[0],
+        user=user or None,
+        password=password or None,
+        ip=json_text(fields.get("ip")),
+        server="srs",
+        server_ip=server_ip,
+    )
+
+
+def _request(fields: dict[str, Any], server_ip: str) -> CheckRequest:
+    app = _split(json_text(fields.get("app")))[0]
+    stream = _split(json_text(fields.get("stream")))[0]
+    tcurl = json_text(fields.get("tcUrl"))
+    key, password = _credentials(fields, "key")
     return CheckRequest(
         key=key or "",
         password=password or "",

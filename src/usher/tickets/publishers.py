@@ -64,8 +64,10 @@ class StreamUser:
         return StreamUserName(self.app, self.stream, self.user)
 
 
+#: Why a publish was allowed or denied; ``blocked`` is decided before the
+#: rule below, by the brute-force rule (:func:`blocked_until`).
 PublishReason = Literal[
-    "open", "credentials", "no_stream_user", "no_credentials", "bad_credentials"
+    "open", "credentials", "no_stream_user", "no_credentials", "bad_credentials", "blocked"
 ]
 
 
@@ -129,7 +131,7 @@ def decide_publish(
 
 #: Why a publish was allowed or denied, as the publish log keeps it; the
 #: panel and the access log show these sentences.
-PUBLISH_REASON_TEXT: Final[dict[str, str]] = {
+PUBLISH_REASON_TEXT: Final[dict[PublishReason, str]] = {
     "open": "allowed: an open entry lets anyone publish this stream",
     "credentials": "allowed: the user and pass match a stream user",
     "no_stream_user": "denied: no stream user covers this app and stream",
@@ -137,10 +139,6 @@ PUBLISH_REASON_TEXT: Final[dict[str, str]] = {
     "bad_credentials": "denied: wrong user or pass",
     "blocked": "denied without checking: too many denied publishes from this address",
 }
-#: Every reason the publish log may hold.
-PublishLogReason = Literal[
-    "open", "credentials", "no_stream_user", "no_credentials", "bad_credentials", "blocked"
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +174,7 @@ class PublishAttempt:
     #: The user the publish URL named, ``None`` when it named none.
     user: str | None
     allowed: bool
-    reason: PublishLogReason
+    reason: PublishReason
     server: str
     server_ip: str
     #: The stream user that allowed it.

@@ -27,9 +27,11 @@ from usher.adapters import srs as srs_wire
 from usher.adapters.sessions import http_session_handle, srs_session_handle
 from usher.protocol.errors import BodyTooLarge, StorageBusy, StorageError
 from usher.tickets.model import Decision
+from usher.tickets.publishers import PUBLISH_REASON_TEXT, PublishAttempt, PublishRequest
 from usher.web.body import read_body
 from usher.web.callers import MAX_CHECK_BODY, caller_allowed, client_address, forbidden_caller
 from usher.web.playback import Checker
+from usher.web.publishing import judge
 from usher.web.state import AppState, app_state
 
 log = logging.getLogger("usher.integrations")
@@ -85,6 +87,16 @@ def _storage_failed(exc: StorageError, what: str) -> Response:
     return _plain(503, _UNAVAILABLE)
 
 
+async def _publish(state: AppState, publish: PublishRequest) -> tuple[bool, str]:
+    """Whether a publish is allowed, and the sentence saying why; a storage
+    failure is a refusal (every server reads a 503 as one) and says so."""
+    try:
+        attempt: PublishAttempt = await judge(state, publish)
+    except StorageError as exc:
+        return False, _storage_failed(exc, "a publish check").headers[REASON_HEADER]
+    return attempt.allowed, PUBLISH_REASON_TEXT[attempt.reason]
+
+
 async def _admit(
     request: Request, too_large: Callable[[], Response]
 ) -> tuple[AppState, bytes] | Response:
@@ -116,8 +128,9 @@ async def nginx_rtmp(request: Request) -> Response:
     call = note.call
     if call is rtmp_wire.Call.INVALID:
         return _refuse_input("nginx-rtmp", request, 400, note.problem)
-    if call is rtmp_wire.Call.PUBLISH:
-        return _refuse_input("nginx-rtmp", request, 403, note.problem)
+    if note.publish is not None:
+        allowed, why = await _publish(state, note.publish)
+        return _plain(200 if allowed else 403, why)
     if call is rtmp_wire.Call.IGNORED:
         return _plain(200, "")
     if call is rtmp_wire.Call.DONE:
@@ -215,10 +228,14 @@ async def srs(request: Request) -> Response:
         return Response(srs_wire.ALLOW, 200, media_type="text/plain")
     if hook.action is srs_wire.Action.NOTICE:
         return Response(srs_wire.ALLOW, 200, media_type="text/plain")
+    if hook.publish is not None:
+        allowed, why = await _publish(state, hook.publish)
+        if allowed:
+            return Response(srs_wire.ALLOW, 200, media_type="text/plain")
+        return _srs_refusal(403, why)
     if hook.action is not srs_wire.Action.PLAY:
-        status = 403 if hook.action is srs_wire.Action.REFUSED else 400
         log.warning("Refused an SRS hook from %s: %s", _peer(request), hook.problem)
-        return _srs_refusal(status, hook.problem)
+        return _srs_refusal(400, hook.problem)
     try:
         outcome = await checker.start(hook.request, checker.terms("srs", handle, resume=False))
     except StorageError as exc:
@@ -243,6 +260,9 @@ async def mediamtx(request: Request) -> Response:
         return _refuse_input("MediaMTX", request, 400, auth.problem)
     if auth.action is mediamtx_wire.Action.REFUSED:
         return _refuse_input("MediaMTX", request, 403, auth.problem)
+    if auth.publish is not None:
+        allowed, why = await _publish(state, auth.publish)
+        return _plain(200 if allowed else 403, why)
     checker = Checker(state)
     handle = http_session_handle(auth.request)
     start = checker.terms("mediamtx", handle, resume=True, client=auth.reader_id)
@@ -285,10 +305,6 @@ _OME_BAD_SIGNATURE = (
     b"The X-OME-Signature header does not match USHER_OME_SECRET; set the same secret "
     b"in OvenMediaEngine's <AdmissionWebhooks><SecretKey>.\n"
 )
-_OME_PUBLISH = (
-    "Publishing is not checked by Usher yet; remove <Providers> from <AdmissionWebhooks>"
-    "<Enables> so that OvenMediaEngine admits encoders itself."
-)
 
 
 def _ome_answer(body: bytes) -> Response:
@@ -318,8 +334,11 @@ async def ome(request: Request) -> Response:
     kind = note.kind
     if kind is ome_wire.Kind.INVALID:
         return _ome_refusal(request, note.problem)
-    if kind is ome_wire.Kind.PUBLISH:
-        return _ome_answer(ome_wire.CLOSED) if note.closing else _ome_refusal(request, _OME_PUBLISH)
+    if note.closing and kind is ome_wire.Kind.PUBLISH:
+        return _ome_answer(ome_wire.CLOSED)
+    if note.publish is not None:
+        allowed, why = await _publish(state, note.publish)
+        return _ome_answer(ome_wire.PUBLISH_ALLOWED if allowed else ome_wire.refused_body(why))
     checker = Checker(state)
     if kind is ome_wire.Kind.PLAY_CLOSING:
         await checker.end(handle=note.handle)

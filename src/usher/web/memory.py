@@ -1,17 +1,20 @@
-"""What one process remembers of storage's answers about playback.
+"""What one process remembers of storage's answers about playback and
+publishing.
 
 The integrations' re-checks read sessions and tickets through this memory
 (see :mod:`usher.web.playback`); it is per process, bounded, and trusted
-only for :data:`FRESH_FOR` seconds.
+only for :data:`FRESH_FOR` seconds. Publish checks remember the blocks of
+the brute-force rule (see :mod:`usher.web.publishing`) until they end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from usher.tickets.model import PlaybackSession, Ticket
 
@@ -86,3 +89,36 @@ class Playback:
     #: Sessions whose renewal write is under way, so a burst of segment
     #: requests renews once.
     renewing: set[str] = field(default_factory=set)
+
+
+#: scrypt verifications running at once (one per core of a small server).
+HASHING_AT_ONCE: Final = 2
+#: Publishes that may wait for a verification before more are turned away.
+HASHING_QUEUE: Final = 64
+#: Addresses whose block a process remembers; the oldest go first.
+MAX_BLOCKS_REMEMBERED: Final = 65_536
+
+
+@dataclass
+class PublishGuard:
+    """What one process keeps for publish checks (lives in ``AppState``)."""
+
+    #: Address → the time its block ends, as last read from the publish log.
+    blocks: dict[str, int] = field(default_factory=dict)
+    hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(HASHING_AT_ONCE))
+    waiting: int = 0
+
+    def blocked(self, ip: str, now: int) -> bool:
+        until = self.blocks.get(ip)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self.blocks[ip]
+        return False
+
+    def block(self, ip: str, until: int) -> None:
+        self.blocks.pop(ip, None)
+        self.blocks[ip] = until
+        while len(self.blocks) > MAX_BLOCKS_REMEMBERED:
+            del self.blocks[next(iter(self.blocks))]

@@ -13,7 +13,7 @@ from usher.config import Settings
 from usher.metrics import Metrics
 from usher.storage.base import Storage
 from usher.storage.retention import Pruner
-from usher.web.memory import Playback
+from usher.web.memory import Playback, PublishGuard
 from usher.web.panel.limits import SignInLimiter
 
 if TYPE_CHECKING:  # the overview's module needs this one: import for types only
@@ -31,6 +31,8 @@ class AppState:
     clock: Callable[[], float] = time.time
     # What storage said a moment ago about playback sessions (this process only).
     playback: Playback = field(default_factory=Playback)
+    #: Blocks of the publish brute-force rule, and the hashing queue (this process only).
+    publishes: PublishGuard = field(default_factory=PublishGuard)
     #: The background pruner, while ``USHER_PRUNE_ATTEMPTS_OLDER_THAN`` runs one.
     pruner: Pruner | None = None
     #: The overview's reused charts (this process only), made at first use.
