@@ -10,14 +10,15 @@ import logging
 import re
 from urllib.parse import quote
 
+import httpx
 import pytest
 
 from tests.conftest import Harness
 from tests.panel.conftest import Panel
 from usher.config import parse_publish_url
 from usher.passwords import verify_password
-from usher.tickets.publishers import StreamUser
-from usher.web.panel.publishers import PASS_BYTES
+from usher.tickets.publishers import PUBLISH_REASON_TEXT, PublishAttempt, StreamUser
+from usher.web.panel.publishers import LOG_PAGE_SIZE, PASS_BYTES
 
 pytestmark = pytest.mark.anyio
 
@@ -268,3 +269,142 @@ async def test_signed_out_the_page_asks_to_sign_in(harness: Harness) -> None:
     response = await harness.http.get("/panel/publishers")
     assert response.status_code == 303
     assert response.headers["location"].startswith("/panel/sign-in?next=%2Fpanel%2Fpublishers")
+
+
+# -- the publish log ------------------------------------------------------------
+
+
+async def log_row(harness: Harness, cdn: int | None = None, **fields: object) -> int:
+    """Write one publish log row as the hooks do; its id."""
+    values: dict[str, object] = {
+        "id": 0,
+        "cdn": harness.account.cdn if cdn is None else cdn,
+        "at": int(harness.clock()),
+        "ip": "192.0.2.7",
+        "app": "demo-live",
+        "stream": "mystream",
+        "user": "enc",
+        "allowed": False,
+        "reason": "bad_credentials",
+        "server": "nginx-rtmp",
+        "server_ip": "127.0.0.1",
+        "stream_user_id": None,
+        **fields,
+    }
+    return await harness.app.state.storage.record_publish(PublishAttempt(**values))  # type: ignore[arg-type]  # the test's field values
+
+
+def log_ids(page: str) -> list[int]:
+    return [int(id) for id in re.findall(r'<tr data-publish="(\d+)">', page)]
+
+
+async def test_the_log_shows_each_publish_with_its_reason_and_server(
+    harness: Harness, panel: Panel, rival: Panel
+) -> None:
+    denied = await log_row(harness)
+    allowed = await log_row(
+        harness, ip="198.51.100.4", allowed=True, reason="credentials", server="srs"
+    )
+    await log_row(harness, cdn=rival.account.cdn, app="rival-live", ip="203.0.113.9")
+    page = (await panel.get("/panel/publishers/log")).text
+    assert log_ids(page) == [allowed, denied]  # newest first, only this account's
+    assert PUBLISH_REASON_TEXT["bad_credentials"] in page
+    assert PUBLISH_REASON_TEXT["credentials"] in page
+    assert "203.0.113.9" not in page and "rival-live" not in page
+    assert "nginx-rtmp" in page and "srs" in page and "127.0.0.1" in page
+    assert 'href="/panel/publishers/log"' in (await panel.get("/panel/publishers")).text
+
+
+async def test_the_log_filters_by_outcome_address_and_app(harness: Harness, panel: Panel) -> None:
+    a = await log_row(harness)
+    b = await log_row(harness, allowed=True, reason="open", user=None)
+    c = await log_row(harness, ip="198.51.100.4", app="demo-backup", reason="no_stream_user")
+
+    async def ids(**filters: str) -> list[int]:
+        response = await panel.get("/panel/publishers/log", **filters)
+        assert response.status_code == 200
+        return log_ids(response.text)
+
+    assert await ids() == [c, b, a]
+    assert await ids(outcome="denied") == [c, a]
+    assert await ids(outcome="allowed") == [b]
+    assert await ids(ip="198.51.100.4") == [c]
+    assert await ids(app="demo-live") == [b, a]
+    assert await ids(app="demo-live", outcome="denied", ip="192.0.2.7") == [a]
+    assert await ids(app="nothing") == []
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"outcome": "maybe"}, "The outcome filter must be"),
+        ({"ip": "1" * 1025}, "The ip filter is longer than"),
+        ({"before": "abc"}, "This page link is damaged"),
+        ({"before": "9" * 20}, "This page link is damaged"),
+    ],
+)
+async def test_the_log_refuses_filters_no_form_makes(
+    panel: Panel, params: dict[str, str], message: str
+) -> None:
+    response = await panel.get("/panel/publishers/log", **params)
+    assert response.status_code == 400
+    assert message in response.text
+
+
+async def test_the_log_pages_by_cursor(harness: Harness, panel: Panel) -> None:
+    written = [await log_row(harness, stream=f"s{i}") for i in range(2 * LOG_PAGE_SIZE + 5)]
+    await log_row(harness, allowed=True, reason="open")  # filtered out below
+    newest = list(reversed(written))
+    seen: list[int] = []
+    params: dict[str, str] = {"outcome": "denied"}
+    for _ in range(5):
+        page = (await panel.get("/panel/publishers/log", **params)).text
+        seen += log_ids(page)
+        older = re.search(r'rel="next" href="([^"]+)"', page)
+        if older is None:
+            break
+        link = httpx.URL(html.unescape(older.group(1)))
+        params = dict(link.params)
+        assert params["outcome"] == "denied" and params["before"] == str(seen[-1])
+    assert seen == newest
+    # A cursor past the oldest row says so.
+    empty = await panel.get("/panel/publishers/log", before=str(written[0]))
+    assert empty.status_code == 200 and "No older publishes" in empty.text
+
+
+async def test_a_denied_publish_through_the_hook_is_in_the_log(
+    harness: Harness, panel: Panel
+) -> None:
+    password = pass_of(await add(panel))
+    response = await harness.http.post(
+        "/usher/nginx-rtmp",
+        data={
+            "call": "publish",
+            "app": "demo-live",
+            "name": "mystream",
+            "addr": "192.0.2.99",
+            "clientid": "1",
+            "user": "enc",
+            "pass": "wrong-pass",
+        },
+    )
+    assert response.status_code == 403
+    ok = await harness.http.post(
+        "/usher/nginx-rtmp",
+        data={
+            "call": "publish",
+            "app": "demo-live",
+            "name": "mystream",
+            "addr": "192.0.2.98",
+            "clientid": "2",
+            "user": "enc",
+            "pass": password,
+        },
+    )
+    assert ok.status_code == 200, ok.text
+    page = (await panel.get("/panel/publishers/log", outcome="denied")).text
+    assert len(log_ids(page)) == 1
+    assert "192.0.2.99" in page and PUBLISH_REASON_TEXT["bad_credentials"] in page
+    assert "wrong-pass" not in page
+    everything = (await panel.get("/panel/publishers/log")).text
+    assert len(log_ids(everything)) == 2 and password not in everything

@@ -28,7 +28,14 @@ from usher.commands import removestreamuser as remove_command
 from usher.commands.base import Context
 from usher.commands.streamuser import stream_user_name
 from usher.protocol.errors import ApiError, InvalidField, MissingFields, NotFound
-from usher.tickets.publishers import EVERY_STREAM, StreamUser, StreamUserSettings
+from usher.storage.base import MAX_ATTEMPT_FIELD
+from usher.tickets.publishers import (
+    EVERY_STREAM,
+    PUBLISH_REASON_TEXT,
+    PublishFilter,
+    StreamUser,
+    StreamUserSettings,
+)
 from usher.web.panel import forms
 from usher.web.panel.auth import Viewer, signed_in
 from usher.web.panel.render import PASS_MASK, PREFIX, error_page, page
@@ -278,3 +285,81 @@ confirm_replace = signed_in(_confirm_replace)
 replace = signed_in(_replace)
 confirm_remove = signed_in(_confirm_remove)
 remove = signed_in(_remove)
+
+
+# -- the publish log ------------------------------------------------------------
+
+LOG_PAGE_SIZE: Final = 50
+LOG_FILTERS: Final = ("outcome", "ip", "app")
+#: The ``outcome`` filter: any, allowed only, denied only.
+OUTCOMES: Final[dict[str, bool | None]] = {"": None, "allowed": True, "denied": False}
+
+
+class BadLogQuery(ValueError):
+    """A filter or page link no form or link of the log page makes."""
+
+
+def publish_filter(filters: dict[str, str]) -> PublishFilter:
+    outcome = filters.get("outcome", "")
+    if outcome not in OUTCOMES:
+        raise BadLogQuery(
+            "The outcome filter must be allowed, denied or empty for both. "
+            "Choose one in the form and apply the filters again."
+        )
+    for name in ("ip", "app"):
+        if len(filters.get(name, "")) > MAX_ATTEMPT_FIELD:
+            raise BadLogQuery(
+                f"The {name} filter is longer than {MAX_ATTEMPT_FIELD} characters, so it "
+                "matches nothing. Shorten it and apply the filters again."
+            )
+    return PublishFilter(
+        allowed=OUTCOMES[outcome], ip=filters.get("ip") or None, app=filters.get("app") or None
+    )
+
+
+def log_cursor(values: dict[str, str]) -> int | None:
+    """``before``: the id of the last row of the previous page, or ``None``."""
+    raw = values.get("before", "").strip()
+    if not raw:
+        return None
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= _MAX_ID:
+        return int(raw)
+    raise BadLogQuery(
+        "This page link is damaged: before must be a row number, as the Older link "
+        "writes it. Start again from the newest publishes."
+    )
+
+
+async def _log(request: Request, viewer: Viewer) -> Response:
+    values = forms.query_values(request)
+    filters = forms.pick(values, LOG_FILTERS)
+    context: dict[str, object] = {
+        "viewer": viewer,
+        "nav": "publishers",
+        "filters": filters,
+        "rows": [],
+        "reasons": PUBLISH_REASON_TEXT,
+        "older": None,
+        "paged": False,
+        "error": "",
+    }
+    try:
+        where = publish_filter(filters)
+        before = log_cursor(values)
+    except BadLogQuery as exc:
+        context["error"] = str(exc)
+        return page(request, "publish_log.html", context, status=400)
+    # One row more says whether an older page follows.
+    found = await viewer.state.storage.list_publishes(
+        viewer.account.cdn, where, LOG_PAGE_SIZE + 1, before=before
+    )
+    rows = found[:LOG_PAGE_SIZE]
+    context.update(
+        rows=rows,
+        paged=before is not None,
+        older={**filters, "before": str(rows[-1].id)} if len(found) > LOG_PAGE_SIZE else None,
+    )
+    return page(request, "publish_log.html", context)
+
+
+publish_log = signed_in(_log)

@@ -103,6 +103,7 @@ def _routes() -> list[Route | Mount]:
         get("/sessions", sessions.sessions),
         get("/publishers", publishers.publishers),
         post("/publishers/new", publishers.add),
+        get("/publishers/log", publishers.publish_log),
         get("/publishers/{id}/replace", publishers.confirm_replace),
         post("/publishers/{id}/replace", publishers.replace),
         get("/publishers/{id}/remove", publishers.confirm_remove),
