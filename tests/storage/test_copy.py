@@ -89,14 +89,15 @@ def fill(url: str, tickets: int = 12, plays: int = 40) -> None:
             )
             # The publish log: allowed and denied (booleans both ways), unowned,
             # with and without a user and a stream user.
-            for n, (cdn, user, allowed, reason, by) in enumerate(
-                [(3, "alice", True, "credentials", 1), (None, None, False, "no_stream_user", None),
-                 (8, None, False, "blocked", None)]
+            for publish in (
+                PublishAttempt(0, 3, NOW, "10.1.0.0", "demo-live", "cam", "alice", True,
+                               "credentials", "srs", "192.0.2.9", 1),
+                PublishAttempt(0, None, NOW + 1, "10.1.0.1", "ghost-live", "cam", None, False,
+                               "no_stream_user", "srs", "192.0.2.9", None),
+                PublishAttempt(0, 8, NOW + 2, "10.1.0.1", "other-live", "cam", None, False,
+                               "blocked", "nginx-rtmp", "", None),
             ):  # fmt: skip
-                await storage.record_publish(
-                    PublishAttempt(0, cdn, NOW + n, f"10.1.0.{n}", "demo-live", "cam", user,
-                                   allowed, reason, "srs", "192.0.2.9", by)
-                )  # fmt: skip
+                await storage.record_publish(publish)
         finally:
             await storage.close()
 

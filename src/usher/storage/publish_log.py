@@ -113,8 +113,12 @@ class PublishLogSQL:
     hinted: bool
 
     @classmethod
-    def build(cls, mark: str, *, hinted: bool = False) -> PublishLogSQL:
+    def build(cls, mark: str, *, hinted: bool = False, arrays: bool = False) -> PublishLogSQL:
+        """``arrays``: name the pruned ids as ``= ANY(ARRAY(…))`` (PostgreSQL),
+        which is always read through the primary key, where its planner may
+        answer ``IN (…)`` by hashing a scan of the whole log."""
         values = ", ".join(mark for _ in _INSERT)
+        ids = ("= ANY(ARRAY(", "))") if arrays else ("IN (", ")")
         return cls(
             mark=mark,
             record=(
@@ -128,8 +132,8 @@ class PublishLogSQL:
                 f" ORDER BY at DESC LIMIT {mark}) AS latest ORDER BY at"
             ),
             prune=(
-                "DELETE FROM publish_log WHERE id IN (SELECT id FROM publish_log"
-                f" WHERE at < {mark} ORDER BY at LIMIT {mark})"
+                f"DELETE FROM publish_log WHERE id {ids[0]}SELECT id FROM publish_log"
+                f" WHERE at < {mark} ORDER BY at LIMIT {mark}{ids[1]}"
             ),
             hinted=hinted,
         )

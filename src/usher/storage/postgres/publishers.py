@@ -24,7 +24,7 @@ from usher.storage.publishers import (
 from usher.tickets.publishers import PublishAttempt, PublishFilter, StreamUser, StreamUserName
 
 SQL: Final = StreamUserSQL.build("%s")
-LOG: Final = PublishLogSQL.build("%s")
+LOG: Final = PublishLogSQL.build("%s", arrays=True)
 
 
 class PostgresPublishersMixin:
