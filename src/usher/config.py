@@ -170,6 +170,30 @@ def _ome_secret(env: Mapping[str, str]) -> str:
     return raw
 
 
+_PUBLISH_URL = re.compile(
+    r"rtmps?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def parse_publish_url(text: str) -> str:
+    """``USHER_PUBLISH_URL``: the RTMP server encoders publish to, as the
+    panel writes it in front of ``/<app>/<stream>``; ``""`` when unset."""
+    url = text.strip().removesuffix("/")
+    if not url:
+        return ""
+    match = _PUBLISH_URL.fullmatch(url)
+    port = None if match is None else match.group("port")
+    if match is None or (port is not None and not 0 < int(port) <= 65535):
+        raise ConfigError(
+            f"USHER_PUBLISH_URL={text[:200]!r} is not the address of an RTMP server; set "
+            "rtmp:// or rtmps:// followed by the host name encoders publish to and, if it "
+            "is not the default, its port, such as rtmp://live.example.com:1935, with no "
+            "path (the panel adds /<app>/<stream>)."
+        )
+    return url
+
+
 def _publish_limit(env: Mapping[str, str]) -> BruteForceLimit:
     default = BruteForceLimit()
     return BruteForceLimit(
@@ -239,6 +263,10 @@ class Settings:
     #: AdmissionWebhooks. Set, ``/usher/ome`` refuses requests whose
     #: ``X-OME-Signature`` does not match; empty, it checks no signature.
     ome_secret: str = ""
+    #: ``USHER_PUBLISH_URL``: the RTMP server the panel's Publishers page
+    #: writes into encoder URLs (``rtmp://live.example.com:1935``); empty,
+    #: ``rtmp://`` and the host name the panel was reached by.
+    publish_url: str = ""
     #: ``USHER_PUBLISH_MAX_DENIALS``, ``USHER_PUBLISH_DENIAL_WINDOW`` and
     #: ``USHER_PUBLISH_BLOCK``: the brute-force rule of publishes (SPEC §6).
     publish_limit: BruteForceLimit = field(default_factory=BruteForceLimit)
@@ -279,6 +307,7 @@ class Settings:
                 env, "USHER_PANEL_QUERY_TIMEOUT", DEFAULT_PANEL_QUERY_TIMEOUT
             ),
             ome_secret=_ome_secret(env),
+            publish_url=parse_publish_url(env.get("USHER_PUBLISH_URL", "")),
             publish_limit=_publish_limit(env),
         )
 

@@ -516,3 +516,104 @@ def test_watch_a_live_session_and_kick_it(
         assert play(server, key, "s3cret-pass") == (200, "")
     finally:
         context.close()
+
+
+def publish(server: LiveServer, user: str, password: str, addr: str) -> int:
+    """One publish check as nginx-rtmp's on_publish sends it; the status."""
+    fields = {
+        "call": "publish",
+        "app": "demo-live",
+        "name": "mystream",
+        "addr": addr,
+        "clientid": "1",
+        "user": user,
+        "pass": password,
+    }
+    return httpx.post(f"{server.url}/usher/nginx-rtmp", data=fields, timeout=10).status_code
+
+
+def test_add_a_publisher_copy_its_url_and_see_a_denied_publish(
+    chromium: Browser, live_server: LiveServer, tmp_path: Path
+) -> None:
+    server = live_server
+    context = new_context(chromium, server, DESKTOP)
+    try:
+        page = context.new_page()
+        sign_in_with_api_key(page, server.cdn, server.api_key, server.secret)
+        page.get_by_role("link", name="Publishers").click()
+        expect(page.get_by_text("No stream users yet")).to_be_visible()
+        expect(page.get_by_label("App")).to_have_value("demo-")
+        page.get_by_label("App").fill("demo-live")
+        page.get_by_label("Stream", exact=True).fill("mystream")
+        page.get_by_label("User", exact=True).fill("encoder1")
+        page.get_by_role("button", name="Add publisher").click()
+        expect(page.get_by_text("This is the only time Usher shows the pass")).to_be_visible()
+
+        # The URL holds the pass: out of sight until Show, but Copy copies it.
+        url_field = page.locator("#encoder-url")
+        expect(url_field).to_be_hidden()
+        url = url_field.input_value()
+        found = re.fullmatch(
+            r"rtmp://127\.0\.0\.1/demo-live/mystream\?user=encoder1&pass=([A-Za-z0-9_-]{32})", url
+        )
+        assert found, url
+        password = found.group(1)
+        page.locator('[data-copy="encoder-url"]').click()
+        expect(page.locator("#encoder-url-status")).to_have_text("Copied to the clipboard.")
+        assert page.evaluate("navigator.clipboard.readText()") == url
+        # OBS's split: the server, and the stream key with the credentials.
+        assert page.locator("#obs-server").input_value() == "rtmp://127.0.0.1/demo-live"
+        page.locator('[data-copy="obs-key"]').click()
+        expect(page.locator("#obs-key-status")).to_have_text("Copied to the clipboard.")
+        key = f"mystream?user=encoder1&pass={password}"
+        assert page.evaluate("navigator.clipboard.readText()") == key
+        screenshot(page, tmp_path, "flow-publisher-added")
+
+        # The encoder publishes with it; a guess is refused.
+        assert publish(server, "encoder1", password, "198.51.100.20") == 200
+        assert publish(server, "encoder1", "wrong", "192.0.2.99") == 403
+
+        # Never shown again: the list holds the user, not the pass.
+        page.get_by_role("link", name="Back to publishers").click()
+        row = page.locator("tr[data-streamuser]")
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text("encoder1")
+        assert password not in page.content()
+
+        # The publish log: the denied publish with its reason, newest first.
+        page.get_by_role("link", name="Publish log").click()
+        rows = page.locator("tbody tr")
+        expect(rows).to_have_count(2)
+        expect(rows.nth(0)).to_contain_text("192.0.2.99")
+        expect(rows.nth(0)).to_contain_text("denied: wrong user or pass")
+        expect(rows.nth(0)).to_contain_text("nginx-rtmp")
+        expect(rows.nth(1)).to_contain_text("Allowed")
+        page.get_by_label("Outcome").select_option("denied")
+        page.get_by_role("button", name="Apply filters").click()
+        expect(rows).to_have_count(1)
+        expect(rows.nth(0)).to_contain_text("192.0.2.99")
+        screenshot(page, tmp_path, "flow-publish-log")
+        assert password not in page.content()
+
+        # Replace the pass, asked first: the old one stops working.
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Publishers").click()
+        page.get_by_role("link", name=re.compile("^Replace pass")).click()
+        expect(page.get_by_role("heading", name="Replace this publisher's pass?")).to_be_visible()
+        page.get_by_role("button", name="Replace the pass").click()
+        expect(page.get_by_text("Pass replaced.")).to_be_visible()
+        fresh = page.locator("#publish-pass").input_value()
+        assert fresh != password
+        assert publish(server, "encoder1", password, "198.51.100.20") == 403
+        assert publish(server, "encoder1", fresh, "198.51.100.20") == 200
+
+        # Remove it, asked first.
+        page.get_by_role("link", name="Back to publishers").click()
+        page.get_by_role("link", name=re.compile("^Remove")).click()
+        page.get_by_role("button", name="Remove publisher").click()
+        expect(page.get_by_text("Stream user removed.")).to_be_visible()
+        assert publish(server, "encoder1", fresh, "198.51.100.20") == 403
+    finally:
+        context.close()
+    written = server.log.read_text(errors="replace")
+    assert "POST /panel/publishers/new" in written, "the access log is not being captured"
+    assert password not in written and fresh not in written

@@ -68,3 +68,39 @@ def test_the_ome_secret_is_empty_unless_set() -> None:
 def test_an_ome_secret_with_surrounding_space_names_the_setting(value: str) -> None:
     with pytest.raises(ConfigError, match="USHER_OME_SECRET begins or ends with white space"):
         Settings.from_env({"USHER_OME_SECRET": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("", ""),
+        ("  ", ""),
+        ("rtmp://live.example.com:1935", "rtmp://live.example.com:1935"),
+        ("rtmp://live.example.com/", "rtmp://live.example.com"),
+        ("rtmps://live.example.com:443", "rtmps://live.example.com:443"),
+        ("rtmp://192.0.2.7", "rtmp://192.0.2.7"),
+        ("rtmp://[2001:db8::7]:1935", "rtmp://[2001:db8::7]:1935"),
+    ],
+)
+def test_the_publish_url_is_an_rtmp_server(value: str, url: str) -> None:
+    assert Settings.from_env({"USHER_PUBLISH_URL": value}).publish_url == url
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "live.example.com",
+        "http://live.example.com",
+        "rtmp://",
+        "rtmp://live.example.com/live",
+        "rtmp://live.example.com:0",
+        "rtmp://live.example.com:99999",
+        "rtmp://user:pw@live.example.com",
+        "rtmp://live.example.com?x=1",
+        "rtmp://live example.com",
+    ],
+)
+def test_a_publish_url_that_is_not_an_rtmp_server_names_the_setting(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"USHER_PUBLISH_URL=.* set rtmp:// or rtmps://") as exc:
+        Settings.from_env({"USHER_PUBLISH_URL": value})
+    assert str(exc.value).endswith(".")

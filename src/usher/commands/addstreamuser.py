@@ -19,7 +19,7 @@ from usher.commands.streamuser import (
 from usher.passwords import hash_password
 from usher.protocol.codes import Code
 from usher.protocol.errors import InvalidField
-from usher.tickets.publishers import StreamUser, StreamUserSettings
+from usher.tickets.publishers import StreamUser, StreamUserName, StreamUserSettings
 from usher.tickets.wildcard import validate_app_name
 
 SEGMENT_TYPES: Final = ("size", "schedule", "duration")
@@ -43,18 +43,22 @@ def settings(request: Mapping[str, object]) -> StreamUserSettings:
     )
 
 
-async def run(ctx: Context, request: Mapping[str, object]) -> Result:
-    name = stream_user_name(request)
+async def save(
+    ctx: Context, name: StreamUserName, password: str | None, chosen: StreamUserSettings
+) -> StreamUser:
+    """Validate and store one stream user, hashing its pass: what
+    ``sevu.addstreamuser`` and the panel's Publishers page both save with.
+
+    The same app + stream + user replaces that entry's pass and settings.
+    """
     validate_app_name(name.app, ctx.account.username)
-    password = bounded_text(request, "pass", MAX_CREDENTIAL)
     if name.user is None and password is not None:
         raise InvalidField("user", "a pass needs a user; send both, or neither for an open entry")
     if name.user is not None and password is None:
         raise InvalidField("pass", "a user needs a pass; send both, or neither for an open entry")
-    chosen = settings(request)
     # Slow by design (scrypt): off the event loop, as the panel's sign-in.
     pass_hash = None if password is None else await asyncio.to_thread(hash_password, password)
-    saved = await ctx.storage.save_stream_user(
+    return await ctx.storage.save_stream_user(
         StreamUser(
             0,
             ctx.account.cdn,
@@ -67,4 +71,10 @@ async def run(ctx: Context, request: Mapping[str, object]) -> Result:
             ctx.now,
         )
     )
+
+
+async def run(ctx: Context, request: Mapping[str, object]) -> Result:
+    name = stream_user_name(request)
+    password = bounded_text(request, "pass", MAX_CREDENTIAL)
+    saved = await save(ctx, name, password, settings(request))
     return Result(Code.STREAM_USER_SAVED, {"streamuser": stream_user_object(saved)})

@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from usher.protocol.errors import StorageBusy, StorageError
 from usher.storage.base import ReadBoundExceeded, bounded_reads
-from usher.web.panel import attempts, kicks, overview, sessions, signin, tickets
+from usher.web.panel import attempts, kicks, overview, publishers, sessions, signin, tickets
 from usher.web.panel.bounds import TRY_AGAIN, stopped
 from usher.web.panel.render import PREFIX, SecurityHeaders, error_page
 from usher.web.state import app_state
@@ -101,6 +101,13 @@ def _routes() -> list[Route | Mount]:
         get("/tickets/{key:path}", tickets.detail),
         get("/attempts", attempts.explore),
         get("/sessions", sessions.sessions),
+        get("/publishers", publishers.publishers),
+        post("/publishers/new", publishers.add),
+        get("/publishers/log", publishers.publish_log),
+        get("/publishers/{id}/replace", publishers.confirm_replace),
+        post("/publishers/{id}/replace", publishers.replace),
+        get("/publishers/{id}/remove", publishers.confirm_remove),
+        post("/publishers/{id}/remove", publishers.remove),
         Mount("/static", StaticFiles(packages=[("usher.web.panel", "static")]), name="static"),
         Route("/{rest:path}", guarded(_not_found)),
     ]
