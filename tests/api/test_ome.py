@@ -329,3 +329,4 @@ def test_the_shipped_server_xml_points_at_the_endpoint() -> None:
     for element in ("<AdmissionWebhooks>", "<SecretKey>", "<Timeout>", "<Enables>"):
         assert element in server_xml
     assert "<Publishers>webrtc,llhls,srt</Publishers>" in server_xml
+    assert "<Providers>rtmp,webrtc,srt</Providers>" in server_xml

@@ -304,6 +304,9 @@ def test_shipped_snippets_point_at_the_right_endpoints() -> None:
     paths = {getattr(route, "path", "") for route in ROUTES}
     srs_conf = (DOCS / "srs.conf").read_text()
     mediamtx_yml = (DOCS / "mediamtx.yml").read_text()
-    assert "on_play         http://127.0.0.1:8080/usher/srs;" in srs_conf
+    for hook in ("on_play", "on_stop", "on_publish", "on_unpublish"):
+        assert f"{hook:<15} http://127.0.0.1:8080/usher/srs;" in srs_conf
     assert "authHTTPAddress: http://127.0.0.1:8080/usher/mediamtx" in mediamtx_yml
+    # Publishes are Usher's to check now, so they are not excluded.
+    assert "- action: publish" not in mediamtx_yml
     assert {"/usher/srs", "/usher/mediamtx"} <= paths

@@ -8,6 +8,7 @@ import pytest
 
 from usher.config import Settings, parse_networks
 from usher.protocol.errors import ConfigError
+from usher.tickets.publishers import BruteForceLimit
 from usher.web.callers import peer_allowed
 
 
@@ -104,3 +105,22 @@ def test_a_publish_url_that_is_not_an_rtmp_server_names_the_setting(value: str) 
     with pytest.raises(ConfigError, match=r"USHER_PUBLISH_URL=.* set rtmp:// or rtmps://") as exc:
         Settings.from_env({"USHER_PUBLISH_URL": value})
     assert str(exc.value).endswith(".")
+
+
+def test_the_publish_limit_is_ten_in_a_minute_for_five_minutes_unless_set() -> None:
+    assert Settings.from_env({}).publish_limit == BruteForceLimit(10, 60, 300)
+    env = {
+        "USHER_PUBLISH_MAX_DENIALS": "3",
+        "USHER_PUBLISH_DENIAL_WINDOW": "20",
+        "USHER_PUBLISH_BLOCK": "900",
+    }
+    assert Settings.from_env(env).publish_limit == BruteForceLimit(3, 20, 900)
+
+
+@pytest.mark.parametrize(
+    "name", ["USHER_PUBLISH_MAX_DENIALS", "USHER_PUBLISH_DENIAL_WINDOW", "USHER_PUBLISH_BLOCK"]
+)
+@pytest.mark.parametrize("value", ["0", "-1", "ten"])
+def test_a_bad_publish_limit_names_the_setting(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
