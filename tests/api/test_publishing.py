@@ -17,7 +17,10 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tests.api.test_hostile_input import _assert_no_server_error
 from tests.api.test_srs_mediamtx import FIXTURES, MEDIAMTX_VERSIONS, SRS_VERSIONS
 from tests.conftest import Harness
 from usher.tickets.publishers import PUBLISH_REASON_TEXT, BruteForceLimit, PublishFilter
@@ -469,3 +472,60 @@ async def test_a_caller_outside_the_allow_list_is_refused_before_anything(
         await harness.app.state.storage.list_publishes(harness.account.cdn, PublishFilter(), 10)
         == []
     )
+
+
+# -- hostile publishes -------------------------------------------------------------------
+
+_TEXT = st.text(max_size=60)
+
+
+@settings(max_examples=120, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    server=st.sampled_from(sorted(SERVERS)),
+    app=_TEXT,
+    stream=_TEXT,
+    user=st.one_of(st.none(), _TEXT),
+    password=st.one_of(st.none(), _TEXT),
+    ip=_TEXT,
+)
+async def test_any_publish_gets_an_answer_never_a_5xx(
+    harness: Harness,
+    caplog: pytest.LogCaptureFixture,
+    server: str,
+    app: str,
+    stream: str,
+    user: str | None,
+    password: str | None,
+    ip: str,
+) -> None:
+    """Any app, stream, user, pass and address text, through each server's
+    wire format: a decision (or a 4xx for what is not a publish), logged
+    without a traceback; a wrong guess never turns into a 500."""
+    credentials = f"user={_q(user or '')}&pass={_q(password or '')}"
+    body: dict[str, Any]
+    caplog.clear()
+    if server == "nginx-rtmp":
+        form = f"app={_q(app)}&addr={_q(ip)}&clientid=7&call=publish&name={_q(stream)}"
+        response = await harness.http.post("/usher/nginx-rtmp", content=f"{form}&{credentials}")
+    elif server == "srs":
+        body = {"action": "on_publish", "client_id": "x", "app": app, "stream": stream, "ip": ip}
+        body["param"] = "?" + credentials
+        response = await harness.http.post("/usher/srs", content=_json(body))
+    elif server == "mediamtx":
+        body = {"action": "publish", "path": f"{app}/{stream}", "ip": ip}
+        body |= {"user": user, "password": password}
+        response = await harness.http.post("/usher/mediamtx", content=_json(body))
+    else:
+        body = ome_body(None, None)
+        body["request"]["url"] = f"rtmp://h/{_q(app)}/{_q(stream)}?{credentials}"
+        body["client"]["real_ip"] = ip
+        response = await harness.http.post("/usher/ome", content=_json(body))
+    _assert_no_server_error(response.status_code, response.text, caplog)
+
+
+def _q(text: str) -> str:
+    return quote(text.encode("utf-8", "surrogatepass"), safe="")
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value).encode("utf-8", "surrogatepass")
