@@ -27,6 +27,7 @@ import pytest
 from tests.live import streaming
 from tests.live.conftest import USHER, free_port, query_database, usher
 from usher.client import Client
+from usher.tickets.publishers import BruteForceLimit
 
 pytestmark = pytest.mark.slow
 
@@ -460,7 +461,7 @@ def _query(user: str | None, password: str | None) -> str:
     )
 
 
-def _refused(stack: Stack, url: str, progress: Path) -> streaming.Published:
+def _refused(url: str, progress: Path) -> streaming.Published:
     """A publish that nginx must refuse: ffmpeg fails, having sent nothing."""
     published = streaming.publish(url, progress, seconds=3)
     assert published.returncode != 0, published
@@ -500,7 +501,7 @@ def test_rtmp_publish_with_wrong_or_no_credentials_is_refused(stack: Stack, tmp_
     ]
     for n, (name, query, user, reason) in enumerate(cases):
         url = f"{stack.rtmp}/demo-live/cam-b" + (f"?{query}" if query else "")
-        published = _refused(stack, url, tmp_path / f"{n}.progress")
+        published = _refused(url, tmp_path / f"{n}.progress")
         logged = stack.publishes("cam-b")
         print(
             f"{name}: ffmpeg exit {published.returncode} after {published.seconds:.1f} s, "
@@ -523,19 +524,20 @@ def test_rtmp_publish_brute_force_blocks_the_address_not_others(
     the block (300 s, the default) spares the 127.0.0.1 every other test of
     the module publishes from."""
     stack.stream_user("cam-c", *ALICE)
-    guesses = 10  # USHER_PUBLISH_MAX_DENIALS's default
+    limit = BruteForceLimit()  # the module's Usher runs with the defaults
+    guesses = limit.denials
     with streaming.Forwarder(_rtmp_port(stack), source="127.0.0.2") as forwarder:
         other = f"rtmp://127.0.0.1:{forwarder.port}/demo-live/cam-c"
         started = time.monotonic()
         for n in range(guesses):
-            _refused(stack, f"{other}?{_query(ALICE[0], f'guess-{n}')}", tmp_path / f"{n}.p")
+            _refused(f"{other}?{_query(ALICE[0], f'guess-{n}')}", tmp_path / f"{n}.p")
         guessing_s = time.monotonic() - started
-        blocked = _refused(stack, f"{other}?{_query(*ALICE)}", tmp_path / "right.progress")
+        blocked = _refused(f"{other}?{_query(*ALICE)}", tmp_path / "right.progress")
     log = stack.publishes("cam-c")
     assert log == [("127.0.0.2", "alice", False, "bad_credentials")] * guesses + [
         ("127.0.0.2", "alice", False, "blocked")
     ], log
-    assert guessing_s < 60  # the denial window: the tenth denial started the block
+    assert guessing_s < limit.window  # so the last guess is the one that started the block
     with _publishing(stack.rtmp, "demo-live/cam-c", tmp_path / "pub.progress", _query(*ALICE)):
         played = _player(stack, "cam-c")
     print(
