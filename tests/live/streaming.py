@@ -9,12 +9,15 @@ being silently left untested). ``scripts/install-system-deps`` (run by
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -203,6 +206,30 @@ def start_publisher(url: str, progress: Path) -> subprocess.Popen[bytes]:
     )
 
 
+@dataclass
+class Published:
+    returncode: int
+    frames: int
+    stderr: str
+    seconds: float
+
+
+def publish(url: str, progress: Path, *, seconds: float = 1.0, timeout: float = 20.0) -> Published:
+    """A publisher that sends ``seconds`` of the test stream and stops; one
+    that nginx refuses exits at once, having sent no frame."""
+    output = ("-progress", str(progress), "-f", "flv", url)
+    started = time.monotonic()
+    result = subprocess.run(
+        ffmpeg("-re", *TEST_VIDEO, "-t", str(seconds), *H264, *output),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    sent = frames_in(progress.read_text(errors="replace")) if progress.exists() else 0
+    return Published(result.returncode, sent, result.stderr, time.monotonic() - started)
+
+
 def wait_until_publishing(publisher: subprocess.Popen[bytes], progress: Path) -> None:
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
@@ -263,3 +290,96 @@ def play(url: str, *, seconds: float = 2.0, timeout: float = 20.0, idle_s: float
         result.stderr,
         time.monotonic() - started,
     )
+
+
+# -- another client address ------------------------------------------------------------
+
+
+class Forwarder:
+    """A TCP forwarder on 127.0.0.1 whose upstream connections come from
+    ``source`` (another loopback address: Linux routes all of 127.0.0.0/8 to
+    lo), so the server behind it sees a second client address."""
+
+    #: Bounds: connections accepted, and each blocking wait (so every thread
+    #: notices the stop within it).
+    MAX_CONNECTIONS = 50
+    POLL_S = 0.2
+
+    def __init__(self, upstream_port: int, source: str = "127.0.0.2") -> None:
+        self.upstream_port = upstream_port
+        self.source = source
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(self.POLL_S)
+        self.port: int = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._pumps: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Forwarder:
+        self._acceptor.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._acceptor.join(timeout=5)
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                _shut(sock)  # wakes a pump blocked in sendall
+        for thread in self._pumps:
+            thread.join(timeout=5)
+        for sock in self._sockets:
+            sock.close()
+        alive = [t.name for t in (self._acceptor, *self._pumps) if t.is_alive()]
+        assert not alive, f"forwarder threads did not stop: {alive}"
+
+    def _pump_between(self, a: socket.socket, b: socket.socket) -> None:
+        with self._lock:
+            self._sockets += [a, b]
+        for source, target in ((a, b), (b, a)):
+            thread = threading.Thread(target=self._pump, args=(source, target), daemon=True)
+            self._pumps.append(thread)  # only the acceptor appends; __exit__ joins it first
+            thread.start()
+
+    def _accept(self) -> None:
+        accepted = 0
+        while not self._stop.is_set() and accepted < self.MAX_CONNECTIONS:
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return  # closed by __exit__
+            accepted += 1
+            upstream = socket.socket()
+            try:
+                upstream.bind((self.source, 0))
+                upstream.connect(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()
+                upstream.close()
+                continue
+            self._pump_between(client, upstream)
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                readable, _, _ = select.select([source], [], [], self.POLL_S)
+                if not readable:
+                    continue
+                data = source.recv(65536)
+                if not data:
+                    break
+                target.sendall(data)
+            except (OSError, ValueError):  # ValueError: select on a closed socket
+                break
+        # Either side's end ends both directions: the other pump sees it.
+        _shut(source)
+        _shut(target)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already shut, or never connected
+        sock.shutdown(socket.SHUT_RDWR)

@@ -25,8 +25,9 @@ import httpx
 import pytest
 
 from tests.live import streaming
-from tests.live.conftest import USHER, free_port, usher
+from tests.live.conftest import USHER, free_port, query_database, usher
 from usher.client import Client
+from usher.tickets.publishers import BruteForceLimit
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +40,10 @@ SESSION_TTL = 10
 MEDIA_SECONDS = 6
 SEGMENT_S = 0.4  # many short segments: the revocation test needs fresh URIs
 LIVE_FRAGMENT_S = 1
+#: The module's encoder: a stream user of every stream of demo-live
+#: (docs/nginx/rtmp.conf sends publishes to Usher).
+ENCODER_USER, ENCODER_PASS = "encoder", "encoder-pass-7Qx"
+ENCODER = f"user={ENCODER_USER}&pass={ENCODER_PASS}"
 
 
 @dataclass
@@ -51,6 +56,24 @@ class Stack:
     http: str  # http://127.0.0.1:PORT
     nginx: streaming.Nginx
     segments: list[str]  # the HLS rendition's segment file names, in order
+    database: str
+
+    def stream_user(self, stream: str, user: str, password: str) -> None:
+        answer = self.api.call(
+            "sevu.addstreamuser", app="demo-live", stream=stream, user=user, **{"pass": password}
+        )
+        assert answer["code"] == 2061, answer
+
+    def publishes(self, stream: str) -> list[tuple[str, str, bool, str]]:
+        """(address, user, allowed, reason) of the publish log's rows of a
+        demo-live stream, oldest first, read from the database."""
+        assert re.fullmatch(r"[a-z0-9-]+", stream)  # pasted into the SQL
+        rows = query_database(
+            self.database,
+            "SELECT ip, login, allowed, reason FROM publish_log"
+            f" WHERE app = 'demo-live' AND stream = '{stream}' ORDER BY id",
+        )
+        return [(ip, login or "", bool(allowed), reason) for ip, login, allowed, reason in rows]
 
     def ticket(self, **fields: object) -> dict[str, Any]:
         answer = self.api.call("sevu.request", **{"pass": "pw", "ip": "auto", **fields})
@@ -173,10 +196,11 @@ def usher_port_of(url: str) -> int:
 
 
 @contextmanager
-def _publishing(rtmp: str, stream: str, progress: Path) -> Iterator[None]:
-    """A live publisher for the block; stopped before nginx is, so nginx's
-    graceful stop does not wait for its connection."""
-    publisher = streaming.start_publisher(f"{rtmp}/{stream}", progress)
+def _publishing(rtmp: str, stream: str, progress: Path, query: str = ENCODER) -> Iterator[None]:
+    """A live publisher for the block, with the stream user's credentials
+    in ``query``; stopped before nginx is, so nginx's graceful stop does not
+    wait for its connection."""
+    publisher = streaming.start_publisher(f"{rtmp}/{stream}?{query}", progress)
     try:
         streaming.wait_until_publishing(publisher, progress)
         yield
@@ -197,9 +221,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     server = _serve(usher_port, database, log)
     usher_url = f"http://127.0.0.1:{usher_port}"
     try:
-        with streaming.private_prefix() as prefix:
+        with (
+            streaming.private_prefix() as prefix,
+            Client(
+                f"{usher_url}/api",
+                cdn=account["cdn"],
+                api_key=account["api_key"],
+                secret=account["secret"],
+                clock=_stepping_clock(),
+            ) as api,
+        ):
             segments = _make_hls(prefix / "media")
             config = _config(prefix, usher_url, rtmp_port, http_port)
+            added = api.call(
+                "sevu.addstreamuser",
+                app="demo-live",
+                stream="*",
+                user=ENCODER_USER,
+                **{"pass": ENCODER_PASS},
+            )
+            assert added["code"] == 2061, added
             with (
                 streaming.run_nginx(prefix, config, [rtmp_port, http_port]) as nginx,
                 _publishing(
@@ -207,13 +248,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     "demo-live/mystream",
                     tmp / "publisher.progress",
                 ),
-                Client(
-                    f"{usher_url}/api",
-                    cdn=account["cdn"],
-                    api_key=account["api_key"],
-                    secret=account["secret"],
-                    clock=_stepping_clock(),
-                ) as api,
             ):
                 yield Stack(
                     usher_url,
@@ -224,6 +258,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     f"http://127.0.0.1:{http_port}",
                     nginx,
                     segments,
+                    database,
                 )
     finally:
         server.terminate()
@@ -231,6 +266,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     written = log.read_text(errors="replace")
     assert "Traceback" not in written, written
     assert account["secret"] not in written
+    assert ENCODER_PASS not in written
 
 
 # -- RTMP ------------------------------------------------------------------------------
@@ -409,6 +445,108 @@ def test_rtmp_max_viewers_kick_and_play_done(stack: Stack, tmp_path: Path) -> No
         (1, ""),
     ]
     assert stack.use_count(key) == 3
+
+
+# -- Publishing: nginx-rtmp asks Usher (on_publish) -------------------------------------
+
+#: Stream users of these tests, one stream each so the tests do not depend
+#: on order: (user, pass).
+ALICE = ("alice", "alice-pass-3Kd")
+BOB = ("bob", "bob-pass-9Vw")
+
+
+def _query(user: str | None, password: str | None) -> str:
+    return "&".join(
+        f"{name}={value}" for name, value in (("user", user), ("pass", password)) if value
+    )
+
+
+def _refused(url: str, progress: Path) -> streaming.Published:
+    """A publish that nginx must refuse: ffmpeg fails, having sent nothing."""
+    published = streaming.publish(url, progress, seconds=3)
+    assert published.returncode != 0, published
+    assert published.frames == 0, published
+    assert published.seconds < 3, published  # refused at once, not after its 3 s
+    return published
+
+
+def _rtmp_port(stack: Stack) -> int:
+    return int(stack.rtmp.rsplit(":", 1)[1])
+
+
+def _player(stack: Stack, stream: str) -> streaming.Played:
+    """A player of a demo-live stream, with a fresh ticket."""
+    ticket = stack.ticket(app="demo-live", video=stream, uses=1)
+    return streaming.play(_stream(stack, ticket, f"demo-live/{stream}"))
+
+
+def test_rtmp_publish_with_the_right_pass_streams_to_a_player(stack: Stack, tmp_path: Path) -> None:
+    stack.stream_user("cam-a", *ALICE)
+    with _publishing(stack.rtmp, "demo-live/cam-a", tmp_path / "pub.progress", _query(*ALICE)):
+        played = _player(stack, "cam-a")
+    log = stack.publishes("cam-a")
+    print(f"publish with the right pass: player got {played.frames} frames, log reason {log[0][3]}")
+    assert played.returncode == 0 and played.frames >= 25, played
+    assert log == [("127.0.0.1", "alice", True, "credentials")]
+
+
+def test_rtmp_publish_with_wrong_or_no_credentials_is_refused(stack: Stack, tmp_path: Path) -> None:
+    stack.stream_user("cam-b", *ALICE)
+    stack.stream_user("cam-other", *BOB)
+    cases = [
+        ("wrong pass", _query(ALICE[0], "not-alices-pass"), "alice", "bad_credentials"),
+        ("no pass", _query(ALICE[0], None), "alice", "no_credentials"),
+        ("no credentials", "", "", "no_credentials"),
+        ("another stream's credentials", _query(*BOB), "bob", "bad_credentials"),
+    ]
+    for n, (name, query, user, reason) in enumerate(cases):
+        url = f"{stack.rtmp}/demo-live/cam-b" + (f"?{query}" if query else "")
+        published = _refused(url, tmp_path / f"{n}.progress")
+        logged = stack.publishes("cam-b")
+        print(
+            f"{name}: ffmpeg exit {published.returncode} after {published.seconds:.1f} s, "
+            f"{published.frames} frames, log reason {logged[-1][3]}"
+        )
+        assert logged[n:] == [("127.0.0.1", user, False, reason)], (name, logged)
+    # The stream never existed: a player with a ticket gets nothing.
+    played = _player(stack, "cam-b")
+    assert played.frames == 0 and "No such stream" in played.stderr, played
+    usher_log = stack.usher_log.read_text(errors="replace")
+    assert "not-alices-pass" not in usher_log and BOB[1] not in usher_log
+
+
+def test_rtmp_publish_brute_force_blocks_the_address_not_others(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Ten wrong passes from one address block it: the eleventh publish,
+    with the right pass, is refused without checking; another address still
+    publishes. The guesses come from 127.0.0.2 (through a forwarder), so
+    the block (300 s, the default) spares the 127.0.0.1 every other test of
+    the module publishes from."""
+    stack.stream_user("cam-c", *ALICE)
+    limit = BruteForceLimit()  # the module's Usher runs with the defaults
+    guesses = limit.denials
+    with streaming.Forwarder(_rtmp_port(stack), source="127.0.0.2") as forwarder:
+        other = f"rtmp://127.0.0.1:{forwarder.port}/demo-live/cam-c"
+        started = time.monotonic()
+        for n in range(guesses):
+            _refused(f"{other}?{_query(ALICE[0], f'guess-{n}')}", tmp_path / f"{n}.p")
+        guessing_s = time.monotonic() - started
+        blocked = _refused(f"{other}?{_query(*ALICE)}", tmp_path / "right.progress")
+    log = stack.publishes("cam-c")
+    assert log == [("127.0.0.2", "alice", False, "bad_credentials")] * guesses + [
+        ("127.0.0.2", "alice", False, "blocked")
+    ], log
+    assert guessing_s < limit.window  # so the last guess is the one that started the block
+    with _publishing(stack.rtmp, "demo-live/cam-c", tmp_path / "pub.progress", _query(*ALICE)):
+        played = _player(stack, "cam-c")
+    print(
+        f"brute force: {guesses} denials in {guessing_s:.1f} s, 11th (right pass) -> "
+        f"{stack.publishes('cam-c')[guesses][3]} (ffmpeg exit {blocked.returncode}); "
+        f"127.0.0.1 publishes: player got {played.frames} frames"
+    )
+    assert played.returncode == 0 and played.frames >= 25, played
+    assert stack.publishes("cam-c")[guesses + 1 :] == [("127.0.0.1", "alice", True, "credentials")]
 
 
 # -- HLS behind auth_request -----------------------------------------------------
