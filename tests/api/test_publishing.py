@@ -8,6 +8,7 @@ real nginx-rtmp + ffmpeg publish is in tests/live/test_streaming_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -449,7 +450,7 @@ async def test_a_storage_failure_refuses_the_publish_with_503(
     async def broken(*args: object, **kwargs: object) -> int:
         raise StorageUnavailable("the database is gone")
 
-    monkeypatch.setattr(harness.app.state.storage, "record_publish", broken)
+    monkeypatch.setattr(harness.app.state.storage, "record_publishes", broken)
     response = await harness.http.post("/usher/nginx-rtmp", content=nginx_form(USER, PASS))
     assert (response.status_code, response.headers["x-usher-reason"]) == (
         503,
@@ -529,3 +530,24 @@ def _q(text: str) -> str:
 
 def _json(value: object) -> bytes:
     return json.dumps(value).encode("utf-8", "surrogatepass")
+
+
+async def test_concurrent_publishes_are_logged_in_groups(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of publishes costs the database a transaction at a time, not
+    one per publish, and every row is still logged before its answer."""
+    storage = harness.app.state.storage
+    record_publishes = storage.record_publishes
+    groups: list[int] = []
+
+    async def counted(attempts: Any) -> list[int]:
+        groups.append(len(attempts))
+        return await record_publishes(attempts)
+
+    monkeypatch.setattr(storage, "record_publishes", counted)
+    answers = await asyncio.gather(*(via_nginx(harness, None, None) for _ in range(60)))
+    assert {allowed for allowed, _ in answers} == {False}
+    assert sum(groups) == 60
+    assert len(groups) < 30, groups
+    assert len(await storage.list_publishes(harness.account.cdn, PublishFilter(), 100)) == 60

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -57,8 +57,10 @@ AttemptColumn = Literal["reason", "ip", "key", "app", "video"]
 #: rows one ``recent_denials`` call may return: both read that many rows.
 MAX_COUNT_CAP: Final = 100_000
 MAX_RECENT_DENIALS: Final = 100_000
-#: Most denial times ``Storage.publish_denials`` returns.
+#: Most denial times ``Storage.publish_denials`` returns, and most rows one
+#: ``Storage.record_publishes`` writes.
 MAX_PUBLISH_DENIALS: Final = 1_000
+MAX_PUBLISH_BATCH: Final = 1_000
 
 
 class ReadBoundExceeded(StorageError):
@@ -600,11 +602,17 @@ class Storage(ABC):
 
     # -- the publish log ----------------------------------------------------
 
-    @abstractmethod
     async def record_publish(self, attempt: PublishAttempt) -> int:
-        """Log one publish attempt (its ``id`` is ignored); the new row's id.
-        Returns after the row is committed. Never queued behind the check
-        batches' writer for longer than one of them."""
+        """Log one publish attempt (its ``id`` is ignored); the new row's id."""
+        [logged] = await self.record_publishes([attempt])
+        return logged
+
+    @abstractmethod
+    async def record_publishes(self, attempts: Sequence[PublishAttempt]) -> list[int]:
+        """Log publish attempts (their ``id`` is ignored) in one transaction;
+        the new rows' ids, in the same order. Returns after they are
+        committed. At most :data:`MAX_PUBLISH_BATCH` at once, else
+        ``ValueError``; none is no write."""
 
     @abstractmethod
     async def publish_denials(self, ip: str, since: int, limit: int) -> list[int]:

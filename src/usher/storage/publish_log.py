@@ -9,10 +9,11 @@ as :func:`~usher.storage.rows.clip` makes it, the attempts' rule.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from usher.storage.base import MAX_PUBLISH_DENIALS
+from usher.storage.base import MAX_PUBLISH_BATCH, MAX_PUBLISH_DENIALS
 from usher.storage.rows import clip
 from usher.storage.schema import PUBLISH_LOG
 from usher.tickets.model import MAX_PAGE_ROWS
@@ -42,6 +43,16 @@ def publish_from_row(row: tuple[Any, ...]) -> PublishAttempt:
         server_ip=row[10],
         stream_user_id=None if row[11] is None else int(row[11]),
     )
+
+
+def records_params(attempts: Sequence[PublishAttempt]) -> list[tuple[object, ...]]:
+    """:attr:`PublishLogSQL.record`'s parameters, one tuple per attempt;
+    ``ValueError`` for more than ``MAX_PUBLISH_BATCH``."""
+    if len(attempts) > MAX_PUBLISH_BATCH:
+        raise ValueError(
+            f"record_publishes takes at most {MAX_PUBLISH_BATCH} attempts, not {len(attempts)}."
+        )
+    return [record_params(attempt) for attempt in attempts]
 
 
 def record_params(attempt: PublishAttempt) -> tuple[object, ...]:

@@ -95,8 +95,9 @@ class Playback:
 HASHING_AT_ONCE: Final = 2
 #: Publishes that may wait for a verification before more are turned away.
 HASHING_QUEUE: Final = 64
-#: Addresses whose block a process remembers; the oldest go first.
-MAX_BLOCKS_REMEMBERED: Final = 65_536
+#: Addresses whose block a process remembers (and accounts whose username it
+#: remembers); the oldest go first.
+MAX_PUBLISH_MEMORY: Final = 65_536
 
 
 @dataclass
@@ -105,6 +106,9 @@ class PublishGuard:
 
     #: Address → the time its block ends, as last read from the publish log.
     blocks: dict[str, int] = field(default_factory=dict)
+    #: Username → cdn of the accounts publish log rows were attributed to:
+    #: an account's username never changes, so this is never stale.
+    owners: dict[str, int] = field(default_factory=dict)
     hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(HASHING_AT_ONCE))
     waiting: int = 0
 
@@ -118,7 +122,15 @@ class PublishGuard:
         return False
 
     def block(self, ip: str, until: int) -> None:
-        self.blocks.pop(ip, None)
-        self.blocks[ip] = until
-        while len(self.blocks) > MAX_BLOCKS_REMEMBERED:
-            del self.blocks[next(iter(self.blocks))]
+        _remember(self.blocks, ip, until)
+
+    def owner_found(self, username: str, cdn: int) -> None:
+        _remember(self.owners, username, cdn)
+
+
+def _remember(memory: dict[str, int], name: str, value: int) -> None:
+    """Keep ``name`` as the newest entry, dropping the oldest past the bound."""
+    memory.pop(name, None)
+    memory[name] = value
+    while len(memory) > MAX_PUBLISH_MEMORY:
+        del memory[next(iter(memory))]

@@ -16,10 +16,14 @@ and logs it. In order:
    :data:`~usher.web.memory.HASHING_AT_ONCE` at a time; a publish that would queue behind
    more than :data:`~usher.web.memory.HASHING_QUEUE` others is answered "overloaded" (503),
    not left to pile up, since a hash costs tens of milliseconds of CPU.
-3. **The publish log**: every decided publish is stored
-   (``Storage.record_publish``) before it is answered, counted in
-   ``usher_publishes_total`` and, when denied, written to the server log.
-   The pass never reaches any of them.
+3. **The publish log**: every decided publish is stored before it is
+   answered, counted in ``usher_publishes_total`` and, when denied, written
+   to the server log. The pass never reaches any of them. Rows are written
+   by a :class:`PublishLogWriter`, a group commit: the publishes decided
+   while one transaction commits go together in the next, so a flood of
+   publishes (a blocked address hammering the server) costs the database a
+   transaction at a time, not one per publish, and the playback checks
+   sharing its writer do not wait behind them.
 
 The account a row belongs to is the app's owner by the ``username-`` rule,
 so an operator sees in the panel the denied publishes to their apps even
@@ -31,10 +35,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from typing import TYPE_CHECKING, Final
 
 from usher.passwords import dummy_hash, verify_password
 from usher.protocol.errors import StorageBusy
-from usher.storage.base import MAX_PUBLISH_DENIALS
+from usher.storage.base import MAX_PUBLISH_BATCH, MAX_PUBLISH_DENIALS, Storage
 from usher.tickets.publishers import (
     PUBLISH_REASON_TEXT,
     PublishAttempt,
@@ -46,9 +51,15 @@ from usher.tickets.publishers import (
     decide_publish,
 )
 from usher.web.memory import HASHING_QUEUE, PublishGuard
-from usher.web.state import AppState
+
+if TYPE_CHECKING:  # the state holds this module's writer: import for types only
+    from usher.web.state import AppState
 
 log = logging.getLogger("usher.publishing")
+
+#: Publish log rows that may wait for the writer before more publishes are
+#: turned away (503, which every server reads as a refusal).
+MAX_PENDING_ROWS: Final = 10_000
 
 _OVERLOADED = "Usher is checking too many publishes at once; try again shortly."
 
@@ -93,7 +104,7 @@ async def judge(state: AppState, request: PublishRequest) -> PublishAttempt:
         server_ip=request.server_ip,
         stream_user_id=verdict.by.id if verdict.by else None,
     )
-    attempt = dataclasses.replace(attempt, id=await storage.record_publish(attempt))
+    attempt = dataclasses.replace(attempt, id=await state.publish_log.record(attempt))
     if not verdict.allowed and verdict.reason != "blocked":
         # This denial may be the one that starts a block.
         until = blocked_until([*denials, now], limit)
@@ -158,5 +169,57 @@ async def _owner(
     owner = app_owner(app)
     if not owner:
         return None
+    known = state.publishes.owners.get(owner)
+    if known is not None:
+        return known
     account = await state.storage.get_account_by_username(owner)
-    return None if account is None else account.cdn
+    if account is None:
+        return None
+    state.publishes.owner_found(owner, account.cdn)
+    return account.cdn
+
+
+class PublishLogWriter:
+    """Writes publish log rows in groups (one per ``AppState``).
+
+    A row is handed over with :meth:`record`, which returns its id once its
+    transaction has committed. While one transaction is under way, the rows
+    that arrive wait and go together in the next one (at most
+    ``MAX_PUBLISH_BATCH``), so the number of transactions follows the
+    database's speed, not the rate of publishes; a lone publish is written
+    at once.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._pending: list[tuple[PublishAttempt, asyncio.Future[int]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def record(self, attempt: PublishAttempt) -> int:
+        if len(self._pending) >= MAX_PENDING_ROWS:
+            raise StorageBusy(_OVERLOADED)
+        logged: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # Retrieved even when the hook's caller went away meanwhile, so a
+        # failed write is not reported a second time as never retrieved.
+        logged.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._pending.append((attempt, logged))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write())
+        # Shielded: a hook whose caller went away leaves its row to be written.
+        return await asyncio.shield(logged)
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                group = self._pending[:MAX_PUBLISH_BATCH]
+                del self._pending[:MAX_PUBLISH_BATCH]
+                try:
+                    ids = await self.storage.record_publishes([row for row, _ in group])
+                except Exception as exc:
+                    for _, logged in group:
+                        logged.set_exception(exc)
+                    continue
+                for (_, logged), logged_id in zip(group, ids, strict=True):
+                    logged.set_result(logged_id)
+        finally:
+            self._writing = None

@@ -15,6 +15,7 @@ from usher.storage.base import Storage
 from usher.storage.retention import Pruner
 from usher.web.memory import Playback, PublishGuard
 from usher.web.panel.limits import SignInLimiter
+from usher.web.publishing import PublishLogWriter
 
 if TYPE_CHECKING:  # the overview's module needs this one: import for types only
     from usher.web.panel.overview import ChartCaches
@@ -33,6 +34,8 @@ class AppState:
     playback: Playback = field(default_factory=Playback)
     #: Blocks of the publish brute-force rule, and the hashing queue (this process only).
     publishes: PublishGuard = field(default_factory=PublishGuard)
+    #: Writes the publish log in groups (see usher.web.publishing).
+    publish_log: PublishLogWriter = field(init=False)
     #: The background pruner, while ``USHER_PRUNE_ATTEMPTS_OLDER_THAN`` runs one.
     pruner: Pruner | None = None
     #: The overview's reused charts (this process only), made at first use.
@@ -40,6 +43,7 @@ class AppState:
 
     def __post_init__(self) -> None:
         self.sign_in_limiter = SignInLimiter.from_settings(self.settings)
+        self.publish_log = PublishLogWriter(self.storage)
 
     def now(self) -> int:
         return int(self.clock())

@@ -8,7 +8,12 @@ import pytest
 
 from tests.helpers import DEMO_CDN, NOW, OTHER_CDN
 from tests.storage.contract.base import ContractBase
-from usher.storage.base import MAX_ATTEMPT_FIELD, MAX_PUBLISH_DENIALS, Storage
+from usher.storage.base import (
+    MAX_ATTEMPT_FIELD,
+    MAX_PUBLISH_BATCH,
+    MAX_PUBLISH_DENIALS,
+    Storage,
+)
 from usher.tickets.model import MAX_PAGE_ROWS, Account
 from usher.tickets.publishers import PublishAttempt, PublishFilter, PublishReason
 
@@ -56,6 +61,23 @@ class PublishLogContract(ContractBase):
         )
         assert [r.id for r in rows] == sorted({r.id for r in rows})
         assert await storage.list_publishes(DEMO_CDN, ANY, 10) == rows[::-1]
+
+    async def test_a_batch_is_logged_in_order_with_its_ids(
+        self, storage: Storage, demo: Account
+    ) -> None:
+        batch = [publish(NOW + n, stream=f"cam{n}", reason="blocked") for n in range(300)]
+        ids = await storage.record_publishes(batch)
+        assert ids == sorted(set(ids)) and len(ids) == 300
+        listed = await storage.list_publishes(DEMO_CDN, ANY, MAX_PAGE_ROWS)
+        assert [(r.id, r.stream) for r in listed[::-1]] == [
+            (i, a.stream) for i, a in zip(ids, batch, strict=True)
+        ]
+        assert await storage.record_publishes([]) == []
+
+    async def test_a_batch_over_the_limit_is_refused(self, storage: Storage, demo: Account) -> None:
+        with pytest.raises(ValueError, match="at most"):
+            await storage.record_publishes([publish()] * (MAX_PUBLISH_BATCH + 1))
+        assert await storage.list_publishes(DEMO_CDN, ANY, 10) == []
 
     async def test_each_filter_lists_its_rows(self, storage: Storage, demo: Account) -> None:
         rows = await log(

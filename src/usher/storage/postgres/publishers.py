@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
-from usher.storage.postgres.runner import PgRunner
+from usher.storage.postgres.runner import Conn, PgRunner
 from usher.storage.publish_log import (
     PublishLogSQL,
     denials_params,
     prune_params,
     publish_from_row,
-    record_params,
+    records_params,
 )
 from usher.storage.publishers import (
     COLUMNS,
@@ -67,10 +68,25 @@ class PostgresPublishersMixin:
         rows = await self._db.fetchall(SQL.for_publish, publish_params(app, stream))
         return [stream_user_from_row(row) for row in rows]
 
-    async def record_publish(self, attempt: PublishAttempt) -> int:
-        row, _ = await self._db.write(LOG.record, record_params(attempt))
-        assert row is not None  # INSERT … RETURNING always returns the row
-        return int(row[0])
+    async def record_publishes(self, attempts: Sequence[PublishAttempt]) -> list[int]:
+        rows = records_params(attempts)
+        if not rows:
+            return []
+
+        async def work(conn: Conn) -> list[int]:
+            ids: list[int] = []
+            async with conn.cursor() as cursor:
+                # One pipelined round trip for the batch; each INSERT's
+                # RETURNING is its own result set, in order.
+                await cursor.executemany(LOG.record, rows, returning=True)
+                while True:
+                    row = await cursor.fetchone()
+                    assert row is not None  # INSERT … RETURNING returns its row
+                    ids.append(int(row[0]))
+                    if not cursor.nextset():
+                        return ids
+
+        return await self._db.run(work, transaction=True)
 
     async def publish_denials(self, ip: str, since: int, limit: int) -> list[int]:
         rows = await self._db.fetchall(LOG.denials, denials_params(ip, since, limit))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Final
 
 from usher.storage.publish_log import (
@@ -11,7 +12,7 @@ from usher.storage.publish_log import (
     denials_params,
     prune_params,
     publish_from_row,
-    record_params,
+    records_params,
 )
 from usher.storage.publishers import (
     COLUMNS,
@@ -76,11 +77,13 @@ class SQLitePublishersMixin(SQLiteAccess):
         )
         return [stream_user_from_row(row) for row in rows]
 
-    async def record_publish(self, attempt: PublishAttempt) -> int:
-        params = record_params(attempt)
+    async def record_publishes(self, attempts: Sequence[PublishAttempt]) -> list[int]:
+        rows = records_params(attempts)
+        if not rows:
+            return []
 
-        def run(conn: sqlite3.Connection) -> int:
-            return int(conn.execute(LOG.record, params).fetchone()[0])
+        def run(conn: sqlite3.Connection) -> list[int]:
+            return [int(conn.execute(LOG.record, params).fetchone()[0]) for params in rows]
 
         # The writer caches tickets and accounts only; the log is neither.
         return await self._write(run, keeps_state=True)
