@@ -347,20 +347,21 @@ def cmd_db_prune(args: argparse.Namespace) -> int:
     before = retention.cutoff(time.time(), older_than)
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(before))
 
-    async def work(storage: Storage) -> int:
+    async def work(storage: Storage) -> int | retention.Pruned:
         if args.dry_run:
             return await storage.count_attempts_before(before)
         with Bars() as bars:
             return await retention.prune_all(storage, before, batch=args.batch_size, progress=bars)
 
     started = time.monotonic()
-    count = _with_storage(args.database, work)
-    if args.dry_run:
-        print(f"{count:,} attempts were logged before {when}; nothing was deleted.")
+    result = _with_storage(args.database, work)
+    if isinstance(result, int):
+        print(f"{result:,} attempts were logged before {when}; nothing was deleted.")
     else:
         print(
-            f"Deleted {count:,} attempts logged before {when} "
-            f"in {time.monotonic() - started:.1f} s."
+            f"Deleted {result.attempts:,} attempts logged before {when}, with "
+            f"{result.sessions:,} sessions that ended and {result.publishes:,} publishes "
+            f"logged before it, in {time.monotonic() - started:.1f} s."
         )
     return 0
 

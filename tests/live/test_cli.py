@@ -165,6 +165,44 @@ def test_db_migrate_and_newer_schema_refused(tmp_path: Path) -> None:
     assert "Upgrade Usher" in result.stdout + result.stderr
 
 
+def test_db_prune_says_what_it_deleted_and_what_a_dry_run_would(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    url = f"sqlite:///{path}"
+    usher("db", "migrate", "--database", url)
+    old, recent = int(time.time()) - 10 * 86400, int(time.time()) - 60
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO accounts (cdn, username, api_key, secret, disabled, created_at)"
+            " VALUES (1, 'demo', 'k', 's', 0, 0)"
+        )
+        for at in (old, old, recent):
+            db.execute(
+                "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+                " refurl, success, reason, server_ip)"
+                " VALUES (1, ?, 'k', '', '10.0.0.1', 'v', 'demo-live', '', '', '', 0, 'r', '')",
+                (at,),
+            )
+        for at in (old, old, old, recent):
+            db.execute(
+                "INSERT INTO publish_log (cdn, at, ip, app, stream, login, allowed, reason,"
+                " server, server_ip) VALUES (1, ?, '10.0.0.1', 'demo-live', 'cam', '', 0,"
+                " 'no_credentials', 'srs', '')",
+                (at,),
+            )
+    dry = usher("db", "prune", "--attempts-older-than", "7d", "--dry-run", "--database", url)
+    assert dry.stdout.startswith("2 attempts were logged before ")
+    assert dry.stdout.rstrip().endswith("nothing was deleted.")
+    done = usher("db", "prune", "--attempts-older-than", "7d", "--database", url).stdout
+    assert re.search(
+        r"Deleted 2 attempts logged before .*, with 0 sessions that ended and 3 publishes "
+        r"logged before it, in \d+\.\d s\.",
+        done,
+    ), done
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM publish_log").fetchone() == (1,)
+        assert db.execute("SELECT COUNT(*) FROM attempts").fetchone() == (1,)
+
+
 def _serve_demo(cwd: Path, port: int) -> tuple[subprocess.Popen[str], list[str]]:
     """``usher serve --demo`` in ``cwd``, healthy, and the banner it printed."""
     # The usher under test, wherever cwd is (a relative PYTHONPATH=src is not).

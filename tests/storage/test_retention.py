@@ -147,7 +147,7 @@ async def test_counts_equal_count_star_before_and_after_pruning(
 ) -> None:
     await _assert_counts_match_rows(logged, database_url)
     deleted = await retention.prune_all(logged, BEFORE, batch=13, pause=0)
-    assert deleted == CUT
+    assert deleted.attempts == CUT
     await _assert_counts_match_rows(logged, database_url)
     # Pruning everything leaves every count at zero, not below.
     await retention.prune_all(logged, NOW + 60 * LOGGED, batch=1000, pause=0)
@@ -167,7 +167,7 @@ async def test_checks_and_concurrent_pruners_keep_the_counts_exact(
         retention.prune_all(logged, BEFORE, batch=3, pause=0),
         checks(),
     )
-    assert results[0] + results[1] == CUT  # each old attempt deleted once
+    assert results[0].attempts + results[1].attempts == CUT  # each old attempt deleted once
     assert _count(database_url) == LOGGED + 60 - CUT
     await _assert_counts_match_rows(logged, database_url)
 
@@ -192,7 +192,7 @@ async def test_errorcount_equals_count_star_after_pruning(
         assert status in (200, 403)
     before = int(harness.clock()) - 20 * 3600
     deleted = await retention.prune_all(harness.app.state.storage, before, batch=4, pause=0)
-    assert deleted > 0
+    assert deleted.attempts > 0
     cdn = harness.account.cdn
     assert _count(database_url, f"at < {before}") == 0
     for fields, sql in (
@@ -265,7 +265,8 @@ async def test_prune_all_prunes_the_publish_log_as_far_as_the_attempts(
     logged: Storage, database_url: str
 ) -> None:
     await _log_publishes(logged)
-    assert await retention.prune_all(logged, BEFORE, batch=7, pause=0) == CUT
+    pruned = await retention.prune_all(logged, BEFORE, batch=7, pause=0)
+    assert (pruned.attempts, pruned.publishes) == (CUT, CUT)
     assert _publishes(database_url, f"at < {BEFORE}") == 0
     assert _publishes(database_url) == LOGGED - CUT
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 from usher.progress import OnProgress, no_progress
@@ -85,6 +86,15 @@ def cutoff(now: float, older_than: int) -> int:
     return int(now) - older_than
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What :func:`prune_all` deleted."""
+
+    attempts: int
+    sessions: int
+    publishes: int
+
+
 async def prune_all(
     storage: Storage,
     before: int,
@@ -92,33 +102,39 @@ async def prune_all(
     batch: int,
     progress: OnProgress = no_progress,
     pause: float = PRUNE_PAUSE,
-) -> int:
+) -> Pruned:
     """Delete every attempt logged before ``before``, batch by batch, then
-    the sessions that ended before it and the publishes logged before it;
-    how many attempts went. Between
-    batches it pauses as long as the batch took, and at least ``pause``
-    seconds (see :data:`PRUNE_PAUSE`)."""
+    the sessions that ended before it and the publishes logged before it.
+    Between batches it pauses as long as the batch took, and at least
+    ``pause`` seconds (see :data:`PRUNE_PAUSE`)."""
     total = await storage.count_attempts_before(before)
     deleted = 0
     while True:
         started = time.monotonic()
         went = await storage.prune_attempts(before, batch)
         if not went:
-            # Session history is kept as long as the attempts that started it.
-            while await storage.prune_sessions(before, batch):
-                if pause > 0:
-                    await asyncio.sleep(pause)
-            # So is the publish log (SPEC §6).
-            while await storage.prune_publishes(before, batch):
-                if pause > 0:
-                    await asyncio.sleep(pause)
-            return deleted
+            # Session history is kept as long as the attempts that started
+            # it, and so is the publish log (SPEC §6).
+            sessions = await _prune_until_empty(storage.prune_sessions, before, batch, pause)
+            publishes = await _prune_until_empty(storage.prune_publishes, before, batch, pause)
+            return Pruned(deleted, sessions, publishes)
         deleted += went
         # Checks keep logging meanwhile, but never before ``before``; another
         # pruner may take some too, so the bar stops at its end.
         progress("prune", min(deleted, total), total)
         if pause > 0:
             await asyncio.sleep(max(pause, time.monotonic() - started))
+
+
+async def _prune_until_empty(
+    prune: Callable[[int, int], Awaitable[int]], before: int, batch: int, pause: float
+) -> int:
+    deleted = 0
+    while went := await prune(before, batch):
+        deleted += went
+        if pause > 0:
+            await asyncio.sleep(pause)
+    return deleted
 
 
 class Pruner:
