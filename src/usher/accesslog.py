@@ -5,17 +5,23 @@ so ``usher serve --access-log`` would write every viewer's pass to the log,
 where anyone who reads logs could replay it until the ticket runs out. The
 filter rewrites the logged path before it is formatted: the value of every
 ``pass`` and ``password`` parameter becomes ``***``, whatever percent-encoding
-its name was sent with. The key stays: it identifies the ticket in
-``sevu.errorlog`` and is not enough to play.
+its name was sent with. So does the value of any parameter that itself
+carries one: nginx-rtmp's ``notify_method get`` sends the connection URL as
+``tcurl``, and an encoder may have put ``?user=…&pass=…`` on it. The key
+stays: it identifies the ticket in ``sevu.errorlog`` and is not enough to
+play.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Final
 from urllib.parse import unquote_plus
 
 _HIDDEN: Final = frozenset({"pass", "password"})
+#: A decoded value carrying a pass parameter of its own (a URL or a query).
+_CARRIES_PASS: Final = re.compile(r"(?:^|[?&])(?:pass|password)=", re.IGNORECASE)
 
 
 def redact_path(path: str) -> str:
@@ -25,8 +31,10 @@ def redact_path(path: str) -> str:
         return path
     parts = query.split("&")
     for i, part in enumerate(parts):
-        name, equals, _ = part.partition("=")
-        if equals and unquote_plus(name).lower() in _HIDDEN:
+        name, equals, value = part.partition("=")
+        if equals and (
+            unquote_plus(name).lower() in _HIDDEN or _CARRIES_PASS.search(unquote_plus(value))
+        ):
             parts[i] = f"{name}=***"
     return f"{head}?{'&'.join(parts)}"
 

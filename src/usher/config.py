@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from usher.durations import parse_duration
 from usher.protocol.errors import ConfigError
 from usher.storage import DEFAULT_DATABASE_URL
+from usher.storage.base import MAX_PUBLISH_DENIALS
 from usher.tickets.publishers import BruteForceLimit
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -100,7 +101,9 @@ def parse_uri_pattern(text: str) -> re.Pattern[str] | None:
     return pattern
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None
+) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -110,6 +113,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer; set a whole number.") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} is too small; it must be at least {minimum}.")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} is too large; it must be at most {maximum:,}.")
     return value
 
 
@@ -194,12 +199,18 @@ def parse_publish_url(text: str) -> str:
     return url
 
 
+#: Longest publish denial window and block: 30 days.
+MAX_PUBLISH_SECONDS = 30 * 86_400
+
+
 def _publish_limit(env: Mapping[str, str]) -> BruteForceLimit:
     default = BruteForceLimit()
     return BruteForceLimit(
-        denials=_int(env, "USHER_PUBLISH_MAX_DENIALS", default.denials, 1),
-        window=_int(env, "USHER_PUBLISH_DENIAL_WINDOW", default.window, 1),
-        block=_int(env, "USHER_PUBLISH_BLOCK", default.block, 1),
+        # The rule reads at most MAX_PUBLISH_DENIALS denials: a larger
+        # number could never be reached, and would turn the rule off.
+        denials=_int(env, "USHER_PUBLISH_MAX_DENIALS", default.denials, 1, MAX_PUBLISH_DENIALS),
+        window=_int(env, "USHER_PUBLISH_DENIAL_WINDOW", default.window, 1, MAX_PUBLISH_SECONDS),
+        block=_int(env, "USHER_PUBLISH_BLOCK", default.block, 1, MAX_PUBLISH_SECONDS),
     )
 
 

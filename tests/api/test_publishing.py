@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -535,8 +536,9 @@ def _json(value: object) -> bytes:
 async def test_concurrent_publishes_are_logged_in_groups(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A flood of publishes costs the database a transaction at a time, not
-    one per publish, and every row is still logged before its answer."""
+    """A flood of publishes (from many addresses: one address's publishes
+    take turns) costs the database a transaction at a time, not one per
+    publish, and every row is still logged before its answer."""
     storage = harness.app.state.storage
     record_publishes = storage.record_publishes
     groups: list[int] = []
@@ -546,8 +548,50 @@ async def test_concurrent_publishes_are_logged_in_groups(
         return await record_publishes(attempts)
 
     monkeypatch.setattr(storage, "record_publishes", counted)
-    answers = await asyncio.gather(*(via_nginx(harness, None, None) for _ in range(60)))
-    assert {allowed for allowed, _ in answers} == {False}
+    answers = await asyncio.gather(
+        *(
+            harness.http.post(
+                "/usher/nginx-rtmp", content=nginx_form(None, None, addr=f"10.0.0.{n}")
+            )
+            for n in range(60)
+        )
+    )
+    assert {answer.status_code for answer in answers} == {403}
     assert sum(groups) == 60
     assert len(groups) < 30, groups
     assert len(await storage.list_publishes(harness.account.cdn, PublishFilter(), 100)) == 60
+
+
+async def test_parallel_guesses_from_one_address_are_counted_one_by_one(
+    harness: Harness,
+) -> None:
+    """nginx-rtmp asks for each connection at once: a burst of guesses must
+    not all be checked before the first denial is counted."""
+    await add_stream_user(harness)
+    answers = await asyncio.gather(*(via_nginx(harness, USER, "guess") for _ in range(30)))
+    reasons = Counter(reason for _, reason in answers)
+    assert reasons == {text("bad_credentials"): 10, text("blocked"): 20}
+
+
+@pytest.mark.parametrize("action", ["publish", "read"])
+async def test_an_rtsp_request_without_credentials_is_asked_for_them(
+    harness: Harness, action: str
+) -> None:
+    """MediaMTX asks first without credentials, then challenges the RTSP
+    client on a 401: that first question decides and counts nothing."""
+    await add_stream_user(harness)
+    body = load("mediamtx", "mediamtx-1.9.json", action, None, None)
+    body |= {"user": "", "password": "", "protocol": "rtsp", "query": "", "path": f"{APP}/{STREAM}"}
+    for _ in range(12):
+        response = await harness.http.post("/usher/mediamtx", json=body)
+        assert response.status_code == 401
+    assert (
+        await harness.app.state.storage.list_publishes(harness.account.cdn, PublishFilter(), 10)
+        == []
+    )
+    _, count = await harness.call("sevu.errorcount")
+    assert count["error_count"] == 0
+    # Then the client sends its credentials: not blocked by the questions.
+    body |= {"user": USER, "password": PASS}
+    if action == "publish":
+        assert (await harness.http.post("/usher/mediamtx", json=body)).status_code == 200

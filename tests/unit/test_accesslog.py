@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,3 +39,14 @@ def test_the_filter_rewrites_uvicorns_access_record() -> None:
     assert RedactPasses().filter(record)
     assert "s3cret" not in record.getMessage()
     assert record.getMessage() == '127.0.0.1:5000 - "GET /usher/check?key=k&pass=*** HTTP/1.1" 200'
+
+
+def test_a_pass_inside_another_parameters_url_is_hidden() -> None:
+    """nginx-rtmp's ``notify_method get`` puts the connection URL in the
+    query; an encoder may carry ``user`` and ``pass`` on it."""
+    tcurl = quote("rtmp://h:1935/demo-live?user=alice&pass=SECRET", safe="")
+    logged = redact_path(f"/usher/nginx-rtmp?app=demo-live&tcurl={tcurl}&call=publish&name=cam")
+    assert "SECRET" not in logged
+    assert logged == "/usher/nginx-rtmp?app=demo-live&tcurl=***&call=publish&name=cam"
+    plain = f"/usher/nginx-rtmp?tcurl={quote('rtmp://h/demo-live', safe='')}&name=cam"
+    assert redact_path(plain) == plain

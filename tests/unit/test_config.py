@@ -124,3 +124,17 @@ def test_the_publish_limit_is_ten_in_a_minute_for_five_minutes_unless_set() -> N
 def test_a_bad_publish_limit_names_the_setting(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # The rule reads at most 1,000 denials: more could never be reached.
+        ("USHER_PUBLISH_MAX_DENIALS", "1001"),
+        ("USHER_PUBLISH_DENIAL_WINDOW", str(30 * 86400 + 1)),
+        ("USHER_PUBLISH_BLOCK", "10000000000000000000"),
+    ],
+)
+def test_a_publish_limit_past_its_bound_names_the_setting(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{name}=\d+ is too large; it must be at most "):
+        Settings.from_env({name: value})

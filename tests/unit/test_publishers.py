@@ -81,15 +81,23 @@ def test_a_replaced_pass_stops_the_old_one() -> None:
     assert not decide([entry(password="pass-two")], "alice", "pass-one")[0]
 
 
-def test_an_unknown_user_is_checked_against_the_decoy() -> None:
+def hashes_of_a_denial(candidates: list[StreamUser], user: str) -> list[str]:
     checked: list[str] = []
 
     def verify(password: str, encoded: str) -> bool:
-        checked.append(encoded)
+        checked.append("decoy" if encoded == "decoy" else "entry")
         return False
 
-    decide_publish([entry()], "demo-live", "cam", "bob", "pw", verify, decoy="decoy")
-    assert checked == ["decoy"]
+    decide_publish(candidates, "demo-live", "cam", user, "pw", verify, decoy="decoy")
+    return checked
+
+
+def test_every_denial_with_credentials_computes_the_same_hashes() -> None:
+    """A wrong user, a user with one entry and a user with an exact and a
+    ``*`` entry take equally long, so timing does not tell who exists."""
+    assert hashes_of_a_denial([entry()], "bob") == ["decoy", "decoy"]
+    assert hashes_of_a_denial([entry()], "alice") == ["entry", "decoy"]
+    assert hashes_of_a_denial([entry(), entry(stream="*")], "alice") == ["entry", "entry"]
 
 
 names = st.sampled_from(["cam", "other", "*"])

@@ -14,6 +14,11 @@ are viewers; ``publish`` is an encoder, checked against the stream users with
 ``user`` and ``pass`` from the query, else MediaMTX's own ``user`` and
 ``password`` (``rtsp://alice:PASS@host/app/stream``, or what its RTMP and SRT
 readers took from the URL). Every other action is refused.
+
+An RTSP client sends its credentials only when asked: MediaMTX first asks
+with none at all, and a 401 makes it challenge the client, which then
+sends ``rtsp://USER:PASS@…``'s. Such a request is answered 401 and decides
+nothing (no attempt, no publish log row, no denial toward a block).
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ from usher.tickets.publishers import PublishRequest
 class Action(Enum):
     VIEW = "view"
     PUBLISH = "publish"
+    CHALLENGE = "challenge"  # an RTSP request without credentials: ask for them
     REFUSED = "refused"
     INVALID = "invalid"
 
 
 _VIEWING = frozenset({"read", "playback"})
+_ASKS_CREDENTIALS = _VIEWING | {"publish"}
+_CHALLENGE = "No credentials yet; MediaMTX asks the RTSP client for them."
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +67,8 @@ def parse(body: bytes, *, server_ip: str) -> Auth:
     if fields is None:
         return Auth(Action.INVALID, _EMPTY, problem="The MediaMTX auth body is not a JSON object.")
     action = json_text(fields.get("action"))
+    if action in _ASKS_CREDENTIALS and _unasked(fields):
+        return Auth(Action.CHALLENGE, _EMPTY, problem=_CHALLENGE)
     if action == "publish":
         return Auth(Action.PUBLISH, _EMPTY, publish=_publish(fields, server_ip))
     if action not in _VIEWING:
@@ -83,6 +93,17 @@ def parse(body: bytes, *, server_ip: str) -> Auth:
         server_ip=server_ip,
     )
     return Auth(Action.VIEW, request, reader_id=_reader_id(fields.get("id")))
+
+
+def _unasked(fields: dict[str, Any]) -> bool:
+    """An RTSP request carrying no credentials of any kind: MediaMTX's first
+    question, before it has challenged the client."""
+    if json_text(fields.get("protocol")) != "rtsp":
+        return False
+    if any(json_text(fields.get(name)) for name in ("user", "password", "token")):
+        return False
+    pairs = parse_pairs(json_text(fields.get("query")).removeprefix("?"))
+    return all(credential(pairs, name) is None for name in ("key", "user", "pass"))
 
 
 def _credentials(fields: dict[str, Any], name: str) -> tuple[str, str]:

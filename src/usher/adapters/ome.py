@@ -145,7 +145,10 @@ def parse(body: bytes, *, server_ip: str) -> Admission:
             stream=place.video,
             user=credential(pairs, "user") or None,
             password=credential(pairs, "pass") or None,
-            ip=checked.ip,
+            # The socket's address, never real_ip: OME copies that from the
+            # client's own X-Real-IP or X-Forwarded-For, so an encoder could
+            # name a new address for every guess and never be blocked.
+            ip=address or checked.ip,
             server="ome",
             server_ip=server_ip,
         )

@@ -81,6 +81,8 @@ class PublishVerdict:
     by: StreamUser | None = None
 
 
+#: Hashes a denied publish with credentials computes, whatever the user.
+HASHES_PER_DENIAL: Final = 2
 #: ``verify(password, encoded_hash) -> bool``, constant-time
 #: (:func:`usher.passwords.verify_password`).
 Verify = Callable[[str, str], bool]
@@ -102,10 +104,12 @@ def decide_publish(
     so a caller can pass what ``Storage.stream_users_for`` returned. Empty
     ``user``/``password`` count as absent. An exact entry is tried before
     ``*``, and an open entry before any hash, so a publish computes a hash
-    only for entries naming its user: at most two. When none names it,
-    ``password`` is checked against ``decoy`` (if given; see
-    :func:`usher.passwords.dummy_hash`) so that a wrong user takes as long
-    as a wrong pass.
+    only for entries naming its user: at most :data:`HASHES_PER_DENIAL`
+    (an app belongs to one account, which has at most an exact and a ``*``
+    entry per user). A denial with credentials always computes that many:
+    the shortfall is checked against ``decoy`` (if given; see
+    :func:`usher.passwords.dummy_hash`), so that a wrong user, or a user
+    with one entry, takes as long as a wrong pass of a user with two.
     """
     covering = [c for c in candidates if c.app == app and c.stream in (stream, EVERY_STREAM)]
     if not covering:
@@ -118,11 +122,12 @@ def decide_publish(
     if not user or not password:
         return PublishVerdict(False, "no_credentials")
     named = [c for c in covering if c.user == user and c.pass_hash is not None]
-    for entry in named:
+    for entry in named[:HASHES_PER_DENIAL]:
         if verify(password, entry.pass_hash or ""):
             return PublishVerdict(True, "credentials", entry)
-    if not named and decoy is not None:
-        verify(password, decoy)
+    if decoy is not None:
+        for _ in range(HASHES_PER_DENIAL - len(named)):
+            verify(password, decoy)
     return PublishVerdict(False, "bad_credentials")
 
 

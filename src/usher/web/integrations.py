@@ -261,6 +261,9 @@ async def mediamtx(request: Request) -> Response:
         return _refuse_input("MediaMTX", request, 400, auth.problem)
     if auth.action is mediamtx_wire.Action.REFUSED:
         return _refuse_input("MediaMTX", request, 403, auth.problem)
+    if auth.action is mediamtx_wire.Action.CHALLENGE:
+        # Every RTSP play and publish starts this way: nothing to log.
+        return _plain(401, auth.problem)
     if auth.publish is not None:
         return _plain(*await _publish(state, auth.publish))
     checker = Checker(state)

@@ -10,9 +10,10 @@ the brute-force rule (see :mod:`usher.web.publishing`) until they end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
@@ -101,6 +102,13 @@ MAX_PUBLISH_MEMORY: Final = 65_536
 
 
 @dataclass
+class _Turn:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Publishes holding or awaiting the lock.
+    holders: int = 0
+
+
+@dataclass
 class PublishGuard:
     """What one process keeps for publish checks (lives in ``AppState``)."""
 
@@ -111,6 +119,25 @@ class PublishGuard:
     owners: dict[str, int] = field(default_factory=dict)
     hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(HASHING_AT_ONCE))
     waiting: int = 0
+    #: Address → the lock its publishes take turns on, while any is checked.
+    turns: dict[str, _Turn] = field(default_factory=dict)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, ip: str) -> AsyncIterator[None]:
+        """Hold the address's turn: its publishes are checked one at a time.
+        The lock lives only while a publish of the address holds or awaits
+        it, so the map is as large as the publishes under way."""
+        turn = self.turns.get(ip)
+        if turn is None:
+            turn = self.turns[ip] = _Turn()
+        turn.holders += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.holders -= 1
+            if turn.holders == 0:
+                del self.turns[ip]
 
     def blocked(self, ip: str, now: int) -> bool:
         until = self.blocks.get(ip)

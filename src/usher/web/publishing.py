@@ -38,7 +38,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from usher.passwords import dummy_hash, verify_password
-from usher.protocol.errors import StorageBusy
+from usher.protocol.errors import StorageBusy, StorageUnavailable
 from usher.storage.base import MAX_PUBLISH_BATCH, MAX_PUBLISH_DENIALS, Storage
 from usher.tickets.publishers import (
     PUBLISH_REASON_TEXT,
@@ -62,6 +62,7 @@ log = logging.getLogger("usher.publishing")
 MAX_PENDING_ROWS: Final = 10_000
 
 _OVERLOADED = "Usher is checking too many publishes at once; try again shortly."
+_NOT_WRITTEN = "The publish log could not be written; the publish was not allowed."
 
 
 async def judge(state: AppState, request: PublishRequest) -> PublishAttempt:
@@ -71,29 +72,59 @@ async def judge(state: AppState, request: PublishRequest) -> PublishAttempt:
     when too many publishes wait for a hash) when it cannot decide or log:
     the hook then answers 503, which every server reads as a refusal.
     """
+    guard = state.publishes
+    if guard.blocked(request.ip, state.now()):
+        return await _logged(state, request, PublishVerdict(False, "blocked"))
+    # One publish of an address at a time in a process: each reads the
+    # denials logged by the ones before it, so parallel guesses cannot all
+    # be checked before the first of them is counted.
+    async with guard.turn(request.ip):
+        return await _checked(state, request)
+
+
+async def _checked(state: AppState, request: PublishRequest) -> PublishAttempt:
     now = state.now()
     limit = state.settings.publish_limit
     guard = state.publishes
-    storage = state.storage
-    denials: list[int] = []
-    candidates: list[StreamUser] = []
     if guard.blocked(request.ip, now):
-        verdict = PublishVerdict(False, "blocked")
-    else:
-        denials = await storage.publish_denials(
-            request.ip, now - limit.lookback, MAX_PUBLISH_DENIALS
-        )
-        until = blocked_until(denials, limit)
-        if until is not None and now < until:
+        return await _logged(state, request, PublishVerdict(False, "blocked"))
+    denials = await state.storage.publish_denials(
+        request.ip, now - limit.lookback, MAX_PUBLISH_DENIALS
+    )
+    until = blocked_until(denials, limit)
+    if until is not None and now < until:
+        guard.block(request.ip, until)
+        return await _logged(state, request, PublishVerdict(False, "blocked"))
+    candidates = await state.storage.stream_users_for(request.app, request.stream)
+    verdict = await _verify(guard, candidates, request)
+    attempt = await _logged(state, request, verdict, candidates)
+    if not verdict.allowed:
+        # This denial may be the one that starts a block.
+        until = blocked_until([*denials, attempt.at], limit)
+        if until is not None and attempt.at < until:
             guard.block(request.ip, until)
-            verdict = PublishVerdict(False, "blocked")
-        else:
-            candidates = await storage.stream_users_for(request.app, request.stream)
-            verdict = await _verify(guard, candidates, request)
+            log.warning(
+                "Blocking publishes from %s for %d s: %d denied publishes within %d s.",
+                request.ip,
+                until - attempt.at,
+                limit.denials,
+                limit.window,
+            )
+    return attempt
+
+
+async def _logged(
+    state: AppState,
+    request: PublishRequest,
+    verdict: PublishVerdict,
+    candidates: list[StreamUser] | None = None,
+) -> PublishAttempt:
+    """Log the decided publish (committed before this returns), count it,
+    and write a denial that was checked to the server log."""
     attempt = PublishAttempt(
         id=0,
-        cdn=await _owner(state, request.app, verdict, candidates),
-        at=now,
+        cdn=await _owner(state, request.app, verdict, candidates or []),
+        at=state.now(),
         ip=request.ip,
         app=request.app,
         stream=request.stream,
@@ -105,18 +136,6 @@ async def judge(state: AppState, request: PublishRequest) -> PublishAttempt:
         stream_user_id=verdict.by.id if verdict.by else None,
     )
     attempt = dataclasses.replace(attempt, id=await state.publish_log.record(attempt))
-    if not verdict.allowed and verdict.reason != "blocked":
-        # This denial may be the one that starts a block.
-        until = blocked_until([*denials, now], limit)
-        if until is not None and now < until:
-            guard.block(request.ip, until)
-            log.warning(
-                "Blocking publishes from %s for %d s: %d denied publishes within %d s.",
-                request.ip,
-                until - now,
-                limit.denials,
-                limit.window,
-            )
     state.metrics.count_publish(verdict.allowed, verdict.reason, request.server)
     if not verdict.allowed and verdict.reason != "blocked":
         log.info(
@@ -209,6 +228,7 @@ class PublishLogWriter:
         return await asyncio.shield(logged)
 
     async def _write(self) -> None:
+        group: list[tuple[PublishAttempt, asyncio.Future[int]]] = []
         try:
             while self._pending:
                 group = self._pending[:MAX_PUBLISH_BATCH]
@@ -223,3 +243,9 @@ class PublishLogWriter:
                     logged.set_result(logged_id)
         finally:
             self._writing = None
+            # Cancelled (shutdown) or failed past the storage call: no
+            # caller may wait forever on a row that will not be written.
+            for _, logged in [*group, *self._pending]:
+                if not logged.done():
+                    logged.set_exception(StorageUnavailable(_NOT_WRITTEN))
+            self._pending.clear()
