@@ -27,7 +27,7 @@ from tests.api.test_srs_mediamtx import FIXTURES, MEDIAMTX_VERSIONS, SRS_VERSION
 from tests.conftest import Harness
 from usher.tickets.publishers import PUBLISH_REASON_TEXT, BruteForceLimit, PublishFilter
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cheap_publisher_hashes")]
 
 APP = "demo-live"
 STREAM = "cam1"

@@ -12,7 +12,7 @@ from usher import accounts
 from usher.passwords import verify_password
 from usher.tickets.publishers import StreamUserName
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cheap_publisher_hashes")]
 
 SETTINGS: dict[str, object] = {
     "record": 1,

@@ -27,6 +27,7 @@ import pytest
 from tests.live import streaming
 from tests.live.conftest import USHER, free_port, query_database, usher
 from usher.client import Client
+from usher.passwords import LOG2_N
 from usher.tickets.publishers import BruteForceLimit
 
 pytestmark = pytest.mark.slow
@@ -488,6 +489,12 @@ def test_rtmp_publish_with_the_right_pass_streams_to_a_player(stack: Stack, tmp_
     print(f"publish with the right pass: player got {played.frames} frames, log reason {log[0][3]}")
     assert played.returncode == 0 and played.frames >= 25, played
     assert log == [("127.0.0.1", "alice", True, "credentials")]
+    # The server hashes a publisher's pass at the full cost (the in-process
+    # suites use the cheapest, see cheap_publisher_hashes).
+    [(stored,)] = query_database(
+        stack.database, "SELECT pass_hash FROM stream_users WHERE stream = 'cam-a'"
+    )
+    assert stored.startswith(f"scrypt${LOG2_N}$") and ALICE[1] not in stored
 
 
 def test_rtmp_publish_with_wrong_or_no_credentials_is_refused(stack: Stack, tmp_path: Path) -> None:

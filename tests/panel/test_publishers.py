@@ -20,7 +20,7 @@ from usher.passwords import verify_password
 from usher.tickets.publishers import PUBLISH_REASON_TEXT, PublishAttempt, StreamUser
 from usher.web.panel.publishers import LOG_PAGE_SIZE, PASS_BYTES
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cheap_publisher_hashes")]
 
 _FIELD = re.compile(r'id="(encoder-url|obs-server|obs-key|publish-pass)"[^>]*value="([^"]*)"')
 
