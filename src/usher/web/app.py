@@ -20,7 +20,7 @@ from usher.config import Settings
 from usher.storage import storage_for_url
 from usher.storage.base import Storage
 from usher.storage.retention import Pruner
-from usher.web import integrations
+from usher.web import integrations, rest
 from usher.web.api import api
 from usher.web.fastcheck import CHECK_ROUTE_APP, serve_check
 from usher.web.ops import healthz, metrics
@@ -49,6 +49,11 @@ ROUTES = [
     Route("/usher/ome", integrations.ome, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/v2/openapi.json", rest.openapi, methods=["GET"]),
+    # Every other /v2 path and method reaches the handler, which checks the
+    # credentials before it says NOT_FOUND or METHOD_NOT_ALLOWED (SPEC §7).
+    Route("/v2", rest.v2, methods=list(rest.METHODS)),
+    Route("/v2/{path:path}", rest.v2, methods=list(rest.METHODS)),
     panel_redirect(),
     panel_mount(),
 ]
@@ -133,6 +138,8 @@ class UsherApp:
         route = path if path in _ROUTE_LABELS else "other"
         if path.startswith("/panel/"):
             route = "/panel"  # one label for every panel page keeps the series few
+        elif path.startswith("/v2/") and route == "other":
+            route = "/v2"
         status: int | None = 500
 
         async def send_and_watch(message: Message) -> None:
