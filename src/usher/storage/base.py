@@ -23,6 +23,7 @@ from typing import Final, Literal
 from usher.protocol.errors import StorageError
 from usher.storage.schema import GROUPABLE
 from usher.tickets.model import (
+    MAX_PAGE_ROWS,
     Account,
     Attempt,
     AttemptFilter,
@@ -39,6 +40,7 @@ from usher.tickets.publishers import PublishAttempt, PublishFilter, StreamUser, 
 from usher.tickets.sessions import (
     Decider as Decider,  # re-exported: backends type their checks with it
 )
+from usher.tickets.text import storable
 
 #: Longest text kept for any attempt field; longer values are cut so a hostile
 #: caller cannot grow the log by megabytes per request.
@@ -206,8 +208,19 @@ class PanelSessionFilter:
     created_before: int | None = None
 
 
+def check_countable(where: AttemptFilter, what: str) -> None:
+    """Refuse an ``appinst`` filter where attempts are counted or grouped:
+    no index or rollup holds it, so such a count would read every attempt of
+    the account, and no caller needs one."""
+    if where.appinst is not None:
+        raise ValueError(
+            f"{what} cannot filter by appinst; list the attempts (list_attempts) instead."
+        )
+
+
 def check_timeline_bounds(where: AttemptFilter, bucket: int) -> None:
     """Refuse a timeline request whose answer would not be small."""
+    check_countable(where, "attempt_timeline")
     if where.start is None or where.end is None:
         raise ValueError("attempt_timeline needs both where.start and where.end.")
     if bucket < 1:
@@ -220,11 +233,12 @@ def check_timeline_bounds(where: AttemptFilter, bucket: int) -> None:
         )
 
 
-def grouped_column(column: AttemptColumn, limit: int) -> str:
+def grouped_column(where: AttemptFilter, column: AttemptColumn, limit: int) -> str:
     """The SQL column ``top_attempt_values`` groups by (from a fixed table,
     never caller text), once ``limit`` is checked to be within
-    1..MAX_TOP_VALUES."""
+    1..MAX_TOP_VALUES and ``where`` to be countable."""
     check_cap("limit", limit, MAX_TOP_VALUES)
+    check_countable(where, "top_attempt_values")
     return GROUPABLE[column]
 
 
@@ -311,10 +325,43 @@ class Storage(ABC):
     async def get_ticket(self, cdn: int, key: str) -> Ticket | None:
         """The account's ticket with this key, or ``None``."""
 
-    @abstractmethod
     async def revoke_ticket(self, cdn: int, key: str, *, now: int) -> bool:
         """Deactivate the account's ticket and end its open sessions
         (``revoked``) in one transaction; ``False`` if it does not exist."""
+        return await self.update_ticket(cdn, key, active=False, expire_at=None, now=now)
+
+    @abstractmethod
+    async def update_ticket(
+        self, cdn: int, key: str, *, active: bool | None, expire_at: int | None, now: int
+    ) -> bool:
+        """Set the account's ticket's ``active`` flag and/or ``expire_at``
+        (``None``: leave it) in one transaction; ``False`` if the account has
+        no such ticket. ``active=False`` is :meth:`revoke_ticket`: the
+        ticket's open sessions end (``revoked``) at ``now`` in the same
+        transaction; ``active=True`` reactivates it. The next check sees the
+        new values."""
+
+    async def ticket_ids(self, cdn: int, keys: Sequence[str]) -> dict[str, int]:
+        """The row ids of the account's tickets with these keys, by key
+        (keys the account has no ticket with are left out); one read. At
+        most :data:`~usher.tickets.model.MAX_PAGE_ROWS` keys, else
+        ``ValueError``."""
+        if len(keys) > MAX_PAGE_ROWS:
+            raise ValueError(
+                f"Ask for at most {MAX_PAGE_ROWS} tickets' ids at once, not {len(keys)}."
+            )
+        if not keys:
+            return {}
+        wanted: dict[str, list[str]] = {}
+        for key in keys:
+            wanted.setdefault(storable(key), []).append(key)
+        found = await self._ticket_ids(cdn, list(wanted))
+        return {key: row_id for stored, row_id in found.items() for key in wanted[stored]}
+
+    @abstractmethod
+    async def _ticket_ids(self, cdn: int, keys: list[str]) -> dict[str, int]:
+        """:meth:`ticket_ids` for distinct storable ``keys`` (1 to
+        ``MAX_PAGE_ROWS`` of them): stored key to row id."""
 
     @abstractmethod
     async def search_tickets(
@@ -476,6 +523,12 @@ class Storage(ABC):
         At most ``page.rows`` attempts, read no further than that, as in
         :meth:`search_tickets`.
 
+        ``where.appinst`` has no index: it is tested on the attempts the
+        other filters' access path reads, so a rare ``appinst`` with no other
+        filter may read every attempt of the account (on SQLite, of the
+        table) before the page is full. Callers that take it from clients
+        run the listing inside :func:`bounded_reads`.
+
         ``before``/``after`` (at most one; else ``ValueError``) keep only
         attempts whose id is below/above it: a cursor for paging that reads
         one index range however deep the page (the panel's explorer passes
@@ -488,6 +541,8 @@ class Storage(ABC):
         """How many attempts of the account match (before ``limit``/``seek``).
 
         Exact, and cheap for any value: see :mod:`usher.storage.counting`.
+        ``where.appinst`` is refused (``ValueError``): nothing counts by it,
+        and no index could answer it.
         """
 
     @abstractmethod
@@ -504,6 +559,7 @@ class Storage(ABC):
         """:meth:`count_attempts`, but reading at most ``cap + 1`` matching
         attempts: the exact count when it is at most ``cap``, else ``cap + 1``
         ("more than ``cap``"). ``1 <= cap <= MAX_COUNT_CAP``, else ``ValueError``.
+        ``where.appinst`` is refused (``ValueError``), as by :meth:`count_attempts`.
         """
 
     @abstractmethod
@@ -548,7 +604,8 @@ class Storage(ABC):
         A bucket starts at a multiple of ``bucket`` seconds since the epoch
         (``at - at % bucket``). Only buckets holding attempts are returned,
         oldest first. ``where.start`` and ``where.end`` must both be set and
-        span at most :data:`MAX_TIMELINE_BUCKETS` buckets, else ``ValueError``.
+        span at most :data:`MAX_TIMELINE_BUCKETS` buckets, else ``ValueError``;
+        ``where.appinst`` is refused (``ValueError``), as by :meth:`count_attempts`.
         """
 
     @abstractmethod
@@ -558,7 +615,8 @@ class Storage(ABC):
         """The most frequent values of ``column`` among matching attempts.
 
         ``(value, count)`` pairs, most frequent first, ties by value ascending;
-        ``1 <= limit <= MAX_TOP_VALUES``, else ``ValueError``.
+        ``1 <= limit <= MAX_TOP_VALUES``, else ``ValueError``; ``where.appinst``
+        is refused (``ValueError``), as by :meth:`count_attempts`.
         """
 
     # -- publishers (stream users) ------------------------------------------

@@ -38,10 +38,10 @@ exact.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
-from usher.storage.base import TimelineBucket, check_timeline_bounds
+from usher.storage.base import TimelineBucket, check_countable, check_timeline_bounds
 from usher.tickets.model import AttemptFilter
 from usher.tickets.text import storable
 
@@ -139,6 +139,12 @@ def value_filter(cdn: int, where: AttemptFilter) -> ValueFilter | None:
     return ValueFilter(cdn, mask, key, password, ip)
 
 
+def indexed_part(where: AttemptFilter) -> AttemptFilter:
+    """``where`` without ``appinst``, which no index or rollup holds: what
+    plans a listing; ``appinst`` is then tested on the rows it reads."""
+    return where if where.appinst is None else replace(where, appinst=None)
+
+
 def timed(where: AttemptFilter) -> bool:
     return where.start is not None or where.end is not None
 
@@ -204,7 +210,9 @@ class CountSource(Protocol):
 async def count_attempts(source: CountSource, cdn: int, where: AttemptFilter) -> int:
     """The number of ``cdn``'s attempts matching ``where`` (see the module's
     docstring for how it is found). This is the one count that makes count
-    filters (``sevu.errorcount``'s)."""
+    filters (``sevu.errorcount``'s). An ``appinst`` filter is refused
+    (``ValueError``): nothing counts by it."""
+    check_countable(where, "count_attempts")
     found = await _from_rollups(source, cdn, where, fill=True)
     return await source.scan_count(cdn, where) if found is None else found
 
@@ -333,7 +341,9 @@ async def count_attempts_upto(
     value, far more than the panel may read for one view. What the rollups
     and existing count filters answer (as for :func:`count_attempts`) is
     exact; anything else is a count that reads at most ``cap + 1`` matching
-    attempts."""
+    attempts. An ``appinst`` filter is refused (``ValueError``), as in
+    :func:`count_attempts`."""
+    check_countable(where, "count_attempts_upto")
     found = await _from_rollups(source, cdn, where, fill=False)
     if found is None:
         return await source.capped_count(cdn, where, cap)

@@ -68,13 +68,20 @@ def _text_criteria(alias: str, where: TicketFilter | AttemptFilter) -> Criteria:
 
 def ticket_criteria(cdn: int, where: TicketFilter) -> Criteria:
     """``(comparison, value)`` pairs for ``sevu.search`` (tickets aliased ``t``)."""
-    return [("t.cdn =", cdn), *_text_criteria("t.", where)]
+    flags = [("t.uses =", where.uses), ("t.active =", where.active)]
+    return [("t.cdn =", cdn), *_text_criteria("t.", where), *flags]
 
 
 def attempt_criteria(cdn: int, where: AttemptFilter) -> Criteria:
     """``(comparison, value)`` pairs for an account's attempts matching ``where``."""
     times = [("at >=", where.start), ("at <=", where.end)]
-    return [("cdn =", cdn), *_text_criteria("", where), ("success =", where.success), *times]
+    return [
+        ("cdn =", cdn),
+        *_text_criteria("", where),
+        ("success =", where.success),
+        *times,
+        ("appinst =", where.appinst),
+    ]
 
 
 def ticket_where(cdn: int, where: TicketFilter, mark: str) -> tuple[str, list[object]]:
@@ -94,7 +101,7 @@ def top_values_where(
     cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int, mark: str
 ) -> tuple[str, str, list[object]]:
     """What ``top_attempt_values`` groups by, and the ``WHERE`` body it counts."""
-    return grouped_column(column, limit), *attempt_where(cdn, where, mark)
+    return grouped_column(where, column, limit), *attempt_where(cdn, where, mark)
 
 
 def panel_session_criteria(where: PanelSessionFilter) -> Criteria:

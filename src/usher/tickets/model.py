@@ -152,20 +152,27 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class TicketFilter:
-    """Exact-match filters of ``sevu.search``; ``None`` means not filtered."""
+    """Exact-match filters of ``sevu.search`` (and the v2 token listing);
+    ``None`` means not filtered. ``active`` is the ticket's own flag, not
+    whether its account is disabled."""
 
     key: str | None = None
     app: str | None = None
     video: str | None = None
     ip: str | None = None
     password: str | None = None
+    uses: int | None = None
+    active: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptFilter:
     """Exact-match filters of ``sevu.errorcount`` / ``sevu.errorlog``.
 
-    ``start``/``end`` are inclusive UNIX-second bounds.
+    ``start``/``end`` are inclusive UNIX-second bounds. ``appinst`` (the v2
+    attempt listing's) has no index and no rollup: only ``list_attempts``
+    takes it, testing it on the rows the other filters read; the counts and
+    statistics refuse it (``ValueError``).
     """
 
     key: str | None = None
@@ -176,6 +183,7 @@ class AttemptFilter:
     success: bool | None = None
     start: int | None = None
     end: int | None = None
+    appinst: str | None = None
 
 
 #: Most rows one listing answer holds (``sevu.search``, ``sevu.errorlog``,

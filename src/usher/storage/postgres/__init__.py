@@ -230,18 +230,29 @@ class PostgresStorage(
         )
         return None if row is None else ticket_from_row(row)
 
-    async def revoke_ticket(self, cdn: int, key: str, *, now: int) -> bool:
+    async def update_ticket(
+        self, cdn: int, key: str, *, active: bool | None, expire_at: int | None, now: int
+    ) -> bool:
         async def work(conn: Conn) -> bool:
             cursor = await conn.execute(
-                "UPDATE tickets SET active = FALSE WHERE key = %s AND cdn = %s RETURNING 1",
-                (storable(key), cdn),
+                "UPDATE tickets SET active = COALESCE(%s::boolean, active),"
+                " expire_at = COALESCE(%s::bigint, expire_at)"
+                " WHERE key = %s AND cdn = %s RETURNING 1",
+                (active, expire_at, storable(key), cdn),
             )
             if await cursor.fetchone() is None:
                 return False
-            await end_in(conn, SessionsToEnd(cdn=cdn, key=key), now, EndReason.REVOKED)
+            if active is False:
+                await end_in(conn, SessionsToEnd(cdn=cdn, key=key), now, EndReason.REVOKED)
             return True
 
         return await self._db.run(work, transaction=True)
+
+    async def _ticket_ids(self, cdn: int, keys: list[str]) -> dict[str, int]:
+        rows = await self._db.fetchall(
+            "SELECT key, id FROM tickets WHERE key = ANY(%s::text[]) AND cdn = %s", (keys, cdn)
+        )
+        return {str(key): int(row_id) for key, row_id in rows}
 
     async def search_tickets(
         self, cdn: int, where: TicketFilter, page: Page

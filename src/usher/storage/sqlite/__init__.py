@@ -24,7 +24,13 @@ from usher.storage.base import (
     check_cap,
     check_cursor,
 )
-from usher.storage.counting import EVERYTHING, broad_of, count_attempts_upto, value_filter
+from usher.storage.counting import (
+    EVERYTHING,
+    broad_of,
+    count_attempts_upto,
+    indexed_part,
+    value_filter,
+)
 from usher.storage.rows import (
     account_from_row,
     attempt_from_row,
@@ -229,17 +235,31 @@ class SQLiteStorage(
         )
         return None if row is None else ticket_from_row(row)
 
-    async def revoke_ticket(self, cdn: int, key: str, *, now: int) -> bool:
+    async def update_ticket(
+        self, cdn: int, key: str, *, active: bool | None, expire_at: int | None, now: int
+    ) -> bool:
+        flag = None if active is None else int(active)
+
         def run(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
-                "UPDATE tickets SET active = 0 WHERE key = ? AND cdn = ?", (storable(key), cdn)
+                "UPDATE tickets SET active = COALESCE(?, active),"
+                " expire_at = COALESCE(?, expire_at) WHERE key = ? AND cdn = ?",
+                (flag, expire_at, storable(key), cdn),
             )
             if cursor.rowcount == 0:
                 return False
-            end_in(conn, SessionsToEnd(cdn=cdn, key=key), now, EndReason.REVOKED)
+            if active is False:
+                end_in(conn, SessionsToEnd(cdn=cdn, key=key), now, EndReason.REVOKED)
             return True
 
+        # Not ``keeps_state``: the writer forgets its cached tickets after
+        # this job, so the next check reads the new values.
         return await self._write(run)
+
+    async def _ticket_ids(self, cdn: int, keys: list[str]) -> dict[str, int]:
+        sql = f"SELECT key, id FROM tickets WHERE key IN {placeholders(len(keys), '?')} AND cdn = ?"
+        rows = await self._read(lambda conn: conn.execute(sql, [*keys, cdn]).fetchall())
+        return {str(key): int(row_id) for key, row_id in rows}
 
     async def search_tickets(
         self, cdn: int, where: TicketFilter, page: Page
@@ -304,7 +324,9 @@ class SQLiteStorage(
         check_cursor(before, after)
 
         walk_table, driver_column = False, None
-        by_app_video = await self.app_video_first(cdn, where)
+        # ``appinst`` plans nothing (no index or rollup holds it); it is
+        # tested on the rows the other filters' path reads.
+        by_app_video = await self.app_video_first(cdn, indexed_part(where))
         if not uses_rollup(where):
             path = await self._list_path(cdn, where, page, by_app_video=by_app_video)
             if path is None:
@@ -359,7 +381,8 @@ class SQLiteStorage(
         ``None`` when the page lies past the last match. Every figure comes
         from rollups, existing count filters or capped reads: a list, like
         every panel read, never makes a count filter."""
-        matches = await self.count_attempts_upto(cdn, where, LIST_PLANNING_CAP)
+        # With ``appinst``, the matches of the other filters: an upper bound.
+        matches = await self.count_attempts_upto(cdn, indexed_part(where), LIST_PLANNING_CAP)
         if matches <= LIST_PLANNING_CAP and page.seek >= matches:
             return None  # exact, and the page lies past it
         newer = 0
@@ -372,6 +395,7 @@ class SQLiteStorage(
             # The rows of each named value's index (its time range is a part
             # of them); the smallest drives. Past ``enough`` the walk wins,
             # so a busy value without a count filter is read no further.
+            # Not lone with ``appinst``: the matches are fewer than the entries.
             lone = len(driver.named) == 1 and driver.where() == where
             enough = index_rows_worth_reading(
                 newer=newer, matches=matches, total=total, page=page, lone=lone

@@ -68,6 +68,8 @@ def _filters(where: AttemptFilter) -> dict[str, object]:
         ("video", where.video),
         ("ip", where.ip),
         ("success", None if where.success is None else int(where.success)),
+        # No index holds it: always tested on the rows the others read.
+        ("appinst", where.appinst),
     ):
         if value is not None:
             found[column] = storable(value) if isinstance(value, str) else value
@@ -230,7 +232,7 @@ def top_values_query(
     cdn: int, where: AttemptFilter, column: AttemptColumn, limit: int
 ) -> tuple[str, list[object]]:
     """The statement ``top_attempt_values`` runs."""
-    name = grouped_column(column, limit)
+    name = grouped_column(where, column, limit)
     sql, params = match_where(cdn, where, in_id_order=False)
     # ``+``: never group by walking a (cdn, column) index. Left to itself,
     # SQLite groups a ticket's addresses by reading the account's whole
