@@ -342,8 +342,9 @@ class Storage(ABC):
         new values."""
 
     async def ticket_ids(self, cdn: int, keys: Sequence[str]) -> dict[str, int]:
-        """The row ids of the account's tickets with these keys, by key
-        (keys the account has no ticket with are left out); one read. At
+        """The row ids of the account's tickets with these keys, by key in
+        the order asked (keys the account has no ticket with are left out);
+        one read. At
         most :data:`~usher.tickets.model.MAX_PAGE_ROWS` keys, else
         ``ValueError``."""
         if len(keys) > MAX_PAGE_ROWS:
@@ -356,7 +357,12 @@ class Storage(ABC):
         for key in keys:
             wanted.setdefault(storable(key), []).append(key)
         found = await self._ticket_ids(cdn, list(wanted))
-        return {key: row_id for stored, row_id in found.items() for key in wanted[stored]}
+        return {
+            key: found[stored]
+            for stored, asked in wanted.items()
+            if stored in found
+            for key in asked
+        }
 
     @abstractmethod
     async def _ticket_ids(self, cdn: int, keys: list[str]) -> dict[str, int]:

@@ -23,6 +23,7 @@ from tests.storage.contract.explorer import ExplorerContract
 from tests.storage.contract.lifecycle import LifecycleContract
 from tests.storage.contract.panel import PanelContract
 from tests.storage.contract.publish_log import PublishLogContract
+from tests.storage.contract.rest_storage import RestStorageContract
 from tests.storage.contract.session_pages import SessionPagesContract
 from tests.storage.contract.sessions import SessionContract
 from tests.storage.contract.signatures import SignaturesContract
@@ -47,6 +48,7 @@ class StorageContract(
     SessionPagesContract,
     StreamUsersContract,
     PublishLogContract,
+    RestStorageContract,
 ):
     """Behaviour every :class:`~usher.storage.base.Storage` backend must show."""
 

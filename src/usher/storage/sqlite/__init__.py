@@ -64,7 +64,7 @@ from usher.storage.sqlite.panel import SQLitePanelMixin
 from usher.storage.sqlite.playback import SQLitePlaybackMixin, end_in
 from usher.storage.sqlite.publishers import SQLitePublishersMixin
 from usher.storage.sqlite.retention import SQLiteRetentionMixin
-from usher.storage.sqlite.sql import page_sql
+from usher.storage.sqlite.sql import page_sql, ticket_ids_sql
 from usher.tickets.model import (
     Account,
     Attempt,
@@ -257,7 +257,7 @@ class SQLiteStorage(
         return await self._write(run)
 
     async def _ticket_ids(self, cdn: int, keys: list[str]) -> dict[str, int]:
-        sql = f"SELECT key, id FROM tickets WHERE key IN {placeholders(len(keys), '?')} AND cdn = ?"
+        sql = ticket_ids_sql(len(keys))
         rows = await self._read(lambda conn: conn.execute(sql, [*keys, cdn]).fetchall())
         return {str(key): int(row_id) for key, row_id in rows}
 

@@ -16,6 +16,13 @@ OPEN_BY_KEY: Final = f"{SESSIONS} INDEXED BY sessions_open_key"
 OPEN_BY_EXPIRY: Final = f"{SESSIONS} INDEXED BY sessions_open_expiry"
 
 
+def ticket_ids_sql(count: int) -> str:
+    """``Storage.ticket_ids`` for ``count`` keys: one probe of the unique key
+    index each. ``+cdn``: without statistics SQLite would rather read the
+    account's whole ``(cdn, id)`` range for many keys."""
+    return f"SELECT key, id FROM tickets WHERE key IN ({', '.join(['?'] * count)}) AND +cdn = ?"
+
+
 def page_sql(page: Page) -> str:
     # Both values are validated ints, so inlining them is safe and keeps the
     # statement cache keyed on shape only.
