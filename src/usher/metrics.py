@@ -89,6 +89,13 @@ class Metrics:
             "Live sessions open now, all nodes together (read from the database at each scrape).",
             registry=self.registry,
         )
+        self.rest_answers = Counter(
+            "usher_rest_answers",
+            "Answers of the v2 REST API, by resource (sevu_token, sevu_attempt, other) and "
+            "code (OK, or the error code: UNAUTHORIZED counts failed authentications).",
+            ["resource", "code"],
+            registry=self.registry,
+        )
         self.publishes = Counter(
             "usher_publishes",
             "Publish attempts this process decided, by outcome (allowed, denied) and "

@@ -41,12 +41,12 @@ async def v2(
     body: object = None,
     *,
     headers: dict[str, str] | None = None,
-    params: dict[str, str] | list[tuple[str, str]] | None = None,
+    params: list[tuple[str, str]] | None = None,
 ) -> httpx.Response:
     auth = basic(harness.account.cdn, harness.account.secret) if headers is None else headers
     content = None if body is None else json.dumps(body).encode()
     return await harness.http.request(
-        method, f"/v2/{path}", content=content, headers=auth, params=params
+        method, f"/v2/{path}", content=content, headers=auth, params=tuple(params or ())
     )
 
 
@@ -61,6 +61,12 @@ def error_of(response: httpx.Response) -> tuple[int, str, str]:
     return response.status_code, error["code"], error["detail"]
 
 
+async def play(
+    harness: Harness, key: str, password: str = "s3cret", video: str = "mystream"
+) -> tuple[int, dict[str, Any]]:
+    return await harness.check(key=key, **{"pass": password}, app="demo-live", video=video)
+
+
 async def create(harness: Harness, **fields: object) -> dict[str, Any]:
     response = await v2(harness, "PUT", "sevu_token", {**TOKEN, **fields})
     assert response.status_code == 201, response.text
@@ -72,11 +78,12 @@ async def create(harness: Harness, **fields: object) -> dict[str, Any]:
 # -- answers against the OpenAPI document ------------------------------------------------
 
 
-def _registry() -> Registry:
-    document = openapi_document()
-    return Registry().with_resource("urn:usher-v2", Resource.from_contents(
-        {**document, "$schema": "https://json-schema.org/draft/2020-12/schema"}
-    ))  # fmt: skip
+def _registry() -> Registry[Any]:
+    document = {**openapi_document(), "$schema": "https://json-schema.org/draft/2020-12/schema"}
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:usher-v2", Resource.from_contents(document)
+    )
+    return registry
 
 
 def conforms(response: httpx.Response) -> None:
@@ -310,19 +317,20 @@ async def test_the_list_holds_100_by_default_and_at_most_1000(harness: Harness) 
         )
     default = await v2(harness, "GET", "sevu_token/")
     assert len(default.json()["data"]) == 100
-    larger = await v2(harness, "GET", "sevu_token/", params={"option:limit": "5000"})
+    larger = await v2(harness, "GET", "sevu_token/", params=[("option:limit", "5000")])
     assert len(larger.json()["data"]) == 101
 
 
 @pytest.mark.parametrize(
     "params",
-    [{"colour": "red"}, {"uses": "many"}, {"active": "maybe"}, {"option:limit": "-1"},
-     {"option:offset": "x"}, {"option:starttime": "now"}],
+    [("colour", "red"), ("uses", "many"), ("active", "maybe"), ("option:limit", "-1"),
+     ("option:offset", "x"), ("option:starttime", "soon")],
 )  # fmt: skip
 async def test_a_bad_filter_or_option_is_request_invalid(
-    harness: Harness, params: dict[str, str]
+    harness: Harness, params: tuple[str, str]
 ) -> None:
-    assert error_of(await v2(harness, "GET", "sevu_token/", params=params))[:2] == (
+    path = "sevu_attempt/" if params[0] == "option:starttime" else "sevu_token/"
+    assert error_of(await v2(harness, "GET", path, params=[params]))[:2] == (
         400,
         "REQUEST_INVALID",
     )
@@ -393,7 +401,7 @@ async def test_the_attempt_list_filters_oldest_first(harness: Harness) -> None:
     for token, password in ((first, "s3cret"), (second, "nope"), (first, "nope")):
         harness.clock.advance(60)
         video = token["video"]
-        await harness.check(key=token["key"], **{"pass": password}, app="demo-live", video=video)
+        await play(harness, token["key"], password, video=video)
 
     async def listed(params: list[tuple[str, str]]) -> list[tuple[str, int]]:
         answer = await v2(harness, "GET", "sevu_attempt/", params=params)
@@ -453,3 +461,16 @@ async def test_any_body_or_query_gets_no_5xx(
         error_of(response)
     elif response.status_code != 204:
         conforms(response)
+
+
+async def test_answers_and_failed_authentications_are_counted(harness: Harness) -> None:
+    await v2(harness, "GET", "sevu_token/", headers=basic(harness.account.cdn, "guess"))
+    await v2(harness, "GET", "sevu_token/")
+    await v2(harness, "DELETE", "sevu_attempt/k")
+    metrics = (await harness.http.get("/metrics")).text
+    for line in (
+        'usher_rest_answers_total{code="UNAUTHORIZED",resource="sevu_token"} 1.0',
+        'usher_rest_answers_total{code="OK",resource="sevu_token"} 1.0',
+        'usher_rest_answers_total{code="METHOD_NOT_ALLOWED",resource="sevu_attempt"} 1.0',
+    ):
+        assert line in metrics

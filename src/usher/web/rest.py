@@ -66,7 +66,6 @@ from usher.web.state import AppState, app_state
 
 log = logging.getLogger("usher.rest")
 
-PREFIX: Final = "/v2/"
 #: Methods routed to the handler; an unlisted one on a known path is
 #: METHOD_NOT_ALLOWED, after the credentials.
 METHODS: Final = ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
@@ -88,6 +87,15 @@ async def openapi(request: Request) -> Response:
 
 async def v2(request: Request) -> Response:
     state = app_state(request)
+    response, code = await _answer(state, request)
+    path: str = request.scope["path"]
+    resource = next((c for c in _COLLECTIONS if path.startswith(f"/v2/{c}")), "other")
+    state.metrics.rest_answers.labels(resource, code).inc()
+    return response
+
+
+async def _answer(state: AppState, request: Request) -> tuple[Response, str]:
+    """The answer, and its code for the metrics (``OK`` or the error's)."""
     try:
         account = await _authenticate(state, request)
         collection, key = _resource(request.scope["path"])
@@ -97,7 +105,7 @@ async def v2(request: Request) -> Response:
             allowed = ", ".join(sorted(handlers))
             raise _WrongMethod(request.method, allowed)
         ctx = Context(state.storage, account, state.now(), Checker(state).count_ends)
-        response = await handler(ctx, request, key)
+        return await handler(ctx, request, key), "OK"
     except ClientDisconnect:
         raise  # nobody is left to read an answer (see usher.web.app)
     except _WrongMethod as exc:
@@ -110,7 +118,6 @@ async def v2(request: Request) -> Response:
         if not isinstance(exc, StorageBusy):
             log.error("The storage failed during a v2 request: %s", exc)
         return _errors(RestError(ErrorCode.SERVER_BUSY, _BUSY))
-    return response
 
 
 # -- authentication and routing ----------------------------------------------------------
@@ -169,8 +176,9 @@ class _WrongMethod(Exception):
 # -- answers ------------------------------------------------------------------------------
 
 
-def _errors(error: RestError, headers: dict[str, str] | None = None) -> Response:
-    return Response(errors_body([error]), error.code.status, headers=headers, media_type=_JSON)
+def _errors(error: RestError, headers: dict[str, str] | None = None) -> tuple[Response, str]:
+    body = errors_body([error])
+    return Response(body, error.code.status, headers=headers, media_type=_JSON), error.code.name
 
 
 def _data(value: object, status_code: int = 200) -> Response:
@@ -178,17 +186,19 @@ def _data(value: object, status_code: int = 200) -> Response:
 
 
 def _from_command(exc: ApiError) -> RestError:
-    """A command's failure in the v2 vocabulary."""
+    """A command's failure in the v2 vocabulary; its message, which names
+    the field, is the detail."""
+    detail = exc.message if exc.message.endswith(".") else exc.message + "."
     if isinstance(exc, MissingFields):
-        return RestError(ErrorCode.REQUIRED_FIELD, exc.message)
+        return RestError(ErrorCode.REQUIRED_FIELD, detail)
     if isinstance(exc, InvalidField):
-        return RestError(ErrorCode.REQUEST_INVALID, exc.message)
+        return RestError(ErrorCode.REQUEST_INVALID, detail)
     if isinstance(exc, NotFound):
         return RestError(ErrorCode.NOT_FOUND, "The account has no token with this key.")
     if isinstance(exc, Overloaded):
         return RestError(ErrorCode.SERVER_BUSY, _BUSY)
     if isinstance(exc, BodyTooLarge):
-        return RestError(ErrorCode.REQUEST_INVALID, exc.message)
+        return RestError(ErrorCode.REQUEST_INVALID, detail)
     log.error("A v2 request failed unexpectedly: %s", exc.message)
     return RestError(ErrorCode.SERVER_BUSY, _BUSY)
 
