@@ -270,6 +270,10 @@ class Settings:
     #: request may take before they are stopped (and the page says so with
     #: a 503), so that no view holds the database for long.
     panel_query_timeout: float = DEFAULT_PANEL_QUERY_TIMEOUT
+    #: ``USHER_REST_QUERY_TIMEOUT``: seconds of database reads one v2 REST
+    #: request may take before they are stopped (answered 503 SERVER_BUSY),
+    #: so that no listing holds the database for long.
+    rest_query_timeout: float = DEFAULT_PANEL_QUERY_TIMEOUT
     #: ``USHER_OME_SECRET``: the ``<SecretKey>`` of OvenMediaEngine's
     #: AdmissionWebhooks. Set, ``/usher/ome`` refuses requests whose
     #: ``X-OME-Signature`` does not match; empty, it checks no signature.
@@ -316,6 +320,9 @@ class Settings:
             prune_attempts_older_than=_duration(env, "USHER_PRUNE_ATTEMPTS_OLDER_THAN"),
             panel_query_timeout=_seconds(
                 env, "USHER_PANEL_QUERY_TIMEOUT", DEFAULT_PANEL_QUERY_TIMEOUT
+            ),
+            rest_query_timeout=_seconds(
+                env, "USHER_REST_QUERY_TIMEOUT", DEFAULT_PANEL_QUERY_TIMEOUT
             ),
             ome_secret=_ome_secret(env),
             publish_url=parse_publish_url(env.get("USHER_PUBLISH_URL", "")),

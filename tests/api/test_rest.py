@@ -5,6 +5,7 @@ signed API; answers validated against /v2/openapi.json."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 
@@ -474,3 +475,13 @@ async def test_answers_and_failed_authentications_are_counted(harness: Harness) 
         'usher_rest_answers_total{code="METHOD_NOT_ALLOWED",resource="sevu_attempt"} 1.0',
     ):
         assert line in metrics
+
+
+async def test_a_listing_past_its_read_budget_is_stopped_with_503(harness: Harness) -> None:
+    await create(harness)
+    state = harness.app.state
+    state.settings = dataclasses.replace(state.settings, rest_query_timeout=0.000001)
+    response = await v2(harness, "GET", "sevu_token/")
+    status, code, detail = error_of(response)
+    assert (status, code) == (503, "SERVER_BUSY")
+    assert "USHER_REST_QUERY_TIMEOUT" in detail and "narrow it" in detail

@@ -58,6 +58,7 @@ from usher.protocol.rest import (
     read_object,
     token_fields,
 )
+from usher.storage.base import ReadBoundExceeded, bounded_reads
 from usher.tickets.expiry import parse_expire
 from usher.tickets.model import Account, AttemptFilter, Page, Ticket
 from usher.web.body import read_body
@@ -76,6 +77,11 @@ _UNAUTHORIZED: Final = (
     "secret as the password."
 )
 _BUSY: Final = "Usher is overloaded or its storage is unavailable; try again shortly."
+_TOO_LONG: Final = (
+    "The request needed more than {seconds:g} s of database reads and was stopped "
+    "(USHER_REST_QUERY_TIMEOUT); narrow it with more filters, a time range or a smaller "
+    "option:offset."
+)
 
 Handler = Callable[[Context, Request, str | None], Awaitable[Response]]
 
@@ -105,7 +111,8 @@ async def _answer(state: AppState, request: Request) -> tuple[Response, str]:
             allowed = ", ".join(sorted(handlers))
             raise _WrongMethod(request.method, allowed)
         ctx = Context(state.storage, account, state.now(), Checker(state).count_ends)
-        return await handler(ctx, request, key), "OK"
+        with bounded_reads(state.settings.rest_query_timeout):
+            return await handler(ctx, request, key), "OK"
     except ClientDisconnect:
         raise  # nobody is left to read an answer (see usher.web.app)
     except _WrongMethod as exc:
@@ -114,6 +121,8 @@ async def _answer(state: AppState, request: Request) -> tuple[Response, str]:
         return _errors(exc, _CHALLENGE if exc.code is ErrorCode.UNAUTHORIZED else None)
     except ApiError as exc:
         return _errors(_from_command(exc))
+    except ReadBoundExceeded as exc:
+        return _errors(RestError(ErrorCode.SERVER_BUSY, _TOO_LONG.format(seconds=exc.seconds)))
     except StorageError as exc:
         if not isinstance(exc, StorageBusy):
             log.error("The storage failed during a v2 request: %s", exc)
