@@ -8,11 +8,15 @@ The contract suite proves the answers.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from pathlib import Path
 
 import pytest
 
+from tests.helpers import NOW
 from tests.storage.test_sqlite_counts import _insert_attempts, migrated  # noqa: F401  # fixture
+from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite.counts import list_query
 from usher.storage.sqlite.sql import ticket_ids_sql
 from usher.tickets.model import MAX_PAGE_ROWS, AttemptFilter, Page
@@ -73,3 +77,39 @@ def test_an_appinst_listing_answers_what_the_plain_one_does(
         got = [row[0] for row in migrated.execute(sql, params)]
         assert got == [row[0] for row in migrated.execute(sql.replace("+", ""), params)]
         assert got  # the comparison compared something
+
+
+def test_an_oldest_first_range_at_the_end_of_the_log_reads_its_index(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+    tmp_path: Path,
+) -> None:
+    """Listing a recent range oldest first (the v2 API's order) must not walk
+    the table from its oldest row: the rows before the range are what that
+    walk passes, as the rows after it are for a newest-first walk. (At 10.9 M
+    attempts the walk took 1.6 s for the last 24 hours; the index, 80 ms.)"""
+    _insert_attempts(migrated, 2000)
+    migrated.close()
+    # The last 5% of the log: a newest-first walk fills a page of 5 within
+    # about 100 rows; an oldest-first one would pass the other 95% first.
+    recent = AttemptFilter(start=NOW + 1900)
+    page = Page(limit=5)
+
+    async def paths() -> tuple[object, object, list[int]]:
+        storage = SQLiteStorage(str(tmp_path / "new.db"))
+        await storage.open()
+        try:
+            oldest = await storage._list_path(
+                1, recent, page, by_app_video=False, newest_first=False
+            )
+            newest = await storage._list_path(
+                1, recent, page, by_app_video=False, newest_first=True
+            )
+            rows = await storage.list_attempts(1, recent, page)
+            return oldest, newest, [a.at for a in rows]
+        finally:
+            await storage.close()
+
+    oldest, newest, listed = asyncio.run(paths())
+    assert oldest == (False, None)  # through the time index
+    assert newest == (True, None)  # a newest-first walk starts inside the range
+    assert listed == sorted(listed) and listed[0] >= NOW + 1900 and len(listed) == 5

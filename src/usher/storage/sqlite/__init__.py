@@ -328,7 +328,9 @@ class SQLiteStorage(
         # tested on the rows the other filters' path reads.
         by_app_video = await self.app_video_first(cdn, indexed_part(where))
         if not uses_rollup(where):
-            path = await self._list_path(cdn, where, page, by_app_video=by_app_video)
+            path = await self._list_path(
+                cdn, where, page, by_app_video=by_app_video, newest_first=newest_first
+            )
             if path is None:
                 return []
             walk_table, driver_column = path
@@ -373,7 +375,13 @@ class SQLiteStorage(
         return [attempt_from_row(row) for row in rows]
 
     async def _list_path(
-        self, cdn: int, where: AttemptFilter, page: Page, *, by_app_video: bool
+        self,
+        cdn: int,
+        where: AttemptFilter,
+        page: Page,
+        *,
+        by_app_video: bool,
+        newest_first: bool = True,
     ) -> tuple[bool, str | None] | None:
         """For a list with a key, pass, ip or time range: whether to walk the
         table in id order (see :func:`walk_is_cheaper`) and which named key,
@@ -385,9 +393,14 @@ class SQLiteStorage(
         matches = await self.count_attempts_upto(cdn, indexed_part(where), LIST_PLANNING_CAP)
         if matches <= LIST_PLANNING_CAP and page.seek >= matches:
             return None  # exact, and the page lies past it
+        # The rows a walk passes before it reaches the time range: those
+        # after its end when it walks newest first, before its start when
+        # it walks oldest first (the v2 API's and sevu.errorlog's order).
         newer = 0
-        if where.end is not None:
+        if newest_first and where.end is not None:
             newer = await self.count_attempts(cdn, AttemptFilter(start=where.end + 1))
+        elif not newest_first and where.start is not None:
+            newer = await self.count_attempts(cdn, AttemptFilter(end=where.start - 1))
         total = await self.sum_account_counts(cdn, EVERYTHING)
         driver = value_filter(cdn, where)
         driver_column = None
