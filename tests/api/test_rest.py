@@ -485,3 +485,58 @@ async def test_a_listing_past_its_read_budget_is_stopped_with_503(harness: Harne
     status, code, detail = error_of(response)
     assert (status, code) == (503, "SERVER_BUSY")
     assert "USHER_REST_QUERY_TIMEOUT" in detail and "narrow it" in detail
+
+
+# -- found in review -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Basic " + base64.b64encode(b"9999999999999999999:x"),  # past 64 bits
+        b"Basic \xe9\xe9\xe9=",  # not ASCII
+        b"Basic " + base64.b64encode(b"158:\xff\xfe"),  # not UTF-8
+    ],
+    ids=["huge-cdn", "non-ascii", "non-utf8"],
+)
+async def test_odd_credentials_are_401_not_500(harness: Harness, raw: bytes) -> None:
+    response = await harness.http.get("/v2/sevu_token/", headers=[(b"authorization", raw)])
+    assert error_of(response)[:2] == (401, "UNAUTHORIZED")
+
+
+@pytest.mark.parametrize("method", ["TRACE", "PROPFIND", "PURGE"])
+async def test_any_method_meets_the_credentials_first(harness: Harness, method: str) -> None:
+    anonymous = await v2(harness, method, "sevu_token/", headers={})
+    assert error_of(anonymous)[:2] == (401, "UNAUTHORIZED")
+    assert error_of(await v2(harness, method, "sevu_token/"))[:2] == (405, "METHOD_NOT_ALLOWED")
+
+
+async def test_the_key_in_the_path_is_decoded_once(harness: Harness) -> None:
+    token = await create(harness)
+    twice = token["key"].replace(".", "%252E")
+    assert error_of(await v2(harness, "GET", f"sevu_token/{twice}"))[:2] == (404, "NOT_FOUND")
+    once = token["key"].replace(".", "%2E")
+    assert (await v2(harness, "GET", f"sevu_token/{once}")).status_code == 200
+
+
+async def test_a_filter_past_the_parameter_limit_is_refused_not_dropped(harness: Harness) -> None:
+    await create(harness)
+    params = [("option:limit", "2")] * 100 + [("key", "no-such-key")]
+    response = await v2(harness, "GET", "sevu_token/", params=params)
+    assert error_of(response)[:2] == (400, "REQUEST_INVALID")
+
+
+@pytest.mark.parametrize("body", [{"active": ""}, {"expire_date": ""}, {"active": None}])
+async def test_a_change_of_nothing_is_required_field_not_200(
+    harness: Harness, body: dict[str, object]
+) -> None:
+    token = await create(harness)
+    response = await v2(harness, "POST", f"sevu_token/{token['key']}", body)
+    assert error_of(response)[:2] == (400, "REQUIRED_FIELD")
+
+
+async def test_a_disabled_account_is_told_so_only_with_the_right_secret(harness: Harness) -> None:
+    await harness.app.state.storage.update_account(harness.account.cdn, disabled=True)
+    _, _, right = error_of(await v2(harness, "GET", "sevu_token/"))
+    wrong = await v2(harness, "GET", "sevu_token/", headers=basic(harness.account.cdn, "guess"))
+    assert "disabled" in right and "disabled" not in error_of(wrong)[2]

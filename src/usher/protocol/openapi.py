@@ -26,13 +26,14 @@ _FORMATS: Final[dict[str, dict[str, Any]]] = {
     "strings": {"type": "array", "items": {"type": "string"}},
 }
 #: What a request may send for each kind: numbers may be numeric strings,
-#: flags true/false, and a new expiry a relative time as well as a date.
+#: flags true/false, a new expiry a relative time as well as a date, and
+#: any field null, which counts as not sent.
 _SENT: Final[dict[str, dict[str, Any]]] = {
-    "string": {"type": "string"},
-    "integer": {"type": ["integer", "string"]},
-    "flag": {"type": ["boolean", "integer", "string"]},
-    "date": {"type": "string"},
-    "strings": {"type": "array", "items": {"type": "string"}},
+    "string": {"type": ["string", "null"]},
+    "integer": {"type": ["integer", "string", "null"]},
+    "flag": {"type": ["boolean", "integer", "string", "null"]},
+    "date": {"type": ["string", "null"]},
+    "strings": {"type": ["array", "null"], "items": {"type": "string"}},
 }
 
 

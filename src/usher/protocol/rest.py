@@ -167,7 +167,11 @@ def token_fields(body: Mapping[str, object], *, create: bool) -> dict[str, objec
     against :data:`TOKEN_FIELDS`: as the signed API's commands read them
     (strings, numbers or numeric strings), every problem raised as a
     :class:`RestError` naming the field. ``null`` counts as not sent."""
-    sent = {name: value for name, value in body.items() if value is not None}
+    # null is "not sent"; so is "" in a change, which would otherwise be a
+    # 200 that changed nothing.
+    sent = {
+        name: value for name, value in body.items() if value is not None and (create or value != "")
+    }
     for name in sent:
         field = _TOKEN_BY_NAME.get(name)
         if field is None:

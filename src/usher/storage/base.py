@@ -371,7 +371,7 @@ class Storage(ABC):
 
     @abstractmethod
     async def search_tickets(
-        self, cdn: int, where: TicketFilter, page: Page
+        self, cdn: int, where: TicketFilter, page: Page, *, count: bool = True
     ) -> tuple[list[Ticket], int]:
         """Matching tickets newest first, paged, and the count of all matches.
 
@@ -379,6 +379,8 @@ class Storage(ABC):
         :data:`~usher.tickets.model.MAX_PAGE_ROWS`, whatever ``page.limit``
         says), and the backend reads no more than that: the cap is applied in
         the query, and the count is counted by the database, not from rows.
+        ``count=False`` skips the count (it reads every match), and answers
+        ``-1`` for it: the v2 API's listing has no total to give.
         """
 
     # -- playback checks and the attempt log --------------------------------

@@ -52,8 +52,8 @@ ROUTES = [
     Route("/v2/openapi.json", rest.openapi, methods=["GET"]),
     # Every other /v2 path and method reaches the handler, which checks the
     # credentials before it says NOT_FOUND or METHOD_NOT_ALLOWED (SPEC §7).
-    Route("/v2", rest.v2, methods=list(rest.METHODS)),
-    Route("/v2/{path:path}", rest.v2, methods=list(rest.METHODS)),
+    Route("/v2", rest.V2_APP),
+    Route("/v2/{path:path}", rest.V2_APP),
     panel_redirect(),
     panel_mount(),
 ]

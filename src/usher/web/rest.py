@@ -16,16 +16,17 @@ method (``METHOD_NOT_ALLOWED``), then the request itself.
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import request_response
+from starlette.types import Receive, Scope, Send
 
 from usher.commands import errorlog, fields, revoke, status
 from usher.commands import request as request_command
@@ -67,9 +68,6 @@ from usher.web.state import AppState, app_state
 
 log = logging.getLogger("usher.rest")
 
-#: Methods routed to the handler; an unlisted one on a known path is
-#: METHOD_NOT_ALLOWED, after the credentials.
-METHODS: Final = ("GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS")
 _JSON: Final = "application/json"
 _CHALLENGE: Final = {"WWW-Authenticate": 'Basic realm="Usher", charset="UTF-8"'}
 _UNAUTHORIZED: Final = (
@@ -111,6 +109,10 @@ async def _answer(state: AppState, request: Request) -> tuple[Response, str]:
             allowed = ", ".join(sorted(handlers))
             raise _WrongMethod(request.method, allowed)
         ctx = Context(state.storage, account, state.now(), Checker(state).count_ends)
+        if request.method != "GET":
+            # A change is made in full: its read-back is one token, and a
+            # 503 after the write would invite a retry that duplicates it.
+            return await handler(ctx, request, key), "OK"
         with bounded_reads(state.settings.rest_query_timeout):
             return await handler(ctx, request, key), "OK"
     except ClientDisconnect:
@@ -129,6 +131,21 @@ async def _answer(state: AppState, request: Request) -> tuple[Response, str]:
         return _errors(RestError(ErrorCode.SERVER_BUSY, _BUSY))
 
 
+class _EveryMethod:
+    """``v2`` as an ASGI app object: Starlette routes such an app every
+    method, where a function endpoint would get GET alone and any other
+    method a plain-text 405 before the credentials were checked."""
+
+    def __init__(self) -> None:
+        self._app = request_response(v2)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+V2_APP: Final = _EveryMethod()
+
+
 # -- authentication and routing ----------------------------------------------------------
 
 
@@ -141,11 +158,14 @@ async def _authenticate(state: AppState, request: Request) -> Account:
     if scheme.lower() != "basic":
         raise failed
     try:
+        # ValueError covers bad base64, non-ASCII text and bad UTF-8 alike.
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
         raise failed from None
     user, colon, secret = decoded.partition(":")
     if not colon or not (user.isascii() and user.isdigit()) or len(user) > 19:
+        raise failed
+    if int(user) > fields.INT64_MAX:  # no cdn is that large, and storage could not ask
         raise failed
     account = await state.storage.get_account(int(user))
     if account is None or not hmac.compare_digest(
@@ -168,7 +188,9 @@ def _resource(path: str) -> tuple[str, str | None]:
             ErrorCode.NOT_FOUND,
             "No such resource; the API has /v2/sevu_token/ and /v2/sevu_attempt/.",
         )
-    key = unquote(parts[1]) if len(parts) == 2 and parts[1] else None
+    # The scope's path is decoded already: decoding again would read
+    # "%252E" as ".".
+    key = parts[1] if len(parts) == 2 and parts[1] else None
     return parts[0], key
 
 
@@ -250,7 +272,9 @@ async def _list_tokens(ctx: Context, request: Request, _key: str | None) -> Resp
         uses=fields.integer(filters, "uses"),
         active=fields.flag(filters, "active"),
     )
-    tickets, _ = await ctx.storage.search_tickets(ctx.account.cdn, where, _page(options))
+    tickets, _ = await ctx.storage.search_tickets(
+        ctx.account.cdn, where, _page(options), count=False
+    )
     return _data(await _tokens(ctx, await with_viewers(ctx, tickets)))
 
 
@@ -323,9 +347,20 @@ async def _body(request: Request) -> bytes:
     return await read_body(request, app_state(request).settings.max_body)
 
 
+#: Most query parameters a listing reads; more is refused, never cut, since
+#: a filter past the cut would be ignored and the listing come back wider.
+MAX_QUERY_PAIRS: Final = 100
+
+
 def _query(request: Request) -> list[tuple[str, str]]:
     query: bytes = request.scope["query_string"]
-    return parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True)[:100]
+    pairs = parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=None)
+    if len(pairs) > MAX_QUERY_PAIRS:
+        raise RestError(
+            ErrorCode.REQUEST_INVALID,
+            f"The query has {len(pairs)} parameters; send at most {MAX_QUERY_PAIRS}.",
+        )
+    return pairs
 
 
 def _page(options: dict[str, str]) -> Page:

@@ -183,6 +183,11 @@ class TicketsContract(ContractBase):
         found, total = await storage.search_tickets(DEMO_CDN, TicketFilter(), page)
         assert [t.key for t in found] == expected
         assert total == 5
+        # Without the count: the same page, and -1 for the total.
+        assert await storage.search_tickets(DEMO_CDN, TicketFilter(), page, count=False) == (
+            found,
+            -1,
+        )
 
     async def test_search_is_isolated_by_account(
         self, storage: Storage, searchable: list[Ticket]

@@ -255,9 +255,16 @@ class PostgresStorage(
         return {str(key): int(row_id) for key, row_id in rows}
 
     async def search_tickets(
-        self, cdn: int, where: TicketFilter, page: Page
+        self, cdn: int, where: TicketFilter, page: Page, *, count: bool = True
     ) -> tuple[list[Ticket], int]:
         sql, params = ticket_where(cdn, where, "%s")
+        if not count:
+            rows = await self._db.fetchall(
+                f"SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE {sql}"
+                " ORDER BY t.id DESC LIMIT %s OFFSET %s",
+                [*params, page.rows, page.seek],
+            )
+            return [ticket_from_row(row) for row in rows], -1
         # One statement, so the page and the total come from one snapshot.
         # The count row is always there; a page past the end joins nothing.
         rows = await self._db.fetchall(
@@ -328,10 +335,17 @@ class PostgresStorage(
             if bound is not None:
                 sql += f" AND {clause}"
                 params.append(bound)
-        order = "DESC" if newest_first else ""
+        order = "id DESC" if newest_first else "id"
+        if not newest_first and before is None and after is None:
+            # Oldest first is time order (ids follow it), and every index on
+            # attempts ends in ``at``: ordered by (at, id), a page of a busy
+            # address or of the last day is read from its index's start.
+            # Ordered by id alone, PostgreSQL walks the primary key from the
+            # log's oldest row instead (2 s and more at 10 M attempts).
+            order = "at, id"
         rows = await self._db.fetchall(
             f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql}"
-            f" ORDER BY id {order} LIMIT %s OFFSET %s",
+            f" ORDER BY {order} LIMIT %s OFFSET %s",
             [*params, page.rows, page.seek],
         )
         return [attempt_from_row(row) for row in rows]

@@ -262,7 +262,7 @@ class SQLiteStorage(
         return {str(key): int(row_id) for key, row_id in rows}
 
     async def search_tickets(
-        self, cdn: int, where: TicketFilter, page: Page
+        self, cdn: int, where: TicketFilter, page: Page, *, count: bool = True
     ) -> tuple[list[Ticket], int]:
         sql, params = ticket_where(cdn, where, "?")
 
@@ -270,9 +270,11 @@ class SQLiteStorage(
             # One read transaction so the page and the total agree.
             conn.execute("BEGIN")
             try:
-                total = conn.execute(
-                    f"SELECT COUNT(*) FROM tickets t WHERE {sql}", params
-                ).fetchone()[0]
+                total = -1
+                if count:
+                    total = conn.execute(
+                        f"SELECT COUNT(*) FROM tickets t WHERE {sql}", params
+                    ).fetchone()[0]
                 rows = conn.execute(
                     f"SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE {sql} ORDER BY t.id DESC"
                     + page_sql(page),
