@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from usher.storage.postgres.panel import RECENT_DENIALS_SQL
-from usher.storage.postgres.sql import attempts_where
+from usher.storage.postgres.sql import TICKET_IDS, attempts_where
 from usher.tickets.model import AttemptFilter
 
 pytestmark = pytest.mark.anyio
@@ -50,3 +50,28 @@ async def test_a_video_with_a_time_range_reads_the_app_video_index(pg_url: str) 
     assert "attempts_cdn_app_video" in text, text
     assert "attempts_cdn_at_success" not in text, text
     assert count == 200
+
+
+async def test_ticket_ids_probe_the_key_index(pg_url: str) -> None:
+    # A listing's default page of keys (100) in an account of many tickets:
+    # one probe each, never the account's range. (For 1000 keys in a table
+    # this small, PostgreSQL rightly prefers one pass over the table.)
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO accounts (cdn, username, api_key, secret, disabled, created_at)"
+            " VALUES (1, 'demo', 'K', 'S', false, 0)"
+        )
+        await conn.execute(
+            "INSERT INTO tickets (key, cdn, pass, ip, video, app, uses, use_count, active,"
+            " created_at, expire_at, used_at, bound_ips, max_viewers)"
+            " SELECT 'k' || i, 1, 'p', '', 'v', 'demo-live', 0, 0, true, 0, 1, NULL, '', 0"
+            " FROM generate_series(1, 50000) AS i"
+        )
+        await conn.execute("ANALYZE tickets")
+        keys = [f"k{i * 537}" for i in range(1, 101)]
+        plan = [row[0] async for row in await conn.execute("EXPLAIN " + TICKET_IDS, (keys, 1))]
+        found = await (await conn.execute(TICKET_IDS, (keys, 1))).fetchall()
+    text = "\n".join(plan)
+    assert "tickets_key_key" in text, text
+    assert "tickets_cdn_id" not in text and "Seq Scan" not in text, text
+    assert len(found) == len([k for k in keys if int(k[1:]) <= 50000])

@@ -17,7 +17,12 @@ import pytest
 from tests.helpers import NOW
 from tests.storage.test_sqlite_counts import _insert_attempts, migrated  # noqa: F401  # fixture
 from usher.storage.sqlite import SQLiteStorage
-from usher.storage.sqlite.counts import list_query
+from usher.storage.sqlite.counts import (
+    index_rows_worth_reading,
+    list_query,
+    sorting_is_cheaper,
+    walk_is_cheaper,
+)
 from usher.storage.sqlite.sql import ticket_ids_sql
 from usher.tickets.model import MAX_PAGE_ROWS, AttemptFilter, Page
 
@@ -113,3 +118,23 @@ def test_an_oldest_first_range_at_the_end_of_the_log_reads_its_index(
     assert oldest == (False, None)  # through the time index
     assert newest == (True, None)  # a newest-first walk starts inside the range
     assert listed == sorted(listed) and listed[0] >= NOW + 1900 and len(listed) == 5
+
+
+def test_with_appinst_a_walk_is_priced_as_passing_every_attempt() -> None:
+    # 100,000 matches of 1 M without appinst: a page is 10,000 walked rows
+    # away, far fewer than the index's entries cost. With a rare appinst
+    # the walk may pass all 1 M, so the index's 100,000 entries win.
+    page = Page()
+    assert walk_is_cheaper(index_rows=100_000, newer=0, matches=100_000, total=1_000_000, page=page)
+    assert not walk_is_cheaper(
+        index_rows=100_000, newer=0, matches=100_000, total=1_000_000, page=page, sparse=True
+    )
+    assert not sorting_is_cheaper(100_000, 1_000_000, page)
+    assert sorting_is_cheaper(100_000, 1_000_000, page, sparse=True)
+    # Past 250,000 entries (a quarter of the log) the walk wins again.
+    assert walk_is_cheaper(
+        index_rows=250_001, newer=0, matches=100_000, total=1_000_000, page=page, sparse=True
+    )
+    assert index_rows_worth_reading(
+        newer=0, matches=1, total=1_000_000, page=page, sparse=True
+    ) == (250_000)

@@ -57,6 +57,7 @@ from usher.storage.postgres.retention import PostgresRetentionMixin
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import (
     CLAIM,
+    TICKET_IDS,
     Conn,
     apply_decision,
     attempts_where,
@@ -249,9 +250,7 @@ class PostgresStorage(
         return await self._db.run(work, transaction=True)
 
     async def _ticket_ids(self, cdn: int, keys: list[str]) -> dict[str, int]:
-        rows = await self._db.fetchall(
-            "SELECT key, id FROM tickets WHERE key = ANY(%s::text[]) AND cdn = %s", (keys, cdn)
-        )
+        rows = await self._db.fetchall(TICKET_IDS, (keys, cdn))
         return {str(key): int(row_id) for key, row_id in rows}
 
     async def search_tickets(

@@ -89,6 +89,8 @@ BATCH_VIEWERS: Final = (
     "SELECT key, COUNT(*) FROM sessions WHERE key = ANY(%s::text[])"
     " AND ended_at IS NULL AND expires_at > %s GROUP BY key"
 )
+#: ``Storage.ticket_ids``: one probe of the unique key index per key.
+TICKET_IDS: Final = "SELECT key, id FROM tickets WHERE key = ANY(%s::text[]) AND cdn = %s"
 CLAIM: Final = (
     "INSERT INTO used_signatures AS u (digest, expires_at) VALUES (%s, %s)"
     " ON CONFLICT (digest) DO UPDATE SET expires_at = EXCLUDED.expires_at"

@@ -365,7 +365,9 @@ class SQLiteStorage(
                     where,
                     page,
                     newest_first=newest_first,
-                    sort_matches=sorting_is_cheaper(matches, int(everything), page),
+                    sort_matches=sorting_is_cheaper(
+                        matches, int(everything), page, sparse=where.appinst is not None
+                    ),
                     before=before,
                     after=after,
                 )
@@ -391,7 +393,9 @@ class SQLiteStorage(
         ``None`` when the page lies past the last match. Every figure comes
         from rollups, existing count filters or capped reads: a list, like
         every panel read, never makes a count filter."""
-        # With ``appinst``, the matches of the other filters: an upper bound.
+        # With ``appinst``, the matches of the other filters: an upper bound
+        # (``sparse``: how many of them it keeps is unknown).
+        sparse = where.appinst is not None
         matches = await self.count_attempts_upto(cdn, indexed_part(where), LIST_PLANNING_CAP)
         if matches <= LIST_PLANNING_CAP and page.seek >= matches:
             return None  # exact, and the page lies past it
@@ -413,7 +417,7 @@ class SQLiteStorage(
             # Not lone with ``appinst``: the matches are fewer than the entries.
             lone = len(driver.named) == 1 and driver.where() == where
             enough = index_rows_worth_reading(
-                newer=newer, matches=matches, total=total, page=page, lone=lone
+                newer=newer, matches=matches, total=total, page=page, lone=lone, sparse=sparse
             )
             sizes = {
                 column: await count_attempts_upto(self, cdn, driver.alone(column).where(), enough)
@@ -433,7 +437,12 @@ class SQLiteStorage(
                 cdn, AttemptFilter(start=where.start, end=where.end)
             )
         walk = walk_is_cheaper(
-            index_rows=index_rows, newer=newer, matches=matches, total=total, page=page
+            index_rows=index_rows,
+            newer=newer,
+            matches=matches,
+            total=total,
+            page=page,
+            sparse=sparse,
         )
         return walk, driver_column
 

@@ -111,13 +111,13 @@ def scan_count_by(
 WALK_PER_FETCH: Final = 4
 
 
-def sorting_is_cheaper(matches: int, total: int, page: Page) -> bool:
+def sorting_is_cheaper(matches: int, total: int, page: Page, *, sparse: bool = False) -> bool:
     """Whether reading all ``matches`` of ``total`` attempts through an index
     and sorting them beats walking the table in id order until the page is
     full (about ``total / matches`` rows per match, the matches spread
     evenly). A sparse video's later pages would otherwise walk most of the
-    table (2 s at 10 M attempts)."""
-    walked = (page.seek + page.rows) * total / max(matches, 1)
+    table (2 s at 10 M attempts). ``sparse``: see :func:`walk_cost`."""
+    walked = walk_cost(newer=0, matches=matches, total=total, page=page, sparse=sparse)
     return matches * WALK_PER_FETCH <= walked
 
 
@@ -325,15 +325,25 @@ def _unindexed(cdn: int, where: AttemptFilter) -> tuple[list[str], list[object]]
     return clauses, params
 
 
-def walk_cost(*, newer: int, matches: int, total: int, page: Page) -> float:
+def walk_cost(*, newer: int, matches: int, total: int, page: Page, sparse: bool = False) -> float:
     """The rows a walk of the table in id order (newest first) passes to
     reach the page: first the ``newer`` attempts logged after the range,
     then about ``total / matches`` rows per match (matches spread evenly
-    over the log)."""
+    over the log).
+
+    ``sparse``: a filter no count knows (``appinst``) keeps an unknown part
+    of the ``matches``, maybe none, so the walk may pass every attempt:
+    ``total``. The index path reads its ``matches`` whatever that filter
+    keeps, so a rare ``appinst`` with a key or an app reads those and no
+    more."""
+    if sparse:
+        return float(total)
     return newer + (page.seek + page.rows) * total / max(matches, 1)
 
 
-def walk_is_cheaper(*, index_rows: int, newer: int, matches: int, total: int, page: Page) -> bool:
+def walk_is_cheaper(
+    *, index_rows: int, newer: int, matches: int, total: int, page: Page, sparse: bool = False
+) -> bool:
     """Whether walking the table in id order (newest first) reaches the
     page sooner than reading ``index_rows`` entries of the designed index
     and sorting them.
@@ -342,15 +352,15 @@ def walk_is_cheaper(*, index_rows: int, newer: int, matches: int, total: int, pa
     walked rows (:func:`walk_cost`) where its index holds 600,000; a time
     range ending now has nothing newer. An index read costs
     :data:`WALK_PER_FETCH` walked rows per entry, as in
-    :func:`sorting_is_cheaper`.
+    :func:`sorting_is_cheaper`. ``sparse``: see :func:`walk_cost`.
     """
-    return walk_cost(newer=newer, matches=matches, total=total, page=page) < (
+    return walk_cost(newer=newer, matches=matches, total=total, page=page, sparse=sparse) < (
         index_rows * WALK_PER_FETCH
     )
 
 
 def index_rows_worth_reading(
-    *, newer: int, matches: int, total: int, page: Page, lone: bool = False
+    *, newer: int, matches: int, total: int, page: Page, lone: bool = False, sparse: bool = False
 ) -> int:
     """The most index entries a list reads rather than walk the table: with
     one more, :func:`walk_is_cheaper` says walk. A count of a named value's
@@ -362,8 +372,10 @@ def index_rows_worth_reading(
     walk wins past the ``n`` where ``WALK_PER_FETCH * n * n`` reaches
     ``newer * n + (seek + rows) * total``, 52,000 entries for a page of
     1,000 at 10.9 M attempts rather than the 272,000 that ``matches``
-    counted up to 10,000 gives.
+    counted up to 10,000 gives. ``sparse``: see :func:`walk_cost`.
     """
+    if sparse:
+        return int(total // WALK_PER_FETCH)
     if lone:
         reach = (page.seek + page.rows) * total
         root = math.sqrt(newer * newer + 4 * WALK_PER_FETCH * reach)
