@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import request_response
 from starlette.types import Receive, Scope, Send
 
-from usher.commands import errorlog, fields, revoke, status
+from usher.commands import errorcount, errorlog, fields, revoke, status
 from usher.commands import request as request_command
 from usher.commands.base import Context, attempt_object, ticket_object, with_viewers
 from usher.commands.search import ticket_filter
@@ -61,7 +61,7 @@ from usher.protocol.rest import (
 )
 from usher.storage.base import ReadBoundExceeded, bounded_reads
 from usher.tickets.expiry import parse_expire
-from usher.tickets.model import Account, AttemptFilter, Page, Ticket
+from usher.tickets.model import Account, Page, Ticket
 from usher.web.body import read_body
 from usher.web.playback import Checker
 from usher.web.state import AppState, app_state
@@ -321,19 +321,16 @@ async def _ticket_attempts(ctx: Context, request: Request, key: str | None) -> R
 
 async def _list_attempts(ctx: Context, request: Request, _key: str | None) -> Response:
     filters, options = query_filters(_query(request), ATTEMPT_FIELDS, PAGING_OPTIONS + TIME_OPTIONS)
-    start, end = fields.time_range(
-        {"starttime": options.get("option:starttime"), "endtime": options.get("option:endtime")}
-    )
-    where = AttemptFilter(
-        key=fields.filter_text(filters, "key"),
-        password=fields.filter_text(filters, "pass"),
-        app=fields.filter_text(filters, "app"),
-        video=fields.filter_text(filters, "video"),
-        ip=fields.filter_text(filters, "ip"),
+    # sevu.errorcount's filters, and appinst, which only this listing has.
+    where = dataclasses.replace(
+        errorcount.attempt_filter(
+            {
+                **filters,
+                "starttime": options.get("option:starttime"),
+                "endtime": options.get("option:endtime"),
+            }
+        ),
         appinst=fields.filter_text(filters, "appinst"),
-        success=fields.flag(filters, "success"),
-        start=start,
-        end=end,
     )
     attempts = await ctx.storage.list_attempts(ctx.account.cdn, where, _page(options))
     return _data([attempt_object(a) for a in attempts])
