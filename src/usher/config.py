@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from usher.durations import parse_duration
 from usher.protocol.errors import ConfigError
@@ -199,6 +200,19 @@ def parse_publish_url(text: str) -> str:
     return url
 
 
+def _sqlite_synchronous(env: Mapping[str, str]) -> Literal["full", "normal"]:
+    raw = env.get("USHER_SQLITE_SYNCHRONOUS", "").strip().lower()
+    if raw in ("", "full"):
+        return "full"
+    if raw == "normal":
+        return "normal"
+    raise ConfigError(
+        f"USHER_SQLITE_SYNCHRONOUS={raw[:20]!r} is not a choice; set full (the default: "
+        "acknowledged writes survive power loss) or normal (faster; safe against a killed "
+        "process, not against power loss)."
+    )
+
+
 #: Longest publish denial window and block: 30 days.
 MAX_PUBLISH_SECONDS = 30 * 86_400
 
@@ -274,6 +288,11 @@ class Settings:
     #: request may take before they are stopped (answered 503 SERVER_BUSY),
     #: so that no listing holds the database for long.
     rest_query_timeout: float = DEFAULT_PANEL_QUERY_TIMEOUT
+    #: ``USHER_SQLITE_SYNCHRONOUS``: ``full`` (the default: every group
+    #: commit is fsynced, so an acknowledged write survives power loss) or
+    #: ``normal`` (opt-in: in WAL mode safe against a killed process, but
+    #: power loss or an OS crash may lose the last acknowledged writes).
+    sqlite_synchronous: Literal["full", "normal"] = "full"
     #: ``USHER_OME_SECRET``: the ``<SecretKey>`` of OvenMediaEngine's
     #: AdmissionWebhooks. Set, ``/usher/ome`` refuses requests whose
     #: ``X-OME-Signature`` does not match; empty, it checks no signature.
@@ -325,6 +344,7 @@ class Settings:
                 env, "USHER_REST_QUERY_TIMEOUT", DEFAULT_PANEL_QUERY_TIMEOUT
             ),
             ome_secret=_ome_secret(env),
+            sqlite_synchronous=_sqlite_synchronous(env),
             publish_url=parse_publish_url(env.get("USHER_PUBLISH_URL", "")),
             publish_limit=_publish_limit(env),
         )

@@ -234,3 +234,22 @@ def test_the_cache_keeps_the_newest_tickets_and_holds_a_whole_batch() -> None:
     assert "k476" in cache and "k1499" in cache
     cache.invalidate()
     assert "k1499" not in cache
+
+
+@pytest.mark.parametrize(("chosen", "pragma"), [("full", 2), ("normal", 1)])
+async def test_the_writer_syncs_as_usher_sqlite_synchronous_says(
+    db_path: Path, chosen: Any, pragma: int
+) -> None:
+    """FULL by default (every group commit fsynced); NORMAL only when an
+    operator opts in with USHER_SQLITE_SYNCHRONOUS=normal."""
+    s = SQLiteStorage(str(db_path), synchronous=chosen)
+    await s.open()
+    try:
+
+        def synchronous(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+        assert await s._write(synchronous) == pragma
+    finally:
+        await s.close()
+    assert SQLiteStorage(str(db_path))._engine._synchronous == "full"

@@ -138,3 +138,16 @@ def test_a_bad_publish_limit_names_the_setting(name: str, value: str) -> None:
 def test_a_publish_limit_past_its_bound_names_the_setting(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{name}=\d+ is too large; it must be at most "):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    ("value", "chosen"),
+    [("", "full"), ("full", "full"), ("NORMAL", "normal"), (" normal ", "normal")],
+)
+def test_sqlite_synchronous_is_full_unless_normal_is_chosen(value: str, chosen: str) -> None:
+    assert Settings.from_env({"USHER_SQLITE_SYNCHRONOUS": value}).sqlite_synchronous == chosen
+
+
+def test_a_bad_sqlite_synchronous_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match="USHER_SQLITE_SYNCHRONOUS='off' is not a choice"):
+        Settings.from_env({"USHER_SQLITE_SYNCHRONOUS": "off"})

@@ -5,18 +5,22 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from usher.protocol.errors import ConfigError
 from usher.storage.base import Storage
 
 DEFAULT_DATABASE_URL = "sqlite:///usher.db"
 
 
-def storage_for_url(url: str) -> Storage:
-    """A closed backend for ``url``; call ``await storage.open()`` before use."""
+def storage_for_url(url: str, *, sqlite_synchronous: Literal["full", "normal"] = "full") -> Storage:
+    """A closed backend for ``url``; call ``await storage.open()`` before use.
+    ``sqlite_synchronous`` is SQLite's ``PRAGMA synchronous`` (see
+    ``USHER_SQLITE_SYNCHRONOUS``); PostgreSQL ignores it."""
     if url.startswith("sqlite:"):
         from usher.storage.sqlite import SQLiteStorage, sqlite_path
 
-        return SQLiteStorage(sqlite_path(url))
+        return SQLiteStorage(sqlite_path(url), synchronous=sqlite_synchronous)
     if url.startswith(("postgresql:", "postgres:")):
         from usher.storage.postgres import PostgresStorage
 

@@ -202,6 +202,8 @@ def create_app(
     clock: Callable[[], float] = time.time,
 ) -> UsherApp:
     """The Usher ASGI app; it opens the storage on startup and closes it on shutdown."""
-    storage = storage or storage_for_url(settings.database_url)
+    storage = storage or storage_for_url(
+        settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
     storage.max_write_wait = settings.max_write_wait_ms / 1000
     return UsherApp(AppState(settings, storage, clock=clock))

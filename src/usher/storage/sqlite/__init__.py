@@ -59,7 +59,7 @@ from usher.storage.sqlite.counts import (
     uses_rollup,
     walk_is_cheaper,
 )
-from usher.storage.sqlite.engine import SQLiteEngine, sqlite_path
+from usher.storage.sqlite.engine import SQLiteEngine, Synchronous, sqlite_path
 from usher.storage.sqlite.panel import SQLitePanelMixin
 from usher.storage.sqlite.playback import SQLitePlaybackMixin, end_in
 from usher.storage.sqlite.publishers import SQLitePublishersMixin
@@ -99,12 +99,23 @@ class SQLiteStorage(
 ):
     """Storage in one SQLite file (WAL mode)."""
 
-    def __init__(self, path: str, *, readers: int = 4, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        readers: int = 4,
+        busy_timeout_ms: int = 5000,
+        synchronous: Synchronous = "full",
+    ) -> None:
         self.path = path
         self._tickets = TicketCache()
         self._checks = CheckGroup(self._tickets)
         self._engine = SQLiteEngine(
-            path, readers=readers, busy_timeout_ms=busy_timeout_ms, state=self._tickets
+            path,
+            readers=readers,
+            busy_timeout_ms=busy_timeout_ms,
+            state=self._tickets,
+            synchronous=synchronous,
         )
         self._claims = 0
 

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from usher.protocol.errors import AlreadyExists, StorageBusy, StorageError, StorageUnavailable
 from usher.storage import migrations
@@ -60,6 +60,10 @@ CHECKPOINT_EVERY: Final = 0.2
 PROGRESS_EVERY: Final = 20_000
 
 Outcome = tuple["_Job", Any, BaseException | None]
+
+#: ``PRAGMA synchronous`` of the connections (see ``_connect``).
+Synchronous = Literal["full", "normal"]
+_SYNCHRONOUS: Final[dict[str, str]] = {"full": "FULL", "normal": "NORMAL"}
 
 
 class JobGroup(Protocol):
@@ -118,8 +122,10 @@ class SQLiteEngine:
         state: WriterState,
         readers: int = 4,
         busy_timeout_ms: int = 5000,
+        synchronous: Synchronous = "full",
     ) -> None:
         self.path = path
+        self._synchronous = synchronous
         self._readers = readers
         self._busy_timeout_ms = busy_timeout_ms
         self._state = state
@@ -142,8 +148,11 @@ class SQLiteEngine:
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         conn.execute("PRAGMA foreign_keys = ON")
         # FULL makes each group commit fsync the WAL: an acknowledged attempt
-        # survives power loss, not just a process crash.
-        conn.execute("PRAGMA synchronous = FULL")
+        # survives power loss, not just a process crash. NORMAL (opt-in,
+        # USHER_SQLITE_SYNCHRONOUS) syncs only at checkpoints: in WAL mode
+        # still safe against a killed process, not against power loss or an
+        # OS crash, which may lose the last commits acknowledged before it.
+        conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self._synchronous]}")
         return conn
 
     def _reader(self) -> sqlite3.Connection:
