@@ -8,6 +8,7 @@ ambiguous credential counts as no credential.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -115,6 +116,20 @@ def credential(pairs: list[tuple[str, str]], name: str) -> str | None:
             return ""
         found = value
     return None if found is None else storable(found)
+
+
+def first_credentials(
+    sources: Iterable[list[tuple[str, str]]], name: str
+) -> tuple[str | None, str | None]:
+    """``name`` (``key`` of a viewer, ``user`` of a publisher) and ``pass``
+    from the first source that carries ``name``, ``(None, None)`` when none
+    does. The pass is read from that source only: a credential is a pair,
+    and sources are only parsed until one carries it."""
+    for pairs in sources:
+        found = credential(pairs, name)
+        if found is not None:
+            return found, credential(pairs, "pass")
+    return None, None
 
 
 def collect(pairs: list[tuple[str, str]]) -> dict[str, str]:

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from usher.adapters.check import credential, json_text, parse_json_object, parse_pairs
+from usher.adapters.check import (
+    credential,
+    first_credentials,
+    json_text,
+    parse_json_object,
+    parse_pairs,
+)
 from usher.tickets.model import CheckRequest
 from usher.tickets.publishers import PublishRequest
 
@@ -110,9 +116,9 @@ def _credentials(fields: dict[str, Any], name: str) -> tuple[str, str]:
     """``name`` (``key`` of a viewer, ``user`` of a publisher) and ``pass``
     from the query, else MediaMTX's ``user`` and ``password``."""
     pairs = parse_pairs(json_text(fields.get("query")).removeprefix("?"))
-    found = credential(pairs, name)
+    found, password = first_credentials([pairs], name)
     if found is not None:
-        return found, credential(pairs, "pass") or ""
+        return found, password or ""
     return json_text(fields.get("user")), json_text(fields.get("password"))
 
 

@@ -20,11 +20,12 @@ that put them on the connection URL).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from urllib.parse import parse_qsl, urlsplit
 
-from usher.adapters.check import credential, first, parse_pairs
+from usher.adapters.check import first, first_credentials, parse_pairs
 from usher.adapters.sessions import rtmp_session_handle
 from usher.tickets.model import CheckRequest
 from usher.tickets.publishers import PublishRequest
@@ -106,14 +107,15 @@ def parse(pairs: list[tuple[str, str]], *, caller: str, server_ip: str) -> Notif
 def _credentials(
     pairs: list[tuple[str, str]], tcurl: str, name: str
 ) -> tuple[str | None, str | None]:
-    """``name`` (``key`` of a viewer, ``user`` of a publisher) and ``pass``,
-    from the stream URL's query, else from the connection URL's: some
-    clients put them on ``rtmp://host/app?…`` instead of the stream name."""
-    found = credential(pairs, name)
-    if found is not None:
-        return found, credential(pairs, "pass")
-    connect_pairs = _tcurl_query(tcurl)
-    return credential(connect_pairs, name), credential(connect_pairs, "pass")
+    """``name`` and ``pass`` from the stream URL's query, else from the
+    connection URL's: some clients put them on ``rtmp://host/app?…``
+    instead of the stream name."""
+
+    def sources() -> Iterator[list[tuple[str, str]]]:
+        yield pairs
+        yield _tcurl_query(tcurl)
+
+    return first_credentials(sources(), name)
 
 
 def _publish(pairs: list[tuple[str, str]], request: CheckRequest, tcurl: str) -> PublishRequest:

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from usher.adapters.check import credential, encode, json_text, parse_json_object, parse_pairs
+from usher.adapters.check import (
+    encode,
+    first_credentials,
+    json_text,
+    parse_json_object,
+    parse_pairs,
+)
 from usher.tickets.model import CheckRequest
 from usher.tickets.publishers import PublishRequest
 
@@ -86,18 +92,13 @@ def _credentials(fields: dict[str, Any], name: str) -> tuple[str | None, str | N
     """``name`` (``key`` of a viewer, ``user`` of a publisher) and ``pass``
     from the first source that carries ``name``: param (SRS 3 and later),
     then what old SRS left on the stream name, the app or the tcUrl."""
-    sources = (
+    queries = (
         json_text(fields.get("param")).removeprefix("?"),
         _split(json_text(fields.get("stream")))[1],
         _split(json_text(fields.get("app")))[1],
         json_text(fields.get("tcUrl")).partition("?")[2],
     )
-    for query in sources:
-        pairs = parse_pairs(query)
-        found = credential(pairs, name)
-        if found is not None:
-            return found, credential(pairs, "pass")
-    return None, None
+    return first_credentials((parse_pairs(query) for query in queries), name)
 
 
 def _publish(fields: dict[str, Any], server_ip: str) -> PublishRequest:
