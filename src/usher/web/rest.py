@@ -61,7 +61,7 @@ from usher.protocol.rest import (
 )
 from usher.storage.base import ReadBoundExceeded, bounded_reads
 from usher.tickets.expiry import parse_expire
-from usher.tickets.model import Account, Page, Ticket
+from usher.tickets.model import Account, Page
 from usher.web.body import read_body
 from usher.web.playback import Checker
 from usher.web.state import AppState, app_state
@@ -234,19 +234,19 @@ def _from_command(exc: ApiError) -> RestError:
     return RestError(ErrorCode.SERVER_BUSY, _BUSY)
 
 
-async def _tokens(ctx: Context, tickets: list[Ticket]) -> list[dict[str, object]]:
-    """The v2 token objects: the ticket object plus its row id and cdn."""
-    ids = await ctx.storage.ticket_ids(ctx.account.cdn, [t.key for t in tickets])
-    return [{"id": ids.get(t.key, 0), "cdn_id": t.cdn, **ticket_object(t)} for t in tickets]
+async def _tokens(ctx: Context, tickets: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The v2 token objects of ticket objects (the account's): each with
+    its row id and cdn first."""
+    ids = await ctx.storage.ticket_ids(ctx.account.cdn, [str(t["key"]) for t in tickets])
+    return [{"id": ids.get(str(t["key"]), 0), "cdn_id": ctx.account.cdn, **t} for t in tickets]
 
 
 async def _token(ctx: Context, key: str) -> dict[str, object]:
     """One token of the account, read as ``sevu.status`` reads it."""
-    result = await status.run(ctx, {"key": key})
-    ticket = result.payload["ticket"]
+    ticket = (await status.run(ctx, {"key": key})).payload["ticket"]
     assert isinstance(ticket, dict)  # sevu.status answers the ticket object
-    ids = await ctx.storage.ticket_ids(ctx.account.cdn, [key])
-    return {"id": ids.get(key, 0), "cdn_id": ctx.account.cdn, **ticket}
+    [token] = await _tokens(ctx, [ticket])
+    return token
 
 
 # -- tokens ---------------------------------------------------------------------------------
@@ -275,7 +275,8 @@ async def _list_tokens(ctx: Context, request: Request, _key: str | None) -> Resp
     tickets, _ = await ctx.storage.search_tickets(
         ctx.account.cdn, where, _page(options), count=False
     )
-    return _data(await _tokens(ctx, await with_viewers(ctx, tickets)))
+    listed = [ticket_object(t) for t in await with_viewers(ctx, tickets)]
+    return _data(await _tokens(ctx, listed))
 
 
 async def _update_token(ctx: Context, request: Request, key: str | None) -> Response:

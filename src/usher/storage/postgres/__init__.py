@@ -257,19 +257,18 @@ class PostgresStorage(
         self, cdn: int, where: TicketFilter, page: Page, *, count: bool = True
     ) -> tuple[list[Ticket], int]:
         sql, params = ticket_where(cdn, where, "%s")
+        page_sql = (
+            f"SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE {sql}"
+            " ORDER BY t.id DESC LIMIT %s OFFSET %s"
+        )
         if not count:
-            rows = await self._db.fetchall(
-                f"SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE {sql}"
-                " ORDER BY t.id DESC LIMIT %s OFFSET %s",
-                [*params, page.rows, page.seek],
-            )
+            rows = await self._db.fetchall(page_sql, [*params, page.rows, page.seek])
             return [ticket_from_row(row) for row in rows], -1
         # One statement, so the page and the total come from one snapshot.
         # The count row is always there; a page past the end joins nothing.
         rows = await self._db.fetchall(
             f"SELECT c.total, p.* FROM (SELECT count(*) FROM tickets t WHERE {sql}) AS c (total)"
-            f" LEFT JOIN LATERAL (SELECT {TICKET_COLUMNS} {TICKET_FROM} WHERE {sql}"
-            "  ORDER BY t.id DESC LIMIT %s OFFSET %s) AS p ON TRUE",
+            f" LEFT JOIN LATERAL ({page_sql}) AS p ON TRUE",
             [*params, *params, page.rows, page.seek],
         )
         total = int(rows[0][0]) if rows else 0
