@@ -143,7 +143,6 @@ def errors_body(errors: list[RestError]) -> bytes:
 # -- reading requests ------------------------------------------------------------------
 
 _TOKEN_BY_NAME: Final = {f.name: f for f in TOKEN_FIELDS}
-_SCALAR = str | int | float
 
 
 def read_object(body: bytes) -> dict[str, object]:

@@ -97,7 +97,7 @@ async def _checked(state: AppState, request: PublishRequest) -> PublishAttempt:
         return await _logged(state, request, PublishVerdict(False, "blocked"))
     candidates = await state.storage.stream_users_for(request.app, request.stream)
     verdict = await _verify(guard, candidates, request)
-    attempt = await _logged(state, request, verdict, candidates)
+    attempt = await _logged(state, request, verdict)
     if not verdict.allowed:
         # This denial may be the one that starts a block.
         until = blocked_until([*denials, attempt.at], limit)
@@ -114,16 +114,13 @@ async def _checked(state: AppState, request: PublishRequest) -> PublishAttempt:
 
 
 async def _logged(
-    state: AppState,
-    request: PublishRequest,
-    verdict: PublishVerdict,
-    candidates: list[StreamUser] | None = None,
+    state: AppState, request: PublishRequest, verdict: PublishVerdict
 ) -> PublishAttempt:
     """Log the decided publish (committed before this returns), count it,
     and write a denial that was checked to the server log."""
     attempt = PublishAttempt(
         id=0,
-        cdn=await _owner(state, request.app, verdict, candidates or []),
+        cdn=await _owner(state, request.app),
         at=state.now(),
         ip=request.ip,
         app=request.app,
@@ -158,33 +155,29 @@ async def _verify(
         raise StorageBusy(_OVERLOADED)
     guard.waiting += 1
     try:
-        async with guard.hashing:
-            # The decoy is made once per process, in a thread like the rest.
-            decoy = await asyncio.to_thread(dummy_hash)
-            return await asyncio.to_thread(
-                decide_publish,
+
+        def decide() -> PublishVerdict:
+            # dummy_hash is made once per process, here in the thread too.
+            return decide_publish(
                 candidates,
                 request.app,
                 request.stream,
                 request.user,
                 request.password,
                 verify_password,
-                decoy,
+                dummy_hash(),
             )
+
+        async with guard.hashing:
+            return await asyncio.to_thread(decide)
     finally:
         guard.waiting -= 1
 
 
-async def _owner(
-    state: AppState, app: str, verdict: PublishVerdict, candidates: list[StreamUser]
-) -> int | None:
-    """The account the publish log row belongs to: the stream user's, else
-    the one whose username prefixes the app."""
-    if verdict.by is not None:
-        return verdict.by.cdn
-    for candidate in candidates:
-        if candidate.app == app:
-            return candidate.cdn
+async def _owner(state: AppState, app: str) -> int | None:
+    """The account the publish log row belongs to: the one whose username
+    prefixes the app (every stream user's app has its account's prefix, so
+    this is the matching stream user's account too), remembered per process."""
     owner = app_owner(app)
     if not owner:
         return None
