@@ -135,7 +135,7 @@ def decide_publish(
 
 
 #: Why a publish was allowed or denied, as the publish log keeps it; the
-#: panel and the access log show these sentences.
+#: hooks answer with these sentences, and the panel and server log show them.
 PUBLISH_REASON_TEXT: Final[dict[PublishReason, str]] = {
     "open": "allowed: an open entry lets anyone publish this stream",
     "credentials": "allowed: the user and pass match a stream user",

@@ -26,6 +26,7 @@ from starlette.responses import RedirectResponse, Response
 from usher.commands import addstreamuser
 from usher.commands import removestreamuser as remove_command
 from usher.commands.base import Context
+from usher.commands.fields import INT64_MAX
 from usher.commands.streamuser import stream_user_name
 from usher.protocol.errors import ApiError, InvalidField, MissingFields, NotFound
 from usher.storage.base import MAX_ATTEMPT_FIELD
@@ -48,8 +49,6 @@ STREAM_PLACEHOLDER: Final = "your-stream-name"
 #: When the panel was reached by a host name it cannot put in a URL.
 SERVER_PLACEHOLDER: Final = "rtmp://your-rtmp-server"
 ADD_FIELDS: Final = ("app", "stream", "user", "access")
-#: Stream user ids are 64-bit integers on both backends.
-_MAX_ID: Final = 2**63 - 1
 _HOST: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9A-Fa-f:.]{2,45}")
 
 
@@ -209,7 +208,7 @@ def _not_found(request: Request, viewer: Viewer) -> Response:
 
 def _id_of(request: Request) -> int | None:
     raw = str(request.path_params["id"])
-    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= _MAX_ID:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= INT64_MAX:
         return int(raw)
     return None
 
@@ -322,7 +321,7 @@ def log_cursor(values: dict[str, str]) -> int | None:
     raw = values.get("before", "").strip()
     if not raw:
         return None
-    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= _MAX_ID:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= INT64_MAX:
         return int(raw)
     raise BadLogQuery(
         "This page link is damaged: before must be a row number, as the Older link "
