@@ -206,11 +206,16 @@ def _not_found(request: Request, viewer: Viewer) -> Response:
     )
 
 
-def _id_of(request: Request) -> int | None:
-    raw = str(request.path_params["id"])
-    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= INT64_MAX:
+def _row_id(raw: str) -> int | None:
+    """A row id as written in a URL: ASCII digits within 64 bits, else ``None``."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= INT64_MAX:
         return int(raw)
     return None
+
+
+def _id_of(request: Request) -> int | None:
+    found = _row_id(str(request.path_params["id"]))
+    return found if found else None  # ids start at 1
 
 
 async def _find(request: Request, viewer: Viewer) -> StreamUser | Response:
@@ -321,8 +326,9 @@ def log_cursor(values: dict[str, str]) -> int | None:
     raw = values.get("before", "").strip()
     if not raw:
         return None
-    if raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) <= INT64_MAX:
-        return int(raw)
+    found = _row_id(raw)
+    if found is not None:
+        return found
     raise BadLogQuery(
         "This page link is damaged: before must be a row number, as the Older link "
         "writes it. Start again from the newest publishes."
