@@ -284,11 +284,23 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def wrk(url: str, *, connections: int, seconds: float, threads: int = 2) -> WrkResult:
+#: The wrk script that cycles through a file of request paths.
+PATHS_SCRIPT = Path(__file__).with_name("paths.lua")
+
+
+def wrk(
+    url: str, *, connections: int, seconds: float, threads: int = 2, paths: Path | None = None
+) -> WrkResult:
+    """``wrk`` against ``url``; with ``paths`` (a file of request paths, one a
+    line), each request asks for the next path of the file on ``url``'s
+    server instead (:data:`PATHS_SCRIPT`)."""
     program = require("wrk")
+    threads = min(threads, connections)
+    script = [] if paths is None else ["-s", str(PATHS_SCRIPT)]
+    arguments = [] if paths is None else ["--", str(paths), str(threads)]
     out = subprocess.run(
-        [program, f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds:g}s",
-         "--latency", "--timeout", "10s", url],
+        [program, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
+         "--latency", "--timeout", "10s", *script, url, *arguments],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     ).stdout  # fmt: skip
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)

@@ -39,11 +39,19 @@ class _Rows(list[str]):
         )
 
 
-def _check_row(row: _Rows, figure: str, wrk: dict[str, list[dict[str, Any]]]) -> None:
-    check, const = _best(wrk["check"]), _best(wrk["constant"])
+def _refused(run: dict[str, Any]) -> str:
+    """What a wrk run's value cell adds when not every answer was a 2xx."""
+    return f" ({run['non_2xx']:,} non-2xx)" if run["non_2xx"] else ""
+
+
+def _check_row(
+    row: _Rows, figure: str, wrk: dict[str, list[dict[str, Any]]], name: str = "check"
+) -> None:
+    check, const = _best(wrk[name]), _best(wrk["constant"])
     ratio = check["requests_per_s"] / const["requests_per_s"]
     row(figure,
-        _fmt(check["requests_per_s"], 0), _fmt(const["requests_per_s"], 0), f"{ratio:.2f}",
+        _fmt(check["requests_per_s"], 0) + _refused(check), _fmt(const["requests_per_s"], 0),
+        f"{ratio:.2f}",
         f"{_fmt(check['p50_ms'], 2)} ms", f"{_fmt(check['p99_ms'], 2)} ms",
         "ratio ≥ 0.5, p99 ≤ 20 ms", ratio >= 0.5 and check["p99_ms"] <= 20)  # fmt: skip
 
@@ -156,6 +164,9 @@ def _values(values: dict[str, str]) -> str:
 def table(r: dict[str, Any]) -> str:
     row = _Rows()
     _check_row(row, "`/usher/check` req/s (c=64) vs constant 200 in the same process", r["wrk"])
+    if "realistic" in r["wrk"]:
+        _check_row(row, f"realistic checks ({r['realistic']['tickets']:,} distinct tickets) vs "
+                   "the constant route (c=64, req/s)", r["wrk"], "realistic")  # fmt: skip
     check, const, nginx = (_best(r["wrk"][k]) for k in ("check", "constant", "nginx"))
     row(
         "constant 200 (`/bench/constant`, no database)",
@@ -228,6 +239,7 @@ def table(r: dict[str, Any]) -> str:
         server_p99 <= 1000)  # fmt: skip
     if "postgres" in r:
         _postgres_rows(row, r["postgres"], both, query)
+        _node_rows(row, r["postgres"].get("nodes", []), r.get("realistic", {}))
         _heavy_rows(row, r["postgres"], ", PostgreSQL")
         _panel_rows(row, r["postgres"]["panel"], " on PostgreSQL")
 
@@ -288,6 +300,26 @@ def _postgres_rows(
     row("server RSS on PostgreSQL, peak during check load / during count matrix (MiB)",
         f"{_fmt(pg['rss_check_mib'], 0)} / {_fmt(pg['rss_counts_mib'], 0)}", "—", "—", "—", "—",
         "≤ 200 MiB", max(pg["rss_check_mib"], pg["rss_counts_mib"]) <= 200)  # fmt: skip
+
+
+def _node_rows(row: _Rows, nodes: list[dict[str, Any]], workload: dict[str, Any]) -> None:
+    """A row per node count: the realistic workload against every node at
+    once (the median round by total rate); the baseline is one node's total."""
+    one: float | None = None
+    for measured in nodes:
+        runs = sorted(measured["rounds"], key=lambda r: sum(n["requests_per_s"] for n in r))
+        best = runs[len(runs) // 2]
+        total = sum(n["requests_per_s"] for n in best)
+        one = total if one is None else one
+        refused = sum(n["non_2xx"] for n in best)
+        count = measured["nodes"]
+        row(f"realistic checks ({workload.get('tickets', 0):,} distinct tickets), PostgreSQL, "
+            f"{count} node(s) on one database, c={sum(measured['connections'])} split "
+            "(checks/s in total)",
+            _fmt(total, 0) + (f" ({refused:,} non-2xx)" if refused else ""),
+            f"1 node {_fmt(one, 0)}", f"{total / one:.2f}",
+            "per node " + " / ".join(_fmt(n["requests_per_s"], 0) for n in best),
+            f"{_fmt(max(n['p99_ms'] for n in best), 2)} ms (worst node)", "—", None)  # fmt: skip
 
 
 def plots(r: dict[str, Any], out: Path) -> None:

@@ -19,6 +19,7 @@ docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from bench import counts, panel, procs
+from bench import counts, panel, procs, realistic
 from usher.client import Client
 from usher.storage.postgres.config import parse_url
 
@@ -59,17 +61,23 @@ class Mode:
     panel_repeats: int
     #: "Older" links followed from the unfiltered attempts explorer.
     deep_links: int
+    #: Tickets of the realistic check workload, made through the API.
+    realistic: int
 
 
+_FULL_CURVE = (16, 64, 256, 1024, 2048, 4096)
 MODES = {
     # The suite's own test: proves every step works, measures nothing.
-    "tiny": Mode(300, 3_000, 2, 1, 1, (8, 64, 256), 1, 2, 1, 1, 2, 100),
-    "quick": Mode(20_000, 200_000, 5, 5, 1, (16, 64, 256, 1024), 3, 6, 2, 2, 3, 100),
-    "full": Mode(
-        1_000_000, 10_000_000, 10, 15, 2, (16, 64, 256, 1024, 2048, 4096), 8, 20, 4, 4, 5, 100
-    ),
+    "tiny": Mode(300, 3_000, 2, 1, 1, (8, 64, 256), 1, 2, 1, 1, 2, 100, 50),
+    "quick": Mode(20_000, 200_000, 5, 5, 1, (16, 64, 256, 1024), 3, 6, 2, 2, 3, 100, 2_000),
+    "full": Mode(1_000_000, 10_000_000, 10, 15, 2, _FULL_CURVE, 8, 20, 4, 4, 5, 100, 20_000),
 }
 CHECK_CONNECTIONS = 64
+#: wrk's threads in all, whatever the number of nodes: on a 2-core machine
+#: the load generator takes the same share of the cores in every row.
+WRK_THREADS = 2
+#: How many ``usher serve`` processes share the PostgreSQL database, in turn.
+PG_NODES = (1, 2, 3)
 BACKENDS = ("sqlite", "postgres")
 
 
@@ -112,13 +120,79 @@ def _targets(url: str, account: dict[str, Any]) -> tuple[str, str]:
     return constant_url, check_url
 
 
-def _rounds(mode: Mode, targets: dict[str, str]) -> dict[str, list[procs.WrkResult]]:
-    """``mode.rounds`` interleaved rounds of wrk at CHECK_CONNECTIONS."""
+def _rounds(
+    mode: Mode, targets: dict[str, str], paths: dict[str, Path] | None = None
+) -> dict[str, list[procs.WrkResult]]:
+    """``mode.rounds`` interleaved rounds of wrk at CHECK_CONNECTIONS; a
+    target named in ``paths`` cycles through that file's paths."""
     runs: dict[str, list[procs.WrkResult]] = {name: [] for name in targets}
     for _ in range(mode.rounds):
         for name, target in targets.items():
-            runs[name].append(procs.wrk(target, connections=CHECK_CONNECTIONS, seconds=mode.wrk_s))
+            measured = procs.wrk(target, connections=CHECK_CONNECTIONS, seconds=mode.wrk_s,
+                                 threads=WRK_THREADS, paths=(paths or {}).get(name))  # fmt: skip
+            runs[name].append(measured)
     return runs
+
+
+def _realistic(
+    url: str, db_path: Path, mode: Mode, seeded: dict[str, Any], workdir: Path
+) -> realistic.Workload:
+    """The realistic workload's tickets, made on a running server, and
+    their check paths, a sample of them tried."""
+    print(f"== making {mode.realistic:,} tickets through the API (realistic checks)",
+          file=sys.stderr)  # fmt: skip
+    accounts = {a["cdn"]: a for a in seeded["accounts"]}
+    workload = realistic.make(
+        url, accounts, realistic.streams(db_path), mode.realistic, workdir / "realistic-paths.txt"
+    )
+    realistic.validate(url, workload.paths)
+    return workload
+
+
+def _nodes(
+    mode: Mode, database: str, workdir: Path, first: str, paths: Path
+) -> list[dict[str, Any]]:
+    """The realistic workload against 1, 2, then 3 servers on one
+    database, all at once: a wrk per node, each cycling through its own
+    share of the check paths, CHECK_CONNECTIONS and WRK_THREADS split
+    between them. ``first`` is the server already running."""
+    measured = []
+    with contextlib.ExitStack() as stack:
+        urls = [first]
+        for count in PG_NODES:
+            while len(urls) < count:
+                name = f"usher-postgres-{len(urls) + 1}"
+                url, _pid = stack.enter_context(procs.usher_server(database, workdir, name))
+                urls.append(url)
+            print(f"== realistic checks on PostgreSQL, {count} node(s)", file=sys.stderr)
+            parts = realistic.split(paths, count)
+            for url, part in zip(urls, parts, strict=True):
+                realistic.validate(url, part)
+            connections = [CHECK_CONNECTIONS // count + (n < CHECK_CONNECTIONS % count)
+                           for n in range(count)]  # fmt: skip
+            threads = max(1, WRK_THREADS // count)
+            loads = list(zip(urls, connections, parts, strict=True))
+            rounds = [
+                [asdict(r) for r in _at_once(loads, seconds=mode.wrk_s, threads=threads)]
+                for _ in range(mode.rounds)
+            ]
+            measured.append({"nodes": count, "connections": connections,
+                             "wrk_threads": threads, "rounds": rounds})  # fmt: skip
+    return measured
+
+
+def _at_once(
+    loads: list[tuple[str, int, Path]], *, seconds: float, threads: int
+) -> list[procs.WrkResult]:
+    """A wrk per (server URL, connections, paths file), all running at once."""
+
+    def load(one: tuple[str, int, Path]) -> procs.WrkResult:
+        url, connections, paths = one
+        return procs.wrk(url, connections=connections, seconds=seconds, threads=threads,
+                         paths=paths)  # fmt: skip
+
+    with ThreadPoolExecutor(len(loads)) as pool:
+        return list(pool.map(load, loads))
 
 
 def _copy(database: str, pg_database: str) -> dict[str, Any]:
@@ -176,9 +250,15 @@ def _panel(
 
 
 def _postgres(
-    mode: Mode, db_path: Path, seeded: dict[str, Any], workdir: Path, t: panel.Targets
+    mode: Mode,
+    db_path: Path,
+    seeded: dict[str, Any],
+    workdir: Path,
+    t: panel.Targets,
+    paths: Path,
 ) -> dict[str, Any]:
-    """Copy the SQLite database into PostgreSQL and measure a server on it."""
+    """Copy the SQLite database into PostgreSQL and measure a server on it,
+    then 1, 2 and 3 servers with the realistic workload (``paths``)."""
     accounts = {a["cdn"]: a for a in seeded["accounts"]}
     measured: dict[str, Any] = {"settings": procs.PG_SETTINGS, "count_samples": mode.pg_samples}
     with procs.postgres_cluster(workdir) as pg_database:
@@ -201,6 +281,12 @@ def _postgres(
             constant_url, check_url = _targets(url, seeded["accounts"][0])
             with procs.RssSampler(pid) as rss_check:
                 runs = _rounds(mode, {"constant": constant_url, "check": check_url})
+            # The realistic workload's tickets came with the copy: the same
+            # tickets as on SQLite, without making them again. Their use
+            # counts came along (far below the limits); their sessions did
+            # not (the copy leaves sessions behind), so viewer limits start
+            # from zero open sessions.
+            measured["nodes"] = _nodes(mode, pg_database, workdir, url, paths)
     measured["wrk"] = {k: [asdict(r) for r in v] for k, v in runs.items()}
     measured.update(_counted(matrix))
     measured["rss_check_mib"] = rss_check.peak_kib / 1024
@@ -262,12 +348,17 @@ def run(
         panel_targets = panel.targets(str(db_path), mode.attempts)
         results["panel"] = _panel(url, pid, mode, seeded, panel_targets)
         _keep(results, workdir)
+        workload = _realistic(url, db_path, mode, seeded, workdir)
+        results["realistic"] = {**asdict(workload), "paths": str(workload.paths),
+                                "uses_limit": realistic.USES_LIMIT,
+                                "max_viewers": realistic.MAX_VIEWERS}  # fmt: skip
         constant_url, check_url = _targets(url, seeded["accounts"][0])
 
-        print("== wrk: constant, check, nginx secure_link", file=sys.stderr)
+        print("== wrk: constant, check, realistic checks, nginx secure_link", file=sys.stderr)
         with procs.RssSampler(pid) as rss_check:
             runs = _rounds(mode, {"constant": constant_url, "check": check_url,
-                                  "nginx": nginx_url})  # fmt: skip
+                                  "realistic": url, "nginx": nginx_url},
+                           paths={"realistic": workload.paths})  # fmt: skip
             print("== overload curve", file=sys.stderr)
             curve = []
             for connections in mode.curve:
@@ -297,7 +388,9 @@ def run(
     if "postgres" in backends:
         # After the SQLite servers stopped: `usher db copy` wants a source
         # nobody writes to.
-        results["postgres"] = _postgres(mode, db_path, seeded, workdir, panel_targets)
+        results["postgres"] = _postgres(
+            mode, db_path, seeded, workdir, panel_targets, workload.paths
+        )
     results["load_avg_before"] = load_avg_before
     results["load_avg_after"] = os.getloadavg()
     results["finished"] = time.time()
