@@ -251,6 +251,16 @@ def table(r: dict[str, Any]) -> str:
         f"Machine: {r['machine']}. Load average before/after: "
         f"{load[0][0]:.2f} / {load[1][0]:.2f}.\n"
     )
+    if "realistic" in r:
+        made = r["realistic"]
+        mix = made["mix"]
+        head += (
+            f"Realistic checks: {made['tickets']:,} tickets made with `sevu.request` in "
+            f"{made['seconds']:.1f} s ({mix['unlimited']:,} unlimited, {mix['uses']:,} with "
+            f"uses {made['uses_limit']:,}, {mix['max_viewers']:,} with max_viewers "
+            f"{made['max_viewers']:,}), wrk cycling through their check URLs, one viewer "
+            "address each; every allowed start opens a session.\n"
+        )
     if "postgres" in r:
         pg = r["postgres"]
         head += (

@@ -11,6 +11,7 @@ PostgreSQL's server programs the run is SQLite only.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -60,14 +61,40 @@ def test_tiny_benchmark_run_prints_the_table_and_writes_the_plots(tmp_path: Path
             assert page["statuses"] == [200, 200], page
         assert panel["deep_links"] > 10
     assert "| attempts: ip (heavy) |" in table and "Older links deep |" in table
+    # The realistic workload: its tickets made through the API, every one
+    # played, a row with a number against its target; the one-ticket row stays.
+    assert results["realistic"]["tickets"] == 50
+    assert sum(results["realistic"]["mix"].values()) == 50
+    assert all(results["realistic"]["mix"].values())
+    assert results["wrk"]["realistic"][0]["requests"] > 0
+    assert _row(table, r"realistic checks \(50 distinct tickets\) vs the constant route")
+    assert "ratio ≥ 0.5, p99 ≤ 20 ms" in _row(table, "realistic checks")
+    assert _row(table, r"`/usher/check` req/s \(c=64\) vs constant 200")
+    assert "| ≥ 100,000/s |" in _row(table, "ingest: `usher seed-data`")
     if postgres:
         for figure in ("vs constant, PostgreSQL", "64 combinations, PostgreSQL",
                        "worst combination on PostgreSQL", "`usher db copy`",
                        "server RSS on PostgreSQL", "control panel on PostgreSQL"):  # fmt: skip
             assert figure in table
         assert table.count("\n|") >= 16
+        nodes = results["postgres"]["nodes"]
+        assert [n["nodes"] for n in nodes] == [1, 2, 3]
+        for measured in nodes:
+            assert sum(measured["connections"]) == 64
+            for round_ in measured["rounds"]:
+                assert len(round_) == measured["nodes"]
+                assert all(node["requests"] > 0 for node in round_)
+            row = _row(table, rf"PostgreSQL, {measured['nodes']} node\(s\) on one database")
+            assert "per node " in row and "(worst node)" in row
         assert not list((tmp_path / "work").glob("postgres*")), "the cluster was left behind"
     out = tmp_path / "out"
     for name in ("results.json", "results.md", "check_latency_vs_load.png",
                  "errorcount_per_combination.png"):  # fmt: skip
         assert (out / name).stat().st_size > 0
+
+
+def _row(table: str, figure: str) -> str:
+    """The table's row whose figure matches ``figure``, with a number for value."""
+    match = re.search(rf"^\| [^|]*{figure}[^|]*\| [\d,.]+[^|]*\|.*$", table, re.MULTILINE)
+    assert match, f"no row {figure!r} with a number in:\n{table}"
+    return match.group(0)
