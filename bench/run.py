@@ -73,8 +73,9 @@ MODES = {
     "full": Mode(1_000_000, 10_000_000, 10, 15, 2, _FULL_CURVE, 8, 20, 4, 4, 5, 100, 20_000),
 }
 CHECK_CONNECTIONS = 64
-#: wrk's threads in all, whatever the number of nodes: on a 2-core machine
-#: the load generator takes the same share of the cores in every row.
+#: wrk's threads in all, split between the wrk of each node (at least one
+#: each): on a 2-core machine the load generator should take about the
+#: same share of the cores in every row.
 WRK_THREADS = 2
 #: How many ``usher serve`` processes share the PostgreSQL database, in turn.
 PG_NODES = (1, 2, 3)
