@@ -1,15 +1,18 @@
 """Usher's benchmark suite: ``make bench`` (full) or ``make bench-quick``.
 
 One command builds the data, starts the servers, times the control panel's
-pages, runs ``wrk`` and the count matrix (typical and heavy-hitter values),
-and prints one table: each figure, its baseline measured in the same run,
-the ratio, median and p99, then a table of the panel's pages. It also writes
+pages, makes the realistic workload's tickets through the API, runs ``wrk``
+(one hot ticket, and the realistic workload cycling through many tickets'
+check URLs) and the count matrix (typical and heavy-hitter values), and
+prints one table: each figure, its baseline measured in the same run, the
+ratio, median and p99, then a table of the panel's pages. It also writes
 ``results.json``, ``results.md`` and two plots into ``--out`` (default
 ``bench/results``).
 
 With ``--backends sqlite,postgres`` (the default) the SQLite database is then
 copied into a throw-away PostgreSQL cluster with ``usher db copy``, and the
-check, count and panel measurements run again against a server on that copy.
+check, count and panel measurements run again against a server on that copy;
+then the realistic workload runs against 1, 2 and 3 servers on it at once.
 
 Absolute numbers drift on a shared machine; the ratios against baselines
 from the same run are what the targets are stated in (see

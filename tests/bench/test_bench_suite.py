@@ -2,9 +2,10 @@
 
 Speed is never asserted in the test suite: this machine is shared and its
 timings drift. ``make bench`` measures; this only proves that every step of
-it (seeding, servers, wrk, nginx, the count matrix for typical and heavy
-values, the panel's pages, the copy into PostgreSQL and the same
-measurements there, the table, the plots) still works. Without
+it (seeding, servers, wrk, nginx, the realistic workload's tickets and
+URLs, the count matrix for typical and heavy values, the panel's pages, the
+copy into PostgreSQL and the same measurements there, 1, 2 and 3 nodes on
+it, the table, the plots) still works. Without
 PostgreSQL's server programs the run is SQLite only.
 """
 
