@@ -38,9 +38,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
-from usher.storage.base import MinuteTail, Storage, TimelineBucket
+from usher.storage.base import MinuteTail, TimelineBucket
 from usher.storage.counting import MINUTE
 from usher.tickets.model import AttemptFilter
 
@@ -49,6 +49,16 @@ from usher.tickets.model import AttemptFilter
 TAIL: Final = 2 * MINUTE
 #: Seconds after which a refresh reads the whole range again regardless.
 FULL_EVERY: Final = 300.0
+
+
+class TimelineReads(Protocol):
+    """The two reads of :class:`~usher.storage.base.Storage` a refresh uses."""
+
+    async def minute_tail(self, cdn: int, since: int) -> MinuteTail: ...
+
+    async def attempt_timeline(
+        self, cdn: int, where: AttemptFilter, bucket: int
+    ) -> list[TimelineBucket]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +95,7 @@ def _before(tail: MinuteTail, since: int) -> tuple[int, int]:
 
 
 async def refresh(
-    storage: Storage,
+    storage: TimelineReads,
     cdn: int,
     first: int,
     end: int,
@@ -155,7 +165,7 @@ class LiveTimelines:
     async def timeline(
         self,
         key: Hashable,
-        storage: Storage,
+        storage: TimelineReads,
         cdn: int,
         first: int,
         end: int,
