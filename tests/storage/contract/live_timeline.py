@@ -184,7 +184,7 @@ class LiveTimelineContract(ContractBase):
         assert got == await whole(storage, first, end, bucket)
 
     @settings(
-        max_examples=40,
+        max_examples=100,
         deadline=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
