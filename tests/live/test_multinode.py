@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import threading
 import time
@@ -326,6 +327,54 @@ def test_errorcount_and_errorlog_see_every_nodes_attempts(cluster: Cluster) -> N
     for attempts in logs:
         assert [a["pageurl"] for a in attempts] == [f"play-{n}" for n in range(9)]
         assert [a["success"] for a in attempts] == [1, 1] + [0] * 7
+
+
+def _panel(cluster: Cluster, node: int) -> httpx.Client:
+    """A browser signed in to ``node``'s panel with the account's API key."""
+    browser = httpx.Client(base_url=cluster.urls[node], timeout=HTTP_TIMEOUT)
+    form = re.search(r'name="csrf" value="([^"]+)"', browser.get("/panel/sign-in").text)
+    assert form is not None
+    fields = {"csrf": form.group(1), "cdn": str(cluster.cdn), "method": "api"}
+    fields |= {"api_key": cluster.api_key, "secret": cluster.secret}
+    assert browser.post("/panel/sign-in", data=fields).status_code == 303
+    return browser
+
+
+def _kpis(browser: httpx.Client) -> dict[str, int]:
+    charts = browser.get("/panel/charts", params={"range": "1h"})
+    assert charts.status_code == 200, charts.text
+    found = re.findall(r'data-kpi="(total|allowed|denied)">(\d+)<', charts.text)
+    return {name: int(value) for name, value in found}
+
+
+def test_every_nodes_live_overview_counts_every_nodes_attempts(cluster: Cluster) -> None:
+    # Each node's overview keeps its own settled minutes and re-reads only
+    # the newest; attempts logged through the other nodes (and the pending
+    # rollup deltas they leave) show at each node's next refresh.
+    key = cluster.ticket(uses=0)
+    browsers = [_panel(cluster, node) for node in range(NODES)]
+    seen = []
+    try:
+        with httpx.Client(timeout=HTTP_TIMEOUT) as http:
+            for round_ in range(3):
+                for browser in browsers:
+                    _kpis(browser)
+                for n in range(2 * NODES):
+                    params = _check(key, "10.0.0.1")
+                    if (n + round_) % 3 == 0:
+                        params["pass"] = "wrong"
+                    http.get(cluster.urls[n % NODES] + "/usher/check", params=params)
+                time.sleep(4.2)  # past the overview's shared 4-second computation
+                allowed = cluster.call(0, "sevu.errorcount", success=1)["error_count"]
+                denied = cluster.call(0, "sevu.errorcount", success=0)["error_count"]
+                expected = {"total": allowed + denied, "allowed": allowed, "denied": denied}
+                kpis = [_kpis(browser) for browser in browsers]
+                seen.append(kpis[0])
+                assert kpis == [expected] * NODES, (round_, kpis, expected)
+    finally:
+        for browser in browsers:
+            browser.close()
+    print(f"\nlive overview on {NODES} nodes, three refreshes: {seen}")
 
 
 def test_restarting_postgres_under_load_gives_4_or_1000_then_recovers(

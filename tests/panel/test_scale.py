@@ -158,7 +158,7 @@ async def test_tabs_polling_together_share_one_computation(
     harness: Harness, panel: Panel, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = harness.app.state.storage
-    calls = {"attempt_timeline": 0, "recent_denials": 0}
+    calls = {"attempt_timeline": 0, "minute_tail": 0, "recent_denials": 0}
 
     def counted(name: str) -> Callable[..., Awaitable[Any]]:
         real = getattr(storage, name)
@@ -174,12 +174,13 @@ async def test_tabs_polling_together_share_one_computation(
     tabs = await asyncio.gather(*(panel.get("/panel/charts", range="6h") for _ in range(8)))
     assert {tab.status_code for tab in tabs} == {200}
     assert len({tab.text for tab in tabs}) == 1
-    assert calls == {"attempt_timeline": 1, "recent_denials": 1}
+    assert calls == {"attempt_timeline": 1, "minute_tail": 1, "recent_denials": 1}
     clock.advance(overview.CHARTS_TTL)
     await panel.get("/panel/charts", range="6h")
-    assert calls == {"attempt_timeline": 2, "recent_denials": 2}
+    # The refresh reads the newest minutes only, not the range again.
+    assert calls == {"attempt_timeline": 1, "minute_tail": 2, "recent_denials": 2}
     await panel.get("/panel/charts", range="1h")  # another range: its own charts
-    assert calls == {"attempt_timeline": 3, "recent_denials": 3}
+    assert calls == {"attempt_timeline": 2, "minute_tail": 3, "recent_denials": 3}
 
 
 async def test_every_bar_is_a_whole_bucket_and_the_interval_is_named(

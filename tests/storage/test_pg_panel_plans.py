@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from usher.storage.counting import minute_tail_query
 from usher.storage.postgres.panel import RECENT_DENIALS_SQL
 from usher.storage.postgres.sql import TICKET_IDS, attempts_where
 from usher.tickets.model import AttemptFilter
@@ -75,3 +76,31 @@ async def test_ticket_ids_probe_the_key_index(pg_url: str) -> None:
     assert "tickets_key_key" in text, text
     assert "tickets_cdn_id" not in text and "Seq Scan" not in text, text
     assert len(found) == len([k for k in keys if int(k[1:]) <= 50000])
+
+
+async def test_a_live_refresh_seeks_the_minutes_from_its_tail_on(pg_url: str) -> None:
+    # A month of minutes merged, and a backlog of deltas: the refresh reads
+    # the minutes from its tail on and the two total rows, by their keys,
+    # never the month.
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+            " refurl, success, reason, server_ip)"
+            " SELECT 1 + i % 3, 1000020 + 60 * (i / 2), 'k', 'p', '10.0.0.1', 'v', 'a', '',"
+            " '', '', i % 2 = 0, '', '' FROM generate_series(0, 60000) AS i"
+        )
+        await conn.execute("SELECT merge_rollup_deltas()")
+        await conn.execute(
+            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+            " refurl, success, reason, server_ip)"
+            " SELECT 1, 1000020 + 60 * (i / 2), 'k', 'p', '10.0.0.1', 'v', 'a', '', '', '',"
+            " true, '', '' FROM generate_series(59000, 60000) AS i"
+        )
+        await conn.execute("ANALYZE")
+        sql, params = minute_tail_query(1, 1000020 + 60 * 29990, "%s", deltas=True)
+        plan = [row[0] async for row in await conn.execute("EXPLAIN " + sql, params)]
+    text = "\n".join(plan)
+    # (The total rows' tables hold a dozen rows here: a scan is right.)
+    assert "Seq Scan on attempt_minute" not in text, text
+    assert "attempt_minutes_pkey" in text, text
+    assert "attempt_minute_deltas_key" in text, text

@@ -17,6 +17,7 @@ import pytest
 from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for
 from tests.storage.test_sqlite_counts import _insert_attempts, migrated  # noqa: F401  # fixture
 from usher.storage import sqlite as sqlite_storage
+from usher.storage.counting import minute_tail_query
 from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite.counts import (
     RECENT_DENIALS_SQL,
@@ -366,3 +367,15 @@ def test_a_list_can_be_driven_by_its_rarer_named_value(
     by_ip = _plan(migrated, list_query(1, where, PAGE, newest_first=True, driver_column="ip"))
     assert "attempts_cdn_key" in by_key, by_key
     assert "attempts_cdn_ip" in by_ip and "attempts_cdn_key" not in by_ip, by_ip
+
+
+def test_a_live_refresh_seeks_the_minutes_from_its_tail_on(
+    migrated: sqlite3.Connection,  # noqa: F811  # the imported fixture
+) -> None:
+    plan = _plan(migrated, minute_tail_query(1, NOW - NOW % 60, "?", deltas=False))
+    assert plan == (
+        "COMPOUND QUERY | LEFT-MOST SUBQUERY"
+        " | SEARCH attempt_minutes USING PRIMARY KEY (cdn=? AND minute>?)"
+        " | UNION ALL | SEARCH attempt_counts USING INDEX attempt_counts_video"
+        " (cdn=? AND grain=? AND video=? AND app=?)"
+    ), plan

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -147,6 +147,17 @@ class TimelineBucket:
     start: int
     allowed: int
     denied: int
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteTail:
+    """:meth:`Storage.minute_tail`: an account's attempts per minute from a
+    minute on, and its attempts of all time, read in one snapshot."""
+
+    #: Minute start -> (allowed, denied), for the minutes holding attempts.
+    minutes: Mapping[int, tuple[int, int]]
+    #: (allowed, denied) of every attempt the account has logged and not pruned.
+    total: tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,6 +625,19 @@ class Storage(ABC):
         oldest first. ``where.start`` and ``where.end`` must both be set and
         span at most :data:`MAX_TIMELINE_BUCKETS` buckets, else ``ValueError``;
         ``where.appinst`` is refused (``ValueError``), as by :meth:`count_attempts`.
+        """
+
+    @abstractmethod
+    async def minute_tail(self, cdn: int, since: int) -> MinuteTail:
+        """``cdn``'s attempts per minute for every minute that starts at or
+        after ``since`` (a multiple of 60 that is not negative, else
+        ``ValueError``), later minutes included (another node's clock may be
+        ahead), and the account's total, in one snapshot: an attempt
+        committed or pruned meanwhile is counted in both or in neither.
+
+        Reads the per-minute rollup rows from ``since`` on and the account's
+        two total rows: what the live overview reads at each refresh (see
+        :mod:`usher.web.panel.live`).
         """
 
     @abstractmethod

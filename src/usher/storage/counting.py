@@ -38,10 +38,16 @@ exact.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
-from usher.storage.base import TimelineBucket, check_countable, check_timeline_bounds
+from usher.storage.base import (
+    MinuteTail,
+    TimelineBucket,
+    check_countable,
+    check_timeline_bounds,
+)
 from usher.tickets.model import AttemptFilter
 from usher.tickets.text import storable
 
@@ -324,6 +330,43 @@ async def attempt_timeline(
         for start, (allowed, denied) in sorted(merged.items())
         if allowed or denied
     ]
+
+
+def minute_tail_query(cdn: int, since: int, mark: str, *, deltas: bool) -> tuple[str, list[object]]:
+    """``Storage.minute_tail`` as ONE statement, so that it reads one
+    snapshot: rows of (minute, success, n), the minute NULL on the rows of
+    the account's total (``attempt_counts`` at grain 0). With ``deltas``
+    (PostgreSQL), each rollup's pending delta rows are added as well."""
+    if since < 0 or since % MINUTE:
+        raise ValueError(f"since must be a minute's start (a multiple of 60), got {since}.")
+    minutes = f"SELECT minute, success, n FROM {{}} WHERE cdn = {mark} AND minute >= {mark}"
+    totals = (
+        f"SELECT NULL, success, n FROM {{}} WHERE cdn = {mark}"
+        " AND grain = 0 AND app = '' AND video = ''"
+    )
+    parts = [(minutes, "attempt_minutes", [cdn, since]), (totals, "attempt_counts", [cdn])]
+    if deltas:
+        parts += [
+            (minutes, "attempt_minute_deltas", [cdn, since]),
+            (totals, "attempt_count_deltas", [cdn]),
+        ]
+    sql = " UNION ALL ".join(part.format(table) for part, table, _ in parts)
+    return sql, [value for _, _, params in parts for value in params]
+
+
+def minute_tail_of(rows: Iterable[tuple[Any, ...]]) -> MinuteTail:
+    """The rows of :func:`minute_tail_query`, added up."""
+    minutes: dict[int, tuple[int, int]] = {}
+    total = (0, 0)
+    for minute, success, n in rows:
+        count = int(n)
+        if minute is None:
+            total = (total[0] + count, total[1]) if success else (total[0], total[1] + count)
+            continue
+        allowed, denied = minutes.get(int(minute), (0, 0))
+        minutes[int(minute)] = (allowed + count, denied) if success else (allowed, denied + count)
+    # SQLite keeps a minute's row at 0 once its attempts are pruned.
+    return MinuteTail({m: pair for m, pair in sorted(minutes.items()) if pair != (0, 0)}, total)
 
 
 class CappedSource(CountSource, Protocol):

@@ -21,6 +21,7 @@ from tests.storage.contract.busy_counts import BusyCountsContract, PanelCountsCo
 from tests.storage.contract.checks import ChecksContract
 from tests.storage.contract.explorer import ExplorerContract
 from tests.storage.contract.lifecycle import LifecycleContract
+from tests.storage.contract.live_timeline import LiveTimelineContract
 from tests.storage.contract.panel import PanelContract
 from tests.storage.contract.publish_log import PublishLogContract
 from tests.storage.contract.rest_storage import RestStorageContract
@@ -42,6 +43,7 @@ class StorageContract(
     BusyCountsContract,
     PanelCountsContract,
     StatisticsContract,
+    LiveTimelineContract,
     ExplorerContract,
     PanelContract,
     SessionContract,

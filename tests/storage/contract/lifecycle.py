@@ -53,6 +53,7 @@ CLOSED_OPS: list[tuple[str, Callable[[Storage], Awaitable[object]]]] = [
         "attempt_timeline",
         lambda s: s.attempt_timeline(DEMO_CDN, AttemptFilter(start=NOW, end=NOW + 60), 60),
     ),
+    ("minute_tail", lambda s: s.minute_tail(DEMO_CDN, NOW - NOW % 60)),
     ("top_attempt_values", lambda s: s.top_attempt_values(DEMO_CDN, AttemptFilter(), "ip", 5)),
     ("set_panel_password", lambda s: s.set_panel_password(DEMO_CDN, "h", now=NOW)),
     ("get_panel_password", lambda s: s.get_panel_password(DEMO_CDN)),

@@ -11,12 +11,13 @@ from typing import Final
 from usher.storage.base import (
     MAX_RECENT_DENIALS,
     AttemptColumn,
+    MinuteTail,
     PanelSession,
     PanelSessionFilter,
     TimelineBucket,
     check_cap,
 )
-from usher.storage.counting import attempt_timeline
+from usher.storage.counting import attempt_timeline, minute_tail_of, minute_tail_query
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import attempts_where
 from usher.storage.rows import clauses, panel_session_criteria, top_values_where
@@ -56,6 +57,12 @@ class PostgresPanelMixin:
             [bucket, bucket, cdn, first, last, cdn, first, last],
         )
         return [TimelineBucket(int(row[0]), int(row[1]), int(row[2])) for row in rows]
+
+    async def minute_tail(self, cdn: int, since: int) -> MinuteTail:
+        # The merged rows and the pending deltas, in one statement: each
+        # committed attempt is in exactly one of the two.
+        sql, params = minute_tail_query(cdn, since, "%s", deltas=True)
+        return minute_tail_of(await self._db.fetchall(sql, params))
 
     async def scan_timeline(
         self, cdn: int, where: AttemptFilter, bucket: int

@@ -8,12 +8,13 @@ import sqlite3
 from usher.storage.base import (
     MAX_RECENT_DENIALS,
     AttemptColumn,
+    MinuteTail,
     PanelSession,
     PanelSessionFilter,
     TimelineBucket,
     check_cap,
 )
-from usher.storage.counting import attempt_timeline
+from usher.storage.counting import attempt_timeline, minute_tail_of, minute_tail_query
 from usher.storage.rows import clauses, panel_session_criteria
 from usher.storage.sqlite.counts import RECENT_DENIALS_SQL, match_where, top_values_query
 from usher.storage.sqlite.engine import SQLiteAccess
@@ -40,6 +41,10 @@ class SQLitePanelMixin(SQLiteAccess):
             ).fetchall()
         )
         return [TimelineBucket(int(row[0]), int(row[1]), int(row[2])) for row in rows]
+
+    async def minute_tail(self, cdn: int, since: int) -> MinuteTail:
+        sql, params = minute_tail_query(cdn, since, "?", deltas=False)
+        return minute_tail_of(await self._read(lambda conn: conn.execute(sql, params).fetchall()))
 
     async def scan_timeline(
         self, cdn: int, where: AttemptFilter, bucket: int

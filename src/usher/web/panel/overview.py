@@ -18,6 +18,8 @@ What keeps it cheap at tens of millions of attempts:
 * Computed charts are kept per (account, range) for :data:`CHARTS_TTL`
   seconds and shared by every tab and poll, and a top-list window that read
   many rows is kept for :data:`TOPS_TTL` seconds.
+* A recomputation reads only the newest minutes of the timeline: the bars'
+  sums of older minutes are kept (:mod:`usher.web.panel.live`).
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ from starlette.responses import HTMLResponse, Response
 
 from usher.storage.base import ReadBoundExceeded
 from usher.tickets.expiry import format_utc
-from usher.tickets.model import AttemptFilter
 from usher.web.panel import forms
 from usher.web.panel.auth import Viewer, signed_in
 from usher.web.panel.bounds import SHORTER_RANGE, stopped
 from usher.web.panel.cache import RecentAnswers
+from usher.web.panel.live import LiveTimelines
 from usher.web.panel.render import page, render_text
 
 #: name -> (label, seconds)
@@ -220,6 +222,7 @@ class ChartCaches:
 
     charts: RecentAnswers[tuple[int, str], Charts]
     tops: RecentAnswers[tuple[int, str], TopLists]
+    timelines: LiveTimelines
 
 
 def _caches(viewer: Viewer) -> ChartCaches:
@@ -234,6 +237,7 @@ def _caches(viewer: Viewer) -> ChartCaches:
                 state.clock,
                 ttl_of=lambda tops: TOPS_TTL if tops.throttled else CHARTS_TTL,
             ),
+            LiveTimelines(CACHED),
         )
     return caches
 
@@ -254,11 +258,12 @@ async def _compute(viewer: Viewer, range_name: str) -> Charts:
     first -= first % bucket
     storage = viewer.state.storage
     cdn = viewer.account.cdn
-    tops_of = _caches(viewer).tops
+    caches = _caches(viewer)
+    key = (cdn, range_name)
     # Independent reads: the reader pool runs them side by side.
     timeline, tops, watching = await asyncio.gather(
-        storage.attempt_timeline(cdn, AttemptFilter(start=first, end=end), bucket),
-        tops_of.get((cdn, range_name), lambda: rank_denials(viewer, first, end)),
+        caches.timelines.timeline(key, storage, cdn, first, end, bucket, viewer.state.clock()),
+        caches.tops.get(key, lambda: rank_denials(viewer, first, end)),
         storage.count_open_sessions(end, cdn),
     )
     counted = {b.start: (b.allowed, b.denied) for b in timeline}
