@@ -10,7 +10,9 @@ and the WAL must be checkpointed without the writer.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +222,53 @@ async def test_the_wal_is_checkpointed_without_the_writer(
         # own auto-checkpoint lets it reach 4 MB).
         wal = db_path.with_name(db_path.name + "-wal")
         assert wal.stat().st_size < 1_000_000
+    finally:
+        await storage.close()
+
+
+def wal_frames(db_path: Path) -> int:
+    """The frames the WAL holds: ``mxFrame`` of the wal-index header in the
+    ``-shm`` file (a u32 at offset 16, native byte order; see SQLite's wal.c)."""
+    with open(db_path.with_name(db_path.name + "-shm"), "rb") as shm:
+        header = shm.read(20)
+    return int.from_bytes(header[16:20], sys.byteorder)
+
+
+async def test_the_wal_restarts_under_writes_that_never_pause(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The checkpoint thread alone never catches up with a writer that always
+    # has the next batch: the WAL grew for as long as the load lasted.
+    monkeypatch.setattr(sqlite_engine, "WAL_RESTART_FRAMES", 64)
+    storage = SQLiteStorage(str(db_path))
+    await storage.open()
+    try:
+        await storage.create_account(
+            username="demo", api_key="DEMOKEY", secret="demo-secret", cdn=DEMO_CDN, now=NOW
+        )
+        tickets = [make_ticket(key=f"steady{i:04d}") for i in range(200)]
+        for ticket in tickets:
+            await storage.insert_ticket(ticket)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3.0
+        frames: list[int] = []
+
+        async def viewer(n: int) -> None:
+            i = n
+            while loop.time() < deadline:
+                request = request_for(tickets[i % len(tickets)], ip=f"198.51.{n}.{i % 250}")
+                await storage.record_check(request, decide, NOW)
+                i += 7
+
+        async def watch() -> None:
+            while loop.time() < deadline:
+                await asyncio.sleep(0.05)
+                frames.append(wal_frames(db_path))
+
+        await asyncio.gather(watch(), *(viewer(n) for n in range(64)))
+        assert await storage.count_attempts(DEMO_CDN, AttemptFilter()) > 1000
+        restarts = sum(later < earlier for earlier, later in itertools.pairwise(frames))
+        assert restarts >= 3, frames
     finally:
         await storage.close()
 
