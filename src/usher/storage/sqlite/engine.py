@@ -55,8 +55,17 @@ from usher.storage.base import ReadBound, ReadBoundExceeded, read_bound
 
 T = TypeVar("T")
 
-#: Jobs committed together at most; bounds the latency one batch adds.
+#: Jobs committed together at most.
 BATCH_MAX: Final = 512
+#: Seconds one batch should take: the writer takes as many jobs as its
+#: recent cost per job says fit. A count alone did not bound the latency a
+#: batch adds: 512 playback starts cost 0.1 s on a small database and more
+#: than a second on a large one whose pages are not all in memory, on top of
+#: the queue's own waiting budget (``max_wait``).
+BATCH_SECONDS: Final = 0.1
+#: Jobs a batch takes at least, however slow the last ones were, so that one
+#: slow job (a count filter being filled) cannot shrink batches for long.
+BATCH_MIN: Final = 8
 #: Jobs allowed to wait for the writer before new writes are shed (code 1000).
 QUEUE_MAX: Final = 20_000
 #: Seconds between checkpoints of the WAL by the checkpoint thread.
@@ -249,8 +258,16 @@ class SQLiteEngine:
 
     # -- the writer thread ---------------------------------------------------
 
+    @staticmethod
+    def _batch_size(per_job: float) -> int:
+        """How many queued jobs the next batch takes (see :data:`BATCH_SECONDS`)."""
+        if per_job <= 0:
+            return BATCH_MAX
+        return max(BATCH_MIN, min(BATCH_MAX, int(BATCH_SECONDS / per_job)))
+
     def _writer_loop(self, conn: sqlite3.Connection) -> None:
         batch: list[_Job] = []
+        per_job = 0.0  # seconds, as recent batches took
         try:
             while True:
                 with self._queue_lock:
@@ -258,9 +275,14 @@ class SQLiteEngine:
                         self._queue_lock.wait()
                     if not self._queue and self._closing:
                         break
-                    batch = self._queue[:BATCH_MAX]
-                    del self._queue[:BATCH_MAX]
+                    size = self._batch_size(per_job)
+                    batch = self._queue[:size]
+                    del self._queue[:size]
+                started = time.perf_counter()
                 self._run_batch(conn, batch)
+                # An average that forgets: a slow batch counts, a run of fast
+                # ones soon outweighs it.
+                per_job += ((time.perf_counter() - started) / len(batch) - per_job) * 0.2
                 batch = []
                 if self._wal_restart.is_set():
                     self._wal_restart.clear()
