@@ -263,42 +263,34 @@ def wal_frames(db_path: Path) -> int:
 
 
 async def test_the_wal_restarts_under_writes_that_never_pause(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    storage: SQLiteStorage, demo: Account, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The checkpoint thread alone never catches up with a writer that always
     # has the next batch: the WAL grew for as long as the load lasted.
     monkeypatch.setattr(sqlite_engine, "WAL_RESTART_FRAMES", 64)
-    storage = SQLiteStorage(str(db_path))
-    await storage.open()
-    try:
-        await storage.create_account(
-            username="demo", api_key="DEMOKEY", secret="demo-secret", cdn=DEMO_CDN, now=NOW
-        )
-        tickets = [make_ticket(key=f"steady{i:04d}") for i in range(200)]
-        for ticket in tickets:
-            await storage.insert_ticket(ticket)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 3.0
-        frames: list[int] = []
+    tickets = [make_ticket(key=f"steady{i:04d}") for i in range(200)]
+    for ticket in tickets:
+        await storage.insert_ticket(ticket)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3.0
+    frames: list[int] = []
 
-        async def viewer(n: int) -> None:
-            i = n
-            while loop.time() < deadline:
-                request = request_for(tickets[i % len(tickets)], ip=f"198.51.{n}.{i % 250}")
-                await storage.record_check(request, decide, NOW)
-                i += 7
+    async def viewer(n: int) -> None:
+        i = n
+        while loop.time() < deadline:
+            request = request_for(tickets[i % len(tickets)], ip=f"198.51.{n}.{i % 250}")
+            await storage.record_check(request, decide, NOW)
+            i += 7
 
-        async def watch() -> None:
-            while loop.time() < deadline:
-                await asyncio.sleep(0.05)
-                frames.append(wal_frames(db_path))
+    async def watch() -> None:
+        while loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            frames.append(wal_frames(db_path))
 
-        await asyncio.gather(watch(), *(viewer(n) for n in range(64)))
-        assert await storage.count_attempts(DEMO_CDN, AttemptFilter()) > 1000
-        restarts = sum(later < earlier for earlier, later in itertools.pairwise(frames))
-        assert restarts >= 3, frames
-    finally:
-        await storage.close()
+    await asyncio.gather(watch(), *(viewer(n) for n in range(64)))
+    assert await storage.count_attempts(DEMO_CDN, AttemptFilter()) > 1000
+    restarts = sum(later < earlier for earlier, later in itertools.pairwise(frames))
+    assert restarts >= 3, frames
 
 
 def test_the_cache_keeps_the_newest_tickets_and_holds_a_whole_batch() -> None:
