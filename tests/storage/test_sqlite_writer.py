@@ -119,6 +119,36 @@ async def test_a_batch_takes_the_jobs_its_time_allows(
     assert max(sizes) <= 2 * fit, sizes
 
 
+class SlowCommit:
+    """A connection whose ``COMMIT`` takes 0.1 s, as on a disk with a slow fsync."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            time.sleep(0.1)
+        return self.conn.execute(sql, *args)
+
+
+async def test_a_slow_commit_does_not_shrink_batches(db_path: Path) -> None:
+    # Counted per job, the fsync of a slow disk made every batch look slow
+    # and shrank it to a few jobs: less capacity, no less latency.
+    engine = sqlite_engine.SQLiteEngine(str(db_path), state=TicketCache())
+    conn = SlowCommit(sqlite3.connect(db_path, isolation_level=None))
+    loop = asyncio.get_running_loop()
+    batch = [
+        sqlite_engine._Job(lambda c: c.execute("SELECT 1"), loop.create_future())
+        for _ in range(100)
+    ]
+    started = time.perf_counter()
+    worked = engine._run_batch(conn, batch)  # type: ignore[arg-type]  # a stand-in with execute()
+    assert time.perf_counter() - started >= 0.1
+    assert worked < 0.05
+    await asyncio.gather(*(job.future for job in batch))
+    assert sqlite_engine.SQLiteEngine._batch_size(worked / len(batch)) == sqlite_engine.BATCH_MAX
+
+
 async def test_a_group_mixing_tickets_unknown_keys_and_unlogged_checks(
     storage: SQLiteStorage, demo: Account, group_sizes: list[int]
 ) -> None:

@@ -57,11 +57,12 @@ T = TypeVar("T")
 
 #: Jobs committed together at most.
 BATCH_MAX: Final = 512
-#: Seconds one batch should take: the writer takes as many jobs as its
-#: recent cost per job says fit. A count alone did not bound the latency a
-#: batch adds: 512 playback starts cost 0.1 s on a small database and more
-#: than a second on a large one whose pages are not all in memory, on top of
-#: the queue's own waiting budget (``max_wait``).
+#: Seconds the jobs of one batch should take (its ``COMMIT`` comes on top):
+#: the writer takes as many jobs as its recent cost per job says fit. A
+#: count alone let a batch add far more latency where jobs are slow: 512
+#: playback starts take 0.1 s on a small database and more than a second on
+#: a large one whose pages are not all in memory, on top of the queue's own
+#: waiting budget (``max_wait``).
 BATCH_SECONDS: Final = 0.1
 #: Jobs a batch takes at least, however slow the last ones were, so that one
 #: slow job (a count filter being filled) cannot shrink batches for long.
@@ -278,11 +279,10 @@ class SQLiteEngine:
                     size = self._batch_size(per_job)
                     batch = self._queue[:size]
                     del self._queue[:size]
-                started = time.perf_counter()
-                self._run_batch(conn, batch)
+                worked = self._run_batch(conn, batch)
                 # An average that forgets: a slow batch counts, a run of fast
                 # ones soon outweighs it.
-                per_job += ((time.perf_counter() - started) / len(batch) - per_job) * 0.2
+                per_job += (worked / len(batch) - per_job) * 0.2
                 batch = []
                 if self._wal_restart.is_set():
                     self._wal_restart.clear()
@@ -300,11 +300,17 @@ class SQLiteEngine:
         finally:
             conn.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> float:
+        """Run and commit ``batch``; the seconds its jobs took, without the
+        ``BEGIN`` and ``COMMIT`` (whose fsync is a cost per batch, not per
+        job: counted per job, a slow disk would shrink batches to a few
+        jobs and cut the writer's capacity instead of its latency)."""
         outcomes: list[Outcome] = []
+        worked = 0.0
         try:
             conn.execute("BEGIN IMMEDIATE")
             self._state.begin(conn)
+            started = time.perf_counter()
             start = 0
             while start < len(batch):
                 group = batch[start].group
@@ -316,6 +322,7 @@ class SQLiteEngine:
                 else:
                     outcomes.append(self._run_job(conn, batch[start]))
                 start = end
+            worked = time.perf_counter() - started
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._state.invalidate()
@@ -325,6 +332,7 @@ class SQLiteEngine:
             failure = StorageUnavailable(f"SQLite write failed: {exc}")
             outcomes = [(job, None, failure) for job in batch]
         _resolve(outcomes)
+        return worked
 
     def _run_job(self, conn: sqlite3.Connection, job: _Job) -> Outcome:
         conn.execute("SAVEPOINT job")

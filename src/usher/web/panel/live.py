@@ -29,7 +29,7 @@ exactly between two refreshes (a late write and a pruned attempt of the same
 outcome); the whole range is read again every :data:`FULL_EVERY` seconds in
 any case, which bounds how long such a bar can be off.
 
-Memory: one entry per (account, range), at most :data:`MAX_BARS`-odd bucket
+Memory: one entry per (account, range), at most the overview's ``MAX_BARS``-odd bucket
 sums and a few integers each (a few kB), and at most ``size`` entries.
 """
 
