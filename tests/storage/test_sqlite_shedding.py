@@ -1,17 +1,22 @@
-"""The SQLite writer sheds new writes once the oldest queued one waited too long."""
+"""The SQLite writer sheds new writes once the oldest queued one waited too
+long, or once the work queued ahead would take too long."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import NOW
 from usher.protocol.errors import StorageBusy
 from usher.storage.sqlite import SQLiteStorage
+from usher.storage.sqlite.checks import CheckGroup, CheckItem
 from usher.tickets.decision import decide
 from usher.tickets.model import CheckRequest, Decision, Ticket
 
@@ -50,3 +55,36 @@ async def test_writes_are_shed_while_the_queue_is_stale_and_accepted_after(
     assert (await blocking).attempt_id and (await queued).attempt_id
     # With the queue drained, writes are accepted again.
     assert (await storage.record_check(REQUEST, decide, NOW)).attempt_id
+
+
+async def test_writes_are_shed_when_the_work_queued_ahead_would_take_too_long(
+    storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checks made slow (5 ms each, as on a database whose pages are not in
+    # memory). All 300 arrive at once, when the queue's oldest write has not
+    # waited at all: by age alone every one was accepted, and the last waited
+    # 1.5 s for the 299 ahead of it.
+    run_group = CheckGroup.run_group
+
+    def slow(self: CheckGroup, conn: sqlite3.Connection, items: list[CheckItem]) -> Any:
+        time.sleep(0.005 * len(items))
+        return run_group(self, conn, items)
+
+    monkeypatch.setattr(CheckGroup, "run_group", slow)
+    storage.max_write_wait = 0.1
+    for _ in range(3):  # the writer learns what a check costs
+        await storage.record_check(REQUEST, decide, NOW)
+
+    async def timed() -> float | None:
+        started = time.perf_counter()
+        try:
+            await storage.record_check(REQUEST, decide, NOW)
+        except StorageBusy:
+            return None
+        return time.perf_counter() - started
+
+    waited = await asyncio.gather(*(timed() for _ in range(300)))
+    accepted = [w for w in waited if w is not None]
+    assert 0 < len(accepted) < 300
+    # The budget, one batch (0.1 s of jobs) and some slack for a busy machine.
+    assert max(accepted) < 0.5, sorted(accepted)[-5:]
