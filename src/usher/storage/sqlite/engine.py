@@ -66,8 +66,7 @@ BATCH_MAX: Final = 512
 #: a large one whose pages are not all in memory, on top of the queue's own
 #: waiting budget (``max_wait``).
 BATCH_SECONDS: Final = 0.1
-#: Jobs a batch takes at least, however slow the last ones were, so that one
-#: slow job (a count filter being filled) cannot shrink batches for long.
+#: Jobs a batch takes at least, however slow the recent ones were.
 BATCH_MIN: Final = 8
 #: Jobs allowed to wait for the writer before new writes are shed (code 1000).
 QUEUE_MAX: Final = 20_000
@@ -165,7 +164,8 @@ class SQLiteEngine:
         self._wal_restart = threading.Event()
         #: Seconds a job takes, the median over the last batches (a median,
         #: so that one slow job, such as a count filter being filled, moves
-        #: neither the batch size nor the shedding).
+        #: neither the batch size nor the shedding). Written by the writer,
+        #: read unlocked by ``write``: a float, and a stale one is fine.
         self._per_job = 0.0
         self._per_job_seen: collections.deque[float] = collections.deque(maxlen=9)
         self._local = threading.local()
@@ -257,10 +257,7 @@ class SQLiteEngine:
             # work queued ahead counts too, at the writer's recent cost per job.
             if len(queue) >= QUEUE_MAX or (
                 queue
-                and (
-                    now - queue[0].queued_at > max_wait
-                    or len(queue) * self._per_job > max_wait
-                )
+                and (now - queue[0].queued_at > max_wait or len(queue) * self._per_job > max_wait)
             ):
                 raise StorageBusy(
                     f"{len(queue)} writes are waiting, the oldest for "
@@ -397,10 +394,10 @@ class SQLiteEngine:
     def _checkpoint(conn: sqlite3.Connection) -> int:
         """A PASSIVE checkpoint; the frames the WAL holds (0 if it failed)."""
         try:
-            row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            rows = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error:
             return 0  # busy or closing: the next round tries again
-        return int(row[1]) if row is not None and row[1] is not None else 0
+        return int(rows[0][1]) if rows and rows[0][1] is not None else 0
 
     # -- lifecycle -----------------------------------------------------------
 
