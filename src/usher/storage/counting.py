@@ -38,7 +38,7 @@ exact.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
@@ -323,11 +323,21 @@ async def attempt_timeline(
         parts += await source.scan_timeline(cdn, AttemptFilter(start=low, end=high), bucket)
     merged: dict[int, tuple[int, int]] = {}
     for part in parts:
-        allowed, denied = merged.get(part.start, (0, 0))
-        merged[part.start] = (allowed + part.allowed, denied + part.denied)
+        add_counts(merged, part.start, part.allowed, part.denied)
+    return buckets_of(merged)
+
+
+def add_counts(into: dict[int, tuple[int, int]], start: int, allowed: int, denied: int) -> None:
+    """Add ``allowed`` and ``denied`` to the (allowed, denied) pair of ``start``."""
+    was_allowed, was_denied = into.get(start, (0, 0))
+    into[start] = (was_allowed + allowed, was_denied + denied)
+
+
+def buckets_of(sums: Mapping[int, tuple[int, int]]) -> list[TimelineBucket]:
+    """The buckets of ``sums`` (start -> (allowed, denied)) in order, empty ones left out."""
     return [
         TimelineBucket(start, allowed, denied)
-        for start, (allowed, denied) in sorted(merged.items())
+        for start, (allowed, denied) in sorted(sums.items())
         if allowed or denied
     ]
 
@@ -363,8 +373,7 @@ def minute_tail_of(rows: Iterable[tuple[Any, ...]]) -> MinuteTail:
         if minute is None:
             total = (total[0] + count, total[1]) if success else (total[0], total[1] + count)
             continue
-        allowed, denied = minutes.get(int(minute), (0, 0))
-        minutes[int(minute)] = (allowed + count, denied) if success else (allowed, denied + count)
+        add_counts(minutes, int(minute), count if success else 0, 0 if success else count)
     # SQLite keeps a minute's row at 0 once its attempts are pruned.
     return MinuteTail({m: pair for m, pair in sorted(minutes.items()) if pair != (0, 0)}, total)
 

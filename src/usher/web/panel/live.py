@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from usher.storage.base import MinuteTail, TimelineBucket
-from usher.storage.counting import MINUTE
+from usher.storage.counting import MINUTE, add_counts, buckets_of
 from usher.tickets.model import AttemptFilter
 
 #: Seconds before the current minute's start that every refresh reads again
@@ -77,11 +77,6 @@ class Settled:
     before: tuple[int, int]
     #: The clock when the whole range was last read.
     full_at: float
-
-
-def _add(into: dict[int, tuple[int, int]], start: int, pair: tuple[int, int]) -> None:
-    allowed, denied = into.get(start, (0, 0))
-    into[start] = (allowed + pair[0], denied + pair[1])
 
 
 def _before(tail: MinuteTail, since: int) -> tuple[int, int]:
@@ -136,19 +131,14 @@ async def refresh(
         bars = {start: pair for start, pair in held.bars.items() if start >= first}
         for minute, pair in tail.minutes.items():
             if first <= minute < settle:
-                _add(bars, minute - minute % bucket, pair)
+                add_counts(bars, minute - minute % bucket, *pair)
         full_at = held.full_at
     keep = Settled(bucket, first, settle, bars, _before(tail, settle), full_at)
     shown = dict(bars)
     for minute, pair in tail.minutes.items():
         if settle <= minute <= last:
-            _add(shown, minute - minute % bucket, pair)
-    timeline = [
-        TimelineBucket(start, allowed, denied)
-        for start, (allowed, denied) in sorted(shown.items())
-        if allowed or denied
-    ]
-    return timeline, keep
+            add_counts(shown, minute - minute % bucket, *pair)
+    return buckets_of(shown), keep
 
 
 class LiveTimelines:
