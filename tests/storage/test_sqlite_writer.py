@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,13 +21,24 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for
+from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for, session_ticket, viewer
+from usher.config import Settings
 from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite import engine as sqlite_engine
+from usher.storage.sqlite import playback as sqlite_playback
 from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import CheckGroup, CheckItem
 from usher.tickets.decision import decide
-from usher.tickets.model import Account, AttemptFilter, CheckOutcome, Page, Reason
+from usher.tickets.model import (
+    Account,
+    AttemptFilter,
+    CheckOutcome,
+    Page,
+    Reason,
+    SessionStart,
+)
+from usher.web.state import AppState
+from usher.web.upkeep import SessionSweeper
 
 pytestmark = pytest.mark.anyio
 
@@ -353,3 +365,88 @@ async def test_the_writer_syncs_as_usher_sqlite_synchronous_says(
     finally:
         await s.close()
     assert SQLiteStorage(str(db_path))._engine._synchronous == "full"
+
+
+async def _start_sessions(storage: SQLiteStorage, count: int) -> None:
+    ticket = session_ticket()
+    await storage.insert_ticket(ticket)
+    for i in range(count):
+        start = SessionStart(f"s-{i}", f"http:{i}", "hls", SWEPT_TTL, resume=True)
+        await storage.record_check(viewer(ticket), decide, NOW, session=start)
+
+
+SWEPT_TTL = 60
+
+
+async def test_a_sweep_write_stops_when_its_time_slice_is_spent(
+    storage: SQLiteStorage, demo: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every check and API call queued behind a sweep write waits for all of
+    # it; with no time left, a write ends one statement's worth and returns.
+    await _start_sessions(storage, 40)
+    monkeypatch.setattr(sqlite_playback, "SWEEP_SLICE", 0.0)
+    ended = [await storage.sweep_sessions(NOW + SWEPT_TTL, 200) for _ in range(4)]
+    assert ended == [sqlite_playback.SWEEP_CHUNK] * 2 + [40 - 2 * sqlite_playback.SWEEP_CHUNK, 0]
+    assert await storage.count_open_sessions(NOW) == 0
+
+
+async def test_the_sweeper_ends_every_expired_session_when_writes_are_cut_short(
+    storage: SQLiteStorage, demo: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _start_sessions(storage, 40)
+    monkeypatch.setattr(sqlite_playback, "SWEEP_SLICE", 0.0)
+    state = AppState(Settings(), storage, clock=lambda: NOW + SWEPT_TTL)
+    assert await SessionSweeper(state).sweep() == 40
+    assert await storage.count_open_sessions(NOW) == 0
+
+
+async def test_background_writes_run_alone_after_the_writes_waiting(
+    storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sweep write (and its large COMMIT) batched with a signed call's
+    # replay claim made the claim wait for it: upkeep goes last, alone.
+    engine = storage._engine
+    gate = threading.Event()
+    ran: list[str] = []
+    batches: list[int] = []
+    run_batch = engine._run_batch
+
+    def counted(conn: sqlite3.Connection, batch: list[Any]) -> float:
+        batches.append(len(batch))
+        return run_batch(conn, batch)
+
+    monkeypatch.setattr(engine, "_run_batch", counted)
+
+    def job(name: str) -> Any:
+        def run(conn: sqlite3.Connection) -> None:
+            ran.append(name)
+            if name == "blocker":
+                gate.wait(10)
+
+        return run
+
+    def write(name: str, **kw: Any) -> asyncio.Future[Any]:
+        return asyncio.ensure_future(engine.write(job(name), max_wait=10.0, **kw))
+
+    blocker = write("blocker")
+    await asyncio.sleep(0.05)  # the writer holds the blocker
+    later = [write("upkeep", background=True), write("claim-1"), write("claim-2")]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(blocker, *later)
+    assert ran == ["blocker", "claim-1", "claim-2", "upkeep"]
+    assert batches == [1, 2, 1]
+
+    # Under writes that never stop, upkeep still runs once it waited its turn.
+    monkeypatch.setattr(sqlite_engine, "BACKGROUND_WAIT", 0.0)
+    ran.clear()
+    batches.clear()
+    gate.clear()
+    blocker = write("blocker")
+    await asyncio.sleep(0.05)
+    later = [write("upkeep", background=True), write("claim-1")]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(blocker, *later)
+    assert ran == ["blocker", "upkeep", "claim-1"]
+    assert batches == [1, 1, 1]

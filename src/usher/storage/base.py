@@ -207,11 +207,8 @@ class SessionsToEnd:
 #: and checks and API writes queue between calls: on the full-size SQLite
 #: database (1 M sessions), ending one costs 0.2 to 0.4 ms of random index
 #: updates, and a call of 1,000 held every write behind it for 250 to 420 ms,
-#: call after call for as long as a burst's sessions took to expire. 200 take
-#: 40 to 80 ms. The sweeper awaits each call before the next, so on a
-#: saturated writer (one call per batch, about 0.1 s) it still ends about
-#: 2,000 a second, more than this machine opens (1,500 starts a second);
-#: on an idle one, several thousand.
+#: call after call for as long as a burst's sessions took to expire. SQLite
+#: also cuts each call short in time (``sqlite.playback.SWEEP_SLICE``).
 SWEEP_BATCH: Final = 200
 
 
@@ -487,7 +484,9 @@ class Storage(ABC):
     async def sweep_sessions(self, now: int, limit: int = SWEEP_BATCH) -> int:
         """Write down the idle end of up to ``limit`` sessions whose expiry
         passed (``ended_at = expires_at``, ``end_reason = 'idle'``); how many.
-        Reads only the open sessions' expiry index, never the history."""
+        Reads only the open sessions' expiry index, never the history. A
+        backend may end fewer than ``limit`` while more remain (to keep one
+        write short); 0 means none is left."""
 
     @abstractmethod
     async def count_viewers(self, keys: list[str], now: int) -> dict[str, int]:

@@ -4,8 +4,9 @@ A session past its expiry is already ended for every read (see
 :mod:`usher.storage.sessions`); the sweep only writes the idle end down, so
 that history, metrics and the open-sessions indexes stay small. It reads the
 open sessions' expiry index and nothing else, ends at most
-:data:`~usher.storage.base.SWEEP_BATCH` sessions per short write, and every
-node may run it (ending a session twice changes nothing).
+:data:`~usher.storage.base.SWEEP_BATCH` sessions per short write (fewer on
+SQLite, whose writes it keeps to a few milliseconds), and every node may run
+it (ending a session twice changes nothing).
 """
 
 from __future__ import annotations
@@ -51,12 +52,19 @@ class SessionSweeper:
             await asyncio.sleep(self.every)
 
     async def sweep(self) -> int:
-        """End every session whose expiry has passed; how many."""
+        """End every session whose expiry had passed when the sweep began;
+        how many."""
+        # One instant for the whole sweep: sessions expiring meanwhile wait
+        # for the next, so a sweep ends even when they expire as fast as it
+        # ends them.
+        now = self.state.now()
         total = 0
         while True:
-            ended = await self.state.storage.sweep_sessions(self.state.now(), SWEEP_BATCH)
+            # A call may end fewer than asked while more remain (SQLite's
+            # writes are cut short in time); only 0 means none is left.
+            ended = await self.state.storage.sweep_sessions(now, SWEEP_BATCH)
             total += ended
-            if ended < SWEEP_BATCH:
+            if ended == 0:
                 break
         self.ended += total
         self.state.metrics.count_session_ends(total, EndReason.IDLE)

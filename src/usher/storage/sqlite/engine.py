@@ -33,6 +33,12 @@ Why this shape:
   shrank. So once it holds more than :data:`WAL_RESTART_FRAMES`, the writer
   itself checkpoints between two batches, when nothing can be appended; the
   thread has copied all but the last fraction of a second's pages by then.
+* Upkeep writes (the session sweep) are *background* jobs: each runs in a
+  batch of its own, when no other write waits or once it has waited
+  :data:`BACKGROUND_WAIT`. Batched with checks and API calls, a sweep
+  write and its larger ``COMMIT`` came on top of every write that shared
+  its batch: a signed call's replay-protection write waited for about two
+  of them.
 * Reads run on a small pool of threads with their own connections; WAL lets
   them proceed while the writer commits.
 """
@@ -70,6 +76,9 @@ BATCH_SECONDS: Final = 0.1
 BATCH_MIN: Final = 8
 #: Jobs allowed to wait for the writer before new writes are shed (code 1000).
 QUEUE_MAX: Final = 20_000
+#: Seconds a background write (upkeep: the session sweep) waits at most
+#: while other writes keep coming; when none is waiting it runs at once.
+BACKGROUND_WAIT: Final = 0.2
 #: Seconds between checkpoints of the WAL by the checkpoint thread.
 CHECKPOINT_EVERY: Final = 0.2
 #: WAL frames (pages) past which the writer checkpoints itself so that the
@@ -155,6 +164,7 @@ class SQLiteEngine:
         self._busy_timeout_ms = busy_timeout_ms
         self._state = state
         self._queue: list[_Job] = []
+        self._background: collections.deque[_Job] = collections.deque()
         self._queue_lock = threading.Condition()
         self._writer: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
@@ -229,6 +239,7 @@ class SQLiteEngine:
         group: JobGroup | None = None,
         item: Any = None,
         keeps_state: bool = False,
+        background: bool = False,
     ) -> T:
         """Run ``fn`` in the writer's next batch; return once it is committed.
 
@@ -236,6 +247,8 @@ class SQLiteEngine:
         ``group.run_group`` with their ``item`` values instead; ``fn`` is the same
         work for one job, used when the group call fails. ``keeps_state``
         promises that the job leaves what the writer state caches unchanged.
+        A ``background`` job runs alone, after the other writes waiting (see
+        the module docstring); it is never shed.
 
         Raises :class:`StorageBusy` at once when the oldest queued write has
         waited longer than ``max_wait`` seconds.
@@ -244,6 +257,11 @@ class SQLiteEngine:
             raise StorageUnavailable("The SQLite storage is not open; call open() first.")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         now = time.monotonic()
+        if background:
+            with self._queue_lock:
+                self._background.append(_Job(fn, future, now, None, None, keeps_state))
+                self._queue_lock.notify()
+            return await future
         with self._queue_lock:
             queue = self._queue
             # Shed by waiting time, not only by length: once the oldest
@@ -269,7 +287,7 @@ class SQLiteEngine:
 
     @property
     def pending_writes(self) -> int:
-        return len(self._queue)  # a racy read is fine for a gauge
+        return len(self._queue) + len(self._background)  # racy is fine for a gauge
 
     # -- the writer thread ---------------------------------------------------
 
@@ -290,14 +308,24 @@ class SQLiteEngine:
         try:
             while True:
                 with self._queue_lock:
-                    while not self._queue and not self._closing:
+                    while not (self._queue or self._background or self._closing):
                         self._queue_lock.wait()
-                    if not self._queue and self._closing:
-                        break
-                    size = self._batch_size(self._per_job)
-                    batch = self._queue[:size]
-                    del self._queue[:size]
-                self._learn(self._run_batch(conn, batch), len(batch))
+                    if not (self._queue or self._background):
+                        break  # closing, and everything queued is committed
+                    background = bool(self._background) and (
+                        not self._queue
+                        or time.monotonic() - self._background[0].queued_at > BACKGROUND_WAIT
+                    )
+                    if background:
+                        batch = [self._background.popleft()]
+                    else:
+                        size = self._batch_size(self._per_job)
+                        batch = self._queue[:size]
+                        del self._queue[:size]
+                worked = self._run_batch(conn, batch)
+                if not background:
+                    # Upkeep's cost says nothing about the next batch's jobs.
+                    self._learn(worked, len(batch))
                 batch = []
                 if self._wal_restart.is_set():
                     self._wal_restart.clear()
@@ -307,8 +335,9 @@ class SQLiteEngine:
             # one, instead of letting requests hang on futures nobody settles.
             with self._queue_lock:
                 self._closing = True
-                stranded = batch + self._queue
+                stranded = batch + self._queue + list(self._background)
                 self._queue.clear()
+                self._background.clear()
             failure = StorageUnavailable(f"The SQLite writer stopped: {exc!r}")
             _resolve([(job, None, failure) for job in stranded])
             raise
@@ -579,6 +608,12 @@ class SQLiteAccess:
         return await self._engine.read(fn)
 
     async def _write(
-        self, fn: Callable[[sqlite3.Connection], T], *, keeps_state: bool = False
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        keeps_state: bool = False,
+        background: bool = False,
     ) -> T:
-        return await self._engine.write(fn, max_wait=self.max_write_wait, keeps_state=keeps_state)
+        return await self._engine.write(
+            fn, max_wait=self.max_write_wait, keeps_state=keeps_state, background=background
+        )
