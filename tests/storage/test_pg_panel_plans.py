@@ -5,7 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from usher.storage.counting import minute_tail_query
+from usher.storage.counting import BUSY_AT, minute_tail_query
+from usher.storage.postgres.counts import bounded_count_sql
 from usher.storage.postgres.panel import RECENT_DENIALS_SQL
 from usher.storage.postgres.sql import TICKET_IDS, attempts_where
 from usher.tickets.model import AttemptFilter
@@ -104,3 +105,38 @@ async def test_a_live_refresh_seeks_the_minutes_from_its_tail_on(pg_url: str) ->
     assert "Seq Scan on attempt_minute" not in text, text
     assert "attempt_minutes_pkey" in text, text
     assert "attempt_minute_deltas_key" in text, text
+
+
+async def test_a_bounded_count_of_a_busy_value_stops_at_its_limit(pg_url: str) -> None:
+    # A leaked key among five accounts' attempts, with denials among them:
+    # the count reads the key's first entries from its index alone and
+    # stops, never a bitmap of every entry of the key.
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+            " refurl, success, reason, server_ip)"
+            " SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot'"
+            " WHEN i % 10 = 5 THEN 'k' || i / 10000 ELSE 'k' || i END, 'p', '10.0.0.1', 'v',"
+            " 'a', '', '', '', i % 3 <> 0, '', '' FROM generate_series(1, 200000) AS i"
+        )
+        await conn.execute("VACUUM ANALYZE attempts")
+        sql = bounded_count_sql("success = %s", "key")
+        limit = BUSY_AT + 1
+
+        async def bounded(key: str) -> tuple[list[str], tuple[int, int]]:
+            params = (limit, 1, key, False, 1, key, limit)
+            explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
+            plan = [row[0] async for row in await conn.execute(explain + sql, params)]
+            row = await (await conn.execute(sql, params)).fetchone()
+            assert row is not None
+            return plan, (int(row[0]), int(row[1]))
+
+        busy_plan, busy = await bounded("hot")
+        _, quiet = await bounded("k7")
+    text = "\n".join(busy_plan)
+    assert "Index Only Scan using attempts_cdn_key" in text, text
+    # The matches' count (a bitmap of every entry) is not run for a busy key.
+    assert all("never executed" in line for line in busy_plan if "Scan on attempts " in line), text
+    assert busy == (limit, 0)
+    # k7: attempts 70005, 70015, ... 79995 (1000), every third of them denied.
+    assert quiet == (1000, sum(1 for i in range(70005, 80000, 10) if i % 3 == 0))

@@ -201,7 +201,8 @@ class CountSource(Protocol):
     ) -> tuple[int, int]:
         """Read at most ``limit`` attempts of ``f.cdn`` with ``column`` equal
         to ``f``'s value, through that column's index; return how many were
-        read and how many of those match all of ``f`` and ``broad``."""
+        read and how many of those match all of ``f`` and ``broad`` (which
+        only matters, and may be 0, when ``limit`` were read)."""
 
     async def add_filter(self, f: ValueFilter, *, cap: int) -> int | None:
         """Add ``f`` to ``count_filters`` and fill its ``filter_counts`` from

@@ -44,6 +44,27 @@ def _both(rollup: str, deltas: str, where: str) -> str:
     )
 
 
+def bounded_count_sql(condition: str, column: str) -> str:
+    """``bounded_count``'s statement (parameters: the limit, cdn, the value,
+    ``condition``'s, then cdn, the value and the limit again): how many
+    index entries of ``column``'s value it read, at most the limit, and, when
+    that is fewer than the limit, how many of those attempts match
+    ``condition`` (0 otherwise: a busy value's matches are not used).
+
+    The entries are read on their own, so the read is index-only and stops
+    at the limit. Read with the rows (``condition`` names ``success``, say),
+    PostgreSQL chose a bitmap scan, which reads every entry of the value
+    before the LIMIT applies: all 290,000 of a leaked key at 10 M attempts,
+    twice for its ticket page alone. The matches are counted only for a
+    value with fewer entries than the limit (an InitPlan runs when used)."""
+    return (
+        "SELECT e.n, CASE WHEN e.n < %s THEN (SELECT count(*) FROM attempts"
+        f" WHERE cdn = %s AND {column} = %s AND ({condition})) ELSE 0 END"
+        f" FROM (SELECT count(*) AS n FROM (SELECT 1 FROM attempts"
+        f" WHERE cdn = %s AND {column} = %s LIMIT %s) AS entries) AS e"
+    )
+
+
 _ACCOUNT_WHERE: Final = "cdn = %s AND grain = %s AND app = %s AND video = %s"
 _MINUTE_WHERE: Final = "cdn = %s AND minute >= %s AND minute <= %s"
 
@@ -97,9 +118,8 @@ class PostgresCountsMixin:
         condition, params = matching_expression(f, column, broad, "%s")
         value = dict(f.named)[column]
         row = await self._db.fetchone(
-            f"SELECT count(*), count(*) FILTER (WHERE m) FROM (SELECT ({condition}) AS m"
-            f" FROM attempts WHERE cdn = %s AND {column} = %s LIMIT %s) AS a",
-            [*params, f.cdn, value, limit],
+            bounded_count_sql(condition, column),
+            [limit, f.cdn, value, *params, f.cdn, value, limit],
         )
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
