@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from usher.storage.counting import BUSY_AT, minute_tail_query
-from usher.storage.postgres.counts import bounded_count_sql
+from usher.storage.postgres.counts import INDEX_PATHS_ONLY, bounded_count_sql, capped_count_sql
 from usher.storage.postgres.panel import RECENT_DENIALS_SQL
 from usher.storage.postgres.sql import TICKET_IDS, attempts_where
 from usher.tickets.model import AttemptFilter
@@ -140,3 +140,31 @@ async def test_a_bounded_count_of_a_busy_value_stops_at_its_limit(pg_url: str) -
     assert busy == (limit, 0)
     # k7: attempts 70005, 70015, ... 79995 (1000), every third of them denied.
     assert quiet == (1000, sum(1 for i in range(70005, 80000, 10) if i % 3 == 0))
+
+
+async def test_a_capped_count_of_a_busy_key_walks_its_index_to_the_cap(pg_url: str) -> None:
+    # The ticket page's allowed and denied counts of a leaked key: read in
+    # the key index's order up to the cap, never a bitmap of every entry.
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+            " refurl, success, reason, server_ip)"
+            " SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot' ELSE 'k' || i END,"
+            " 'p', '10.0.0.1', 'v', 'a', '', '', '', i % 3 <> 0, '', ''"
+            " FROM generate_series(1, 200000) AS i"
+        )
+        await conn.execute("VACUUM ANALYZE attempts")
+        statement, params, by_value = capped_count_sql(1, AttemptFilter(key="hot", success=False))
+        cap = 5000
+        async with conn.transaction():
+            if by_value:
+                await conn.execute(INDEX_PATHS_ONLY)
+            explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
+            query = [*params, cap + 1]
+            plan = [row[0] async for row in await conn.execute(explain + statement, query)]
+            row = await (await conn.execute(statement, query)).fetchone()
+    text = "\n".join(plan)
+    assert "Index Scan using attempts_cdn_key" in text, text
+    assert "Bitmap" not in text and "Sort" not in text, text
+    # 20,000 attempts of the key, every third denied: more than the cap.
+    assert row == (cap + 1,)

@@ -351,11 +351,3 @@ class PostgresStorage(
     async def count_attempts_upto(self, cdn: int, where: AttemptFilter, cap: int) -> int:
         check_cap("cap", cap, MAX_COUNT_CAP)
         return await count_attempts_upto(self, cdn, where, cap)
-
-    async def capped_count(self, cdn: int, where: AttemptFilter, cap: int) -> int:
-        sql, params = attempts_where(cdn, where)
-        row = await self._db.fetchone(
-            f"SELECT count(*) FROM (SELECT 1 FROM attempts WHERE {sql} LIMIT %s) AS found",
-            [*params, cap + 1],
-        )
-        return int(row[0]) if row else 0
