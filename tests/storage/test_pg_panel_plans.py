@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import psycopg
 import pytest
 
 from usher.storage.counting import BUSY_AT, minute_tail_query
+from usher.storage.postgres import PostgresStorage
 from usher.storage.postgres.counts import INDEX_PATHS_ONLY, bounded_count_sql, capped_count_sql
 from usher.storage.postgres.panel import RECENT_DENIALS_SQL
 from usher.storage.postgres.sql import TICKET_IDS, attempts_where
-from usher.tickets.model import AttemptFilter
+from usher.tickets.model import AttemptFilter, Page
 
 pytestmark = pytest.mark.anyio
 
@@ -168,3 +171,43 @@ async def test_a_capped_count_of_a_busy_key_walks_its_index_to_the_cap(pg_url: s
     assert "Bitmap" not in text and "Sort" not in text, text
     # 20,000 attempts of the key, every third denied: more than the cap.
     assert row == (cap + 1,)
+
+
+async def test_a_busy_video_without_an_app_is_listed_by_walking_the_table(pg_url: str) -> None:
+    # A video logged under forty apps in a fifth of the attempts: its page
+    # is a few hundred rows into the table walked in id order, where reading
+    # its apps' index entries reads and sorts all of its 20,000 attempts.
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+            " refurl, success, reason, server_ip)"
+            " SELECT 1, 1000000 + i, 'k' || i, 'p', '10.0.0.1',"
+            " CASE WHEN i % 5 = 0 THEN 'hot' ELSE 'v' || i % 2000 END, 'a' || i % 40, '',"
+            " '', '', true, '', '' FROM generate_series(1, 100000) AS i"
+        )
+        await conn.execute("SELECT merge_rollup_deltas()")
+        await conn.execute("VACUUM ANALYZE")
+    storage = PostgresStorage(pg_url)
+    await storage.open()
+    ran: list[tuple[str, list[object]]] = []
+    fetchall = storage._db.fetchall
+
+    async def logged(sql: str, params: Iterable[object] = ()) -> list[tuple[object, ...]]:
+        ran.append((sql, list(params)))
+        return await fetchall(sql, params)
+
+    try:
+        storage._db.fetchall = logged  # type: ignore[method-assign]  # to see the statement
+        rows = await storage.list_attempts(
+            1, AttemptFilter(video="hot"), Page(limit=51), newest_first=True
+        )
+    finally:
+        await storage.close()
+    (sql, params), *_ = [(s, p) for s, p in ran if s.startswith("SELECT id,")]
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        plan = [row[0] async for row in await conn.execute("EXPLAIN " + sql, params)]
+    text = "\n".join(plan)
+    assert "attempt_counts" not in sql, sql
+    assert "Index Scan Backward using attempts_pkey" in text, text
+    assert "Sort" not in text, text
+    assert [row.id for row in rows] == list(range(100000, 100000 - 51 * 5, -5))
