@@ -54,8 +54,8 @@ def bounded_count_sql(condition: str, column: str) -> str:
     The entries are read on their own, so the read is index-only and stops
     at the limit. Read with the rows (``condition`` names ``success``, say),
     PostgreSQL chose a bitmap scan, which reads every entry of the value
-    before the LIMIT applies: all 290,000 of a leaked key at 10 M attempts,
-    twice for its ticket page alone. The matches are counted only for a
+    before the LIMIT applies: all of a leaked key's (289,000 in the bench at
+    10 M attempts), twice for its ticket page alone. The matches are counted only for a
     value with fewer entries than the limit (an InitPlan runs when used)."""
     return (
         "SELECT e.n, CASE WHEN e.n < %s THEN (SELECT count(*) FROM attempts"
@@ -75,13 +75,14 @@ def capped_count_sql(cdn: int, where: AttemptFilter) -> tuple[str, list[object],
     whether it must run with :data:`INDEX_PATHS_ONLY`.
 
     A count that names a key, pass or ip reaches here with a time range or
-    when the value is busy; a bitmap scan of its index reads every entry of the value (290,000
-    of a leaked key at 10 M attempts) before the LIMIT applies, and
-    PostgreSQL chose one whenever the other filters need the row (its
-    estimate for the value in one account is several times too low, so it
-    expects to read them all anyway; for the same reason a small table gets a
-    sequential scan). In the index's own order, with neither allowed, the
-    read stops at the cap."""
+    when the value is busy. A bitmap scan of the value's index reads every
+    entry of it before the LIMIT applies (57,722 entries for 10,001 denials
+    of a leaked key at 2 M attempts; the bench's has 289,000 at 10 M), and
+    PostgreSQL chose one whenever the other filters need the row: its
+    estimate for a value of one account is several times too low, so it
+    expects to read them all anyway (and a small table gets a sequential
+    scan for the same reason). In the index's own order, with neither
+    allowed, the read stops at the cap."""
     sql, params = attempts_where(cdn, where)
     by_value = any(value is not None for value in (where.key, where.password, where.ip))
     order = " ORDER BY at" if by_value else ""
