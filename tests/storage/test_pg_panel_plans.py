@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import psycopg
 import pytest
 
-from usher.storage.counting import minute_tail_query
+from usher.storage.counting import BUSY_AT, minute_tail_query
+from usher.storage.postgres import PostgresStorage
+from usher.storage.postgres.counts import INDEX_PATHS_ONLY, bounded_count_sql, capped_count_sql
 from usher.storage.postgres.panel import RECENT_DENIALS_SQL
 from usher.storage.postgres.sql import TICKET_IDS, attempts_where
-from usher.tickets.model import AttemptFilter
+from usher.tickets.model import AttemptFilter, Page
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +108,106 @@ async def test_a_live_refresh_seeks_the_minutes_from_its_tail_on(pg_url: str) ->
     assert "Seq Scan on attempt_minute" not in text, text
     assert "attempt_minutes_pkey" in text, text
     assert "attempt_minute_deltas_key" in text, text
+
+
+async def test_a_bounded_count_of_a_busy_value_stops_at_its_limit(pg_url: str) -> None:
+    # A leaked key among five accounts' attempts, with denials among them:
+    # the count reads the key's first entries from its index alone and
+    # stops, never a bitmap of every entry of the key.
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+            " refurl, success, reason, server_ip)"
+            " SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot'"
+            " WHEN i % 10 = 5 THEN 'k' || i / 10000 ELSE 'k' || i END, 'p', '10.0.0.1', 'v',"
+            " 'a', '', '', '', i % 3 <> 0, '', '' FROM generate_series(1, 200000) AS i"
+        )
+        await conn.execute("VACUUM ANALYZE attempts")
+        sql = bounded_count_sql("success = %s", "key")
+        limit = BUSY_AT + 1
+
+        async def bounded(key: str) -> tuple[list[str], tuple[int, int]]:
+            params = (limit, 1, key, False, 1, key, limit)
+            explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
+            plan = [row[0] async for row in await conn.execute(explain + sql, params)]
+            row = await (await conn.execute(sql, params)).fetchone()
+            assert row is not None
+            return plan, (int(row[0]), int(row[1]))
+
+        busy_plan, busy = await bounded("hot")
+        _, quiet = await bounded("k7")
+    text = "\n".join(busy_plan)
+    assert "Index Only Scan using attempts_cdn_key" in text, text
+    # The matches' count (a bitmap of every entry) is not run for a busy key.
+    assert all("never executed" in line for line in busy_plan if "Scan on attempts " in line), text
+    assert busy == (limit, 0)
+    # k7: attempts 70005, 70015, ... 79995 (1000), every third of them denied.
+    assert quiet == (1000, sum(1 for i in range(70005, 80000, 10) if i % 3 == 0))
+
+
+async def test_a_capped_count_of_a_busy_key_walks_its_index_to_the_cap(pg_url: str) -> None:
+    # The ticket page's allowed and denied counts of a leaked key: read in
+    # the key index's order up to the cap, never a bitmap of every entry.
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+            " refurl, success, reason, server_ip)"
+            " SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot' ELSE 'k' || i END,"
+            " 'p', '10.0.0.1', 'v', 'a', '', '', '', i % 3 <> 0, '', ''"
+            " FROM generate_series(1, 200000) AS i"
+        )
+        await conn.execute("VACUUM ANALYZE attempts")
+        statement, params, by_value = capped_count_sql(1, AttemptFilter(key="hot", success=False))
+        cap = 5000
+        async with conn.transaction():
+            if by_value:
+                await conn.execute(INDEX_PATHS_ONLY)
+            explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
+            query = [*params, cap + 1]
+            plan = [row[0] async for row in await conn.execute(explain + statement, query)]
+            row = await (await conn.execute(statement, query)).fetchone()
+    text = "\n".join(plan)
+    assert "Index Scan using attempts_cdn_key" in text, text
+    assert "Bitmap" not in text and "Sort" not in text, text
+    # 20,000 attempts of the key, every third denied: more than the cap.
+    assert row == (cap + 1,)
+
+
+async def test_a_busy_video_without_an_app_is_listed_by_walking_the_table(pg_url: str) -> None:
+    # A video logged under forty apps in a fifth of the attempts: its page
+    # is a few hundred rows into the table walked in id order, where reading
+    # its apps' index entries reads and sorts all of its 20,000 attempts.
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+            " refurl, success, reason, server_ip)"
+            " SELECT 1, 1000000 + i, 'k' || i, 'p', '10.0.0.1',"
+            " CASE WHEN i % 5 = 0 THEN 'hot' ELSE 'v' || i % 2000 END, 'a' || i % 40, '',"
+            " '', '', true, '', '' FROM generate_series(1, 100000) AS i"
+        )
+        await conn.execute("SELECT merge_rollup_deltas()")
+        await conn.execute("VACUUM ANALYZE")
+    storage = PostgresStorage(pg_url)
+    await storage.open()
+    ran: list[tuple[str, list[object]]] = []
+    fetchall = storage._db.fetchall
+
+    async def logged(sql: str, params: Iterable[object] = ()) -> list[tuple[object, ...]]:
+        ran.append((sql, list(params)))
+        return await fetchall(sql, params)
+
+    try:
+        storage._db.fetchall = logged  # type: ignore[method-assign]  # to see the statement
+        rows = await storage.list_attempts(
+            1, AttemptFilter(video="hot"), Page(limit=51), newest_first=True
+        )
+    finally:
+        await storage.close()
+    (sql, params), *_ = [(s, p) for s, p in ran if s.startswith("SELECT id,")]
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        plan = [row[0] async for row in await conn.execute("EXPLAIN " + sql, params)]
+    text = "\n".join(plan)
+    assert "attempt_counts" not in sql, sql
+    assert "Index Scan Backward using attempts_pkey" in text, text
+    assert "Sort" not in text, text
+    assert [row.id for row in rows] == list(range(100000, 100000 - 51 * 5, -5))

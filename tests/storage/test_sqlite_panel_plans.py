@@ -17,14 +17,13 @@ import pytest
 from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for
 from tests.storage.test_sqlite_counts import _insert_attempts, migrated  # noqa: F401  # fixture
 from usher.storage import sqlite as sqlite_storage
-from usher.storage.counting import minute_tail_query
+from usher.storage.counting import minute_tail_query, sorting_is_cheaper
 from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite.counts import (
     RECENT_DENIALS_SQL,
     count_upto_query,
     index_rows_worth_reading,
     list_query,
-    sorting_is_cheaper,
     top_values_query,
     walk_is_cheaper,
 )

@@ -16,11 +16,11 @@ import pytest
 
 from tests.helpers import NOW
 from tests.storage.test_sqlite_counts import _insert_attempts, migrated  # noqa: F401  # fixture
+from usher.storage.counting import sorting_is_cheaper
 from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite.counts import (
     index_rows_worth_reading,
     list_query,
-    sorting_is_cheaper,
     walk_is_cheaper,
 )
 from usher.storage.sqlite.sql import ticket_ids_sql

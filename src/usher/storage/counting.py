@@ -48,7 +48,7 @@ from usher.storage.base import (
     check_countable,
     check_timeline_bounds,
 )
-from usher.tickets.model import AttemptFilter
+from usher.tickets.model import AttemptFilter, Page
 from usher.tickets.text import storable
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,11 @@ def timed(where: AttemptFilter) -> bool:
     return where.start is not None or where.end is not None
 
 
+def uses_rollup(where: AttemptFilter) -> bool:
+    """Whether ``attempt_counts`` alone answers this count."""
+    return value_filter(0, where) is None and not timed(where)
+
+
 @dataclass(frozen=True, slots=True)
 class MinuteSplit:
     """A time range as whole minutes (``first``..``last``, the start second
@@ -201,7 +206,8 @@ class CountSource(Protocol):
     ) -> tuple[int, int]:
         """Read at most ``limit`` attempts of ``f.cdn`` with ``column`` equal
         to ``f``'s value, through that column's index; return how many were
-        read and how many of those match all of ``f`` and ``broad``."""
+        read and how many of those match all of ``f`` and ``broad`` (which
+        only matters, and may be 0, when ``limit`` were read)."""
 
     async def add_filter(self, f: ValueFilter, *, cap: int) -> int | None:
         """Add ``f`` to ``count_filters`` and fill its ``filter_counts`` from
@@ -376,6 +382,37 @@ def minute_tail_of(rows: Iterable[tuple[Any, ...]]) -> MinuteTail:
         add_counts(minutes, int(minute), count if success else 0, 0 if success else count)
     # SQLite keeps a minute's row at 0 once its attempts are pruned.
     return MinuteTail({m: pair for m, pair in sorted(minutes.items()) if pair != (0, 0)}, total)
+
+
+#: How many table rows a walk in id order reads for the cost of fetching one
+#: row through an index (a guess; only the order of magnitude matters).
+WALK_PER_FETCH: Final = 4
+
+
+def sorting_is_cheaper(matches: int, total: int, page: Page, *, sparse: bool = False) -> bool:
+    """Whether reading all ``matches`` of ``total`` attempts through an index
+    and sorting them beats walking the table in id order until the page is
+    full (about ``total / matches`` rows per match, the matches spread
+    evenly). A sparse video's later pages would otherwise walk most of the
+    table (2 s at 10 M attempts). ``sparse``: see :func:`walk_cost`."""
+    walked = walk_cost(newer=0, matches=matches, total=total, page=page, sparse=sparse)
+    return matches * WALK_PER_FETCH <= walked
+
+
+def walk_cost(*, newer: int, matches: int, total: int, page: Page, sparse: bool = False) -> float:
+    """The rows a walk of the table in id order (newest first) passes to
+    reach the page: first the ``newer`` attempts logged after the range,
+    then about ``total / matches`` rows per match (matches spread evenly
+    over the log).
+
+    ``sparse``: a filter no count knows (``appinst``) keeps an unknown part
+    of the ``matches``, maybe none, so the walk may pass every attempt:
+    ``total``. The index path reads its ``matches`` whatever that filter
+    keeps, so a rare ``appinst`` with a key or an app reads those and no
+    more."""
+    if sparse:
+        return float(total)
+    return newer + (page.seek + page.rows) * total / max(matches, 1)
 
 
 class CappedSource(CountSource, Protocol):

@@ -29,6 +29,8 @@ from usher.storage.counting import (
     broad_of,
     count_attempts_upto,
     indexed_part,
+    sorting_is_cheaper,
+    uses_rollup,
     value_filter,
 )
 from usher.storage.rows import (
@@ -55,8 +57,6 @@ from usher.storage.sqlite.counts import (
     index_rows_worth_reading,
     list_query,
     rollup_count_query,
-    sorting_is_cheaper,
-    uses_rollup,
     walk_is_cheaper,
 )
 from usher.storage.sqlite.engine import SQLiteEngine, Synchronous, sqlite_path

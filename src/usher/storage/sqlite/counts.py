@@ -34,12 +34,14 @@ from typing import Final
 
 from usher.storage.base import AttemptColumn, grouped_column
 from usher.storage.counting import (
+    WALK_PER_FETCH,
     Broad,
     ValueFilter,
     broad_of,
     count_attempts,
     timed,
     value_filter,
+    walk_cost,
 )
 from usher.storage.rows import filter_counts_where, find_filters_sql, matching_expression
 from usher.storage.schema import ATTEMPT_COLUMNS
@@ -76,11 +78,6 @@ def _filters(where: AttemptFilter) -> dict[str, object]:
     return found
 
 
-def uses_rollup(where: AttemptFilter) -> bool:
-    """Whether ``attempt_counts`` alone answers this count."""
-    return value_filter(0, where) is None and not timed(where)
-
-
 def rollup_count_query(cdn: int, broad: Broad) -> tuple[str, list[object]]:
     """The statement that sums ``attempt_counts`` at ``broad``'s grain."""
     params: list[object] = [
@@ -104,21 +101,6 @@ def scan_count_by(
 ) -> tuple[str, list[object]]:
     """:func:`scan_count_query` with the time range's driver chosen (see :func:`_driven`)."""
     return _counted(*_driven(cdn, where, walk=False, by_app_video=by_app_video))
-
-
-#: How many table rows a walk in id order reads for the cost of fetching one
-#: row through an index (a guess; only the order of magnitude matters).
-WALK_PER_FETCH: Final = 4
-
-
-def sorting_is_cheaper(matches: int, total: int, page: Page, *, sparse: bool = False) -> bool:
-    """Whether reading all ``matches`` of ``total`` attempts through an index
-    and sorting them beats walking the table in id order until the page is
-    full (about ``total / matches`` rows per match, the matches spread
-    evenly). A sparse video's later pages would otherwise walk most of the
-    table (2 s at 10 M attempts). ``sparse``: see :func:`walk_cost`."""
-    walked = walk_cost(newer=0, matches=matches, total=total, page=page, sparse=sparse)
-    return matches * WALK_PER_FETCH <= walked
 
 
 #: The apps an account logged a video under, from the rollup's finest grain.
@@ -323,22 +305,6 @@ def _unindexed(cdn: int, where: AttemptFilter) -> tuple[list[str], list[object]]
             clauses.append(clause)
             params.append(bound)
     return clauses, params
-
-
-def walk_cost(*, newer: int, matches: int, total: int, page: Page, sparse: bool = False) -> float:
-    """The rows a walk of the table in id order (newest first) passes to
-    reach the page: first the ``newer`` attempts logged after the range,
-    then about ``total / matches`` rows per match (matches spread evenly
-    over the log).
-
-    ``sparse``: a filter no count knows (``appinst``) keeps an unknown part
-    of the ``matches``, maybe none, so the walk may pass every attempt:
-    ``total``. The index path reads its ``matches`` whatever that filter
-    keeps, so a rare ``appinst`` with a key or an app reads those and no
-    more."""
-    if sparse:
-        return float(total)
-    return newer + (page.seek + page.rows) * total / max(matches, 1)
 
 
 def walk_is_cheaper(
