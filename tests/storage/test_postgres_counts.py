@@ -16,8 +16,9 @@ import psycopg
 import pytest
 
 from tests.helpers import DEMO_CDN, NOW
+from usher.protocol.errors import StorageBusy
 from usher.storage.counting import EVERYTHING, Broad, ValueFilter
-from usher.storage.postgres import PostgresStorage
+from usher.storage.postgres import PostgresStorage, counts
 from usher.storage.schema import ROLLUP_TABLES
 from usher.tickets.model import AttemptFilter
 
@@ -322,4 +323,21 @@ async def test_an_unfinished_filter_is_not_read_and_the_next_fill_finishes_it(
     filter_id = await storage.add_filter(_BUSY, cap=10)
     assert filter_id is not None
     assert await storage.find_filters([_BUSY]) == {4: filter_id}
+    await _assert_exact(storage, pg_url, filter_id)
+
+
+async def test_a_fill_gives_up_on_a_transaction_left_open(
+    storage: PostgresStorage, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(counts, "FILL_WAIT", 0.3)
+    rng = random.Random(4)
+    async with await psycopg.AsyncConnection.connect(pg_url) as stuck:
+        await _insert_random(stuck, rng, 5)
+        with pytest.raises(StorageBusy, match="try the count again later"):
+            await storage.add_filter(_BUSY, cap=10)
+        # Counts meanwhile do not use the unfinished filter.
+        assert await storage.find_filters([_BUSY]) == {}
+        await stuck.commit()
+    filter_id = await storage.add_filter(_BUSY, cap=10)
+    assert filter_id is not None
     await _assert_exact(storage, pg_url, filter_id)
