@@ -215,33 +215,45 @@ class PostgresCountsMixin:
 
         async def work(conn: Conn) -> None:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            # A fill of this filter committed since the snapshot makes this a
-            # serialisation failure; the runner tries again, and the new
-            # snapshot finds it ready.
+            # The snapshot is taken here, and the count below only reads:
+            # the transaction gets an id (which every other fill's step 2
+            # would wait for) only at the lock, after the long part.
             row = await (
-                await conn.execute(
-                    "SELECT ready FROM count_filters WHERE id = %s FOR UPDATE", (filter_id,)
-                )
+                await conn.execute("SELECT ready FROM count_filters WHERE id = %s", (filter_id,))
             ).fetchone()
             if row is None:
                 raise StorageError(f"The count filter {filter_id} was removed while it was filled.")
             if row[0]:
                 return
+            missing = await (
+                await conn.execute(
+                    "SELECT grain, app, video, success, sum(n)::bigint FROM ("
+                    " SELECT g.grain, CASE WHEN g.grain IN (1, 3) THEN app ELSE '' END AS app,"
+                    " CASE WHEN g.grain IN (2, 3) THEN video ELSE '' END AS video, success,"
+                    " count(*) AS n"
+                    " FROM attempts CROSS JOIN (VALUES (0), (1), (2), (3)) AS g (grain)"
+                    f" WHERE cdn = %s AND {named} GROUP BY 1, 2, 3, 4"
+                    " UNION ALL SELECT grain, app, video, success, -n FROM filter_counts"
+                    " WHERE filter = %s"
+                    " UNION ALL SELECT grain, app, video, success, -n FROM filter_count_deltas"
+                    " WHERE filter = %s"
+                    ") AS parts GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0",
+                    [f.cdn, *values, filter_id, filter_id],
+                )
+            ).fetchall()
+            # A fill of this filter that committed after this snapshot (or
+            # commits while this waits) makes this a serialisation failure:
+            # the runner tries again, and the new snapshot finds it ready.
             await conn.execute(
-                "INSERT INTO filter_count_deltas (filter, grain, app, video, success, n)"
-                " SELECT %s, grain, app, video, success, sum(n) FROM ("
-                " SELECT g.grain, CASE WHEN g.grain IN (1, 3) THEN app ELSE '' END AS app,"
-                " CASE WHEN g.grain IN (2, 3) THEN video ELSE '' END AS video, success,"
-                " count(*) AS n"
-                " FROM attempts CROSS JOIN (VALUES (0), (1), (2), (3)) AS g (grain)"
-                f" WHERE cdn = %s AND {named} GROUP BY 1, 2, 3, 4"
-                " UNION ALL SELECT grain, app, video, success, -n FROM filter_counts"
-                " WHERE filter = %s"
-                " UNION ALL SELECT grain, app, video, success, -n FROM filter_count_deltas"
-                " WHERE filter = %s"
-                ") AS parts GROUP BY 2, 3, 4, 5 HAVING sum(n) <> 0",
-                [filter_id, f.cdn, *values, filter_id, filter_id],
+                "SELECT ready FROM count_filters WHERE id = %s FOR UPDATE", (filter_id,)
             )
+            if missing:
+                await conn.execute(
+                    "INSERT INTO filter_count_deltas (filter, grain, app, video, success, n)"
+                    " SELECT %s, * FROM unnest(%s::smallint[], %s::text[], %s::text[],"
+                    " %s::boolean[], %s::bigint[])",
+                    [filter_id, *(list(column) for column in zip(*missing, strict=True))],
+                )
             await conn.execute("UPDATE count_filters SET ready = true WHERE id = %s", (filter_id,))
 
         await self._db.run(work, transaction=True)
