@@ -151,7 +151,9 @@ async def _delete_random(
 ) -> None:
     await conn.execute(
         "DELETE FROM attempts WHERE id IN"
-        " (SELECT id FROM attempts ORDER BY md5(id::text || %s) LIMIT %s)",
+        # SKIP LOCKED, as pruning does: writers that hold rows across
+        # statements do not deadlock on each other's.
+        " (SELECT id FROM attempts ORDER BY md5(id::text || %s) LIMIT %s FOR UPDATE SKIP LOCKED)",
         (str(rng.random()), n),
     )
 
@@ -197,10 +199,22 @@ _FILL_BEGUN = (
     "SELECT EXISTS (SELECT 1 FROM count_filters) OR EXISTS (SELECT 1 FROM pg_locks"
     " WHERE NOT granted AND relation = 'attempts'::regclass)"
 )
-#: The fill waits for the filter's row, locked by the test, in step 3.
+
+
+async def _hold_fills(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+    """Make fills wait, in their last transaction, at locking their filter's
+    row, until ``conn``'s transaction ends. Triggers and lookups read
+    ``count_filters`` as before, and ``conn`` takes no transaction id, which
+    fills would wait for before their last transaction."""
+    await conn.execute("LOCK TABLE count_filters IN EXCLUSIVE MODE")
+    row = await (await conn.execute("SELECT pg_current_xact_id_if_assigned()")).fetchone()
+    assert row == (None,)
+
+
+#: The fill waits for the filter's row, held by the test, in step 3.
 _FILL_HELD = (
     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-    " AND query LIKE 'SELECT ready FROM count_filters%')"
+    " AND query LIKE 'UPDATE count_filters%')"
 )
 
 
@@ -230,8 +244,8 @@ async def test_checks_and_pruning_go_on_while_a_filter_is_filled(
                     await _insert_random(writer, rng, 10)
                     await _delete_random(writer, rng, 3)
             # Hold the fill inside its last transaction: snapshot taken,
-            # waiting for the filter's row.
-            await locker.execute("SELECT 1 FROM count_filters FOR UPDATE")
+            # attempts counted, waiting for the filter's row.
+            await _hold_fills(locker)
             await _insert_random(in_flight, rng, 3)
             await in_flight.commit()
             await _wait_until(pg_url, _FILL_HELD)
@@ -341,3 +355,44 @@ async def test_a_fill_gives_up_on_a_transaction_left_open(
     filter_id = await storage.add_filter(_BUSY, cap=10)
     assert filter_id is not None
     await _assert_exact(storage, pg_url, filter_id)
+
+
+async def test_two_nodes_filling_one_filter_at_once_count_it_once(
+    storage: PostgresStorage, pg_url: str
+) -> None:
+    rng = random.Random(5)
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await _insert_random(conn, rng, 60)
+    other_node = PostgresStorage(pg_url)
+    await other_node.open()
+    await other_node.stop_merging()
+    in_flight = await psycopg.AsyncConnection.connect(pg_url)
+    locker = await psycopg.AsyncConnection.connect(pg_url)
+    try:
+        # Both fills wait for this check, so both count in about one moment.
+        await _insert_random(in_flight, rng, 4)
+        made: list[int | None] = []
+        async with anyio.create_task_group() as tg:
+
+            async def fill(node: PostgresStorage) -> None:
+                made.append(await node.add_filter(_BUSY, cap=10))
+
+            tg.start_soon(fill, storage)
+            await _wait_until(pg_url, _FILL_BEGUN)
+            tg.start_soon(fill, other_node)
+            await _hold_fills(locker)
+            await in_flight.commit()
+            # Both have counted and wait to lock the filter's row (or, were
+            # it not locked, to mark it ready).
+            await _wait_until(
+                pg_url,
+                "SELECT count(*) = 2 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%count_filters%'",
+            )
+            await locker.rollback()
+        assert made[0] is not None and made[0] == made[1]
+        await _assert_exact(storage, pg_url, made[0])
+    finally:
+        for conn in (in_flight, locker):
+            await conn.close()
+        await other_node.close()

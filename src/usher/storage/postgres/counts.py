@@ -217,7 +217,7 @@ class PostgresCountsMixin:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             # The snapshot is taken here, and the count below only reads:
             # the transaction gets an id (which every other fill's step 2
-            # would wait for) only at the lock, after the long part.
+            # would wait for) only when it writes, after the long part.
             row = await (
                 await conn.execute("SELECT ready FROM count_filters WHERE id = %s", (filter_id,))
             ).fetchone()
@@ -241,12 +241,6 @@ class PostgresCountsMixin:
                     [f.cdn, *values, filter_id, filter_id],
                 )
             ).fetchall()
-            # A fill of this filter that committed after this snapshot (or
-            # commits while this waits) makes this a serialisation failure:
-            # the runner tries again, and the new snapshot finds it ready.
-            await conn.execute(
-                "SELECT ready FROM count_filters WHERE id = %s FOR UPDATE", (filter_id,)
-            )
             if missing:
                 await conn.execute(
                     "INSERT INTO filter_count_deltas (filter, grain, app, video, success, n)"
@@ -254,6 +248,11 @@ class PostgresCountsMixin:
                     " %s::boolean[], %s::bigint[])",
                     [filter_id, *(list(column) for column in zip(*missing, strict=True))],
                 )
+            # A fill of this filter that committed after this snapshot (or
+            # commits while this waits for the row) makes this UPDATE a
+            # serialisation failure (REPEATABLE READ: the first updater
+            # wins), which undoes this one's deltas too; the runner tries
+            # again, and the new snapshot finds the filter ready.
             await conn.execute("UPDATE count_filters SET ready = true WHERE id = %s", (filter_id,))
 
         await self._db.run(work, transaction=True)
