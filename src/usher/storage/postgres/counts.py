@@ -125,14 +125,15 @@ class PostgresCountsMixin:
         # Why each attempt is then counted exactly once: let D(T) be the
         # matching attempts minus the filter's counts and deltas in snapshot
         # T; merging moves deltas to counts in one transaction, so it never
-        # changes D. Step 3 makes D(S) + correction = 0 at S. A transaction W
-        # not visible in S was still running at S or began later; step 2
-        # ended, before S was taken, every transaction whose id is below Z,
-        # an id assigned after the row committed, so W's id is above Z. W got
-        # its id at its first write, before any trigger statement of its
-        # attempt writes ran, so each of those statements took its snapshot
-        # (READ COMMITTED: a new one per statement in the trigger's function)
-        # after the row committed, saw the filter, and wrote a delta for
+        # changes D. Step 3 adds -D(S), so D is 0 at S (and only one fill of
+        # a filter commits, see _fill). A transaction W not visible in S was
+        # still running at S or began later. Before S was taken, step 2 saw
+        # no transaction running with an id below Z, an id given after the
+        # row committed; so W's id is above Z, given after the row committed.
+        # W got its id at its first write, so every trigger statement of its
+        # attempt writes took its snapshot later (READ COMMITTED: a new one
+        # per statement in the trigger's function), saw the filter, and
+        # wrote a delta for
         # every attempt W inserted (+1) or deleted (-1), pruning included:
         # W changes the attempts and the deltas alike and leaves D as it
         # was. So for every snapshot after step 3, D is 0. Every writer of
@@ -182,10 +183,11 @@ class PostgresCountsMixin:
         return await self._db.run(work, transaction=True)
 
     async def _wait_for_writers_before(self) -> None:
-        """Step 2: return once every transaction that began before this call
-        has ended. Transaction ids are handed out in order, so a new one
-        (``pg_current_xact_id``, its own committed transaction) is above
-        every id given before; polling keeps every writer free to go."""
+        """Step 2: return once every transaction that had written anything
+        (so holds a transaction id) before this call has ended. Ids are
+        given in order, so a new one (``pg_current_xact_id``, in its own
+        committed transaction) is above every id given before; polling,
+        rather than a lock, keeps every writer free to go."""
         row, _ = await self._db.write("SELECT pg_current_xact_id()::text")
         if row is None:
             raise StorageError("PostgreSQL did not return a transaction id.")
