@@ -23,8 +23,9 @@ exact.
   named column is busy, the combination of their values becomes a *count
   filter*: a row in
   ``count_filters`` whose ``filter_counts`` (per app, video, outcome) are
-  filled from the attempts in the same transaction and kept exact from then
-  on by the same triggers as the other rollups. That costs one slow count per
+  filled from the attempts (SQLite in the same transaction, PostgreSQL
+  without holding up writers) and kept exact from then on by the same
+  triggers as the other rollups. That costs one slow count per
   busy combination, ever; later counts read its rollup rows.
   Only :func:`count_attempts` (``sevu.errorcount``) makes count filters.
   The panel's counts (:func:`count_attempts_upto`, SQLite's list plans)
@@ -211,9 +212,10 @@ class CountSource(Protocol):
 
     async def add_filter(self, f: ValueFilter, *, cap: int) -> int | None:
         """Add ``f`` to ``count_filters`` and fill its ``filter_counts`` from
-        the attempts, atomically with respect to every attempt write; return
-        its id (also when it was there already), or ``None`` when the
-        account already has ``cap`` filters."""
+        the attempts, so that every attempt, whatever is written meanwhile,
+        is counted exactly once; return its id (also when it was there
+        already), or ``None`` when the account already has ``cap`` filters.
+        A filter is read (:meth:`find_filters`) only once filled."""
 
     async def scan_count(self, cdn: int, where: AttemptFilter) -> int:
         """``COUNT(*)`` of the matching attempts through the best index."""

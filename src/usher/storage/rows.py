@@ -269,13 +269,19 @@ def filter_counts_where(filter_id: int, broad: Broad, mark: str) -> tuple[str, l
     return terms, params
 
 
-def find_filters_sql(filters: list[ValueFilter], mark: str) -> tuple[str, list[object]]:
+def find_filters_sql(
+    filters: list[ValueFilter], mark: str, *, ready_only: bool = False
+) -> tuple[str, list[object]]:
     """One statement finding each of ``filters`` in ``count_filters``: rows
-    of (mask, id), one primary-key probe each."""
+    of (mask, id), one primary-key probe each. With ``ready_only``
+    (PostgreSQL, whose filters are filled after their row commits), only
+    filters whose fill is done; SQLite fills a filter with its row."""
     one = (
         f"SELECT mask, id FROM count_filters WHERE cdn = {mark} AND mask = {mark}"
         f" AND key = {mark} AND pass = {mark} AND ip = {mark}"
     )
+    if ready_only:
+        one += " AND ready"
     params: list[object] = []
     for f in filters:
         params += [f.cdn, f.mask, f.key, f.password, f.ip]

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Final
 
-from usher.protocol.errors import StorageError
+from usher.protocol.errors import StorageBusy, StorageError
 from usher.storage.counting import Broad, ValueFilter, count_attempts
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import Conn, attempts_where
@@ -29,8 +29,14 @@ log = logging.getLogger(__name__)
 #: keeps the backlog, and so each read's work, small.
 MERGE_EVERY: Final = 1.0
 
+#: Seconds a count filter's fill waits for the transactions that were open
+#: when its row committed (checks take milliseconds); past it, the count
+#: fails with code 1000 and the filter stays unused until a later count
+#: finishes it.
+FILL_WAIT: Final = 10.0
+
 _FIND_FILTER: Final = (
-    "SELECT id FROM count_filters"
+    "SELECT id, ready FROM count_filters"
     " WHERE cdn = %s AND mask = %s AND key = %s AND pass = %s AND ip = %s"
 )
 
@@ -128,7 +134,7 @@ class PostgresCountsMixin:
         return await self._one_int(sql, params + params)
 
     async def find_filters(self, filters: list[ValueFilter]) -> dict[int, int]:
-        sql, params = find_filters_sql(filters, "%s")
+        sql, params = find_filters_sql(filters, "%s", ready_only=True)
         rows = await self._db.fetchall(sql, params)
         return {int(mask): int(filter_id) for mask, filter_id in rows}
 
@@ -149,44 +155,75 @@ class PostgresCountsMixin:
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     async def add_filter(self, f: ValueFilter, *, cap: int) -> int | None:
-        key = _filter_key(f)
-        named = " AND ".join(f"{column} = %s" for column, _ in f.named)
-        values = [value for _, value in f.named]
+        # Filled in three steps so that no check ever waits for a fill (a
+        # fill reads every attempt of a busy value: seconds at full size):
+        #
+        # 1. The filter's row commits, not ready. From then on every INSERT
+        #    or DELETE of attempts whose trigger statement sees it writes its
+        #    filter_count_deltas, in the writer's own transaction.
+        # 2. Wait until every transaction that might have written attempts
+        #    without seeing the row has ended (_wait_for_writers_before).
+        # 3. In one REPEATABLE READ snapshot S, add as deltas, per (grain,
+        #    app, video, success), the matching attempts of S minus the
+        #    filter's counts and deltas in S, and mark the filter ready.
+        #
+        # Why each attempt is then counted exactly once: let D(T) be the
+        # matching attempts minus the filter's counts and deltas in snapshot
+        # T; merging moves deltas to counts in one transaction, so it never
+        # changes D. Step 3 adds -D(S), so D is 0 at S (and only one fill of
+        # a filter commits, see _fill). A transaction W not visible in S was
+        # still running at S or began later. Before S was taken, step 2 saw
+        # no transaction running with an id below Z, an id given after the
+        # row committed; so W's id is above Z, given after the row committed.
+        # W got its id at its first write, so every trigger statement of its
+        # attempt writes took its snapshot later (READ COMMITTED: a new one
+        # per statement in the trigger's function), saw the filter, and
+        # wrote a delta for
+        # every attempt W inserted (+1) or deleted (-1), pruning included:
+        # W changes the attempts and the deltas alike and leaves D as it
+        # was. So for every snapshot after step 3, D is 0. Every writer of
+        # attempts runs at READ COMMITTED, PostgreSQL's default, which is
+        # what this needs: a REPEATABLE READ writer's triggers would read
+        # count_filters as of its first statement.
+        made = await self._filter_row(f, cap=cap)
+        if made is None:
+            return None
+        filter_id, ready = made
+        if not ready:
+            # A filter left not ready (by a fill still running on another
+            # node, or by one that crashed or gave up) is finished here:
+            # the steps hold for any number of fills of one filter.
+            await self._wait_for_writers_before()
+            await self._fill(f, filter_id)
+        return filter_id
 
-        async def work(conn: Conn) -> int | None:
-            # One promotion at a time, and no attempt written while the
-            # filter is filled: SHARE waits for every transaction that has
-            # inserted attempts to commit, and holds new inserts until this
-            # one commits. After that, every insert's trigger sees the
-            # filter, and the fill saw every attempt before it.
-            await conn.execute("LOCK TABLE count_filters IN EXCLUSIVE MODE")
+    async def _filter_row(self, f: ValueFilter, *, cap: int) -> tuple[int, bool] | None:
+        """Step 1: the filter's (id, ready), its row committed; ``None``
+        when the account has ``cap`` filters already."""
+        key = _filter_key(f)
+
+        async def work(conn: Conn) -> tuple[int, bool] | None:
+            # One new filter at a time, so the cap holds; nothing else takes
+            # this lock, and it is held for a few row reads.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('usher.add_filter'))")
             row = await (await conn.execute(_FIND_FILTER, key)).fetchone()
             if row is not None:
-                return int(row[0])
+                return int(row[0]), bool(row[1])
             count = await (
                 await conn.execute("SELECT count(*) FROM count_filters WHERE cdn = %s", (f.cdn,))
             ).fetchone()
             if count is not None and int(count[0]) >= cap:
                 return None
-            await conn.execute("LOCK TABLE attempts IN SHARE MODE")
             made = await (
                 await conn.execute(
-                    "INSERT INTO count_filters (cdn, mask, key, pass, ip, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    "INSERT INTO count_filters (cdn, mask, key, pass, ip, created_at, ready)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, false) RETURNING id",
                     [*key, int(time.time())],
                 )
             ).fetchone()
             if made is None:
                 raise StorageError("PostgreSQL did not return the new count filter's id.")
-            await conn.execute(
-                "INSERT INTO filter_counts (filter, grain, app, video, success, n)"
-                " SELECT %s, g.grain, CASE WHEN g.grain IN (1, 3) THEN app ELSE '' END,"
-                " CASE WHEN g.grain IN (2, 3) THEN video ELSE '' END, success, count(*)"
-                " FROM attempts CROSS JOIN (VALUES (0), (1), (2), (3)) AS g (grain)"
-                f" WHERE cdn = %s AND {named} GROUP BY 2, 3, 4, 5",
-                [made[0], f.cdn, *values],
-            )
-            return int(made[0])
+            return int(made[0]), False
 
         return await self._db.run(work, transaction=True)
 
@@ -200,6 +237,83 @@ class PostgresCountsMixin:
             return 0 if row is None else int(row[0])
 
         return await self._db.run(work, read=True, transaction=by_value)
+
+    async def _wait_for_writers_before(self) -> None:
+        """Step 2: return once every transaction that had written anything
+        (so holds a transaction id) before this call has ended. Ids are
+        given in order, so a new one (``pg_current_xact_id``, in its own
+        committed transaction) is above every id given before; polling,
+        rather than a lock, keeps every writer free to go."""
+        row, _ = await self._db.write("SELECT pg_current_xact_id()::text")
+        if row is None:
+            raise StorageError("PostgreSQL did not return a transaction id.")
+        mark = str(row[0])
+        deadline = time.monotonic() + FILL_WAIT
+        pause = 0.005
+        while True:
+            done = await self._db.fetchone(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %s::xid8", [mark]
+            )
+            if done is not None and done[0]:
+                return
+            if time.monotonic() >= deadline:
+                raise StorageBusy(
+                    "A count filter is waiting for database transactions that were open for"
+                    f" more than {FILL_WAIT:g} s; try the count again later (the next count"
+                    " finishes the filter)."
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    async def _fill(self, f: ValueFilter, filter_id: int) -> None:
+        """Step 3: add what the triggers did not count, in one snapshot, as
+        deltas (so a merge may run meanwhile), and mark the filter ready."""
+        named = " AND ".join(f"{column} = %s" for column, _ in f.named)
+        values = [value for _, value in f.named]
+
+        async def work(conn: Conn) -> None:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # The snapshot is taken here, and the count below only reads:
+            # the transaction gets an id (which every other fill's step 2
+            # would wait for) only when it writes, after the long part.
+            row = await (
+                await conn.execute("SELECT ready FROM count_filters WHERE id = %s", (filter_id,))
+            ).fetchone()
+            if row is None:
+                raise StorageError(f"The count filter {filter_id} was removed while it was filled.")
+            if row[0]:
+                return
+            missing = await (
+                await conn.execute(
+                    "SELECT grain, app, video, success, sum(n)::bigint FROM ("
+                    " SELECT g.grain, CASE WHEN g.grain IN (1, 3) THEN app ELSE '' END AS app,"
+                    " CASE WHEN g.grain IN (2, 3) THEN video ELSE '' END AS video, success,"
+                    " count(*) AS n"
+                    " FROM attempts CROSS JOIN (VALUES (0), (1), (2), (3)) AS g (grain)"
+                    f" WHERE cdn = %s AND {named} GROUP BY 1, 2, 3, 4"
+                    " UNION ALL SELECT grain, app, video, success, -n FROM filter_counts"
+                    " WHERE filter = %s"
+                    " UNION ALL SELECT grain, app, video, success, -n FROM filter_count_deltas"
+                    " WHERE filter = %s"
+                    ") AS parts GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0",
+                    [f.cdn, *values, filter_id, filter_id],
+                )
+            ).fetchall()
+            if missing:
+                await conn.execute(
+                    "INSERT INTO filter_count_deltas (filter, grain, app, video, success, n)"
+                    " SELECT %s, * FROM unnest(%s::smallint[], %s::text[], %s::text[],"
+                    " %s::boolean[], %s::bigint[])",
+                    [filter_id, *(list(column) for column in zip(*missing, strict=True))],
+                )
+            # A fill of this filter that committed after this snapshot (or
+            # commits while this waits for the row) makes this UPDATE a
+            # serialisation failure (REPEATABLE READ: the first updater
+            # wins), which undoes this one's deltas too; the runner tries
+            # again, and the new snapshot finds the filter ready.
+            await conn.execute("UPDATE count_filters SET ready = true WHERE id = %s", (filter_id,))
+
+        await self._db.run(work, transaction=True)
 
     async def scan_count(self, cdn: int, where: AttemptFilter) -> int:
         sql, params = attempts_where(cdn, where)

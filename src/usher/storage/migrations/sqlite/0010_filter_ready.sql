@@ -1,0 +1,5 @@
+-- Nothing changes here. PostgreSQL's 0010 marks count filters ready once
+-- filled, because it fills a filter after committing its row so as not to
+-- hold up other nodes' checks; SQLite fills a filter in the transaction
+-- that adds it (one writer), so every filter here is ready. The file keeps
+-- both backends at the same schema version, which `usher db copy` checks.
