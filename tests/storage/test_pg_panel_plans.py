@@ -16,14 +16,20 @@ from usher.tickets.model import AttemptFilter, Page
 
 pytestmark = pytest.mark.anyio
 
+#: The head of the ``INSERT … SELECT … generate_series`` that lays out each
+#: test's attempts; the SELECT lists the columns in this order.
+_INSERT_ATTEMPTS = (
+    "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+    " refurl, success, reason, server_ip) "
+)
+
 
 async def test_recent_denials_walk_the_time_index_backwards(pg_url: str) -> None:
     # A range holding far more denials than the limit, as at scale.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-            " refurl, success, reason, server_ip)"
-            " SELECT 1 + i % 3, 1000000 + i, 'k' || i % 500, 'p', '10.0.' || i % 200 || '.1',"
+            _INSERT_ATTEMPTS
+            + "SELECT 1 + i % 3, 1000000 + i, 'k' || i % 500, 'p', '10.0.' || i % 200 || '.1',"
             " 'v', 'a', '', '', '', i % 3 <> 0, CASE WHEN i % 3 = 0 THEN 'Invalid IP Address'"
             " ELSE '' END, '' FROM generate_series(1, 60000) AS i"
         )
@@ -40,9 +46,8 @@ async def test_a_video_with_a_time_range_reads_the_app_video_index(pg_url: str) 
     # whole range, the (cdn, app, video, at) index only the video's rows.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-            " refurl, success, reason, server_ip)"
-            " SELECT 1, 1000000 + i, 'k' || i % 500, 'p', '10.0.0.1', 'v' || i % 400,"
+            _INSERT_ATTEMPTS
+            + "SELECT 1, 1000000 + i, 'k' || i % 500, 'p', '10.0.0.1', 'v' || i % 400,"
             " 'a' || i % 20, '', '', '', true, '', '' FROM generate_series(1, 80000) AS i"
         )
         await conn.execute("SELECT merge_rollup_deltas()")
@@ -88,16 +93,14 @@ async def test_a_live_refresh_seeks_the_minutes_from_its_tail_on(pg_url: str) ->
     # never the month.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-            " refurl, success, reason, server_ip)"
-            " SELECT 1 + i % 3, 1000020 + 60 * (i / 2), 'k', 'p', '10.0.0.1', 'v', 'a', '',"
+            _INSERT_ATTEMPTS
+            + "SELECT 1 + i % 3, 1000020 + 60 * (i / 2), 'k', 'p', '10.0.0.1', 'v', 'a', '',"
             " '', '', i % 2 = 0, '', '' FROM generate_series(0, 60000) AS i"
         )
         await conn.execute("SELECT merge_rollup_deltas()")
         await conn.execute(
-            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-            " refurl, success, reason, server_ip)"
-            " SELECT 1, 1000020 + 60 * (i / 2), 'k', 'p', '10.0.0.1', 'v', 'a', '', '', '',"
+            _INSERT_ATTEMPTS
+            + "SELECT 1, 1000020 + 60 * (i / 2), 'k', 'p', '10.0.0.1', 'v', 'a', '', '', '',"
             " true, '', '' FROM generate_series(59000, 60000) AS i"
         )
         await conn.execute("ANALYZE")
@@ -116,9 +119,7 @@ async def test_a_bounded_count_of_a_busy_value_stops_at_its_limit(pg_url: str) -
     # stops, never a bitmap of every entry of the key.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-            " refurl, success, reason, server_ip)"
-            " SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot'"
+            _INSERT_ATTEMPTS + "SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot'"
             " WHEN i % 10 = 5 THEN 'k' || i / 10000 ELSE 'k' || i END, 'p', '10.0.0.1', 'v',"
             " 'a', '', '', '', i % 3 <> 0, '', '' FROM generate_series(1, 200000) AS i"
         )
@@ -150,9 +151,8 @@ async def test_a_capped_count_of_a_busy_key_walks_its_index_to_the_cap(pg_url: s
     # the key index's order up to the cap, never a bitmap of every entry.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-            " refurl, success, reason, server_ip)"
-            " SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot' ELSE 'k' || i END,"
+            _INSERT_ATTEMPTS
+            + "SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot' ELSE 'k' || i END,"
             " 'p', '10.0.0.1', 'v', 'a', '', '', '', i % 3 <> 0, '', ''"
             " FROM generate_series(1, 200000) AS i"
         )
@@ -179,9 +179,7 @@ async def test_a_busy_video_without_an_app_is_listed_by_walking_the_table(pg_url
     # its apps' index entries reads and sorts all of its 20,000 attempts.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-            " refurl, success, reason, server_ip)"
-            " SELECT 1, 1000000 + i, 'k' || i, 'p', '10.0.0.1',"
+            _INSERT_ATTEMPTS + "SELECT 1, 1000000 + i, 'k' || i, 'p', '10.0.0.1',"
             " CASE WHEN i % 5 = 0 THEN 'hot' ELSE 'v' || i % 2000 END, 'a' || i % 40, '',"
             " '', '', true, '', '' FROM generate_series(1, 100000) AS i"
         )

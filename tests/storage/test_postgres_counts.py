@@ -31,14 +31,27 @@ _INSERT = (
 )
 
 
+async def _node(url: str) -> PostgresStorage:
+    node = PostgresStorage(url)
+    await node.open()
+    await node.stop_merging()  # these tests merge when they choose
+    return node
+
+
 @pytest.fixture
 async def storage(pg_url: str) -> AsyncIterator[PostgresStorage]:
-    s = PostgresStorage(pg_url)
-    await s.open()
-    await s.stop_merging()  # these tests merge when they choose
+    s = await _node(pg_url)
     await s.create_account(username="demo", api_key="DEMOKEY", secret="s", cdn=DEMO_CDN, now=NOW)
     yield s
     await s.close()
+
+
+@pytest.fixture
+async def other_node(storage: PostgresStorage, pg_url: str) -> AsyncIterator[PostgresStorage]:
+    """A second server on the same database."""
+    node = await _node(pg_url)
+    yield node
+    await node.close()
 
 
 async def _pending(url: str) -> int:
@@ -268,12 +281,9 @@ async def test_checks_and_pruning_go_on_while_a_filter_is_filled(
 
 @pytest.mark.parametrize("seed", range(6))
 async def test_a_fill_during_random_writes_counts_every_attempt_once(
-    storage: PostgresStorage, pg_url: str, seed: int
+    storage: PostgresStorage, other_node: PostgresStorage, pg_url: str, seed: int
 ) -> None:
     rng = random.Random(seed)
-    other_node = PostgresStorage(pg_url)
-    await other_node.open()
-    await other_node.stop_merging()
     connections = [await psycopg.AsyncConnection.connect(pg_url) for _ in range(3)]
     try:
         await _insert_random(connections[0], rng, rng.randint(0, 300))
@@ -318,7 +328,6 @@ async def test_a_fill_during_random_writes_counts_every_attempt_once(
     finally:
         for conn in connections:
             await conn.close()
-        await other_node.close()
 
 
 async def test_an_unfinished_filter_is_not_read_and_the_next_fill_finishes_it(
@@ -358,14 +367,11 @@ async def test_a_fill_gives_up_on_a_transaction_left_open(
 
 
 async def test_two_nodes_filling_one_filter_at_once_count_it_once(
-    storage: PostgresStorage, pg_url: str
+    storage: PostgresStorage, other_node: PostgresStorage, pg_url: str
 ) -> None:
     rng = random.Random(5)
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await _insert_random(conn, rng, 60)
-    other_node = PostgresStorage(pg_url)
-    await other_node.open()
-    await other_node.stop_merging()
     in_flight = await psycopg.AsyncConnection.connect(pg_url)
     locker = await psycopg.AsyncConnection.connect(pg_url)
     try:
@@ -395,4 +401,3 @@ async def test_two_nodes_filling_one_filter_at_once_count_it_once(
     finally:
         for conn in (in_flight, locker):
             await conn.close()
-        await other_node.close()

@@ -105,6 +105,11 @@ class ValueFilter:
             if self.mask & bit
         ]
 
+    @property
+    def row(self) -> list[object]:
+        """Its ``count_filters`` columns: cdn, mask, key, pass, ip."""
+        return [self.cdn, self.mask, self.key, self.password, self.ip]
+
     def where(self) -> AttemptFilter:
         """The attempts this filter counts, as a filter of ``count_attempts``."""
         return AttemptFilter(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from usher.storage.base import (
     MAX_ATTEMPT_FIELD,
@@ -251,6 +251,13 @@ def matching_expression(
         terms.append(f"success = {mark}")
         params.append(broad.success)
     return " AND ".join(terms) or "1 = 1", params
+
+
+#: The four grains of ``attempt_counts`` and ``filter_counts`` as a subquery
+#: ``g``, and the app and video each grain keeps (the others hold '').
+GRAINS: Final = "(SELECT 0 AS grain UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) AS g"
+GRAIN_APP: Final = "CASE WHEN g.grain IN (1, 3) THEN app ELSE '' END"
+GRAIN_VIDEO: Final = "CASE WHEN g.grain IN (2, 3) THEN video ELSE '' END"
 
 
 def filter_counts_where(filter_id: int, broad: Broad, mark: str) -> tuple[str, list[object]]:

@@ -16,10 +16,17 @@ import time
 from typing import Final
 
 from usher.protocol.errors import StorageBusy, StorageError
-from usher.storage.counting import Broad, ValueFilter, count_attempts
+from usher.storage.counting import EVERYTHING, Broad, ValueFilter, count_attempts
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import Conn, attempts_where
-from usher.storage.rows import filter_counts_where, find_filters_sql, matching_expression
+from usher.storage.rows import (
+    GRAIN_APP,
+    GRAIN_VIDEO,
+    GRAINS,
+    filter_counts_where,
+    find_filters_sql,
+    matching_expression,
+)
 from usher.tickets.model import AttemptFilter
 
 log = logging.getLogger(__name__)
@@ -200,13 +207,12 @@ class PostgresCountsMixin:
     async def _filter_row(self, f: ValueFilter, *, cap: int) -> tuple[int, bool] | None:
         """Step 1: the filter's (id, ready), its row committed; ``None``
         when the account has ``cap`` filters already."""
-        key = _filter_key(f)
 
         async def work(conn: Conn) -> tuple[int, bool] | None:
             # One new filter at a time, so the cap holds; nothing else takes
             # this lock, and it is held for a few row reads.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('usher.add_filter'))")
-            row = await (await conn.execute(_FIND_FILTER, key)).fetchone()
+            row = await (await conn.execute(_FIND_FILTER, f.row)).fetchone()
             if row is not None:
                 return int(row[0]), bool(row[1])
             count = await (
@@ -218,7 +224,7 @@ class PostgresCountsMixin:
                 await conn.execute(
                     "INSERT INTO count_filters (cdn, mask, key, pass, ip, created_at, ready)"
                     " VALUES (%s, %s, %s, %s, %s, %s, false) RETURNING id",
-                    [*key, int(time.time())],
+                    [*f.row, int(time.time())],
                 )
             ).fetchone()
             if made is None:
@@ -268,8 +274,7 @@ class PostgresCountsMixin:
     async def _fill(self, f: ValueFilter, filter_id: int) -> None:
         """Step 3: add what the triggers did not count, in one snapshot, as
         deltas (so a merge may run meanwhile), and mark the filter ready."""
-        named = " AND ".join(f"{column} = %s" for column, _ in f.named)
-        values = [value for _, value in f.named]
+        named, values = matching_expression(f, "", EVERYTHING, "%s")
 
         async def work(conn: Conn) -> None:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
@@ -286,10 +291,8 @@ class PostgresCountsMixin:
             missing = await (
                 await conn.execute(
                     "SELECT grain, app, video, success, sum(n)::bigint FROM ("
-                    " SELECT g.grain, CASE WHEN g.grain IN (1, 3) THEN app ELSE '' END AS app,"
-                    " CASE WHEN g.grain IN (2, 3) THEN video ELSE '' END AS video, success,"
-                    " count(*) AS n"
-                    " FROM attempts CROSS JOIN (VALUES (0), (1), (2), (3)) AS g (grain)"
+                    f" SELECT g.grain, {GRAIN_APP} AS app, {GRAIN_VIDEO} AS video, success,"
+                    f" count(*) AS n FROM attempts CROSS JOIN {GRAINS}"
                     f" WHERE cdn = %s AND {named} GROUP BY 1, 2, 3, 4"
                     " UNION ALL SELECT grain, app, video, success, -n FROM filter_counts"
                     " WHERE filter = %s"
@@ -360,7 +363,3 @@ class PostgresCountsMixin:
                 log.warning(
                     "Merging the count rollups failed; retrying in %ss: %s", MERGE_EVERY, exc
                 )
-
-
-def _filter_key(f: ValueFilter) -> list[object]:
-    return [f.cdn, f.mask, f.key, f.password, f.ip]

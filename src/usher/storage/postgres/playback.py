@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from usher.storage.base import SessionCursor, SessionFilter, SessionsToEnd
+from usher.storage.base import SWEEP_BATCH, SessionCursor, SessionFilter, SessionsToEnd
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import BATCH_VIEWERS, Conn
 from usher.storage.rows import ticket_from_row
@@ -88,7 +88,7 @@ class PostgresPlaybackMixin:
 
         return await self._db.run(work, transaction=True)
 
-    async def sweep_sessions(self, now: int, limit: int = 1000) -> int:
+    async def sweep_sessions(self, now: int, limit: int = SWEEP_BATCH) -> int:
         _, changed = await self._db.write(_SWEEP, (now, limit, now))
         return changed
 

@@ -34,6 +34,7 @@ from typing import Final
 
 from usher.storage.base import AttemptColumn, grouped_column
 from usher.storage.counting import (
+    EVERYTHING,
     WALK_PER_FETCH,
     Broad,
     ValueFilter,
@@ -43,7 +44,14 @@ from usher.storage.counting import (
     value_filter,
     walk_cost,
 )
-from usher.storage.rows import filter_counts_where, find_filters_sql, matching_expression
+from usher.storage.rows import (
+    GRAIN_APP,
+    GRAIN_VIDEO,
+    GRAINS,
+    filter_counts_where,
+    find_filters_sql,
+    matching_expression,
+)
 from usher.storage.schema import ATTEMPT_COLUMNS
 from usher.storage.sqlite.engine import SQLiteAccess
 from usher.storage.sqlite.sql import page_sql
@@ -424,15 +432,13 @@ class SQLiteCountsMixin(SQLiteAccess):
         return int(row[0]), int(row[1])
 
     async def add_filter(self, f: ValueFilter, *, cap: int) -> int | None:
-        key = _filter_key(f)
-        named = " AND ".join(f"{column} = ?" for column, _ in f.named)
-        values = [value for _, value in f.named]
+        named, values = matching_expression(f, "", EVERYTHING, "?")
         now = int(time.time())
 
         def run(conn: sqlite3.Connection) -> int | None:
             # The writer is the only connection that writes, so the fill below
             # and every later attempt's trigger see each attempt exactly once.
-            row = conn.execute(FIND_FILTER, key).fetchone()
+            row = conn.execute(FIND_FILTER, f.row).fetchone()
             if row is not None:
                 return int(row[0])
             (count,) = conn.execute(
@@ -443,7 +449,7 @@ class SQLiteCountsMixin(SQLiteAccess):
             filter_id = conn.execute(
                 "INSERT INTO count_filters (cdn, mask, key, pass, ip, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [*key, now],
+                [*f.row, now],
             ).lastrowid
             # ``+``: group after reading the named column's index range; left
             # to itself SQLite walks (cdn, app, video) to skip the sort,
@@ -480,16 +486,6 @@ class SQLiteCountsMixin(SQLiteAccess):
         return int(row[0])
 
 
-#: The four grains of attempt_counts and filter_counts, and the app and video
-#: each keeps (the others hold '').
-GRAINS: Final = "(SELECT 0 AS grain UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) AS g"
-GRAIN_APP: Final = "CASE WHEN g.grain IN (1, 3) THEN app ELSE '' END"
-GRAIN_VIDEO: Final = "CASE WHEN g.grain IN (2, 3) THEN video ELSE '' END"
-
 FIND_FILTER: Final = (
     "SELECT id FROM count_filters WHERE cdn = ? AND mask = ? AND key = ? AND pass = ? AND ip = ?"
 )
-
-
-def _filter_key(f: ValueFilter) -> list[object]:
-    return [f.cdn, f.mask, f.key, f.password, f.ip]

@@ -122,7 +122,8 @@ class WriterState(Protocol):
 class _Job:
     run: Callable[[sqlite3.Connection], Any]
     future: asyncio.Future[Any]
-    #: ``time.monotonic()`` when queued, for shedding by waiting time.
+    #: ``time.monotonic()`` when queued: for shedding by waiting time, and
+    #: how long a background job has waited its turn.
     queued_at: float = 0.0
     #: Consecutive jobs of the same group run together as ``group.run_group``.
     group: JobGroup | None = None
@@ -251,7 +252,8 @@ class SQLiteEngine:
         the module docstring); it is never shed.
 
         Raises :class:`StorageBusy` at once when the oldest queued write has
-        waited longer than ``max_wait`` seconds.
+        waited longer than ``max_wait`` seconds, or when the writes queued
+        ahead would take longer than that at the writer's recent cost per job.
         """
         if self._writer is None or self._closing:
             raise StorageUnavailable("The SQLite storage is not open; call open() first.")

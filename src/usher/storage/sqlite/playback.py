@@ -11,7 +11,7 @@ import sqlite3
 import time
 from typing import Final
 
-from usher.storage.base import SessionCursor, SessionFilter, SessionsToEnd
+from usher.storage.base import SWEEP_BATCH, SessionCursor, SessionFilter, SessionsToEnd
 from usher.storage.rows import ticket_from_row
 from usher.storage.schema import SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
 from usher.storage.sessions import (
@@ -104,7 +104,7 @@ class SQLitePlaybackMixin(SQLiteAccess):
     ) -> list[PlaybackSession]:
         return await self._write(lambda conn: end_in(conn, which, now, reason), keeps_state=True)
 
-    async def sweep_sessions(self, now: int, limit: int = 1000) -> int:
+    async def sweep_sessions(self, now: int, limit: int = SWEEP_BATCH) -> int:
         def run(conn: sqlite3.Connection) -> int:
             deadline = time.perf_counter() + SWEEP_SLICE
             ended = 0
