@@ -545,6 +545,14 @@ class Storage(ABC):
     ) -> list[Attempt]:
         """Matching attempts of the account, oldest first (or newest first), paged.
 
+        "Oldest" is the log's order. Ids follow the times attempts were
+        logged at, except across a second's boundary while checks queue and
+        between nodes whose clocks disagree; there SQLite lists by id (its
+        walks follow the table's rowid) and PostgreSQL by time, then id (its
+        walks follow the indexes, which all end in the time). Either way the
+        order is total and the cursors below follow it, so paging visits
+        every attempt once.
+
         At most ``page.rows`` attempts, read no further than that, as in
         :meth:`search_tickets`.
 
@@ -555,10 +563,11 @@ class Storage(ABC):
         run the listing inside :func:`bounded_reads`.
 
         ``before``/``after`` (at most one; else ``ValueError``) keep only
-        attempts whose id is below/above it: a cursor for paging that reads
-        one index range however deep the page (the panel's explorer passes
-        the id of the last row it showed, and ``page.seek`` 0). An id that no
-        longer exists (pruned) still works as a bound.
+        attempts before/after the attempt of that id in that order: a cursor
+        for paging that reads one index range however deep the page (the
+        panel's explorer passes the id of the last row it showed, and
+        ``page.seek`` 0). An id that no longer exists (pruned) still works
+        as a bound.
         """
 
     @abstractmethod

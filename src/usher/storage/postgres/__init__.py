@@ -70,6 +70,7 @@ from usher.storage.postgres.sql import (
     inserted_id,
     lock_ticket,
     log_attempt,
+    log_order,
 )
 from usher.storage.rows import (
     account_from_row,
@@ -337,31 +338,23 @@ class PostgresStorage(
         sql, params = attempts_where(
             cdn, where, apps_of_video=await self._sort_video_matches(cdn, where, page)
         )
-        for clause, bound in (("id < %s", before), ("id > %s", after)):
-            if bound is not None:
-                sql += f" AND {clause}"
-                params.append(bound)
-        order = "id DESC" if newest_first else "id"
-        if not newest_first and before is None and after is None:
-            # Oldest first is time order (ids follow it), and every index on
-            # attempts ends in ``at``: ordered by (at, id), a page of a busy
-            # address or of the last day is read from its index's start.
-            # Ordered by id alone, PostgreSQL walks the primary key from the
-            # log's oldest row instead (2 s and more at 10 M attempts).
-            order = "at, id"
+        bound, order, bound_params = log_order(
+            newest_first=newest_first, before=before, after=after
+        )
         rows = await self._db.fetchall(
-            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql}"
+            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE {sql}{bound}"
             f" ORDER BY {order} LIMIT %s OFFSET %s",
-            [*params, page.rows, page.seek],
+            [*params, *bound_params, page.rows, page.seek],
         )
         return [attempt_from_row(row) for row in rows]
 
     async def _sort_video_matches(self, cdn: int, where: AttemptFilter, page: Page) -> bool:
         """For a list of a video without an app: whether to read the video's
         attempts through its apps' index entries and sort them (a rare
-        video) rather than walk the table in id order (a busy one: reading
-        and sorting all 60,000 attempts of a popular video took 300 ms at
-        2 M attempts, where the walk passes a few thousand rows). The
+        video) rather than walk ``attempts_cdn_at`` in time order, testing
+        the video on its entries (a busy one: reading and sorting all 60,000
+        attempts of a popular video took 300 ms at 2 M attempts, where the
+        walk passes a few thousand entries). The
         rollups give both counts exactly when no key, pass, ip or time range
         narrows the video; with one, the video's apps keep narrowing the
         index read, as before."""

@@ -23,7 +23,7 @@ from usher.storage.postgres.sql import attempts_where
 from usher.storage.rows import clauses, panel_session_criteria, top_values_where
 from usher.tickets.model import AttemptFilter
 
-#: ``recent_denials``: attempts_cdn_at_success walked backwards from ``end``.
+#: ``recent_denials``: attempts_cdn_at walked backwards from ``end``.
 RECENT_DENIALS_SQL: Final = (
     "SELECT reason, ip, key FROM attempts WHERE cdn = %s AND at >= %s AND at <= %s"
     " AND NOT success ORDER BY at DESC LIMIT %s"

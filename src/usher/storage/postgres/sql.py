@@ -168,3 +168,38 @@ def attempts_where(
         sql += " AND " + _APPS_OF_VIDEO
         params += [cdn, video, cdn, video]
     return sql, params
+
+
+#: The time of the attempt a cursor names, or of the nearest one on its side
+#: when it is gone (pruned, or an id past the log's end): rows of (at, id)
+#: below/above ``(this, cursor)`` are then exactly those past the cursor.
+_CURSOR_AT: Final = {
+    "<": "COALESCE((SELECT at FROM attempts WHERE id = %s),"
+    " (SELECT at FROM attempts WHERE id < %s ORDER BY id DESC LIMIT 1))",
+    ">": "COALESCE((SELECT at FROM attempts WHERE id = %s),"
+    " (SELECT at FROM attempts WHERE id > %s ORDER BY id LIMIT 1))",
+}
+
+
+def log_order(
+    *, newest_first: bool, before: int | None, after: int | None
+) -> tuple[str, str, list[object]]:
+    """The ``AND …`` of a cursor, the ``ORDER BY`` of a list, and the
+    cursor's parameters: attempts are listed in time order, attempts of one
+    second (or of nodes whose clocks disagree) by id.
+
+    Time order, not id order, because every index on attempts ends in
+    ``at`` (``attempts_cdn_at`` holds success, app and video after it): a
+    list's first page is read from the end of its value's index, testing
+    the other filters on index entries. Ordered by id, PostgreSQL walked the
+    primary key instead and fetched every newer row from the table to test
+    it: 0.4 to 0.6 s at 10 M attempts when the newest 130,000 were another
+    app's allowed starts. A cursor names an attempt by id; the page goes on
+    from that attempt's (at, id)."""
+    order = "at DESC, id DESC" if newest_first else "at, id"
+    for side, bound in (("<", before), (">", after)):
+        if bound is not None:
+            # A row comparison PostgreSQL turns into ``at <= …`` (``>=``)
+            # on the index, and tests in full on the entries it reads.
+            return f" AND (at, id) {side} ({_CURSOR_AT[side]}, %s)", order, [bound] * 3
+    return "", order, []

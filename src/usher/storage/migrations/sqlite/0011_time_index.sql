@@ -1,0 +1,5 @@
+-- Nothing changes here. PostgreSQL's 0011 widens its time index so that a
+-- list in time order tests success, app and video on index entries; SQLite
+-- lists attempts in id order and walks its table or sorts a value's rows
+-- (sqlite/__init__.py, _list_path). The file keeps both backends at the
+-- same schema version, which `usher db copy` checks.
