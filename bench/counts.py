@@ -38,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from usher.client import Client
 from usher.storage import storage_for_url
 from usher.storage.base import Storage
@@ -164,23 +166,38 @@ def _draws(conn: sqlite3.Connection, drawn: int, max_id: int, seed: int) -> list
     return draws
 
 
-def settle(conn: sqlite3.Connection, quiet_s: float = 2.0, limit_s: float = 120.0) -> None:
-    """Wait until no attempt has been logged for ``quiet_s``: after the
-    overload curve the server goes on answering (and logging) the checks
-    queued before wrk stopped, and a count compared with one taken before
-    such a write would differ."""
+def settle(
+    conn: sqlite3.Connection, server_url: str, quiet_s: float = 2.0, limit_s: float = 120.0
+) -> None:
+    """Wait until the server at ``server_url`` has no write queued and no
+    attempt has been logged for ``quiet_s``: after the overload curve the
+    server goes on answering (and logging) the checks queued before wrk
+    stopped, and a count compared with one taken before such a write would
+    differ. The queue matters as much as the log: a WAL checkpoint can hold
+    the writer for longer than ``quiet_s`` while checks still wait (a full
+    run once failed its cross-check by 442 attempts logged after such a
+    pause)."""
     deadline = time.monotonic() + limit_s
     last = conn.execute("SELECT MAX(id) FROM attempts").fetchone()[0]
     while time.monotonic() < deadline:
         time.sleep(quiet_s)
         now = conn.execute("SELECT MAX(id) FROM attempts").fetchone()[0]
-        if now == last:
+        if now == last and pending_writes(server_url) == 0:
             return
         last = now
     raise RuntimeError(
         f"Attempts were still being logged {limit_s:g} s after the check load ended; "
         "stop whatever else uses the benchmark's server."
     )
+
+
+def pending_writes(server_url: str) -> float:
+    """The server's ``usher_storage_pending_writes`` gauge."""
+    text = httpx.get(server_url + "/metrics", timeout=TIMEOUT_S).text
+    for line in text.splitlines():
+        if line.startswith("usher_storage_pending_writes "):
+            return float(line.split()[1])
+    raise RuntimeError(f"{server_url}/metrics has no usher_storage_pending_writes gauge.")
 
 
 def _clients(api_url: str, accounts: dict[int, dict[str, Any]]) -> dict[int, Client]:
@@ -262,7 +279,7 @@ def run_matrix(
 ) -> list[Matrix]:
     """The typical matrix, then one per heavy hitter kind."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    settle(conn)
+    settle(conn, api_url.removesuffix("/api"))
     counts = StorageCounts(f"sqlite:///{db_path}")
     # A heavy value repeats: each distinct filter's plain count is run once.
     plain_counts: dict[tuple[int, AttemptFilter], int] = {}

@@ -1,4 +1,4 @@
-"""The bare-ASGI ``/usher/check`` path and the benchmark baseline route.
+"""The bare-ASGI ``/usher/check`` and ``/api`` paths and the benchmark baseline route.
 
 The behaviour of checks is covered by test_checks.py (which now runs through
 the fast path); these pin what the fast path does on its own: the answers
@@ -7,15 +7,19 @@ Starlette used to give, overload, and the gated ``/bench/constant``.
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Clock, Harness
+from tests.conftest import DOC_SECRET, Clock, Harness
 from usher.adapters.check import check_body, encode
-from usher.config import Settings
-from usher.protocol.errors import StorageBusy, StorageError
+from usher.config import MAX_BODY, Settings
+from usher.protocol.errors import BodyTooLarge, StorageBusy, StorageError
+from usher.protocol.signing import sign_request
 from usher.storage.sqlite import SQLiteStorage
 from usher.tickets.model import CheckOutcome, CheckRequest, Reason
 from usher.web.app import create_app
@@ -159,3 +163,58 @@ def test_the_one_encoding_is_compact_json() -> None:
     assert check_body(False, "Invalid Auth Token") == (
         b'{"allowed":false,"reason":"Invalid Auth Token"}'
     )
+
+
+def _bodies(harness: Harness) -> list[tuple[str, dict[str, Any]]]:
+    """Requests of every kind ``/api`` reads, each sent once per path."""
+    signed = [
+        sign_request({**harness.unsigned("sevu.status", key="nokey"), "timestamp": t}, DOC_SECRET)
+        for t in (int(harness.clock()) - 1, int(harness.clock()) - 2)
+    ]
+    return [
+        ("multipart", {"files": {"json": (None, signed[0])}}),
+        ("urlencoded", {"data": {"json": signed[1]}}),
+        ("bad signature", {"content": signed[0].replace("nokey", "other")}),
+        ("not a form", {"content": b"\xff\x00", "headers": {"content-type": "image/png"}}),
+        ("empty", {"content": b""}),
+        ("too large, declared", {"content": b"{" + b" " * MAX_BODY}),
+    ]
+
+
+async def test_the_bare_api_answers_as_the_starlette_route(harness: Harness) -> None:
+    # The same requests through UsherApp (bare ASGI) and through Starlette's
+    # route: the same status, content type and envelope (handle_time aside).
+    transport = httpx.ASGITransport(app=harness.app.starlette, client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://usher.test") as routed:
+        for name, request in _bodies(harness):
+            answers = []
+            for http in (harness.http, routed):
+                response = await http.post("/api", **request)
+                body = json.loads(response.text)
+                body.pop("handle_time")
+                answers.append((response.status_code, response.headers["content-type"], body))
+            bare, starlette = answers
+            # Each path sees its own replay memory: the first signed call is
+            # new to the bare path, then a replay to the Starlette one.
+            if name in ("multipart", "urlencoded"):
+                assert bare[2]["code"] != 7 and starlette[2]["code"] == 7, name
+                continue
+            assert bare == starlette, name
+
+
+async def test_the_bare_api_refuses_a_chunked_body_past_the_limit(harness: Harness) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(MAX_BODY // 4096 + 2):
+            yield b" " * 4096
+
+    response = await harness.http.post("/api", content=chunks())
+    assert response.status_code == 413
+    assert json.loads(response.text)["code"] == BodyTooLarge(MAX_BODY).code
+
+
+@pytest.mark.parametrize("path", ["/api", "/stable/", "/stable"])
+async def test_api_paths_answer_other_methods_405(harness: Harness, path: str) -> None:
+    assert (await harness.http.get(path)).status_code == 405
+    posted = await harness.http.post(path, files={"json": (None, "{}")})
+    assert posted.status_code == 400  # an envelope: the fields are missing
+    assert json.loads(posted.text)["status"] == "failure"

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from usher.commands import COMMANDS
 from usher.commands.dispatch import execute
 from usher.protocol.codes import Code
-from usher.protocol.envelope import Format, render, render_error
+from usher.protocol.envelope import Format, Rendered, render, render_error
 from usher.protocol.errors import (
     ApiError,
+    BodyTooLarge,
     Overloaded,
     StorageBusy,
     StorageError,
     UnexpectedError,
 )
 from usher.web.body import find_request, parse_request, read_body
+from usher.web.fastcheck import read_capped, send_answer
 from usher.web.playback import Checker
 from usher.web.state import AppState, app_state
 
@@ -27,13 +31,60 @@ log = logging.getLogger("usher.api")
 
 
 async def api(request: Request) -> Response:
-    started = time.perf_counter()
+    """The Starlette endpoint; :func:`serve_api` answers the same requests
+    without Starlette's layers (see :class:`usher.web.app.UsherApp`)."""
     state = app_state(request)
+    rendered = await respond(
+        state,
+        request.headers.get("content-type", ""),
+        lambda: read_body(request, state.settings.max_body),
+    )
+    return Response(rendered.body, rendered.status, media_type=rendered.content_type)
+
+
+async def serve_api(state: AppState, scope: Scope, receive: Receive, send: Send) -> int:
+    """Answer one ``POST /api`` (or ``/stable/``) on the bare ASGI scope, as
+    :func:`usher.web.fastcheck.serve_check` does for checks; returns the
+    HTTP status sent. Starlette's request, routing, middleware and response
+    layers cost about a quarter of a signed command's time in the event
+    loop, and a dashboard waits for every command.
+
+    Raises ``ClientDisconnect`` when the caller went away before its body arrived.
+    """
+    content_type = declared = None
+    for name, value in scope["headers"]:
+        # The first of each, as Starlette's ``headers.get`` would take.
+        if name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+        elif name == b"content-length" and declared is None:
+            declared = value.decode("latin-1")
+    limit = state.settings.max_body
+
+    async def read() -> bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(limit)
+        body = await read_capped(receive, limit)
+        if body is None:
+            raise BodyTooLarge(limit)
+        return body
+
+    rendered = await respond(state, content_type or "", read)
+    return await send_answer(
+        send, rendered.status, rendered.body, rendered.content_type.encode("latin-1")
+    )
+
+
+async def respond(
+    state: AppState, content_type: str, read: Callable[[], Awaitable[bytes]]
+) -> Rendered:
+    """The envelope for one signed command whose body ``read`` returns
+    (raising :class:`BodyTooLarge` past the limit)."""
+    started = time.perf_counter()
     fmt: Format = "json"
     command = "none"
     try:
-        body = await read_body(request, state.settings.max_body)
-        text, fmt = find_request(request.headers.get("content-type", ""), body)
+        body = await read()
+        text, fmt = find_request(content_type, body)
         signed = parse_request(text, fmt)
         named = signed.fields.get("command")
         command = named if isinstance(named, str) else "none"
@@ -49,11 +100,9 @@ async def api(request: Request) -> Response:
     except Exception as exc:  # every failure becomes an envelope, never a 500 page
         error = _as_api_error(exc, command)
         _count(state, command, error.code)
-        rendered = render_error(error, time.perf_counter() - started, fmt)
-    else:
-        _count(state, command, result.code)
-        rendered = render(result.code, result.payload, time.perf_counter() - started, fmt)
-    return Response(rendered.body, rendered.status, media_type=rendered.content_type)
+        return render_error(error, time.perf_counter() - started, fmt)
+    _count(state, command, result.code)
+    return render(result.code, result.payload, time.perf_counter() - started, fmt)
 
 
 def _as_api_error(exc: Exception, command: str) -> ApiError:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -21,7 +21,7 @@ from usher.storage import storage_for_url
 from usher.storage.base import Storage
 from usher.storage.retention import Pruner
 from usher.web import integrations, rest
-from usher.web.api import api
+from usher.web.api import api, serve_api
 from usher.web.fastcheck import CHECK_ROUTE_APP, serve_check
 from usher.web.ops import healthz, metrics
 from usher.web.panel.routes import panel_mount, panel_redirect
@@ -58,7 +58,13 @@ ROUTES = [
     panel_mount(),
 ]
 _ROUTE_LABELS = frozenset(route.path for route in ROUTES if isinstance(route, Route))
-_FAST_METHODS = frozenset({"GET", "POST"})
+#: The requests :class:`UsherApp` answers on the bare ASGI scope; their
+#: other methods reach the Starlette routes above (405).
+_BARE: Final[dict[tuple[str, str], Callable[[AppState, Scope, Receive, Send], Awaitable[int]]]] = {
+    ("/usher/check", "GET"): serve_check,
+    ("/usher/check", "POST"): serve_check,
+    **{(path, "POST"): serve_api for path in ("/api", "/stable/", "/stable")},
+}
 
 #: The benchmark baseline: the same process and metrics, no database. Mounted
 #: only with ``USHER_BENCH_ROUTES=1`` (see docs/benchmarks.md).
@@ -120,11 +126,12 @@ class UsherApp:
             return
         started = time.perf_counter()
         path = scope["path"]
-        if path == "/usher/check" and scope["method"] in _FAST_METHODS:
-            # The hot path skips Starlette (see usher.web.fastcheck).
+        bare = _BARE.get((path, scope["method"]))
+        if bare is not None:
+            # Checks and signed commands skip Starlette (see usher.web.fastcheck).
             sent: int | None = 500
             try:
-                sent = await serve_check(self.state, scope, receive, send)
+                sent = await bare(self.state, scope, receive, send)
             except ClientDisconnect:
                 sent = None
             finally:

@@ -33,7 +33,7 @@ _TEXT: Final = b"text/plain; charset=utf-8"
 _TOO_LARGE: Final = b"The check body is larger than 64 KiB.\n"
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+async def read_capped(receive: Receive, limit: int) -> bytes | None:
     """The request body, or ``None`` when it exceeds ``limit`` bytes.
 
     Raises Starlette's ``ClientDisconnect`` when the caller goes away first,
@@ -59,7 +59,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 _HEADERS: dict[tuple[bytes, int], list[tuple[bytes, bytes]]] = {}
 
 
-async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> int:
+async def send_answer(send: Send, status: int, body: bytes, content_type: bytes) -> int:
     headers = _HEADERS.get((content_type, len(body)))
     if headers is None:
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
@@ -78,7 +78,7 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
     client = scope.get("client")
     peer = client[0] if client else None
     if not peer_allowed(peer, state.settings.callback_allow):
-        return await _answer(send, 403, FORBIDDEN_CALLER, _TEXT)
+        return await send_answer(send, 403, FORBIDDEN_CALLER, _TEXT)
     real_ip = ""
     content_type = b""
     for name, value in scope["headers"]:
@@ -89,9 +89,9 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
             content_type = value
     pairs = wire.parse_pairs(scope["query_string"])
     if scope["method"] == "POST":
-        body = await _read_body(receive, MAX_CHECK_BODY)
+        body = await read_capped(receive, MAX_CHECK_BODY)
         if body is None:
-            return await _answer(send, 413, _TOO_LARGE, _TEXT)
+            return await send_answer(send, 413, _TOO_LARGE, _TEXT)
         if content_type.startswith(b"application/json"):
             pairs += wire.parse_json_fields(body)
         else:
@@ -101,18 +101,18 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
     try:
         session_id = wire.session_named(fields)
     except ValueError as exc:
-        return await _answer(send, 400, f"{exc}\n".encode(), _TEXT)
+        return await send_answer(send, 400, f"{exc}\n".encode(), _TEXT)
     try:
         outcome = await Checker(state).check(checked, session_id)
     except StorageBusy:
         # 503, not 403: the viewer was not refused, Usher could not decide.
-        return await _answer(send, 503, wire.OVERLOADED, _JSON)
+        return await send_answer(send, 503, wire.OVERLOADED, _JSON)
     except StorageError as exc:
         log.error("The storage failed during a check: %s", exc)
-        return await _answer(send, 503, wire.UNAVAILABLE, _JSON)
+        return await send_answer(send, 503, wire.UNAVAILABLE, _JSON)
     session = outcome.session
     status, answer = wire.answer(outcome.decision, None if session is None else session.id)
-    return await _answer(send, status, answer, _JSON)
+    return await send_answer(send, status, answer, _JSON)
 
 
 class _CheckRoute:
