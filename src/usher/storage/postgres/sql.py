@@ -185,8 +185,9 @@ def log_order(
     *, newest_first: bool, before: int | None, after: int | None
 ) -> tuple[str, str, list[object]]:
     """The ``AND …`` of a cursor, the ``ORDER BY`` of a list, and the
-    cursor's parameters: attempts are listed in time order, attempts of one
-    second (or of nodes whose clocks disagree) by id.
+    cursor's parameters: attempts are listed in time order, and attempts of
+    the same second by id (so a node whose clock runs behind has its
+    attempts listed by their times, among the other nodes').
 
     Time order, not id order, because every index on attempts ends in
     ``at`` (``attempts_cdn_at`` holds success, app and video after it): a
