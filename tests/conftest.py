@@ -14,13 +14,14 @@ import httpx
 import pytest
 from hypothesis import settings
 
-from tests.helpers import NOW
+from tests.helpers import DEMO_CDN, NOW
 from tests.pgcluster import PostgresCluster, start_cluster
 from usher import accounts, passwords
 from usher.commands import addstreamuser
 from usher.config import Settings
 from usher.protocol.signing import sign_request
 from usher.storage import storage_for_url
+from usher.storage.postgres import PostgresStorage
 from usher.tickets.model import Account
 from usher.web import publishing
 from usher.web.app import UsherApp, create_app
@@ -80,6 +81,18 @@ def pg_url(pg_cluster: PostgresCluster) -> Iterator[str]:
     name = pg_cluster.take_database()
     yield pg_cluster.url(name)
     pg_cluster.give_back(name)
+
+
+@pytest.fixture
+async def pg_demo(pg_url: str) -> AsyncIterator[PostgresStorage]:
+    """An open PostgreSQL storage with the ``demo`` account (``DEMO_CDN``)."""
+    storage = PostgresStorage(pg_url)
+    await storage.open()
+    await storage.create_account(
+        username="demo", api_key="DEMOKEY", secret="s", cdn=DEMO_CDN, now=NOW
+    )
+    yield storage
+    await storage.close()
 
 
 #: Every backend the API and live tests run against.

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
+
+import psycopg
 
 from usher.storage import counting
 from usher.storage.base import Storage
@@ -151,3 +153,23 @@ class _AnySessionId:
 
 
 ANY_SESSION = _AnySessionId()
+
+
+#: The head of an ``INSERT … SELECT`` that lays out generated attempts on
+#: PostgreSQL (``generate_series``); the SELECT lists the columns in this order.
+GENERATED_ATTEMPTS = (
+    "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
+    " refurl, success, reason, server_ip) "
+)
+
+
+async def pg_plan(
+    conn: psycopg.AsyncConnection[Any],
+    sql: str,
+    params: Sequence[object] = (),
+    *,
+    explain: str = "EXPLAIN",
+) -> str:
+    """PostgreSQL's plan of ``sql`` (``explain`` names the options), a line a node."""
+    rows = [row[0] async for row in await conn.execute(f"{explain} {sql}", params)]
+    return "\n".join(rows)

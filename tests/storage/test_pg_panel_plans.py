@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import psycopg
 import pytest
 
+from tests.helpers import GENERATED_ATTEMPTS, pg_plan
 from usher.storage.counting import BUSY_AT, minute_tail_query
 from usher.storage.postgres import PostgresStorage
 from usher.storage.postgres.counts import INDEX_PATHS_ONLY, bounded_count_sql, capped_count_sql
@@ -16,27 +17,19 @@ from usher.tickets.model import AttemptFilter, Page
 
 pytestmark = pytest.mark.anyio
 
-#: The head of the ``INSERT … SELECT … generate_series`` that lays out each
-#: test's attempts; the SELECT lists the columns in this order.
-_INSERT_ATTEMPTS = (
-    "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-    " refurl, success, reason, server_ip) "
-)
-
 
 async def test_recent_denials_walk_the_time_index_backwards(pg_url: str) -> None:
     # A range holding far more denials than the limit, as at scale.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            _INSERT_ATTEMPTS
+            GENERATED_ATTEMPTS
             + "SELECT 1 + i % 3, 1000000 + i, 'k' || i % 500, 'p', '10.0.' || i % 200 || '.1',"
             " 'v', 'a', '', '', '', i % 3 <> 0, CASE WHEN i % 3 = 0 THEN 'Invalid IP Address'"
             " ELSE '' END, '' FROM generate_series(1, 60000) AS i"
         )
         await conn.execute("ANALYZE attempts")
         sql = RECENT_DENIALS_SQL.replace("%s", "{}").format(1, 1000000, 1060000, 200)
-        plan = [row[0] async for row in await conn.execute("EXPLAIN " + sql)]
-    text = "\n".join(plan)
+        text = await pg_plan(conn, sql)
     assert "Index Scan Backward using attempts_cdn_at" in text, text
     assert "Sort" not in text, text
 
@@ -46,7 +39,7 @@ async def test_a_video_with_a_time_range_reads_the_app_video_index(pg_url: str) 
     # whole range, the (cdn, app, video, at) index only the video's rows.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            _INSERT_ATTEMPTS
+            GENERATED_ATTEMPTS
             + "SELECT 1, 1000000 + i, 'k' || i % 500, 'p', '10.0.0.1', 'v' || i % 400,"
             " 'a' || i % 20, '', '', '', true, '', '' FROM generate_series(1, 80000) AS i"
         )
@@ -54,9 +47,8 @@ async def test_a_video_with_a_time_range_reads_the_app_video_index(pg_url: str) 
         await conn.execute("ANALYZE")
         sql, params = attempts_where(1, AttemptFilter(video="v7", start=1000000))
         query = f"SELECT count(*) FROM attempts WHERE {sql}"
-        plan = [row[0] async for row in await conn.execute("EXPLAIN " + query, params)]
+        text = await pg_plan(conn, query, params)
         (count,) = await (await conn.execute(query, params)).fetchone() or (None,)
-    text = "\n".join(plan)
     assert "attempts_cdn_app_video" in text, text
     assert "attempts_cdn_at" not in text, text
     assert count == 200
@@ -79,9 +71,9 @@ async def test_ticket_ids_probe_the_key_index(pg_url: str) -> None:
         )
         await conn.execute("ANALYZE tickets")
         keys = [f"k{i * 537}" for i in range(1, 101)]
-        plan = [row[0] async for row in await conn.execute("EXPLAIN " + TICKET_IDS, (keys, 1))]
+        text = await pg_plan(conn, TICKET_IDS, (keys, 1))
         found = await (await conn.execute(TICKET_IDS, (keys, 1))).fetchall()
-    text = "\n".join(plan)
+
     assert "tickets_key_key" in text, text
     assert "tickets_cdn_id" not in text and "Seq Scan" not in text, text
     assert len(found) == len([k for k in keys if int(k[1:]) <= 50000])
@@ -93,20 +85,20 @@ async def test_a_live_refresh_seeks_the_minutes_from_its_tail_on(pg_url: str) ->
     # never the month.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            _INSERT_ATTEMPTS
+            GENERATED_ATTEMPTS
             + "SELECT 1 + i % 3, 1000020 + 60 * (i / 2), 'k', 'p', '10.0.0.1', 'v', 'a', '',"
             " '', '', i % 2 = 0, '', '' FROM generate_series(0, 60000) AS i"
         )
         await conn.execute("SELECT merge_rollup_deltas()")
         await conn.execute(
-            _INSERT_ATTEMPTS
+            GENERATED_ATTEMPTS
             + "SELECT 1, 1000020 + 60 * (i / 2), 'k', 'p', '10.0.0.1', 'v', 'a', '', '', '',"
             " true, '', '' FROM generate_series(59000, 60000) AS i"
         )
         await conn.execute("ANALYZE")
         sql, params = minute_tail_query(1, 1000020 + 60 * 29990, "%s", deltas=True)
-        plan = [row[0] async for row in await conn.execute("EXPLAIN " + sql, params)]
-    text = "\n".join(plan)
+        text = await pg_plan(conn, sql, params)
+
     # (The total rows' tables hold a dozen rows here: a scan is right.)
     assert "Seq Scan on attempt_minute" not in text, text
     assert "attempt_minutes_pkey" in text, text
@@ -119,7 +111,7 @@ async def test_a_bounded_count_of_a_busy_value_stops_at_its_limit(pg_url: str) -
     # stops, never a bitmap of every entry of the key.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            _INSERT_ATTEMPTS + "SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot'"
+            GENERATED_ATTEMPTS + "SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot'"
             " WHEN i % 10 = 5 THEN 'k' || i / 10000 ELSE 'k' || i END, 'p', '10.0.0.1', 'v',"
             " 'a', '', '', '', i % 3 <> 0, '', '' FROM generate_series(1, 200000) AS i"
         )
@@ -151,7 +143,7 @@ async def test_a_capped_count_of_a_busy_key_walks_its_index_to_the_cap(pg_url: s
     # the key index's order up to the cap, never a bitmap of every entry.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            _INSERT_ATTEMPTS
+            GENERATED_ATTEMPTS
             + "SELECT 1 + i % 5, 1000000 + i, CASE WHEN i % 10 = 0 THEN 'hot' ELSE 'k' || i END,"
             " 'p', '10.0.0.1', 'v', 'a', '', '', '', i % 3 <> 0, '', ''"
             " FROM generate_series(1, 200000) AS i"
@@ -162,11 +154,11 @@ async def test_a_capped_count_of_a_busy_key_walks_its_index_to_the_cap(pg_url: s
         async with conn.transaction():
             if by_value:
                 await conn.execute(INDEX_PATHS_ONLY)
-            explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
             query = [*params, cap + 1]
-            plan = [row[0] async for row in await conn.execute(explain + statement, query)]
+            text = await pg_plan(
+                conn, statement, query, explain="EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)"
+            )
             row = await (await conn.execute(statement, query)).fetchone()
-    text = "\n".join(plan)
     assert "Index Scan using attempts_cdn_key" in text, text
     assert "Bitmap" not in text and "Sort" not in text, text
     # 20,000 attempts of the key, every third denied: more than the cap.
@@ -182,7 +174,7 @@ async def test_a_busy_video_without_an_app_is_listed_by_walking_the_time_index(
     # attempts.
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            _INSERT_ATTEMPTS + "SELECT 1, 1000000 + i, 'k' || i, 'p', '10.0.0.1',"
+            GENERATED_ATTEMPTS + "SELECT 1, 1000000 + i, 'k' || i, 'p', '10.0.0.1',"
             " CASE WHEN i % 5 = 0 THEN 'hot' ELSE 'v' || i % 2000 END, 'a' || i % 40, '',"
             " '', '', true, '', '' FROM generate_series(1, 100000) AS i"
         )
@@ -206,8 +198,8 @@ async def test_a_busy_video_without_an_app_is_listed_by_walking_the_time_index(
         await storage.close()
     (sql, params), *_ = [(s, p) for s, p in ran if s.startswith("SELECT id,")]
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
-        plan = [row[0] async for row in await conn.execute("EXPLAIN " + sql, params)]
-    text = "\n".join(plan)
+        text = await pg_plan(conn, sql, params)
+
     assert "attempt_counts" not in sql, sql
     assert "Index Scan Backward using attempts_cdn_at" in text, text
     # Only ties of one second are sorted, by id.

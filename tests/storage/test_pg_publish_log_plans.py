@@ -7,11 +7,12 @@ each filter, the brute-force read of one address, and pruning by time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
 
+from tests.helpers import pg_plan
 from usher.storage.postgres.publishers import LOG
 from usher.storage.publish_log import denials_params, prune_params
 from usher.tickets.publishers import PublishFilter
@@ -38,11 +39,6 @@ async def flooded(pg_url: str) -> AsyncIterator[psycopg.AsyncConnection]:
         yield conn
 
 
-async def _plan(conn: psycopg.AsyncConnection, sql: str, params: Sequence[object]) -> str:
-    rows = [row[0] async for row in await conn.execute("EXPLAIN " + sql, params)]
-    return "\n".join(rows)
-
-
 @pytest.mark.parametrize(
     ("cdn", "where", "index"),
     [
@@ -57,7 +53,7 @@ async def test_listings_walk_their_filters_index_backwards(
     flooded: psycopg.AsyncConnection, cdn: int, where: PublishFilter, index: str
 ) -> None:
     sql, params = LOG.listing(cdn, where, 50, 60_000)
-    text = await _plan(flooded, sql, params)
+    text = await pg_plan(flooded, sql, params)
     assert f"Index Scan Backward using {index} on publish_log" in text, text
     assert "Sort" not in text, text
 
@@ -68,7 +64,7 @@ async def test_denials_read_the_partial_index(
     # One range of the partial index either way: walked backwards when the
     # address has many denials since ``since``, else gathered and sorted.
     for ip, since in (("10.0.7.1", AT), ("10.0.7.1", AT + 79_000)):
-        text = await _plan(flooded, LOG.denials, denials_params(ip, since, 10))
+        text = await pg_plan(flooded, LOG.denials, denials_params(ip, since, 10))
         assert "Scan Backward using publish_log_denials" in text or (
             "Bitmap Index Scan on publish_log_denials" in text
         ), text
@@ -76,6 +72,6 @@ async def test_denials_read_the_partial_index(
 
 
 async def test_pruning_reads_the_time_index(flooded: psycopg.AsyncConnection) -> None:
-    text = await _plan(flooded, LOG.prune, prune_params(AT + 1000, 1000))
+    text = await pg_plan(flooded, LOG.prune, prune_params(AT + 1000, 1000))
     assert "Index Scan using publish_log_at" in text, text
     assert "publish_log_pkey" in text and "Seq Scan" not in text, text

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -32,12 +31,8 @@ def hls(session_id: str) -> SessionStart:
 
 
 @pytest.fixture
-async def storage(pg_url: str) -> AsyncIterator[PostgresStorage]:
-    s = PostgresStorage(pg_url)
-    await s.open()
-    await s.create_account(username="demo", api_key="K", secret="S", cdn=DEMO_CDN, now=NOW)
-    yield s
-    await s.close()
+def storage(pg_demo: PostgresStorage) -> PostgresStorage:
+    return pg_demo
 
 
 async def test_a_kick_during_a_resuming_batch_stands(storage: PostgresStorage, pg_url: str) -> None:

@@ -9,14 +9,13 @@ a log whose ids follow its times, where id order and time order agree.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import DEMO_CDN, NOW
+from tests.helpers import DEMO_CDN, GENERATED_ATTEMPTS, NOW, pg_plan
 from usher.storage.postgres import PostgresStorage
 from usher.storage.postgres.sql import attempts_where, log_order
 from usher.tickets.model import AttemptFilter, Page
@@ -31,12 +30,8 @@ _INSERT = (
 
 
 @pytest.fixture
-async def storage(pg_url: str) -> AsyncIterator[PostgresStorage]:
-    s = PostgresStorage(pg_url)
-    await s.open()
-    await s.create_account(username="demo", api_key="DEMOKEY", secret="s", cdn=DEMO_CDN, now=NOW)
-    yield s
-    await s.close()
+def storage(pg_demo: PostgresStorage) -> PostgresStorage:
+    return pg_demo
 
 
 async def _log(url: str, times: list[int]) -> list[tuple[int, int]]:
@@ -132,8 +127,7 @@ async def test_one_apps_failures_are_tested_on_the_time_index(pg_url: str) -> No
     # rows to drop them, 1,491 buffers.)
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(
-            "INSERT INTO attempts (cdn, at, key, pass, ip, video, app, appinst, pageurl,"
-            " refurl, success, reason, server_ip) SELECT 1, 1000000 + i / 10, 'k' || i, 'p',"
+            GENERATED_ATTEMPTS + "SELECT 1, 1000000 + i / 10, 'k' || i, 'p',"
             " '10.0.0.1', 'v' || i % 50, CASE WHEN i > 150000 THEN 'event' ELSE 'a' || i % 32"
             " END, '', '', '', i % 4 > 0, '', '' FROM generate_series(1, 200000) AS i"
         )
@@ -141,13 +135,7 @@ async def test_one_apps_failures_are_tested_on_the_time_index(pg_url: str) -> No
         sql, params = attempts_where(1, AttemptFilter(app="a8", success=False))
         _, order, _ = log_order(newest_first=True, before=None, after=None)
         query = f"SELECT id FROM attempts WHERE {sql} ORDER BY {order} LIMIT 51"
-        plan = [
-            row[0]
-            async for row in await conn.execute(
-                "EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) " + query, params
-            )
-        ]
-    text = "\n".join(plan)
+        text = await pg_plan(conn, query, params, explain="EXPLAIN (ANALYZE, COSTS OFF, BUFFERS)")
     assert "Index Scan Backward using attempts_cdn_at on attempts" in text, text
     assert "rows=51 loops=1" in text.splitlines()[0], text
     # Every filter is an index condition: the newer rows cost index pages.

@@ -22,7 +22,7 @@ from usher.protocol.errors import (
     StorageError,
     UnexpectedError,
 )
-from usher.web.body import find_request, parse_request, read_body
+from usher.web.body import find_request, parse_request, read_body, refuse_declared
 from usher.web.fastcheck import read_capped, send_answer
 from usher.web.playback import Checker
 from usher.web.state import AppState, app_state
@@ -61,8 +61,7 @@ async def serve_api(state: AppState, scope: Scope, receive: Receive, send: Send)
     limit = state.settings.max_body
 
     async def read() -> bytes:
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge(limit)
+        refuse_declared(declared, limit)
         body = await read_capped(receive, limit)
         if body is None:
             raise BodyTooLarge(limit)

@@ -25,9 +25,7 @@ _HOW = "post a 'json' form field, a 'php' form field, or an application/json bod
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing more than ``limit`` bytes without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(limit)
+    refuse_declared(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -36,6 +34,12 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def refuse_declared(declared: str | None, limit: int) -> None:
+    """Refuse a body whose ``Content-Length`` is over ``limit`` before reading it."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
 
 
 def find_request(content_type: str, body: bytes) -> tuple[bytes, Format]:
