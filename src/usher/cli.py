@@ -271,11 +271,11 @@ def cmd_call(args: argparse.Namespace) -> int:
     assert cdn is not None and api_key is not None and secret is not None  # checked above
     if not str(cdn).isdigit():
         raise ConfigError(f"The cdn must be a whole number, got {cdn!r}.")
-    with Client(url, cdn=int(cdn), api_key=api_key, secret=secret) as client:
-        try:
+    try:
+        with Client(url, cdn=int(cdn), api_key=api_key, secret=secret) as client:
             response: dict[str, Any] = client.call(args.command, **fields)
-        except ClientError as exc:
-            raise ConfigError(str(exc)) from None
+    except ClientError as exc:
+        raise ConfigError(str(exc)) from None
     _print_json(response)
     return 0 if response.get("status") == "success" else 1
 

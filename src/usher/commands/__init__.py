@@ -32,3 +32,20 @@ COMMANDS: dict[str, Handler] = {
     "sevu.liststreamusers": liststreamusers.run,
     "sevu.retrievestreamuser": retrievestreamuser.run,
 }
+
+#: Commands that change nothing a caller can see: they only read (a count may
+#: add a count filter, which is a cache of exact counts). Such a command runs
+#: while its signature is being spent, and its answer is sent only once the
+#: signature is spent; every other command runs after that (see
+#: :func:`usher.commands.dispatch.execute`).
+SAFE_COMMANDS: frozenset[str] = frozenset(
+    {
+        "sevu.status",
+        "sevu.search",
+        "sevu.errorlog",
+        "sevu.errorcount",
+        "sevu.sessions",
+        "sevu.liststreamusers",
+        "sevu.retrievestreamuser",
+    }
+)

@@ -3,15 +3,20 @@
 The order of the checks is part of the security design: nothing about an
 account is revealed before the caller proves it holds the account's secret,
 and a signature is spent (for replay protection) only once it has verified
-and its timestamp is fresh.
+and its timestamp is fresh. A command that changes something runs only after
+its signature is spent; a safe one (:data:`~usher.commands.SAFE_COMMANDS`)
+runs while the signature is being spent, which saves a replay-protection
+write's commit on every read, and its answer waits for that commit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from usher.commands import COMMANDS, fields
+from usher.commands import COMMANDS, SAFE_COMMANDS, fields
 from usher.commands.base import Context, Result, SessionsEnded
 from usher.protocol.errors import (
     AuthorizationFailed,
@@ -76,11 +81,37 @@ async def execute(
         raise UnrecognizedCommand()
     # The window is symmetric around the request's own timestamp: after
     # timestamp + tolerance the freshness check above refuses it anyway.
-    if not await storage.claim_signature(
+    claim = storage.claim_signature(
         signature_digest(signed.signature), now=now, expires_at=timestamp + tolerance
-    ):
-        raise Replayed()
+    )
     ctx = Context(storage, account, now)
     if sessions_ended is not None:
         ctx = Context(storage, account, now, sessions_ended)
+    if command in SAFE_COMMANDS:
+        return await _while_claiming(claim, handler(ctx, request))
+    if not await claim:
+        raise Replayed()
     return await handler(ctx, request)
+
+
+async def _while_claiming(claim: Awaitable[bool], work: Awaitable[Result]) -> Result:
+    """``work``'s result, run alongside ``claim``; raises :class:`Replayed`
+    (or the claim's own error) when the signature could not be spent, in
+    which case the result, whatever it was, is dropped."""
+    task = asyncio.ensure_future(work)
+    try:
+        claimed = await claim
+    except BaseException:
+        _drop(task)
+        raise
+    if not claimed:
+        _drop(task)
+        raise Replayed()
+    return await task
+
+
+def _drop(task: asyncio.Future[Result]) -> None:
+    task.cancel()
+    # Its outcome is of no interest; retrieving it keeps asyncio from
+    # logging "exception was never retrieved" for a failure nobody awaits.
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
