@@ -450,3 +450,36 @@ async def test_background_writes_run_alone_after_the_writes_waiting(
     await asyncio.gather(blocker, *later)
     assert ran == ["blocker", "upkeep", "claim-1"]
     assert batches == [1, 1, 1]
+
+
+async def test_an_account_is_read_on_the_event_loop(storage: SQLiteStorage, demo: Account) -> None:
+    threads: list[threading.Thread] = []
+
+    def read(conn: sqlite3.Connection) -> Any:
+        threads.append(threading.current_thread())
+        return conn.execute("SELECT username FROM accounts WHERE cdn = ?", (demo.cdn,)).fetchone()
+
+    assert await storage._engine.read_at_once(read) == (demo.username,)
+    assert threads == [threading.current_thread()]
+    assert await storage.get_account(demo.cdn) == demo
+    # A lock it meets sends the read to a thread (below) instead of holding
+    # the event loop for the busy timeout.
+    loop_conn = storage._engine._loop_conn
+    assert loop_conn is not None
+    assert loop_conn.execute("PRAGMA busy_timeout").fetchone() == (0,)
+
+
+async def test_a_read_at_once_that_finds_the_database_busy_goes_to_a_reader_thread(
+    storage: SQLiteStorage, demo: Account
+) -> None:
+    threads: list[threading.Thread] = []
+
+    def read(conn: sqlite3.Connection) -> Any:
+        threads.append(threading.current_thread())
+        if len(threads) == 1:  # what a reader meets while the WAL is reset
+            raise sqlite3.OperationalError("database is locked")
+        return conn.execute("SELECT username FROM accounts WHERE cdn = ?", (demo.cdn,)).fetchone()
+
+    assert await storage._engine.read_at_once(read) == (demo.username,)
+    assert threads[0] is threading.current_thread()
+    assert threads[1] is not threading.current_thread()

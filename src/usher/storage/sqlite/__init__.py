@@ -172,7 +172,8 @@ class SQLiteStorage(
         return [account_from_row(row) for row in rows]
 
     async def get_account(self, cdn: int) -> Account | None:
-        row = await self._read(
+        # Every signed call starts here; see SQLiteEngine.read_at_once.
+        row = await self._engine.read_at_once(
             lambda conn: conn.execute(
                 f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE cdn = ?", (cdn,)
             ).fetchone()

@@ -40,7 +40,11 @@ Why this shape:
   its batch: a signed call's replay-protection write waited for about two
   of them.
 * Reads run on a small pool of threads with their own connections; WAL lets
-  them proceed while the writer commits.
+  them proceed while the writer commits. A primary-key read of a small, hot
+  table (the account a signed call names) runs on the event loop instead
+  (:meth:`SQLiteEngine.read_at_once`): handing it to a thread and back cost
+  about 0.17 ms on an idle server and over a millisecond at the p99 of the
+  count matrix, for a statement of about 0.02 ms.
 """
 
 from __future__ import annotations
@@ -182,6 +186,7 @@ class SQLiteEngine:
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
         self._reader_connections: list[sqlite3.Connection] = []
+        self._loop_conn: sqlite3.Connection | None = None
 
     # -- connections -------------------------------------------------------
 
@@ -231,6 +236,27 @@ class SQLiteEngine:
                 raise StorageUnavailable(f"SQLite read failed: {exc}") from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    async def read_at_once(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the event loop's own reader connection, for a read
+        that takes microseconds (a primary-key lookup in a small table whose
+        pages stay cached). It never waits for a lock: when SQLite answers
+        busy (a WAL being recovered or reset), the read goes to a reader
+        thread like any other, so the loop is never held for a busy wait.
+        """
+        if self._pool is None:
+            raise StorageUnavailable("The SQLite storage is not open; call open() first.")
+        conn = self._loop_conn
+        if conn is None:
+            conn = self._loop_conn = self._connect()
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError:
+            return await self.read(fn)
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(f"SQLite read failed: {exc}") from exc
 
     async def write(
         self,
@@ -508,10 +534,11 @@ class SQLiteEngine:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        for conn in self._reader_connections:
+        for conn in [*self._reader_connections, *filter(None, [self._loop_conn])]:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
         self._reader_connections.clear()
+        self._loop_conn = None
         self._local = threading.local()
 
 
