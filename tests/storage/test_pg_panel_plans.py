@@ -10,7 +10,12 @@ import pytest
 from tests.helpers import GENERATED_ATTEMPTS, pg_plan
 from usher.storage.counting import BUSY_AT, minute_tail_query
 from usher.storage.postgres import PostgresStorage
-from usher.storage.postgres.counts import INDEX_PATHS_ONLY, bounded_count_sql, capped_count_sql
+from usher.storage.postgres.counts import (
+    INDEX_PATHS_ONLY,
+    bounded_count_params,
+    bounded_count_sql,
+    capped_count_sql,
+)
 from usher.storage.postgres.panel import RECENT_DENIALS_SQL
 from usher.storage.postgres.sql import TICKET_IDS, attempts_where
 from usher.tickets.model import AttemptFilter, Page
@@ -120,7 +125,7 @@ async def test_a_bounded_count_of_a_busy_value_stops_at_its_limit(pg_url: str) -
         limit = BUSY_AT + 1
 
         async def bounded(key: str) -> tuple[list[str], tuple[int, int]]:
-            params = (limit, 1, key, False, 1, key, limit)
+            params = bounded_count_params(limit, 1, key, [False])
             explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) "
             plan = [row[0] async for row in await conn.execute(explain + sql, params)]
             row = await (await conn.execute(sql, params)).fetchone()
@@ -136,6 +141,29 @@ async def test_a_bounded_count_of_a_busy_value_stops_at_its_limit(pg_url: str) -
     assert busy == (limit, 0)
     # k7: attempts 70005, 70015, ... 79995 (1000), every third of them denied.
     assert quiet == (1000, sum(1 for i in range(70005, 80000, 10) if i % 3 == 0))
+
+
+async def test_a_bounded_count_tests_its_other_filters_on_the_values_rows(pg_url: str) -> None:
+    # A video of one app that holds 4 % of the attempts: PostgreSQL takes
+    # app and video for independent and expects 0.16 % of the attempts to
+    # match both, fewer than the key's 1,000; given the filters with the
+    # key, it read the app and video index (all 8,000 of that video's).
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(
+            GENERATED_ATTEMPTS + "SELECT 1, 1000000 + i, CASE WHEN i % 200 = 1 THEN 'k7'"
+            " ELSE 'key' || i END, 'p', '10.0.0.1', CASE WHEN i % 25 = 1 THEN 'hot-video'"
+            " ELSE 'v' || i % 97 END, CASE WHEN i % 25 = 1 THEN 'hot-app' ELSE 'a' || i % 89"
+            " END, '', '', '', true, '', '' FROM generate_series(1, 200000) AS i"
+        )
+        await conn.execute("VACUUM ANALYZE attempts")
+        sql = bounded_count_sql("app = %s AND video = %s", "key")
+        params = bounded_count_params(BUSY_AT + 1, 1, "k7", ["hot-app", "hot-video"])
+        text = await pg_plan(conn, sql, params, explain="EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)")
+        row = await (await conn.execute(sql, params)).fetchone()
+    assert "attempts_cdn_app_video" not in text, text
+    assert "Index Scan using attempts_cdn_key" in text, text
+    # k7: i % 200 = 1 (1,000 attempts), all of them of the hot app and video.
+    assert row == (1000, 1000)
 
 
 async def test_a_capped_count_of_a_busy_key_walks_its_index_to_the_cap(pg_url: str) -> None:
