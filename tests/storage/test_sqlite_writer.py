@@ -23,6 +23,7 @@ import pytest
 
 from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for, session_ticket, viewer
 from usher.config import Settings
+from usher.storage import counting
 from usher.storage.sqlite import SQLiteStorage
 from usher.storage.sqlite import engine as sqlite_engine
 from usher.storage.sqlite import playback as sqlite_playback
@@ -483,3 +484,18 @@ async def test_a_read_at_once_that_finds_the_database_busy_goes_to_a_reader_thre
     assert await storage._engine.read_at_once(read) == (demo.username,)
     assert threads[0] is threading.current_thread()
     assert threads[1] is not threading.current_thread()
+
+
+async def test_count_filters_are_found_on_the_event_loop(
+    storage: SQLiteStorage, demo: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where = AttemptFilter(ip="192.0.2.1")
+    assert await storage.count_attempts(demo.cdn, where) == 0
+
+    async def no_reader_thread(_fn: Any) -> Any:
+        raise AssertionError("find_filters went to a reader thread")
+
+    monkeypatch.setattr(storage._engine, "read", no_reader_thread)
+    selective = counting.value_filter(demo.cdn, where)
+    assert selective is not None
+    assert await storage.find_filters([selective]) == {}

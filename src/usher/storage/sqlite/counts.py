@@ -405,7 +405,9 @@ class SQLiteCountsMixin(SQLiteAccess):
 
     async def find_filters(self, filters: list[ValueFilter]) -> dict[int, int]:
         sql, params = find_filters_sql(filters, "?")
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        # count_filters holds at most 256 rows an account and stays cached:
+        # read on the event loop (SQLiteEngine.read_at_once), like an account.
+        rows = await self._engine.read_at_once(lambda conn: conn.execute(sql, params).fetchall())
         return {int(mask): int(filter_id) for mask, filter_id in rows}
 
     async def sum_filter_counts(self, filter_id: int, broad: Broad) -> int:

@@ -41,7 +41,8 @@ Why this shape:
   of them.
 * Reads run on a small pool of threads with their own connections; WAL lets
   them proceed while the writer commits. A primary-key read of a small, hot
-  table (the account a signed call names) runs on the event loop instead
+  table (the account a signed call names, the count filters a count looks
+  for) runs on the event loop instead
   (:meth:`SQLiteEngine.read_at_once`): handing it to a thread and back cost
   about 0.17 ms on an idle server and over a millisecond at the p99 of the
   count matrix, for a statement of about 0.02 ms.
