@@ -173,10 +173,10 @@ def settle(
     attempt has been logged for ``quiet_s``: after the overload curve the
     server goes on answering (and logging) the checks queued before wrk
     stopped, and a count compared with one taken before such a write would
-    differ. The queue matters as much as the log: a WAL checkpoint can hold
-    the writer for longer than ``quiet_s`` while checks still wait (a full
-    run once failed its cross-check by 442 attempts logged after such a
-    pause)."""
+    differ. The queue matters as much as the log: checks can wait in it
+    for longer than ``quiet_s``. Checks still in the listen queue are not
+    seen here; :func:`run_matrix` counts again when a cached count
+    disagrees."""
     deadline = time.monotonic() + limit_s
     last = conn.execute("SELECT MAX(id) FROM attempts").fetchone()[0]
     while time.monotonic() < deadline:

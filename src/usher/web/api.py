@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from usher.commands import COMMANDS
@@ -22,32 +20,21 @@ from usher.protocol.errors import (
     StorageError,
     UnexpectedError,
 )
-from usher.web.body import find_request, parse_request, read_body, refuse_declared
+from usher.web.body import find_request, parse_request, refuse_declared
 from usher.web.fastcheck import read_capped, send_answer
 from usher.web.playback import Checker
-from usher.web.state import AppState, app_state
+from usher.web.state import AppState
 
 log = logging.getLogger("usher.api")
 
 
-async def api(request: Request) -> Response:
-    """The Starlette endpoint; :func:`serve_api` answers the same requests
-    without Starlette's layers (see :class:`usher.web.app.UsherApp`)."""
-    state = app_state(request)
-    rendered = await respond(
-        state,
-        request.headers.get("content-type", ""),
-        lambda: read_body(request, state.settings.max_body),
-    )
-    return Response(rendered.body, rendered.status, media_type=rendered.content_type)
-
-
 async def serve_api(state: AppState, scope: Scope, receive: Receive, send: Send) -> int:
     """Answer one ``POST /api`` (or ``/stable/``) on the bare ASGI scope, as
-    :func:`usher.web.fastcheck.serve_check` does for checks; returns the
-    HTTP status sent. Starlette's request, routing, middleware and response
-    layers cost about a quarter of a signed command's time in the event
-    loop, and a dashboard waits for every command.
+    :func:`usher.web.fastcheck.serve_check` does for checks (and as its
+    Starlette route does, through :class:`usher.web.app.BareEndpoint`);
+    returns the HTTP status sent. Starlette's request, routing, middleware
+    and response layers cost about a quarter of a signed command's time in
+    the event loop, and a dashboard waits for every command.
 
     Raises ``ClientDisconnect`` when the caller went away before its body arrived.
     """
@@ -58,31 +45,25 @@ async def serve_api(state: AppState, scope: Scope, receive: Receive, send: Send)
             content_type = value.decode("latin-1")
         elif name == b"content-length" and declared is None:
             declared = value.decode("latin-1")
-    limit = state.settings.max_body
-
-    async def read() -> bytes:
-        refuse_declared(declared, limit)
-        body = await read_capped(receive, limit)
-        if body is None:
-            raise BodyTooLarge(limit)
-        return body
-
-    rendered = await respond(state, content_type or "", read)
+    rendered = await _respond(state, content_type or "", declared, receive)
     return await send_answer(
         send, rendered.status, rendered.body, rendered.content_type.encode("latin-1")
     )
 
 
-async def respond(
-    state: AppState, content_type: str, read: Callable[[], Awaitable[bytes]]
+async def _respond(
+    state: AppState, content_type: str, declared: str | None, receive: Receive
 ) -> Rendered:
-    """The envelope for one signed command whose body ``read`` returns
-    (raising :class:`BodyTooLarge` past the limit)."""
+    """The envelope for one signed command, its body still to be read."""
     started = time.perf_counter()
     fmt: Format = "json"
     command = "none"
+    limit = state.settings.max_body
     try:
-        body = await read()
+        refuse_declared(declared, limit)
+        body = await read_capped(receive, limit)
+        if body is None:
+            raise BodyTooLarge(limit)
         text, fmt = find_request(content_type, body)
         signed = parse_request(text, fmt)
         named = signed.fields.get("command")

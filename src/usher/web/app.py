@@ -21,8 +21,8 @@ from usher.storage import storage_for_url
 from usher.storage.base import Storage
 from usher.storage.retention import Pruner
 from usher.web import integrations, rest
-from usher.web.api import api, serve_api
-from usher.web.fastcheck import CHECK_ROUTE_APP, serve_check
+from usher.web.api import serve_api
+from usher.web.fastcheck import serve_check
 from usher.web.ops import healthz, metrics
 from usher.web.panel.routes import panel_mount, panel_redirect
 from usher.web.state import AppState
@@ -35,11 +35,41 @@ log = logging.getLogger("usher.http")
 #: answered 408 itself; the request then ends as a client disconnect.
 BODY_TIMED_OUT: Final = "usher.body_timed_out"
 
+#: Serves one request on the bare ASGI scope; returns the HTTP status sent.
+BareHandler = Callable[[AppState, Scope, Receive, Send], Awaitable[int]]
+
+
+class BareEndpoint:
+    """A :data:`BareHandler` as a Starlette route endpoint (a raw ASGI app),
+    for what reaches the route instead of :class:`UsherApp`'s bare path:
+    ``HEAD`` of a check, and any request to the Starlette app alone."""
+
+    def __init__(self, handler: BareHandler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope["app"].state.usher, scope, receive, send)
+
+
+#: The requests :class:`UsherApp` answers on the bare ASGI scope, skipping
+#: Starlette's layers (see usher.web.fastcheck and usher.web.api): path,
+#: methods, handler. Their routes below run the same handlers; other methods
+#: get 405 there.
+_BARE_ROUTES: Final[tuple[tuple[str, tuple[str, ...], BareHandler], ...]] = (
+    ("/api", ("POST",), serve_api),
+    ("/stable/", ("POST",), serve_api),
+    ("/stable", ("POST",), serve_api),
+    ("/usher/check", ("GET", "POST"), serve_check),
+)
+_BARE: Final = {
+    (path, method): handler for path, methods, handler in _BARE_ROUTES for method in methods
+}
+
 ROUTES = [
-    Route("/api", api, methods=["POST"]),
-    Route("/stable/", api, methods=["POST"]),
-    Route("/stable", api, methods=["POST"]),
-    Route("/usher/check", CHECK_ROUTE_APP, methods=["GET", "POST"]),
+    *(
+        Route(path, BareEndpoint(handler), methods=list(methods))
+        for path, methods, handler in _BARE_ROUTES
+    ),
     # nginx-rtmp POSTs by default; ``notify_method get`` sends the same as a query.
     Route("/usher/check/done", integrations.check_done, methods=["POST"]),
     Route("/usher/nginx-rtmp", integrations.nginx_rtmp, methods=["GET", "POST"]),
@@ -58,14 +88,6 @@ ROUTES = [
     panel_mount(),
 ]
 _ROUTE_LABELS = frozenset(route.path for route in ROUTES if isinstance(route, Route))
-#: The requests :class:`UsherApp` answers on the bare ASGI scope; their
-#: other methods reach the Starlette routes above (405).
-_BARE: Final[dict[tuple[str, str], Callable[[AppState, Scope, Receive, Send], Awaitable[int]]]] = {
-    ("/usher/check", "GET"): serve_check,
-    ("/usher/check", "POST"): serve_check,
-    **{(path, "POST"): serve_api for path in ("/api", "/stable/", "/stable")},
-}
-
 #: The benchmark baseline: the same process and metrics, no database. Mounted
 #: only with ``USHER_BENCH_ROUTES=1`` (see docs/benchmarks.md).
 BENCH_CONSTANT = "/bench/constant"

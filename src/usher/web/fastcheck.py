@@ -8,8 +8,9 @@ one dict walk for two headers, preallocated header lists, and one ``send``
 per message.
 
 :class:`usher.web.app.UsherApp` sends ``GET`` and ``POST /usher/check``
-here before Starlette; Starlette's route (:data:`CHECK_ROUTE_APP`) runs the
-same handler for ``HEAD`` and answers 405 to other methods.
+here before Starlette; Starlette's route (a
+:class:`usher.web.app.BareEndpoint`) runs the same handler for ``HEAD`` and
+answers 405 to other methods.
 """
 
 from __future__ import annotations
@@ -113,13 +114,3 @@ async def serve_check(state: AppState, scope: Scope, receive: Receive, send: Sen
     session = outcome.session
     status, answer = wire.answer(outcome.decision, None if session is None else session.id)
     return await send_answer(send, status, answer, _JSON)
-
-
-class _CheckRoute:
-    """:func:`serve_check` as a Starlette route endpoint (a raw ASGI app)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await serve_check(scope["app"].state.usher, scope, receive, send)
-
-
-CHECK_ROUTE_APP: Final = _CheckRoute()
