@@ -22,7 +22,7 @@ import pytest
 from tests.helpers import NOW
 from usher.protocol.errors import ConfigError
 from usher.storage import storage_for_url
-from usher.storage.base import Storage
+from usher.storage.base import Claim, Storage
 from usher.storage.copy import DEFERRED_INDEXES, PostgresEndpoint, copy_database
 from usher.storage.postgres.config import parse_url
 from usher.storage.schema import TABLES
@@ -78,7 +78,12 @@ def fill(url: str, tickets: int = 12, plays: int = 40) -> None:
                     pageurl=f"https://example.com/{n}",
                 )
                 await storage.record_check(request, decide, NOW + n)
-            assert await storage.claim_signature(b"sig-1", now=NOW, expires_at=NOW + 300)
+            demo = await storage.get_account(3)
+            assert demo is not None
+            claimed = await storage.claim_signature(
+                b"sig-1", now=NOW, expires_at=NOW + 300, account=demo
+            )
+            assert claimed is Claim.SPENT
             # Stream users: a named one with settings (booleans both ways) and an open one.
             settings = StreamUserSettings(record=True, segment_value=60, enable_dvr=False)
             await storage.save_stream_user(
@@ -158,7 +163,7 @@ def test_sqlite_to_postgres_and_back_keeps_everything(
     assert copy_database(pg_url, back, signatures=True, batch=5).verified
     assert snapshot(back) == before
 
-    async def carry_on(url: str) -> tuple[int, bool, int]:
+    async def carry_on(url: str) -> tuple[int, Claim, int]:
         # The copy is a working database: new rows get new ids after the
         # copied ones, and the copied signature is still spent.
         storage = await _opened(url)
@@ -169,7 +174,11 @@ def test_sqlite_to_postgres_and_back_keeps_everything(
             request = CheckRequest(key="new.key", password="pw", app="demo-live", video="v",
                                    ip="10.9.9.9")  # fmt: skip
             outcome = await storage.record_check(request, decide, NOW)
-            replayed = await storage.claim_signature(b"sig-1", now=NOW + 1, expires_at=NOW + 300)
+            demo = await storage.get_account(3)
+            assert demo is not None
+            replayed = await storage.claim_signature(
+                b"sig-1", now=NOW + 1, expires_at=NOW + 300, account=demo
+            )
             published = await storage.record_publish(before["publishes 3"][0])
             return outcome.attempt_id, replayed, published
         finally:
@@ -179,7 +188,7 @@ def test_sqlite_to_postgres_and_back_keeps_everything(
     for url in (pg_url, back):
         attempt_id, replayed, published = run(carry_on(url))
         assert attempt_id > highest
-        assert not replayed
+        assert replayed is Claim.REPLAYED
         assert published > 3  # the publish log's ids go on too
 
 

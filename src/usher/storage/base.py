@@ -11,6 +11,7 @@ Every method is a coroutine so that a backend can be natively async
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from abc import ABC, abstractmethod
@@ -72,6 +73,14 @@ class ReadBoundExceeded(StorageError):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         super().__init__(f"A read needed more than {seconds:g} s and was stopped.")
+
+
+class Claim(enum.Enum):
+    """What :meth:`Storage.claim_signature` found."""
+
+    SPENT = "spent"
+    REPLAYED = "replayed"
+    ACCOUNT_CHANGED = "account changed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +320,16 @@ class Storage(ABC):
 
     @abstractmethod
     async def get_account(self, cdn: int) -> Account | None:
-        """The account with this cdn, or ``None``."""
+        """The account with this cdn, or ``None``: read from the database."""
+
+    def cached_account(self, cdn: int) -> Account | None:
+        """The account as this node last read or wrote it, without reading the
+        database, or ``None`` when it has no copy (this default never does).
+        The copy may be out of date: a signed command may only *accept* with
+        it, and only through :meth:`claim_signature`, which spends the
+        signature only if the row still authenticates as the copy did; a
+        refusal is always decided on :meth:`get_account`'s row."""
+        return None
 
     @abstractmethod
     async def get_account_by_username(self, username: str) -> Account | None:
@@ -326,9 +344,18 @@ class Storage(ABC):
     # -- replay protection -------------------------------------------------
 
     @abstractmethod
-    async def claim_signature(self, digest: bytes, *, now: int, expires_at: int) -> bool:
-        """Record a signature as used; ``False`` if it was already recorded and
-        has not expired. Atomic across processes sharing the database."""
+    async def claim_signature(
+        self, digest: bytes, *, now: int, expires_at: int, account: Account
+    ) -> Claim:
+        """Record a signature, verified with ``account``'s secret, as used.
+
+        :attr:`Claim.REPLAYED` if it was already recorded and has not
+        expired; :attr:`Claim.ACCOUNT_CHANGED`, recording nothing, if the
+        account's row no longer holds ``account``'s api_key and secret or is
+        disabled (the signature was verified with a copy that is out of date,
+        or the account changed since it was read). Atomic across processes
+        sharing the database: the row is read in the claim's own statement.
+        """
 
     # -- tickets -----------------------------------------------------------
 

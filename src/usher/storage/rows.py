@@ -206,6 +206,16 @@ def ticket_values(ticket: Ticket) -> tuple[object, ...]:
     )
 
 
+def account_unchanged(account: Account, mark: str) -> tuple[str, list[object]]:
+    """The condition on ``accounts`` that holds while the account's row
+    still authenticates a request as ``account`` did: the same api_key and
+    secret, and not disabled (what ``claim_signature`` tests)."""
+    return (
+        f"cdn = {mark} AND api_key = {mark} AND secret = {mark} AND NOT disabled",
+        [account.cdn, account.api_key, account.secret],
+    )
+
+
 def placeholders(count: int, mark: str) -> str:
     """``(?, ?, …)`` or ``(%s, %s, …)``: one row of ``count`` values."""
     return "(" + ", ".join([mark] * count) + ")"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 import pytest
@@ -12,9 +13,11 @@ import pytest
 from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for
 from tests.storage.contract.base import HANG_LIMIT_S, ContractBase
 from usher.protocol.errors import StorageUnavailable
-from usher.storage.base import PanelSession, PanelSessionFilter, SessionFilter, Storage
+from usher.storage.base import Claim, PanelSession, PanelSessionFilter, SessionFilter, Storage
 from usher.tickets.decision import decide
 from usher.tickets.model import Account, AttemptFilter, EndReason, Page, TicketFilter
+
+DEMO = Account(DEMO_CDN, "demo", "DEMOKEY", "demo-secret")
 
 # Every operation once, with arguments that would be valid on an open storage,
 # for the "closed storage fails fast" test.
@@ -29,7 +32,10 @@ CLOSED_OPS: list[tuple[str, Callable[[Storage], Awaitable[object]]]] = [
     ("get_account", lambda s: s.get_account(DEMO_CDN)),
     ("get_account_by_username", lambda s: s.get_account_by_username("demo")),
     ("update_account", lambda s: s.update_account(DEMO_CDN, disabled=True)),
-    ("claim_signature", lambda s: s.claim_signature(b"d" * 32, now=NOW, expires_at=NOW + 60)),
+    (
+        "claim_signature",
+        lambda s: s.claim_signature(b"d" * 32, now=NOW, expires_at=NOW + 60, account=DEMO),
+    ),
     ("insert_ticket", lambda s: s.insert_ticket(make_ticket(key="late"))),
     ("get_ticket", lambda s: s.get_ticket(DEMO_CDN, "stream.0001")),
     ("revoke_ticket", lambda s: s.revoke_ticket(DEMO_CDN, "stream.0001", now=NOW)),
@@ -81,7 +87,8 @@ class LifecycleContract(ContractBase):
         ticket = make_ticket(bound_ips=("198.51.100.1",))
         await storage.insert_ticket(ticket)
         outcome = await storage.record_check(request_for(ticket), decide, NOW)
-        assert await storage.claim_signature(b"sig", now=NOW, expires_at=NOW + 60)
+        claim = partial(storage.claim_signature, b"sig", now=NOW, expires_at=NOW + 60, account=demo)
+        assert await claim() is Claim.SPENT
         await storage.close()
 
         # A second open must find the schema in place, not recreate or refuse it.
@@ -93,7 +100,7 @@ class LifecycleContract(ContractBase):
         assert stored == dataclasses.replace(ticket, use_count=1, used_at=NOW)
         attempts = await storage.list_attempts(DEMO_CDN, AttemptFilter(), Page())
         assert [a.id for a in attempts] == [outcome.attempt_id]
-        assert not await storage.claim_signature(b"sig", now=NOW, expires_at=NOW + 60)
+        assert await claim() is Claim.REPLAYED
 
     @pytest.mark.parametrize(("name", "op"), CLOSED_OPS, ids=[name for name, _ in CLOSED_OPS])
     async def test_closed_storage_raises_unavailable(
@@ -104,14 +111,16 @@ class LifecycleContract(ContractBase):
             await op(storage)
 
     async def test_writes_racing_close_either_persist_or_fail_cleanly(
-        self, storage: Storage
+        self, storage: Storage, demo: Account
     ) -> None:
         # close() must finish writes already handed to the backend. A write
         # that arrives too late may fail, but only with StorageUnavailable,
         # and nothing may hang or claim success without being durable.
         digests = [i.to_bytes(4, "big") for i in range(20)]
         tasks = [
-            asyncio.ensure_future(storage.claim_signature(d, now=NOW, expires_at=NOW + 60))
+            asyncio.ensure_future(
+                storage.claim_signature(d, now=NOW, expires_at=NOW + 60, account=demo)
+            )
             for d in digests
         ]
         await asyncio.sleep(0)  # let every claim reach the backend
@@ -119,8 +128,11 @@ class LifecycleContract(ContractBase):
             await storage.close()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         for result in results:
-            assert result is True or isinstance(result, StorageUnavailable), result
+            assert result is Claim.SPENT or isinstance(result, StorageUnavailable), result
         await storage.open()
         for digest, result in zip(digests, results, strict=True):
-            if result is True:
-                assert not await storage.claim_signature(digest, now=NOW, expires_at=NOW + 60)
+            if result is Claim.SPENT:
+                replayed = await storage.claim_signature(
+                    digest, now=NOW, expires_at=NOW + 60, account=demo
+                )
+                assert replayed is Claim.REPLAYED

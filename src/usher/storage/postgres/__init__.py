@@ -14,7 +14,10 @@ Why this shape:
     for the previous one's WAL flush;
   - a replay claim is one ``INSERT … ON CONFLICT DO UPDATE … WHERE expired``;
   - a revocation is a committed ``UPDATE`` that the next check on any node
-    reads, because nothing about tickets or accounts is cached.
+    reads, because nothing about tickets is cached. A node keeps a copy of
+    each account it has read, which saves a signed command its first round
+    trip; the copy can only accept, and only through the replay claim, whose
+    statement reads the account's row (see ``Storage.cached_account``).
 
 * Every operation is one short transaction on a pooled connection (psycopg 3,
   async, psycopg_pool). A check, or a batch of checks, costs two round
@@ -40,6 +43,7 @@ import psycopg
 from usher.protocol.errors import AlreadyExists, StorageBusy
 from usher.storage.base import (
     MAX_COUNT_CAP,
+    Claim,
     Decider,
     SessionsToEnd,
     Storage,
@@ -62,11 +66,11 @@ from usher.storage.postgres.publishers import PostgresPublishersMixin
 from usher.storage.postgres.retention import PostgresRetentionMixin
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import (
-    CLAIM,
     TICKET_IDS,
     Conn,
     apply_decision,
     attempts_where,
+    claim_sql,
     inserted_id,
     lock_ticket,
     log_attempt,
@@ -123,6 +127,9 @@ class PostgresStorage(
         self._db = PgRunner(self.target)
         self._checks = CheckBatcher(self._db, self._check_alone)
         self._claims = 0
+        # Accounts as last read or written here, for cached_account; only
+        # existing accounts, so its size is bounded by the accounts table.
+        self._accounts: dict[int, Account] = {}
 
     @property
     def pending_writes(self) -> int:
@@ -178,7 +185,7 @@ class PostgresStorage(
                     ) from None
                 continue
             assert row is not None  # INSERT … RETURNING gives its row
-            return account_from_row(row)
+            return self._remember(account_from_row(row))
         raise StorageBusy("Could not find a free cdn; too many accounts are being created at once.")
 
     async def list_accounts(self) -> list[Account]:
@@ -189,7 +196,17 @@ class PostgresStorage(
         row = await self._db.fetchone(
             f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE cdn = %s", (cdn,)
         )
-        return None if row is None else account_from_row(row)
+        if row is None:
+            self._accounts.pop(cdn, None)
+            return None
+        return self._remember(account_from_row(row))
+
+    def cached_account(self, cdn: int) -> Account | None:
+        return self._accounts.get(cdn)
+
+    def _remember(self, account: Account) -> Account:
+        self._accounts[account.cdn] = account
+        return account
 
     async def get_account_by_username(self, username: str) -> Account | None:
         row = await self._db.fetchone(
@@ -206,21 +223,30 @@ class PostgresStorage(
             f" WHERE cdn = %s RETURNING {ACCOUNT_COLUMNS}",
             (secret, disabled, cdn),
         )
-        return None if row is None else account_from_row(row)
+        if row is None:
+            self._accounts.pop(cdn, None)
+            return None
+        return self._remember(account_from_row(row))
 
     # -- replay protection ---------------------------------------------------------
 
-    async def claim_signature(self, digest: bytes, *, now: int, expires_at: int) -> bool:
+    async def claim_signature(
+        self, digest: bytes, *, now: int, expires_at: int, account: Account
+    ) -> Claim:
         self._claims += 1
         purge = self._claims % _PURGE_EVERY == 0
+        sql, params = claim_sql(account, digest, expires_at, now)
 
-        async def work(conn: Conn) -> bool:
+        async def work(conn: Conn) -> Claim:
             if purge:
                 await conn.execute("DELETE FROM used_signatures WHERE expires_at < %s", (now,))
-            # Inserted (new) or updated (the old claim had expired): accepted.
-            # A live claim makes the WHERE false, so no row comes back.
-            cursor = await conn.execute(CLAIM, (digest, expires_at, now))
-            return await cursor.fetchone() is not None
+            row = await (await conn.execute(sql, params)).fetchone()
+            assert row is not None  # SELECT EXISTS … always gives one row
+            unchanged, spent = row
+            if not unchanged:
+                self._accounts.pop(account.cdn, None)
+                return Claim.ACCOUNT_CHANGED
+            return Claim.SPENT if spent else Claim.REPLAYED
 
         return await self._db.run(work)
 

@@ -15,6 +15,7 @@ from typing import Any, Final
 import psycopg
 
 from usher.storage.rows import (
+    account_unchanged,
     applied,
     attempt_values,
     attempt_where,
@@ -25,6 +26,7 @@ from usher.storage.schema import ATTEMPT_INSERT, TICKET_COLUMNS, TICKET_FROM
 from usher.storage.sessions import latest_by_handle_sql
 from usher.tickets.attribution import app_owner
 from usher.tickets.model import (
+    Account,
     AttemptFilter,
     CheckRequest,
     Decision,
@@ -91,11 +93,27 @@ BATCH_VIEWERS: Final = (
 )
 #: ``Storage.ticket_ids``: one probe of the unique key index per key.
 TICKET_IDS: Final = "SELECT key, id FROM tickets WHERE key = ANY(%s::text[]) AND cdn = %s"
-CLAIM: Final = (
-    "INSERT INTO used_signatures AS u (digest, expires_at) VALUES (%s, %s)"
-    " ON CONFLICT (digest) DO UPDATE SET expires_at = EXCLUDED.expires_at"
-    " WHERE u.expires_at < %s RETURNING 1"
-)
+
+
+def claim_sql(
+    account: Account, digest: bytes, expires_at: int, now: int
+) -> tuple[str, list[object]]:
+    """The replay claim (see ``Storage.claim_signature``) and its parameters:
+    whether the account's row still authenticates as ``account`` did, and
+    whether the signature was spent, in one statement, so that the row is
+    read in the claim's own snapshot. Inserted (new) or updated (the old
+    claim had expired): spent. A live claim makes the WHERE false, so no row
+    comes back; so does a changed account, which inserts nothing."""
+    unchanged, params = account_unchanged(account, "%s")
+    return (
+        f"WITH account AS (SELECT 1 FROM accounts WHERE {unchanged}),"
+        " spent AS (INSERT INTO used_signatures AS u (digest, expires_at)"
+        " SELECT %s, %s FROM account"
+        " ON CONFLICT (digest) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+        " WHERE u.expires_at < %s RETURNING 1)"
+        " SELECT EXISTS (SELECT 1 FROM account), EXISTS (SELECT 1 FROM spent)",
+        [*params, digest, expires_at, now],
+    )
 
 
 async def lock_ticket(conn: Conn, key: str) -> tuple[int, Ticket] | None:

@@ -18,6 +18,7 @@ from typing import Final
 from usher.protocol.errors import AlreadyExists
 from usher.storage.base import (
     MAX_COUNT_CAP,
+    Claim,
     Decider,
     SessionsToEnd,
     Storage,
@@ -35,6 +36,7 @@ from usher.storage.counting import (
 )
 from usher.storage.rows import (
     account_from_row,
+    account_unchanged,
     attempt_from_row,
     placeholders,
     storable_request,
@@ -206,23 +208,28 @@ class SQLiteStorage(
 
     # -- replay protection -------------------------------------------------------
 
-    async def claim_signature(self, digest: bytes, *, now: int, expires_at: int) -> bool:
+    async def claim_signature(
+        self, digest: bytes, *, now: int, expires_at: int, account: Account
+    ) -> Claim:
         self._claims += 1
         purge = self._claims % _PURGE_EVERY == 0
+        unchanged, params = account_unchanged(account, "?")
 
-        def run(conn: sqlite3.Connection) -> bool:
+        def run(conn: sqlite3.Connection) -> Claim:
             if purge:
                 conn.execute("DELETE FROM used_signatures WHERE expires_at < ?", (now,))
+            if conn.execute(f"SELECT 1 FROM accounts WHERE {unchanged}", params).fetchone() is None:
+                return Claim.ACCOUNT_CHANGED
             row = conn.execute(
                 "SELECT expires_at FROM used_signatures WHERE digest = ?", (digest,)
             ).fetchone()
             if row is not None and row[0] >= now:
-                return False
+                return Claim.REPLAYED
             conn.execute(
                 "INSERT OR REPLACE INTO used_signatures (digest, expires_at) VALUES (?, ?)",
                 (digest, expires_at),
             )
-            return True
+            return Claim.SPENT
 
         return await self._write(run, keeps_state=True)
 
