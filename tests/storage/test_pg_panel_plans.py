@@ -8,13 +8,22 @@ import psycopg
 import pytest
 
 from tests.helpers import GENERATED_ATTEMPTS, pg_plan
-from usher.storage.counting import BUSY_AT, minute_tail_query
+from usher.storage.counting import (
+    BUSY_AT,
+    EVERYTHING,
+    MAX_FILTERS_PER_ACCOUNT,
+    Broad,
+    FirstRead,
+    ValueFilter,
+    minute_tail_query,
+)
 from usher.storage.postgres import PostgresStorage
 from usher.storage.postgres.counts import (
     INDEX_PATHS_ONLY,
     bounded_count_params,
     bounded_count_sql,
     capped_count_sql,
+    find_then_bound_sql,
 )
 from usher.storage.postgres.panel import RECENT_DENIALS_SQL
 from usher.storage.postgres.sql import TICKET_IDS, attempts_where
@@ -237,3 +246,48 @@ async def test_a_busy_video_without_an_app_is_listed_by_walking_the_time_index(
     # Only ties of one second are sorted, by id.
     assert "Incremental Sort" in text and "Presorted Key: at" in text, text
     assert [row.id for row in rows] == list(range(100000, 100000 - 51 * 5, -5))
+
+
+async def test_a_counts_first_bounded_read_is_not_run_once_a_filter_is_found(
+    pg_url: str,
+) -> None:
+    # One round trip finds the count filters and makes the first bounded
+    # read; once the key has a filter of its own, the read is skipped inside
+    # PostgreSQL (a one-time filter), not merely ignored by the caller.
+    storage = PostgresStorage(pg_url)
+    await storage.open()
+    try:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute(
+                GENERATED_ATTEMPTS + "SELECT 1, 1000000 + i, CASE WHEN i % 4 = 0 THEN 'k1'"
+                " ELSE 'key' || i END, 'p', '10.0.0.1', 'v', 'a', '', '', '', i % 3 <> 0, '', ''"
+                " FROM generate_series(1, 400) AS i"
+            )
+            await conn.execute("VACUUM ANALYZE attempts")
+            key = ValueFilter(1, 1, "k1", "", "")
+            denied = Broad(None, None, False)
+            first = FirstRead(key, "key", denied, BUSY_AT + 1, frozenset({key.mask}))
+            # k1: i = 4, 8, ..., 400 (100 attempts), denied where i % 3 = 0.
+            expected = (100, sum(1 for i in range(4, 401, 4) if i % 3 == 0))
+
+            assert await storage.find_filters_then_bound([key], first) == ({}, expected)
+            assert await storage.bounded_count(key, "key", denied, BUSY_AT + 1) == expected
+
+            filter_id = await storage.add_filter(key, cap=MAX_FILTERS_PER_ACCOUNT)
+            assert filter_id is not None
+            assert await storage.find_filters_then_bound([key], first) == (
+                {key.mask: filter_id},
+                None,
+            )
+            sql, params = find_then_bound_sql([key], first)
+            explain = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)"
+            plan = (await pg_plan(conn, sql, params, explain=explain)).splitlines()
+            reads = [line for line in plan if " on attempts" in line]
+            assert reads and all("never executed" in line for line in reads), "\n".join(plan)
+            # Another account's value: nothing found, the read is made.
+            other = ValueFilter(2, 1, "k1", "", "")
+            assert await storage.find_filters_then_bound(
+                [other], FirstRead(other, "key", EVERYTHING, BUSY_AT + 1, frozenset({1}))
+            ) == ({}, (0, 0))
+    finally:
+        await storage.close()

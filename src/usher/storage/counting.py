@@ -204,6 +204,14 @@ class CountSource(Protocol):
         """The ids of those of ``filters`` (all of one account, of distinct
         masks) that ``count_filters`` holds, by mask; one round trip."""
 
+    async def find_filters_then_bound(
+        self, filters: list[ValueFilter], first: FirstRead
+    ) -> tuple[dict[int, int], tuple[int, int] | None]:
+        """:meth:`find_filters`, then ``first``'s :meth:`bounded_count`
+        unless a filter of ``first.unless`` was found (``None`` then): what
+        :func:`find_then_bound` does, in one round trip where the backend
+        can (a count's first two reads, one after the other otherwise)."""
+
     async def sum_filter_counts(self, filter_id: int, broad: Broad) -> int:
         """Sum of the filter's ``filter_counts`` rows matching ``broad``."""
 
@@ -224,6 +232,29 @@ class CountSource(Protocol):
 
     async def scan_count(self, cdn: int, where: AttemptFilter) -> int:
         """``COUNT(*)`` of the matching attempts through the best index."""
+
+
+@dataclass(frozen=True, slots=True)
+class FirstRead:
+    """The bounded read a count makes first (of its first named column),
+    unless a filter whose mask is in ``unless`` exists: the combination's
+    own, or that value's alone."""
+
+    f: ValueFilter
+    column: str
+    broad: Broad
+    limit: int
+    unless: frozenset[int]
+
+
+async def find_then_bound(
+    source: CountSource, filters: list[ValueFilter], first: FirstRead
+) -> tuple[dict[int, int], tuple[int, int] | None]:
+    """``CountSource.find_filters_then_bound`` as two statements."""
+    known = await source.find_filters(filters)
+    if known.keys() & first.unless:
+        return known, None
+    return known, await source.bounded_count(first.f, first.column, first.broad, first.limit)
 
 
 async def count_attempts(source: CountSource, cdn: int, where: AttemptFilter) -> int:
@@ -255,9 +286,21 @@ async def _from_rollups(
     if selective is None:
         return await source.sum_account_counts(cdn, broad)
 
-    # The combination's own filter, and each named value's alone: one read.
+    # The combination's own filter, and each named value's alone, and (in
+    # the same round trip where the backend can) the first named value's
+    # bounded read, which the loop below would make next.
     alone = {column: selective.alone(column) for column, _ in selective.named}
-    known = await source.find_filters([selective, *(f for f in alone.values() if f != selective)])
+    first_column = selective.named[0][0]
+    first = FirstRead(
+        selective,
+        first_column,
+        broad,
+        BUSY_AT + 1,
+        frozenset({selective.mask, alone[first_column].mask}),
+    )
+    known, first_read = await source.find_filters_then_bound(
+        [selective, *(f for f in alone.values() if f != selective)], first
+    )
     filter_id = known.get(selective.mask)
     if filter_id is None:
         for column, _ in selective.named:
@@ -265,7 +308,10 @@ async def _from_rollups(
             # own) is not worth reading up to BUSY_AT entries of.
             if alone[column].mask in known:
                 continue
-            read, matched = await source.bounded_count(selective, column, broad, BUSY_AT + 1)
+            if column == first_column and first_read is not None:
+                read, matched = first_read
+            else:
+                read, matched = await source.bounded_count(selective, column, broad, first.limit)
             if read <= BUSY_AT:
                 return matched
             if fill and alone[column] != selective:

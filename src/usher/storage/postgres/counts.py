@@ -16,7 +16,7 @@ import time
 from typing import Final
 
 from usher.protocol.errors import StorageBusy, StorageError
-from usher.storage.counting import EVERYTHING, Broad, ValueFilter, count_attempts
+from usher.storage.counting import EVERYTHING, Broad, FirstRead, ValueFilter, count_attempts
 from usher.storage.postgres.runner import PgRunner
 from usher.storage.postgres.sql import Conn, attempts_where
 from usher.storage.rows import (
@@ -91,6 +91,26 @@ def bounded_count_params(
     return [limit, *condition_params, cdn, value, limit, cdn, value, limit]
 
 
+def find_then_bound_sql(filters: list[ValueFilter], first: FirstRead) -> tuple[str, list[object]]:
+    """``find_filters_then_bound``'s one statement: a row ``(mask, id, NULL,
+    NULL)`` per filter found, then, unless one of ``first.unless`` was
+    found, a row ``(NULL, NULL, read, matched)``: the bounded read, under a
+    one-time filter, so that PostgreSQL does not run it at all when a filter
+    was found."""
+    found, params = find_filters_sql(filters, "%s", ready_only=True)
+    condition, condition_params = matching_expression(first.f, first.column, first.broad, "%s")
+    value = dict(first.f.named)[first.column]
+    bounded_sql = bounded_count_sql(condition, first.column)
+    sql = (
+        f"WITH found AS ({found})"
+        " SELECT mask, id, NULL::bigint, NULL::bigint FROM found"
+        f" UNION ALL SELECT NULL, NULL, b.n, b.m FROM ({bounded_sql}) AS b (n, m)"
+        " WHERE NOT EXISTS (SELECT 1 FROM found WHERE mask = ANY (%s))"
+    )
+    bounded = bounded_count_params(first.limit, first.f.cdn, value, condition_params)
+    return sql, [*params, *bounded, sorted(first.unless)]
+
+
 #: Set for a capped count driven by a key, pass or ip (see :func:`capped_count_sql`):
 #: a walk of that value's index in its order is then the cheapest plan left.
 INDEX_PATHS_ONLY: Final = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
@@ -157,6 +177,19 @@ class PostgresCountsMixin:
         sql, params = find_filters_sql(filters, "%s", ready_only=True)
         rows = await self._db.fetchall(sql, params)
         return {int(mask): int(filter_id) for mask, filter_id in rows}
+
+    async def find_filters_then_bound(
+        self, filters: list[ValueFilter], first: FirstRead
+    ) -> tuple[dict[int, int], tuple[int, int] | None]:
+        sql, params = find_then_bound_sql(filters, first)
+        known: dict[int, int] = {}
+        bounded = None
+        for mask, filter_id, read, matched in await self._db.fetchall(sql, params):
+            if mask is None:
+                bounded = (int(read), int(matched))
+            else:
+                known[int(mask)] = int(filter_id)
+        return known, bounded
 
     async def sum_filter_counts(self, filter_id: int, broad: Broad) -> int:
         where, params = filter_counts_where(filter_id, broad, "%s")

@@ -37,9 +37,11 @@ from usher.storage.counting import (
     EVERYTHING,
     WALK_PER_FETCH,
     Broad,
+    FirstRead,
     ValueFilter,
     broad_of,
     count_attempts,
+    find_then_bound,
     timed,
     value_filter,
     walk_cost,
@@ -409,6 +411,12 @@ class SQLiteCountsMixin(SQLiteAccess):
         # read on the event loop (SQLiteEngine.read_at_once), like an account.
         rows = await self._engine.read_at_once(lambda conn: conn.execute(sql, params).fetchall())
         return {int(mask): int(filter_id) for mask, filter_id in rows}
+
+    async def find_filters_then_bound(
+        self, filters: list[ValueFilter], first: FirstRead
+    ) -> tuple[dict[int, int], tuple[int, int] | None]:
+        # The filters are read on the event loop: no round trip to save.
+        return await find_then_bound(self, filters, first)
 
     async def sum_filter_counts(self, filter_id: int, broad: Broad) -> int:
         where, params = filter_counts_where(filter_id, broad, "?")
