@@ -20,7 +20,7 @@ serve: $(VENV)/.installed
 
 ## test: install everything (Python packages and Debian packages) and run lint, types and all tests
 test: $(VENV)/.bench-installed system-deps lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: $(VENV)/.bench-installed
 	$(BIN)/ruff check src tests bench

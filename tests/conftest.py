@@ -1,4 +1,19 @@
-"""Fixtures shared by every test: a fresh database, an app, signed calls."""
+"""Fixtures shared by every test: a fresh database, an app, signed calls.
+
+``make test`` runs the suite on two pytest-xdist workers (``-n 2 --dist
+loadgroup``); each worker has its own PostgreSQL cluster (a session
+fixture) and takes the ports of the servers it starts from its own block
+(``tests.helpers.free_port``). Tests that share an expensive module fixture
+or bound a duration carry an ``xdist_group``, so that each group runs on
+one worker, one test after another:
+
+* ``timing``: the tests that assert something happens within a time (the
+  streaming, multi-node, hostile-client, durability and retention tests,
+  the benchmark's own run, and a few storage tests), so that no two of
+  them compete for the cores;
+* ``browser``: the panel in Chromium (one browser, not one a worker);
+* ``deploy``: the wheel build and its wheelhouse, made once.
+"""
 
 from __future__ import annotations
 

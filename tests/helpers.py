@@ -8,9 +8,12 @@ change (``dataclasses.replace``), so a test spells out only what it is about.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any, cast
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Final, cast
 
 import psycopg
 
@@ -173,3 +176,40 @@ async def pg_plan(
     """PostgreSQL's plan of ``sql`` (``explain`` names the options), a line a node."""
     rows = [row[0] async for row in await conn.execute(f"{explain} {sql}", params)]
     return "\n".join(rows)
+
+
+#: Ports a pytest-xdist worker gives its servers: its own block below the
+#: kernel's ephemeral range (32768 and up on Linux), which is where a port
+#: bound to 0 comes from. A port found free by binding 0 and closing it can be
+#: taken by the other worker before the server binds it; two blocks cannot.
+PORTS_FROM: Final = 20000
+PORTS_PER_WORKER: Final = 3000
+_worker_ports: Iterator[int] | None = None
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 nothing listens on, for a server a test starts.
+
+    Run by one pytest process, whatever the kernel hands out for port 0.
+    Under pytest-xdist (``PYTEST_XDIST_WORKER`` is ``gw0``, ``gw1``, …), the
+    next port of the worker's block that binds."""
+    global _worker_ports
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return _bind(0)
+    if _worker_ports is None:
+        first = PORTS_FROM + int(worker[2:]) * PORTS_PER_WORKER
+        _worker_ports = itertools.cycle(range(first, first + PORTS_PER_WORKER))
+    for port in itertools.islice(_worker_ports, PORTS_PER_WORKER):
+        try:
+            return _bind(port)
+        except OSError:
+            continue
+    raise RuntimeError(f"No free port left in worker {worker}'s block; raise PORTS_PER_WORKER.")
+
+
+def _bind(port: int) -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        bound: int = sock.getsockname()[1]
+    return bound

@@ -23,13 +23,13 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import psycopg
 
+from tests.helpers import free_port
 from usher.storage.postgres import PostgresStorage
 
 TEMPLATE = "usher_template"
@@ -58,13 +58,6 @@ def _bindir() -> Path:
     raise RuntimeError(INSTALL_HINT)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 class PostgresCluster:
     """One running PostgreSQL server in a temporary folder."""
 
@@ -75,7 +68,7 @@ class PostgresCluster:
         self.socket_dir = self.root / "sock"
         self.socket_dir.mkdir()
         self.log = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self._as_user: list[str] = []
         if os.geteuid() == 0:
             # PostgreSQL will not run as root: hand the folder to `postgres`.

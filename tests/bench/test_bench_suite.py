@@ -23,7 +23,7 @@ from bench.procs import require_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 
 
 @pytest.mark.skipif(
@@ -41,7 +41,7 @@ def test_tiny_benchmark_run_prints_the_table_and_writes_the_plots(tmp_path: Path
         [sys.executable, "-m", "bench.run", "--mode", "tiny", "--out", str(tmp_path / "out"),
          "--workdir", str(tmp_path / "work"),
          "--backends", "sqlite,postgres" if postgres else "sqlite"],
-        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,16 +19,10 @@ import httpx
 import psycopg
 import pytest
 
+from tests.helpers import free_port
 from usher.client import Client
 
 USHER = [sys.executable, "-m", "usher"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def usher(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ import pytest
 from tests.live.conftest import USHER, LiveServer, query_database, request_ticket
 from usher.client import Client
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 
 #: Bounds of the load thread: it stops after this many checks or seconds.
 LOAD_MAX_CHECKS = 20_000

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 import usher as usher_package
-from tests.live.conftest import USHER, LiveServer, free_port, usher
+from tests.helpers import free_port
+from tests.live.conftest import USHER, LiveServer, usher
 from usher.storage import migrations
 
 pytestmark = pytest.mark.slow

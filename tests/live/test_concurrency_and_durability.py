@@ -20,7 +20,7 @@ import pytest
 from tests.live.conftest import LiveServer, query_database, request_ticket
 from usher.client import Client
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 
 PLAYERS = 80
 

@@ -20,10 +20,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live.conftest import USHER, LiveServer, free_port
+from tests.helpers import free_port
+from tests.live.conftest import USHER, LiveServer
 from tests.live.streaming import main_config, need, private_prefix, render, run_nginx
 from usher.config import Settings
 from usher.storage import migrations
+
+# The wheel tests share a module-scoped build and a wheelhouse in
+# .pytest_cache: one worker builds and fills it (see conftest.py, xdist).
+pytestmark = pytest.mark.xdist_group("deploy")
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "docs" / "deploy"

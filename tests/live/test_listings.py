@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.live.conftest import _start, free_port, query_database, usher
+from tests.helpers import free_port
+from tests.live.conftest import _start, query_database, usher
 from usher.client import Client
 from usher.tickets.model import MAX_PAGE_ROWS
 

@@ -36,12 +36,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.live.conftest import _start, free_port, request_ticket, usher
+from tests.helpers import free_port
+from tests.live.conftest import _start, request_ticket, usher
 from tests.pgcluster import PostgresCluster
 from usher.client import Client
 from usher.protocol.signing import sign_request
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 
 NODES = 3
 #: Bounds every wait on the nodes, so a hang fails the test instead.

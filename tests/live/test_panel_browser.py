@@ -24,7 +24,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.live.conftest import USHER, LiveServer, free_port, usher
+from tests.helpers import free_port
+from tests.live.conftest import USHER, LiveServer, usher
 from tests.live.panel_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -37,7 +38,7 @@ from tests.live.panel_browser import (
 )
 from usher.client import Client
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 PASSWORD = "correct horse battery staple"
 #: Generous for a loaded 2-core machine; the charts refresh every 5 s.

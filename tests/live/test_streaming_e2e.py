@@ -24,13 +24,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import free_port
 from tests.live import streaming
-from tests.live.conftest import USHER, free_port, query_database, usher
+from tests.live.conftest import USHER, query_database, usher
 from usher.client import Client
 from usher.passwords import LOG2_N
 from usher.tickets.publishers import BruteForceLimit
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("timing")]
 
 #: The test's on_update interval (docs ship 30 s): a revoked viewer must be
 #: cut off within it.

@@ -144,6 +144,7 @@ async def test_a_raising_decider_fails_only_its_check_in_a_batch(
     assert (await storage.record_check(_request(), decide, NOW)).decision.allowed
 
 
+@pytest.mark.xdist_group("timing")  # bounds a duration (see conftest.py, xdist)
 async def test_checks_queued_too_long_are_shed(storage: PostgresStorage, pg_url: str) -> None:
     await _with_ticket(storage, uses=0)
     storage.max_write_wait = 0.05

@@ -190,6 +190,7 @@ async def test_lost_connections_fail_one_write_then_recover(
     assert await storage.count_attempts(1, AttemptFilter()) == counted
 
 
+@pytest.mark.xdist_group("timing")  # bounds a duration (see conftest.py, xdist)
 async def test_a_stopped_server_answers_unavailable_fast_and_recovers(
     pg_cluster: PostgresCluster, pg_url: str
 ) -> None:

@@ -30,6 +30,7 @@ async def storage(database_url: str) -> AsyncIterator[Storage]:
     await opened.close()
 
 
+@pytest.mark.xdist_group("timing")  # bounds a duration (see conftest.py, xdist)
 async def test_a_slow_read_is_stopped_at_the_bound(storage: Storage) -> None:
     started = time.monotonic()
     with bounded_reads(0.2), pytest.raises(ReadBoundExceeded) as stopped:

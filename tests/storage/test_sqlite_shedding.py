@@ -57,6 +57,7 @@ async def test_writes_are_shed_while_the_queue_is_stale_and_accepted_after(
     assert (await storage.record_check(REQUEST, decide, NOW)).attempt_id
 
 
+@pytest.mark.xdist_group("timing")  # bounds a duration (see conftest.py, xdist)
 async def test_writes_are_shed_when_the_work_queued_ahead_would_take_too_long(
     storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
 ) -> None:

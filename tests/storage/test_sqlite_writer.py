@@ -145,6 +145,7 @@ class SlowCommit:
         return self.conn.execute(sql, *args)
 
 
+@pytest.mark.xdist_group("timing")  # bounds a duration (see conftest.py, xdist)
 async def test_a_slow_commit_does_not_shrink_batches(db_path: Path) -> None:
     # Counted per job, the fsync of a slow disk made every batch look slow
     # and shrank it to a few jobs: less capacity, no less latency.
