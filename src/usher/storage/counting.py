@@ -308,7 +308,11 @@ async def _from_rollups(
             # own) is not worth reading up to BUSY_AT entries of.
             if alone[column].mask in known:
                 continue
-            if column == first_column and first_read is not None:
+            if column == first_column:
+                # Here neither mask of first.unless was found (the
+                # combination's filter would be summed, the value's alone
+                # skipped), so find_filters_then_bound made the read.
+                assert first_read is not None
                 read, matched = first_read
             else:
                 read, matched = await source.bounded_count(selective, column, broad, first.limit)
