@@ -16,6 +16,8 @@ import pytest
 from tests.helpers import NOW
 from usher.protocol.errors import StorageBusy
 from usher.storage.sqlite import SQLiteStorage
+from usher.storage.sqlite import engine as sqlite_engine
+from usher.storage.sqlite.cache import TicketCache
 from usher.storage.sqlite.checks import CheckGroup, CheckItem
 from usher.tickets.decision import decide
 from usher.tickets.model import CheckRequest, Decision, Ticket
@@ -89,3 +91,47 @@ async def test_writes_are_shed_when_the_work_queued_ahead_would_take_too_long(
     assert 0 < len(accepted) < 300
     # The budget, one batch (0.1 s of jobs) and some slack for a busy machine.
     assert max(accepted) < 0.5, sorted(accepted)[-5:]
+
+
+def _engine_with_queue(tmp_path: Path, queued: int) -> sqlite_engine.SQLiteEngine:
+    """An engine that was never opened, with ``queued`` jobs waiting."""
+    engine = sqlite_engine.SQLiteEngine(str(tmp_path / "never-opened.db"), state=TicketCache())
+    engine._queue.extend(
+        sqlite_engine._Job(lambda _conn: None, asyncio.Future()) for _ in range(queued)
+    )
+    return engine
+
+
+async def test_shedding_expects_the_writers_wall_clock_not_its_median_job(
+    tmp_path: Path,
+) -> None:
+    engine = _engine_with_queue(tmp_path, 99)
+    now = 1000.0
+    # Batches whose jobs took 0.2 ms each by the median, but whose COMMIT,
+    # GIL waits and slow batches made the writer commit one every 0.5 ms
+    # (as measured under a flood at 4,096 connections: 0.14-0.3 vs 0.39 ms).
+    for worked_ms, wall_ms in ((0.2, 0.4), (0.2, 0.4), (0.2, 0.4), (0.6, 0.8)):
+        engine._learn(worked_ms / 1000 * 500, 500, wall_ms / 1000 * 500, now)
+    assert engine._per_job == pytest.approx(0.0002)
+    assert engine._expected_wait(now) == pytest.approx(100 * 0.0005)
+    # A lone slow job (a count filter filled: 2 s) moves neither figure.
+    engine._learn(2.0, 1, 2.0, now)
+    assert engine._expected_wait(now) == pytest.approx(100 * 0.0005)
+    # Half of a batch of 200 still being written comes on top.
+    engine._in_flight = (now - 0.05, 200)
+    assert engine._expected_wait(now) == pytest.approx(0.05 + 100 * 0.0005)
+
+
+async def test_shedding_forgets_old_bursts_and_falls_back_to_the_median(
+    tmp_path: Path,
+) -> None:
+    engine = _engine_with_queue(tmp_path, 9)
+    now = 1000.0
+    assert engine._expected_wait(now) == 0.0  # nothing learned: the age rule alone
+    engine._learn(0.001 * 8, 8, 0.004 * 8, now)  # a burst: 4 ms a job
+    assert engine._expected_wait(now) == pytest.approx(10 * 0.004)
+    # Small batches alone: their commit is one per job and says little of a
+    # burst's cost, so the median of the jobs' own time stands in for it.
+    later = now + sqlite_engine.DRAIN_WINDOW + 1
+    engine._learn(0.001, 1, 0.003, later)
+    assert engine._expected_wait(later) == pytest.approx(10 * 0.001)
