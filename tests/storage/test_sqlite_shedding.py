@@ -116,6 +116,7 @@ async def test_shedding_expects_the_writers_wall_clock_not_its_median_job(
     assert engine._expected_wait(now) == pytest.approx(100 * 0.0005)
     # A lone slow job (a count filter filled: 2 s) moves neither figure.
     engine._learn(2.0, 1, 2.0, now)
+    assert engine._per_job == pytest.approx(0.0002)
     assert engine._expected_wait(now) == pytest.approx(100 * 0.0005)
     # Half of a batch of 200 still being written comes on top.
     engine._in_flight = (now - 0.05, 200)
