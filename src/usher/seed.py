@@ -53,6 +53,8 @@ from usher.tickets.model import Reason
 CHUNK: Final = 50_000
 #: Attempts span this many seconds before ``now`` (30 days).
 SPAN: Final = 30 * 86_400
+#: Attempt indexes kept while the rows go in (see ``drop_attempt_indexes``).
+TIME_ORDERED_INDEXES: Final = ("attempts_cdn_at_success",)
 
 # Each attempt's fate, as cumulative weights over these outcomes. Revoked
 # and exhausted tickets add their own refusals on top (about 3% more).
@@ -434,7 +436,9 @@ def seed_database(
         progress("plan", 0, 1)
         p = plan(shape, usernames, cdns, now, seed)
         progress("plan", 1, 1)
-        dropped = loader.drop_attempt_indexes()
+        # The rows come in time order: the (cdn, at) index takes them as
+        # appends while the loader waits for the generator anyway.
+        dropped = loader.drop_attempt_indexes(keep=TIME_ORDERED_INDEXES)
         attempts_started = time.monotonic()
         done = 0
 

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from tests.storage.test_sqlite_counts import _rollup_matches_attempts
-from usher.seed import BRUTE_FORCE_ADDRESS, EDGE_ADDRESS, _key_tails, seed_database
+from usher.seed import (
+    BRUTE_FORCE_ADDRESS,
+    EDGE_ADDRESS,
+    TIME_ORDERED_INDEXES,
+    _key_tails,
+    seed_database,
+)
 from usher.storage.sqlite import SQLiteStorage
 from usher.tickets.keys import new_ticket_key
 
@@ -61,6 +67,12 @@ def test_a_seeded_database_equals_one_built_the_ordinary_way(tmp_path: Path) -> 
     plain = tmp_path / "plain.db"
     _migrated(plain)
     assert _schema(seeded) == _schema(plain)
+    # The index the load keeps while the rows go in names a real one (a
+    # renamed index would quietly be dropped and sorted again).
+    attempt_indexes = {
+        name for kind, name, table, _ in _schema(plain) if kind == "index" and table == "attempts"
+    }
+    assert set(TIME_ORDERED_INDEXES) <= attempt_indexes
 
     conn = sqlite3.connect(seeded)
     try:
