@@ -71,6 +71,33 @@ async def test_overload_is_503_not_a_denial(
     assert 'usher_http_requests_total{route="/usher/check",status="503"} 1.0' in metrics
 
 
+async def test_a_flood_is_refused_before_any_work_but_signs_of_life_are_not(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticket = await harness.ticket()
+    viewer = {"key": ticket["key"], "pass": "pw", "app": "demo-live", "video": "mystream"}
+    status, body = await harness.check(**viewer)
+    assert status == 200
+    session = body["session"]
+    writes: list[CheckRequest] = []
+    original = harness.app.state.storage.record_check
+
+    async def counted(request: CheckRequest, *args: Any, **kwargs: Any) -> CheckOutcome:
+        writes.append(request)
+        return await original(request, *args, **kwargs)
+
+    monkeypatch.setattr(harness.app.state.storage, "record_check", counted)
+    monkeypatch.setattr(harness.app.state.storage, "sheds_checks", lambda: True)
+    # A start would be shed by the writer: refused without a write job.
+    status, body = await harness.check(**viewer)
+    assert (status, body) == (503, {"allowed": False, "reason": "Usher is overloaded"})
+    assert writes == []
+    # An open session's sign of life needs no write: still answered.
+    status, body = await harness.check(**viewer, session=session)
+    assert (status, body) == (200, {"allowed": True, "reason": "", "session": session})
+    assert writes == []
+
+
 async def test_check_request_fields_reach_the_storage(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

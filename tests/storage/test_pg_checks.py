@@ -159,12 +159,14 @@ async def test_checks_queued_too_long_are_shed(storage: PostgresStorage, pg_url:
         ]
         await asyncio.sleep(0.1)
         assert storage.pending_writes >= 5
+        assert storage.sheds_checks()  # the hot path's early look agrees
         with anyio.fail_after(1), pytest.raises(StorageBusy, match="waiting"):
             await storage.record_check(_request(), decide, NOW)
         holder.rollback()
     with anyio.fail_after(10):
         outcomes = await asyncio.gather(first, *queued)
     assert all(outcome.decision.allowed for outcome in outcomes)
+    assert not storage.sheds_checks()
     ticket = await storage.get_ticket(1, "k.1")
     assert ticket is not None and ticket.use_count == 6
 

@@ -50,12 +50,14 @@ async def test_writes_are_shed_while_the_queue_is_stale_and_accepted_after(
     await asyncio.sleep(0.05)  # the writer has taken the blocking job
     queued = asyncio.ensure_future(storage.record_check(REQUEST, decide, NOW))
     await asyncio.sleep(0.15)  # the queued job is now older than the budget
+    assert storage.sheds_checks()  # the hot path's early look agrees
     with pytest.raises(StorageBusy):
         await storage.record_check(REQUEST, decide, NOW)
     gate.set()
     # Everything accepted before the shedding still completes, durably.
     assert (await blocking).attempt_id and (await queued).attempt_id
     # With the queue drained, writes are accepted again.
+    assert not storage.sheds_checks()
     assert (await storage.record_check(REQUEST, decide, NOW)).attempt_id
 
 

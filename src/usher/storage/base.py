@@ -302,6 +302,13 @@ class Storage(ABC):
         """Writes queued but not yet committed (for metrics and load shedding)."""
         return 0
 
+    def sheds_checks(self) -> bool:
+        """Whether :meth:`record_check` would now refuse a check with
+        :class:`~usher.protocol.errors.StorageBusy`: a cheap look, without
+        locks, so that a flood is refused before any work is spent on it.
+        A guess at the margin; ``record_check`` still decides."""
+        return False
+
     # -- accounts ----------------------------------------------------------
 
     @abstractmethod

@@ -27,7 +27,7 @@ import logging
 import secrets
 from typing import Final
 
-from usher.protocol.errors import StorageError, StorageUnavailable
+from usher.protocol.errors import StorageBusy, StorageError, StorageUnavailable
 from usher.storage.rows import applied
 from usher.tickets.decision import decide
 from usher.tickets.model import (
@@ -87,6 +87,7 @@ class Checker:
 
     async def start(self, request: CheckRequest, start: SessionStart) -> CheckOutcome:
         """A playback start: decided, counted, logged, and its session opened."""
+        self._refuse_a_flood()
         return await self._write_path(request, start, "h:" + start.handle)
 
     # -- signs of life -------------------------------------------------------------
@@ -117,6 +118,7 @@ class Checker:
         """``/usher/check``: a start without ``session_id``; with one, a sign
         of life of that session, or a start under that id if it was never seen."""
         if session_id is None:
+            self._refuse_a_flood()
             fresh = new_session_id()
             start = self.terms("check", fresh, resume=True, session_id=fresh)
             start = dataclasses.replace(start, unseen=True)
@@ -189,6 +191,17 @@ class Checker:
                 self.state.playback.sessions.forget("h:" + session.handle)
 
     # -- the parts -----------------------------------------------------------------------
+
+    def _refuse_a_flood(self) -> None:
+        """Refuse a start at once when its write would be shed anyway.
+
+        Past capacity most requests are refused, and the event loop's time
+        for each refusal is time the accepted ones wait to be resumed: a
+        start refused before its session id, terms and write job are made
+        costs the loop less, so the accepted starts' answers go out sooner.
+        """
+        if self.state.storage.sheds_checks():
+            raise StorageBusy("The writer is past its waiting budget; the start was not tried.")
 
     async def _known(
         self, *, handle: str | None = None, session_id: str | None = None

@@ -36,6 +36,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 import psycopg
@@ -135,6 +136,9 @@ class PostgresStorage(
     def pending_writes(self) -> int:
         """Checks waiting for their batch, and requests waiting for a connection."""
         return self._checks.waiting + self._db.waiting
+
+    def sheds_checks(self) -> bool:
+        return self._checks.over_budget(time.monotonic(), self.max_write_wait)
 
     # -- lifecycle -------------------------------------------------------------
 

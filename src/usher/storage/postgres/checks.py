@@ -110,6 +110,13 @@ class CheckBatcher:
         """Checks queued and not yet in a transaction."""
         return len(self._queue)
 
+    def over_budget(self, now: float, max_wait: float) -> bool:
+        """Whether a check queued at ``now`` is shed. By waiting time, as on
+        SQLite: once the oldest queued check waited past the budget, a new
+        one would only wait longer still."""
+        queue = self._queue
+        return len(queue) >= QUEUE_MAX or (bool(queue) and now - queue[0].queued_at > max_wait)
+
     def start(self) -> None:
         self._closing = False
         # Made here, not in __init__: a storage may be reopened in another loop.
@@ -150,9 +157,7 @@ class CheckBatcher:
             raise StorageUnavailable("The PostgreSQL storage is not open; call open() first.")
         queue = self._queue
         clock = time.monotonic()
-        # Shed by waiting time, as SQLite does: once the oldest queued check
-        # waited past the budget, a new one would only wait longer still.
-        if len(queue) >= QUEUE_MAX or (queue and clock - queue[0].queued_at > max_wait):
+        if self.over_budget(clock, max_wait):
             raise StorageBusy(
                 f"{len(queue)} playback checks are waiting, the oldest for "
                 f"{clock - queue[0].queued_at:.3f} s."

@@ -13,6 +13,7 @@ interface over them.
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Final
 
 from usher.protocol.errors import AlreadyExists
@@ -124,6 +125,9 @@ class SQLiteStorage(
     @property
     def pending_writes(self) -> int:
         return self._engine.pending_writes
+
+    def sheds_checks(self) -> bool:
+        return self._engine.over_budget(time.monotonic(), self.max_write_wait)
 
     # -- lifecycle -------------------------------------------------------------
 

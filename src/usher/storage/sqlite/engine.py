@@ -311,10 +311,7 @@ class SQLiteEngine:
             # budget and then take seconds to drain where jobs are slow
             # (1,175 waiting, the oldest 3 s, on the full-size database): the
             # work queued ahead counts too, at the writer's recent pace.
-            if len(queue) >= QUEUE_MAX or (
-                queue
-                and (now - queue[0].queued_at > max_wait or self._expected_wait(now) > max_wait)
-            ):
+            if self.over_budget(now, max_wait):
                 raise StorageBusy(
                     f"{len(queue)} writes are waiting, the oldest for "
                     f"{now - queue[0].queued_at:.3f} s."
@@ -335,6 +332,22 @@ class SQLiteEngine:
         if per_job <= 0:
             return BATCH_MAX
         return max(BATCH_MIN, min(BATCH_MAX, int(BATCH_SECONDS / per_job)))
+
+    def over_budget(self, now: float, max_wait: float) -> bool:
+        """Whether a write queued at ``now`` is shed (see :meth:`write`). Read
+        without the queue's lock it is a guess, which the hot path uses to
+        refuse early what :meth:`write` would refuse anyway."""
+        queue = self._queue
+        try:
+            # One look: unlocked, the writer may empty the queue meanwhile.
+            oldest = queue[0].queued_at
+        except IndexError:
+            return False
+        return (
+            len(queue) >= QUEUE_MAX
+            or now - oldest > max_wait
+            or self._expected_wait(now) > max_wait
+        )
 
     def _expected_wait(self, now: float) -> float:
         """Seconds until a job queued now would be committed: the batch being
