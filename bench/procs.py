@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -272,6 +272,10 @@ class WrkResult:
     requests: int
     non_2xx: int
     errors: int
+    #: Usher's answers of ``/usher/check`` by HTTP status during the run,
+    #: from its ``/metrics`` (empty where not asked for): which non-2xx
+    #: wrk counted.
+    statuses: dict[str, int] = field(default_factory=dict)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -324,6 +328,23 @@ def wrk(
 _BUCKET = re.compile(
     r'^usher_http_request_duration_seconds_bucket\{le="([^"]+)",route="([^"]+)"\} (\S+)$', re.M
 )
+
+
+_CHECK_ANSWERS = re.compile(
+    r'^usher_http_requests_total\{route="/usher/check",status="(\d+)"\} (\S+)$', re.M
+)
+
+
+def check_answers(url: str) -> dict[str, int]:
+    """Usher's ``/usher/check`` answers so far by HTTP status, from ``/metrics``."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return {status: int(float(n)) for status, n in _CHECK_ANSWERS.findall(text)}
+
+
+def answers_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The answers by status given between two :func:`check_answers` looks."""
+    grown = {status: n - before.get(status, 0) for status, n in after.items()}
+    return {status: n for status, n in sorted(grown.items()) if n}
 
 
 def latency_buckets(url: str, route: str) -> list[tuple[float, float]]:

@@ -39,9 +39,12 @@ class _Rows(list[str]):
         )
 
 
-def _refused(non_2xx: int, errors: int) -> str:
-    """What a wrk value cell adds when not every request got a 2xx answer."""
-    parts = [f"{non_2xx:,} non-2xx"] if non_2xx else []
+def _refused(non_2xx: int, errors: int, statuses: dict[str, int] | None = None) -> str:
+    """What a wrk value cell adds when not every request got a 2xx answer;
+    with the server's answers by status, which ones they were."""
+    others = {s: n for s, n in (statuses or {}).items() if not s.startswith("2")}
+    which = ": " + ", ".join(f"{s} x {n:,}" for s, n in others.items()) if others else ""
+    parts = [f"{non_2xx:,} non-2xx{which}"] if non_2xx else []
     parts += [f"{errors:,} socket errors"] if errors else []
     return f" ({', '.join(parts)})" if parts else ""
 
@@ -52,7 +55,8 @@ def _check_row(
     check, const = _best(wrk[name]), _best(wrk["constant"])
     ratio = check["requests_per_s"] / const["requests_per_s"]
     row(figure,
-        _fmt(check["requests_per_s"], 0) + _refused(check["non_2xx"], check["errors"]),
+        _fmt(check["requests_per_s"], 0)
+        + _refused(check["non_2xx"], check["errors"], check.get("statuses")),
         _fmt(const["requests_per_s"], 0), f"{ratio:.2f}",
         f"{_fmt(check['p50_ms'], 2)} ms", f"{_fmt(check['p99_ms'], 2)} ms",
         # Fast refusals (503 shedding, 403) would raise the rate and lower

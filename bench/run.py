@@ -124,16 +124,25 @@ def _targets(url: str, account: dict[str, Any]) -> tuple[str, str]:
     return constant_url, check_url
 
 
+#: The wrk targets of a round that are Usher's check route, whose answers by
+#: status are read from the server around each run.
+CHECK_TARGETS = frozenset({"check", "realistic"})
+
+
 def _rounds(
-    mode: Mode, targets: dict[str, str], paths: dict[str, Path] | None = None
+    mode: Mode, url: str, targets: dict[str, str], paths: dict[str, Path] | None = None
 ) -> dict[str, list[procs.WrkResult]]:
     """``mode.rounds`` interleaved rounds of wrk at CHECK_CONNECTIONS; a
-    target named in ``paths`` cycles through that file's paths."""
+    target named in ``paths`` cycles through that file's paths. ``url`` is
+    the Usher server the check targets run against."""
     runs: dict[str, list[procs.WrkResult]] = {name: [] for name in targets}
     for _ in range(mode.rounds):
         for name, target in targets.items():
+            before = procs.check_answers(url) if name in CHECK_TARGETS else {}
             measured = procs.wrk(target, connections=CHECK_CONNECTIONS, seconds=mode.wrk_s,
                                  threads=WRK_THREADS, paths=(paths or {}).get(name))  # fmt: skip
+            if name in CHECK_TARGETS:
+                measured.statuses = procs.answers_between(before, procs.check_answers(url))
             runs[name].append(measured)
     return runs
 
@@ -285,7 +294,7 @@ def _postgres(
             print("== wrk on PostgreSQL: constant, check", file=sys.stderr)
             constant_url, check_url = _targets(url, seeded["accounts"][0])
             with procs.RssSampler(pid) as rss_check:
-                runs = _rounds(mode, {"constant": constant_url, "check": check_url})
+                runs = _rounds(mode, url, {"constant": constant_url, "check": check_url})
             # The realistic workload's tickets came with the copy: the same
             # tickets as on SQLite, without making them again. Their use
             # counts came along (far below the limits); their sessions did
@@ -358,7 +367,7 @@ def run(
 
         print("== wrk: constant, check, realistic checks, nginx secure_link", file=sys.stderr)
         with procs.RssSampler(pid) as rss_check:
-            runs = _rounds(mode, {"constant": constant_url, "check": check_url,
+            runs = _rounds(mode, url, {"constant": constant_url, "check": check_url,
                                   "realistic": url, "nginx": nginx_url},
                            paths={"realistic": workload.paths})  # fmt: skip
             print("== overload curve", file=sys.stderr)

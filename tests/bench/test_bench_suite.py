@@ -68,6 +68,9 @@ def test_tiny_benchmark_run_prints_the_table_and_writes_the_plots(tmp_path: Path
     assert sum(results["realistic"]["mix"].values()) == 50
     assert all(results["realistic"]["mix"].values())
     assert results["wrk"]["realistic"][0]["requests"] > 0
+    # Usher's own count of the realistic run's answers, by status, matches wrk's.
+    answered = results["wrk"]["realistic"][0]["statuses"]
+    assert sum(answered.values()) >= results["wrk"]["realistic"][0]["requests"]
     assert _row(table, r"realistic checks \(50 distinct tickets\) vs the constant route")
     assert "ratio ≥ 0.5, p99 ≤ 20 ms" in _row(table, "realistic checks")
     assert _row(table, r"`/usher/check` req/s \(c=64\) vs constant 200")
