@@ -25,6 +25,7 @@ from tests.helpers import DEMO_CDN, NOW, make_ticket, request_for, session_ticke
 from usher.config import Settings
 from usher.storage import counting
 from usher.storage.sqlite import SQLiteStorage
+from usher.storage.sqlite import checks as sqlite_checks
 from usher.storage.sqlite import engine as sqlite_engine
 from usher.storage.sqlite import playback as sqlite_playback
 from usher.storage.sqlite.cache import TicketCache
@@ -348,6 +349,30 @@ def test_the_cache_keeps_the_newest_tickets_and_holds_a_whole_batch() -> None:
     assert "k476" in cache and "k1499" in cache
     cache.invalidate()
     assert "k1499" not in cache
+
+
+async def test_a_group_on_a_full_cache_keeps_its_own_tickets(
+    storage: SQLiteStorage, demo: Account, db_path: Path
+) -> None:
+    # A full cache evicts its oldest entry for each ticket loaded. A group
+    # holding that oldest ticket and new ones once evicted its own ticket
+    # while loading the others, and refused its valid viewer.
+    tickets = [make_ticket(key=f"full.{i:04d}") for i in range(1024 + 100)]
+    await asyncio.gather(*(storage.insert_ticket(ticket) for ticket in tickets))
+    conn = other_connection(db_path)
+    try:
+        cache = TicketCache(limit=1024)
+        sqlite_checks.load_tickets(conn, cache, [ticket.key for ticket in tickets[:1024]])
+        group = [tickets[0], *tickets[1024:]]  # the oldest cached and 100 not cached
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes = CheckGroup(cache).run_group(
+            conn, [CheckItem(request_for(ticket), decide, NOW, True, None) for ticket in group]
+        )
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert [o.decision.reason for o in outcomes] == [None] * len(group)
+    assert all(ticket.key in cache for ticket in group)
 
 
 @pytest.mark.parametrize(("chosen", "pragma"), [("full", 2), ("normal", 1)])

@@ -21,6 +21,7 @@ Only the writer thread touches this object.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from typing import Final
 
 from usher.storage.sqlite.engine import BATCH_MAX
@@ -66,6 +67,20 @@ class TicketCache:
 
     def __contains__(self, key: str) -> bool:
         return key in self._tickets
+
+    def keep(self, keys: Iterable[str]) -> None:
+        """Make the cached ones of ``keys`` the newest entries, so that
+        loading the rest of a group's tickets (at most a batch, and the cache
+        holds two) evicts none of the group's own. Without it, a full cache
+        evicted the oldest entry while the group loaded its missing tickets;
+        if that was one of the group's tickets, the group found no ticket and
+        refused a valid viewer with Invalid Auth Token (the full benchmark's
+        20,000 tickets did this to the first one, once a run)."""
+        tickets = self._tickets
+        for key in keys:
+            entry = tickets.pop(key, None)
+            if entry is not None:
+                tickets[key] = entry
 
     def owner(self, username: str) -> tuple[bool, int | None]:
         """(known, cdn) of the account named ``username``, as last looked up."""

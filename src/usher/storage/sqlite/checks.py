@@ -88,8 +88,11 @@ def _store_sessions(conn: sqlite3.Connection, sessions: list[PlaybackSession]) -
 
 
 def load_tickets(conn: sqlite3.Connection, cache: TicketCache, keys: Sequence[str]) -> None:
-    """Read the tickets of ``keys`` (storable) that are not cached into the cache."""
-    missing = [key for key in dict.fromkeys(keys) if key not in cache]
+    """Read the tickets of ``keys`` (storable) that are not cached into the
+    cache; afterwards every one of ``keys`` that exists is cached."""
+    wanted = list(dict.fromkeys(keys))
+    cache.keep(wanted)
+    missing = [key for key in wanted if key not in cache]
     for start, size in _chunks(len(missing)):
         marks = ", ".join("?" * size)
         rows = conn.execute(
