@@ -87,7 +87,6 @@ class Checker:
 
     async def start(self, request: CheckRequest, start: SessionStart) -> CheckOutcome:
         """A playback start: decided, counted, logged, and its session opened."""
-        self._refuse_a_flood()
         return await self._write_path(request, start, "h:" + start.handle)
 
     # -- signs of life -------------------------------------------------------------
@@ -199,6 +198,8 @@ class Checker:
         for each refusal is time the accepted ones wait to be resumed: a
         start refused before its session id, terms and write job are made
         costs the loop less, so the accepted starts' answers go out sooner.
+        Only :meth:`check` makes those before writing; the other endpoints'
+        starts come with their terms made, and the write sheds first thing.
         """
         if self.state.storage.sheds_checks():
             raise StorageBusy("The writer is past its waiting budget; the start was not tried.")

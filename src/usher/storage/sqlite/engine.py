@@ -394,9 +394,11 @@ class SQLiteEngine:
         try:
             while True:
                 with self._queue_lock:
-                    if not (self._queue or self._background or self._closing):
-                        while not (self._queue or self._background or self._closing):
-                            self._queue_lock.wait()
+                    idle = False
+                    while not (self._queue or self._background or self._closing):
+                        self._queue_lock.wait()
+                        idle = True
+                    if idle:
                         busy_since = time.monotonic()
                     if not (self._queue or self._background):
                         break  # closing, and everything queued is committed
