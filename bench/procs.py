@@ -26,6 +26,8 @@ from pathlib import Path
 
 import httpx
 
+from usher.storage.sqlite.engine import WRITER_THREAD
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -276,6 +278,9 @@ class WrkResult:
     #: from its ``/metrics`` (empty where not asked for): which non-2xx
     #: wrk counted.
     statuses: dict[str, int] = field(default_factory=dict)
+    #: Usher's CPU time per request by thread (µs) and how busy the whole
+    #: machine was (:func:`cpu_between`; empty where not asked for).
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -323,6 +328,64 @@ def wrk(
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         errors=sum(int(n) for n in errors.groups()) if errors else 0,
     )
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU time used so far by each thread of one process, and by the machine."""
+
+    #: thread id → (its name, user + system clock ticks)
+    threads: dict[int, tuple[str, int]]
+    #: the machine's busy and total clock ticks over all cores
+    machine_busy: int
+    machine_total: int
+
+
+def _thread_ticks(stat: str) -> tuple[str, int]:
+    """A ``/proc/…/stat`` line's thread name and user + system ticks."""
+    # The name is in parentheses and may hold anything, parentheses too.
+    head, _, rest = stat.rpartition(")")
+    fields = rest.split()
+    # rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    return head.partition("(")[2], int(fields[11]) + int(fields[12])
+
+
+def cpu_sample(pid: int) -> CpuSample:
+    threads: dict[int, tuple[str, int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            threads[int(task.name)] = _thread_ticks((task / "stat").read_text())
+    # cpu  user nice system idle iowait irq softirq steal guest guest_nice
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = ticks[3] + ticks[4]
+    return CpuSample(threads, sum(ticks) - idle, sum(ticks))
+
+
+def thread_names(url: str) -> dict[int, str]:
+    """Usher's threads by kernel thread id (its ``/bench/threads``): the
+    kernel calls them all "python"."""
+    named: dict[str, str] = httpx.get(url + "/bench/threads", timeout=30).json()
+    return {int(tid): name for tid, name in named.items()}
+
+
+def cpu_between(
+    pid: int, before: CpuSample, after: CpuSample, requests: int, names: dict[int, str]
+) -> dict[str, float]:
+    """Usher's CPU per request between two samples, in µs: its event loop
+    (the main thread), SQLite's writer thread and all other threads (by
+    ``names``, :func:`thread_names`); and ``machine_busy``, the share of all
+    the machine's cores busy (wrk and everything else included), which says
+    whether the run was CPU-bound."""
+    per_tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    used = {"loop_us": 0.0, "writer_us": 0.0, "other_us": 0.0}
+    for tid, (name, ticks) in after.threads.items():
+        spent = ticks - before.threads.get(tid, (name, 0))[1]
+        writer = names.get(tid) == WRITER_THREAD
+        part = "loop_us" if tid == pid else "writer_us" if writer else "other_us"
+        used[part] += spent * per_tick_us / max(requests, 1)
+    total = after.machine_total - before.machine_total
+    busy = (after.machine_busy - before.machine_busy) / total if total else 0.0
+    return {**used, "machine_busy": busy}
 
 
 _BUCKET = re.compile(

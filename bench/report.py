@@ -283,7 +283,49 @@ def table(r: dict[str, Any]) -> str:
         )
     else:
         head += "PostgreSQL: not measured (`--backends sqlite`).\n"
-    return head + "\n" + _HEADER + "\n" + "\n".join(row) + "\n\n" + panel_table(r)
+    return (
+        head + "\n" + _HEADER + "\n" + "\n".join(row) + "\n\n" + cpu_table(r)
+        + "\n\n" + panel_table(r)
+    )  # fmt: skip
+
+
+_CPU_PARTS = (
+    ("loop_us", "event loop"),
+    ("writer_us", "SQLite writer"),
+    ("other_us", "other threads"),
+)
+
+
+def cpu_table(r: dict[str, Any]) -> str:
+    """Usher's CPU time per answer by thread, for each wrk target of the
+    main table, and how busy the machine was: where a check's time goes."""
+    lines = [
+        "Where a request's time goes: Usher's CPU time per answer (µs) by thread, "
+        "in the same runs as the table above; machine busy is the share of all "
+        "cores in use meanwhile (wrk included).",
+        "",
+        "| requests | req/s | " + " | ".join(label for _, label in _CPU_PARTS)
+        + " | Usher in all | machine busy |",
+        "|---|---|" + "---|" * (len(_CPU_PARTS) + 2),
+    ]  # fmt: skip
+    measured = [("", r["wrk"])]
+    if "postgres" in r:
+        measured.append((" on PostgreSQL", r["postgres"]["wrk"]))
+    for backend, wrk in measured:
+        for name in ("constant", "check", "realistic"):
+            if name not in wrk:
+                continue
+            run = _best(wrk[name])
+            cpu = run.get("cpu")
+            if not cpu:
+                continue
+            parts = [_fmt(cpu[key], 0) for key, _ in _CPU_PARTS]
+            total = sum(cpu[key] for key, _ in _CPU_PARTS)
+            lines.append(
+                f"| {name}{backend} | {_fmt(run['requests_per_s'], 0)} | " + " | ".join(parts)
+                + f" | {_fmt(total, 0)} | {cpu['machine_busy']:.0%} |"
+            )  # fmt: skip
+    return "\n".join(lines)
 
 
 def _postgres_rows(

@@ -130,17 +130,27 @@ CHECK_TARGETS = frozenset({"check", "realistic"})
 
 
 def _rounds(
-    mode: Mode, url: str, targets: dict[str, str], paths: dict[str, Path] | None = None
+    mode: Mode,
+    url: str,
+    pid: int,
+    targets: dict[str, str],
+    paths: dict[str, Path] | None = None,
 ) -> dict[str, list[procs.WrkResult]]:
     """``mode.rounds`` interleaved rounds of wrk at CHECK_CONNECTIONS; a
     target named in ``paths`` cycles through that file's paths. ``url`` is
-    the Usher server the check targets run against."""
+    the Usher server (process ``pid``) the targets but nginx run against."""
     runs: dict[str, list[procs.WrkResult]] = {name: [] for name in targets}
     for _ in range(mode.rounds):
         for name, target in targets.items():
             before = procs.check_answers(url) if name in CHECK_TARGETS else {}
+            cpu_before = procs.cpu_sample(pid)
             measured = procs.wrk(target, connections=CHECK_CONNECTIONS, seconds=mode.wrk_s,
                                  threads=WRK_THREADS, paths=(paths or {}).get(name))  # fmt: skip
+            if name != "nginx":
+                cpu_after, names = procs.cpu_sample(pid), procs.thread_names(url)
+                measured.cpu = procs.cpu_between(
+                    pid, cpu_before, cpu_after, measured.requests, names
+                )
             if name in CHECK_TARGETS:
                 measured.statuses = procs.answers_between(before, procs.check_answers(url))
             runs[name].append(measured)
@@ -294,7 +304,7 @@ def _postgres(
             print("== wrk on PostgreSQL: constant, check", file=sys.stderr)
             constant_url, check_url = _targets(url, seeded["accounts"][0])
             with procs.RssSampler(pid) as rss_check:
-                runs = _rounds(mode, url, {"constant": constant_url, "check": check_url})
+                runs = _rounds(mode, url, pid, {"constant": constant_url, "check": check_url})
             # The realistic workload's tickets came with the copy: the same
             # tickets as on SQLite, without making them again. Their use
             # counts came along (far below the limits); their sessions did
@@ -367,8 +377,8 @@ def run(
 
         print("== wrk: constant, check, realistic checks, nginx secure_link", file=sys.stderr)
         with procs.RssSampler(pid) as rss_check:
-            runs = _rounds(mode, url, {"constant": constant_url, "check": check_url,
-                                  "realistic": url, "nginx": nginx_url},
+            runs = _rounds(mode, url, pid, {"constant": constant_url, "check": check_url,
+                                            "realistic": url, "nginx": nginx_url},
                            paths={"realistic": workload.paths})  # fmt: skip
             print("== overload curve", file=sys.stderr)
             curve = []

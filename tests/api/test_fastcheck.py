@@ -8,6 +8,7 @@ Starlette used to give, overload, and the gated ``/bench/constant``.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,27 @@ pytestmark = pytest.mark.anyio
 
 async def test_bench_route_is_absent_by_default(harness: Harness) -> None:
     assert (await harness.http.get("/bench/constant")).status_code == 404
+    assert (await harness.http.get("/bench/threads")).status_code == 404
+
+
+async def test_bench_threads_name_the_kernels_thread_ids(tmp_path: Path, clock: Clock) -> None:
+    app = create_app(
+        Settings(bench_routes=True), SQLiteStorage(str(tmp_path / "b.db")), clock=clock
+    )
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    stop = threading.Event()
+    named = threading.Thread(target=stop.wait, name="usher-bench-probe")
+    named.start()
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://usher.test") as http:
+            response = await http.get("/bench/threads")
+    finally:
+        stop.set()
+        named.join()
+    assert response.status_code == 200
+    threads = response.json()
+    assert threads[str(threading.get_native_id())] == threading.current_thread().name
+    assert threads[str(named.native_id)] == "usher-bench-probe"
 
 
 async def test_bench_route_answers_without_the_database(tmp_path: Path, clock: Clock) -> None:

@@ -71,6 +71,15 @@ def test_tiny_benchmark_run_prints_the_table_and_writes_the_plots(tmp_path: Path
     # Usher's own count of the realistic run's answers, by status, matches wrk's.
     answered = results["wrk"]["realistic"][0]["statuses"]
     assert sum(answered.values()) >= results["wrk"]["realistic"][0]["requests"]
+    # Where a check's time goes: Usher's CPU per answer by thread, every
+    # Usher target measured (the event loop works for every answer; the
+    # SQLite writer for the checks), nginx not.
+    for name in ("constant", "check", "realistic"):
+        cpu = results["wrk"][name][0]["cpu"]
+        assert cpu["loop_us"] > 0 and 0 < cpu["machine_busy"] <= 1, (name, cpu)
+    assert results["wrk"]["realistic"][0]["cpu"]["writer_us"] > 0
+    assert results["wrk"]["nginx"][0]["cpu"] == {}
+    assert _row(table, r"realistic \| [\d,]+ \| [\d,]+ \| [\d,]+ \|")
     assert _row(table, r"realistic checks \(50 distinct tickets\) vs the constant route")
     assert "ratio ≥ 0.5, p99 ≤ 20 ms" in _row(table, "realistic checks")
     assert _row(table, r"`/usher/check` req/s \(c=64\) vs constant 200")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 
 from bench import procs, report
+from usher.storage.sqlite.engine import WRITER_THREAD
 
 
 def _run(rate: float, p99: float, non_2xx: int = 0, errors: int = 0) -> dict[str, Any]:
@@ -48,3 +50,46 @@ def test_the_answers_between_two_looks_at_the_metrics() -> None:
     before = {"200": 10, "503": 1}
     after = {"200": 25, "403": 2, "503": 1}
     assert procs.answers_between(before, after) == {"200": 15, "403": 2}
+
+
+def test_a_thread_name_may_hold_parentheses_and_spaces() -> None:
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+    # majflt cmajflt utime stime …
+    stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0"
+    assert procs._thread_ticks(stat) == ("a (b) c", 300)
+
+
+def test_cpu_per_request_by_thread_and_the_machine_busy_share() -> None:
+    ticks_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    before = procs.CpuSample(
+        {7: ("python", 100), 8: ("python", 40), 9: ("python", 5)},
+        machine_busy=1_000, machine_total=4_000,
+    )  # fmt: skip
+    after = procs.CpuSample(
+        # Thread 10 began between the samples: all of its time counts.
+        {7: ("python", 300), 8: ("python", 140), 9: ("python", 5), 10: ("python", 10)},
+        machine_busy=1_900, machine_total=5_000,
+    )  # fmt: skip
+    names = {7: "MainThread", 8: WRITER_THREAD, 9: "usher-sqlite-read_0"}
+    cpu = procs.cpu_between(7, before, after, requests=100, names=names)
+    expected = {"loop_us": 2 * ticks_us, "writer_us": ticks_us, "other_us": 0.1 * ticks_us,
+                "machine_busy": 0.9}  # fmt: skip
+    assert cpu == pytest.approx(expected)
+
+
+def test_a_cpu_sample_of_this_process() -> None:
+    sample = procs.cpu_sample(os.getpid())
+    assert os.getpid() in sample.threads
+    assert all(ticks >= 0 for _, ticks in sample.threads.values())
+    assert 0 <= sample.machine_busy <= sample.machine_total
+
+
+def test_the_cpu_table_has_a_row_per_measured_target() -> None:
+    cpu = {"loop_us": 150.4, "writer_us": 180.0, "other_us": 3.0, "machine_busy": 0.97}
+    results = {"wrk": {"constant": [{**_run(30_000, 2), "cpu": {**cpu, "writer_us": 0.0}}],
+                       "check": [{**_run(4_000, 50), "cpu": cpu}],
+                       "nginx": [{**_run(50_000, 1), "cpu": {}}]}}  # fmt: skip
+    table = report.cpu_table(results)
+    assert "| check | 4,000 | 150 | 180 | 3 | 333 | 97% |" in table
+    assert "| constant | 30,000 | 150 | 0 | 3 | 153 | 97% |" in table
+    assert "nginx" not in table and "realistic" not in table

@@ -11,7 +11,7 @@ from tests.helpers import NOW, session_ticket, viewer
 
 from usher.tickets.decision import decide
 from usher.tickets.model import EndReason, PlaybackSession, Reason, SessionStart
-from usher.tickets.sessions import Plan, SessionBook, ended, plan
+from usher.tickets.sessions import Plan, SessionBook, ended, opened, plan
 
 TTL = 120
 
@@ -48,6 +48,21 @@ def test_ending_keeps_an_earlier_end() -> None:
     assert ended(session, NOW + TTL + 5, EndReason.KICKED).ending(NOW) == (NOW + TTL, "idle")
     done = ended(session, NOW + 1, EndReason.DONE)
     assert ended(done, NOW + 2, EndReason.KICKED) == done
+
+
+def test_an_opened_session_holds_its_tickets_strings_where_they_are_equal() -> None:
+    # Equal text, other string objects: as a request parsed from the wire.
+    ticket = session_ticket(app="demo-vod*")
+    request = dataclasses.replace(
+        viewer(ticket), key="".join(["hls.", "0001"]), app="".join(["demo-", "vod-2"]),
+        video="".join(["mo", "vie"]),
+    )  # fmt: skip
+    session = opened(start(resume=True), request, ticket, NOW)
+    assert (session.key, session.app, session.video) == (request.key, request.app, request.video)
+    assert session.key is ticket.key and session.video is ticket.video
+    # A pattern matched: the session keeps the name the viewer asked for.
+    assert session.app is request.app
+    assert opened(start(resume=True), request, None, NOW).key is request.key
 
 
 def test_rule_eight_applies_to_starts_only() -> None:

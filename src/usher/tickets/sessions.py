@@ -114,6 +114,16 @@ def renewed(session: PlaybackSession, now: int, lifetime: int) -> PlaybackSessio
     )
 
 
+def _shared(text: str, ticket_text: str | None) -> str:
+    """``text``, as the ticket's own string when they are equal.
+
+    Each process remembers up to 65,536 open sessions (``usher.web.memory``)
+    next to their tickets; a session holding its ticket's key, app and video
+    rather than copies parsed from each request is about a fifth smaller.
+    """
+    return ticket_text if ticket_text == text and ticket_text is not None else text
+
+
 def opened(
     start: SessionStart, request: CheckRequest, ticket: Ticket | None, now: int
 ) -> PlaybackSession:
@@ -122,10 +132,10 @@ def opened(
         id=start.id,
         handle=start.handle,
         cdn=None if ticket is None else ticket.cdn,
-        key=request.key,
+        key=_shared(request.key, None if ticket is None else ticket.key),
         ip=request.ip,
-        app=request.app,
-        video=request.video,
+        app=_shared(request.app, None if ticket is None else ticket.app),
+        video=_shared(request.video, None if ticket is None else ticket.video),
         protocol=start.protocol,
         started_at=now,
         last_seen_at=now,

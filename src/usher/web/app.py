@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,7 +24,7 @@ from usher.storage.base import Storage
 from usher.storage.retention import Pruner
 from usher.web import integrations, rest
 from usher.web.api import serve_api
-from usher.web.fastcheck import serve_check
+from usher.web.fastcheck import send_answer, serve_check
 from usher.web.ops import healthz, metrics
 from usher.web.panel.routes import panel_mount, panel_redirect
 from usher.web.state import AppState
@@ -97,6 +99,14 @@ _CONSTANT_START: Message = {
     "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")],
 }
 _CONSTANT_BODY: Message = {"type": "http.response.body", "body": b'{"status":"ok"}'}
+#: The process's threads by the kernel's thread id (as in /proc/<pid>/task):
+#: the benchmark splits the server's CPU time between them, and the kernel
+#: names every Python thread "python".
+BENCH_THREADS = "/bench/threads"
+
+
+def _threads_by_native_id() -> bytes:
+    return json.dumps({str(t.native_id): t.name for t in threading.enumerate()}).encode()
 
 
 class UsherApp:
@@ -162,6 +172,11 @@ class UsherApp:
         if path == BENCH_CONSTANT and self.state.settings.bench_routes:
             await send(_CONSTANT_START)
             await send(_CONSTANT_BODY)
+            self._observe(path, 200, started)
+            return
+        if path == BENCH_THREADS and self.state.settings.bench_routes:
+            body = _threads_by_native_id()
+            await send_answer(send, 200, body, b"application/json")
             self._observe(path, 200, started)
             return
         route = path if path in _ROUTE_LABELS else "other"

@@ -102,6 +102,9 @@ PROGRESS_EVERY: Final = 20_000
 
 Outcome = tuple["_Job", Any, BaseException | None]
 
+#: The writer thread's name (py-spy and the benchmark's CPU split show it).
+WRITER_THREAD: Final = "usher-sqlite-writer"
+
 #: ``PRAGMA synchronous`` of the connections (see ``_connect``).
 Synchronous = Literal["full", "normal"]
 _SYNCHRONOUS: Final[dict[str, str]] = {"full": "FULL", "normal": "NORMAL"}
@@ -532,7 +535,7 @@ class SQLiteEngine:
         self._closing = False
         self._pool = ThreadPoolExecutor(self._readers, thread_name_prefix="usher-sqlite-read")
         self._writer = threading.Thread(
-            target=self._writer_loop, args=(conn,), name="usher-sqlite-writer", daemon=True
+            target=self._writer_loop, args=(conn,), name=WRITER_THREAD, daemon=True
         )
         self._writer.start()
         self._stop_checkpoints.clear()
