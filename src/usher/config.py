@@ -245,8 +245,9 @@ class Settings:
     #: a URI; ``None`` is the default ``/<app>/<video path>/<file>`` layout.
     uri_pattern: re.Pattern[str] | None = None
     #: ``USHER_BENCH_ROUTES=1`` mounts ``GET /bench/constant`` (a constant 200
-    #: that touches no database), the baseline of the benchmark suite. Off by
-    #: default: production has no use for it.
+    #: that touches no database), the baseline of the benchmark suite, and
+    #: ``GET /bench/threads`` (thread names by kernel thread id), its CPU
+    #: split. Off by default: production has no use for them.
     bench_routes: bool = False
     #: ``USHER_MAX_WRITE_WAIT_MS``: once the oldest queued write has waited
     #: this long, new writes are shed with code 1000 (HTTP 503).
