@@ -302,7 +302,8 @@ def cpu_table(r: dict[str, Any]) -> str:
     lines = [
         "Where a request's time goes: Usher's CPU time per answer (µs) by thread, "
         "in the same runs as the table above; machine busy is the share of all "
-        "cores in use meanwhile (wrk included).",
+        "cores in use meanwhile (wrk included; on PostgreSQL the database's own "
+        "processes too, which Usher's columns leave out).",
         "",
         "| requests | req/s | " + " | ".join(label for _, label in _CPU_PARTS)
         + " | Usher in all | machine busy |",
