@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import math
 import os
 import pwd
 import re
@@ -332,8 +333,11 @@ def wrk(
 
 @dataclass(frozen=True)
 class CpuSample:
-    """CPU time used so far by each thread of one process, and by the machine."""
+    """CPU time used so far by one process and each of its threads, and by
+    the machine."""
 
+    #: the process's user + system clock ticks, ended threads' included
+    process: int
     #: thread id → (its name, user + system clock ticks)
     threads: dict[int, tuple[str, int]]
     #: the machine's busy and total clock ticks over all cores
@@ -342,7 +346,7 @@ class CpuSample:
 
 
 def _thread_ticks(stat: str) -> tuple[str, int]:
-    """A ``/proc/…/stat`` line's thread name and user + system ticks."""
+    """A ``/proc/…/stat`` line's name and user + system ticks."""
     # The name is in parentheses and may hold anything, parentheses too.
     head, _, rest = stat.rpartition(")")
     fields = rest.split()
@@ -355,10 +359,11 @@ def cpu_sample(pid: int) -> CpuSample:
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
             threads[int(task.name)] = _thread_ticks((task / "stat").read_text())
-    # cpu  user nice system idle iowait irq softirq steal guest guest_nice
+    _, process = _thread_ticks(Path(f"/proc/{pid}/stat").read_text())
+    # cpu  user nice system idle iowait irq softirq steal (guest time is in user)
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     idle = ticks[3] + ticks[4]
-    return CpuSample(threads, sum(ticks) - idle, sum(ticks))
+    return CpuSample(process, threads, sum(ticks) - idle, sum(ticks))
 
 
 def thread_names(url: str) -> dict[int, str]:
@@ -372,20 +377,48 @@ def cpu_between(
     pid: int, before: CpuSample, after: CpuSample, requests: int, names: dict[int, str]
 ) -> dict[str, float]:
     """Usher's CPU per request between two samples, in µs: its event loop
-    (the main thread), SQLite's writer thread and all other threads (by
-    ``names``, :func:`thread_names`); and ``machine_busy``, the share of all
-    the machine's cores busy (wrk and everything else included), which says
-    whether the run was CPU-bound."""
-    per_tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
-    used = {"loop_us": 0.0, "writer_us": 0.0, "other_us": 0.0}
+    (the main thread), SQLite's writer thread (by ``names``,
+    :func:`thread_names`) and the rest of the process, threads that ended
+    meanwhile included; and ``machine_busy``, the share of all the
+    machine's cores busy (wrk and everything else included), which says
+    whether the run was CPU-bound. NaN per request for a run of none."""
+    per_request_us = 1e6 / os.sysconf("SC_CLK_TCK") / requests if requests else math.nan
+    loop = writer = 0
     for tid, (name, ticks) in after.threads.items():
-        spent = ticks - before.threads.get(tid, (name, 0))[1]
-        writer = names.get(tid) == WRITER_THREAD
-        part = "loop_us" if tid == pid else "writer_us" if writer else "other_us"
-        used[part] += spent * per_tick_us / max(requests, 1)
+        # Clamped: a thread id the kernel reused since ``before`` starts over.
+        spent = max(0, ticks - before.threads.get(tid, (name, 0))[1])
+        if tid == pid:
+            loop += spent
+        elif names.get(tid) == WRITER_THREAD:
+            writer += spent
+    other = max(0, after.process - before.process - loop - writer)
     total = after.machine_total - before.machine_total
     busy = (after.machine_busy - before.machine_busy) / total if total else 0.0
-    return {**used, "machine_busy": busy}
+    return {
+        "loop_us": loop * per_request_us,
+        "writer_us": writer * per_request_us,
+        "other_us": other * per_request_us,
+        "machine_busy": busy,
+    }
+
+
+_PENDING_WRITES = re.compile(r"^usher_storage_pending_writes (\S+)$", re.M)
+#: More than the writer's longest batch (0.1 s), for the one in flight.
+_LAST_BATCH_S = 0.2
+
+
+def wait_for_writes(url: str, timeout_s: float = 10.0) -> None:
+    """Wait until Usher has committed the writes a run queued (its queue
+    gauge in ``/metrics`` reads 0, then one batch more), at most
+    ``timeout_s``: a run's CPU and answers are counted in its own window,
+    not in the next run's."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = _PENDING_WRITES.search(httpx.get(url + "/metrics", timeout=30).text)
+        if found is None or float(found.group(1)) == 0:
+            break
+        time.sleep(0.05)
+    time.sleep(_LAST_BATCH_S)
 
 
 _BUCKET = re.compile(

@@ -283,9 +283,10 @@ def table(r: dict[str, Any]) -> str:
         )
     else:
         head += "PostgreSQL: not measured (`--backends sqlite`).\n"
+    cpu = cpu_table(r)
     return (
-        head + "\n" + _HEADER + "\n" + "\n".join(row) + "\n\n" + cpu_table(r)
-        + "\n\n" + panel_table(r)
+        head + "\n" + _HEADER + "\n" + "\n".join(row) + "\n\n" + (cpu + "\n\n" if cpu else "")
+        + panel_table(r)
     )  # fmt: skip
 
 
@@ -312,6 +313,7 @@ def cpu_table(r: dict[str, Any]) -> str:
     measured = [("", r["wrk"])]
     if "postgres" in r:
         measured.append((" on PostgreSQL", r["postgres"]["wrk"]))
+    rows = []
     for backend, wrk in measured:
         for name in ("constant", "check", "realistic"):
             if name not in wrk:
@@ -321,12 +323,15 @@ def cpu_table(r: dict[str, Any]) -> str:
             if not cpu:
                 continue
             parts = [_fmt(cpu[key], 0) for key, _ in _CPU_PARTS]
+            if backend:
+                parts[1] = "—"  # PostgreSQL has no writer thread
             total = sum(cpu[key] for key, _ in _CPU_PARTS)
-            lines.append(
+            rows.append(
                 f"| {name}{backend} | {_fmt(run['requests_per_s'], 0)} | " + " | ".join(parts)
                 + f" | {_fmt(total, 0)} | {cpu['machine_busy']:.0%} |"
             )  # fmt: skip
-    return "\n".join(lines)
+    # Results of a run from before the CPU was measured have none.
+    return "\n".join(lines + rows) if rows else ""
 
 
 def _postgres_rows(

@@ -147,6 +147,7 @@ def _rounds(
             measured = procs.wrk(target, connections=CHECK_CONNECTIONS, seconds=mode.wrk_s,
                                  threads=WRK_THREADS, paths=(paths or {}).get(name))  # fmt: skip
             if name != "nginx":
+                procs.wait_for_writes(url)
                 cpu_after, names = procs.cpu_sample(pid), procs.thread_names(url)
                 measured.cpu = procs.cpu_between(
                     pid, cpu_before, cpu_after, measured.requests, names

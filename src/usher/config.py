@@ -247,7 +247,8 @@ class Settings:
     #: ``USHER_BENCH_ROUTES=1`` mounts ``GET /bench/constant`` (a constant 200
     #: that touches no database), the baseline of the benchmark suite, and
     #: ``GET /bench/threads`` (thread names by kernel thread id), its CPU
-    #: split. Off by default: production has no use for them.
+    #: split. Both answer any caller. Off by default: production has no use
+    #: for them.
     bench_routes: bool = False
     #: ``USHER_MAX_WRITE_WAIT_MS``: once the oldest queued write has waited
     #: this long, new writes are shed with code 1000 (HTTP 503).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -62,19 +63,27 @@ def test_a_thread_name_may_hold_parentheses_and_spaces() -> None:
 def test_cpu_per_request_by_thread_and_the_machine_busy_share() -> None:
     ticks_us = 1e6 / os.sysconf("SC_CLK_TCK")
     before = procs.CpuSample(
-        {7: ("python", 100), 8: ("python", 40), 9: ("python", 5)},
+        1_000,
+        {7: ("python", 100), 8: ("python", 40), 9: ("python", 5), 11: ("python", 20)},
         machine_busy=1_000, machine_total=4_000,
     )  # fmt: skip
     after = procs.CpuSample(
         # Thread 10 began between the samples: all of its time counts.
+        # Thread 11 ended meanwhile after 30 more ticks: the process's
+        # total still holds them.
+        1_000 + 200 + 100 + 10 + 30,
         {7: ("python", 300), 8: ("python", 140), 9: ("python", 5), 10: ("python", 10)},
         machine_busy=1_900, machine_total=5_000,
     )  # fmt: skip
     names = {7: "MainThread", 8: WRITER_THREAD, 9: "usher-sqlite-read_0"}
     cpu = procs.cpu_between(7, before, after, requests=100, names=names)
-    expected = {"loop_us": 2 * ticks_us, "writer_us": ticks_us, "other_us": 0.1 * ticks_us,
+    expected = {"loop_us": 2 * ticks_us, "writer_us": ticks_us, "other_us": 0.4 * ticks_us,
                 "machine_busy": 0.9}  # fmt: skip
     assert cpu == pytest.approx(expected)
+    # A run that got no answer has no CPU per answer (the table shows "—").
+    idle = procs.cpu_between(7, before, after, requests=0, names=names)
+    assert math.isnan(idle["loop_us"]) and idle["machine_busy"] == pytest.approx(0.9)
+    assert report._fmt(idle["loop_us"], 0) == "—"
 
 
 def test_a_cpu_sample_of_this_process() -> None:
@@ -93,3 +102,10 @@ def test_the_cpu_table_has_a_row_per_measured_target() -> None:
     assert "| check | 4,000 | 150 | 180 | 3 | 333 | 97% |" in table
     assert "| constant | 30,000 | 150 | 0 | 3 | 153 | 97% |" in table
     assert "nginx" not in table and "realistic" not in table
+    with_postgres = {**results, "postgres": {"wrk": {"check": [{**_run(2_000, 90), "cpu": {
+        **cpu, "writer_us": 0.0}}]}}}  # fmt: skip
+    assert "| check on PostgreSQL | 2,000 | 150 | — | 3 | 153 | 97% |" in report.cpu_table(
+        with_postgres
+    )
+    # Results from before the CPU was measured: no table at all.
+    assert report.cpu_table({"wrk": {"check": [_run(4_000, 50)]}}) == ""

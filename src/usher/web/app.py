@@ -106,7 +106,9 @@ BENCH_THREADS = "/bench/threads"
 
 
 def _threads_by_native_id() -> bytes:
-    return json.dumps({str(t.native_id): t.name for t in threading.enumerate()}).encode()
+    # A thread started but not yet running has no kernel id.
+    named = {str(t.native_id): t.name for t in threading.enumerate() if t.native_id is not None}
+    return json.dumps(named).encode()
 
 
 class UsherApp:
