@@ -109,3 +109,22 @@ def test_the_cpu_table_has_a_row_per_measured_target() -> None:
     )
     # Results from before the CPU was measured: no table at all.
     assert report.cpu_table({"wrk": {"check": [_run(4_000, 50)]}}) == ""
+
+
+def test_the_cpu_window_waits_for_the_runs_queued_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    gauges = iter(["3.0", "1.0", "0.0"])
+    asked: list[str] = []
+
+    class Answer:
+        def __init__(self, url: str) -> None:
+            asked.append(url)
+            gauge = next(gauges)
+            self.text = (
+                f"# TYPE usher_storage_pending_writes gauge\nusher_storage_pending_writes {gauge}\n"
+            )
+
+    # As procs sees them (the module's own imports of httpx and time).
+    monkeypatch.setattr("bench.procs.httpx.get", lambda url, timeout: Answer(url))
+    monkeypatch.setattr("bench.procs.time.sleep", lambda seconds: None)
+    procs.wait_for_writes("http://usher.test")
+    assert asked == ["http://usher.test/metrics"] * 3
