@@ -38,8 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
+from bench import procs
 from usher.client import Client
 from usher.storage import storage_for_url
 from usher.storage.base import Storage
@@ -185,22 +184,13 @@ def settle(
     while time.monotonic() < deadline:
         time.sleep(quiet_s)
         now = conn.execute("SELECT MAX(id) FROM attempts").fetchone()[0]
-        if now == last and pending_writes(server_url) == 0:
+        if now == last and procs.pending_writes(server_url) == 0:
             return
         last = now
     raise RuntimeError(
         f"Attempts were still being logged {limit_s:g} s after the check load ended; "
         "stop whatever else uses the benchmark's server."
     )
-
-
-def pending_writes(server_url: str) -> float:
-    """The server's ``usher_storage_pending_writes`` gauge."""
-    text = httpx.get(server_url + "/metrics", timeout=TIMEOUT_S).text
-    for line in text.splitlines():
-        if line.startswith("usher_storage_pending_writes "):
-            return float(line.split()[1])
-    raise RuntimeError(f"{server_url}/metrics has no usher_storage_pending_writes gauge.")
 
 
 def _clients(api_url: str, accounts: dict[int, dict[str, Any]]) -> dict[int, Client]:

@@ -402,21 +402,29 @@ def cpu_between(
     }
 
 
-_PENDING_WRITES = re.compile(r"^usher_storage_pending_writes (\S+)$", re.M)
+def _metrics(url: str) -> str:
+    """The text of Usher's ``/metrics``."""
+    return httpx.get(url + "/metrics", timeout=30).text
+
+
+def pending_writes(url: str) -> float:
+    """Usher's ``usher_storage_pending_writes`` gauge."""
+    for line in _metrics(url).splitlines():
+        if line.startswith("usher_storage_pending_writes "):
+            return float(line.split()[1])
+    raise RuntimeError(f"{url}/metrics has no usher_storage_pending_writes gauge.")
+
+
 #: More than the writer's longest batch (0.1 s), for the one in flight.
 _LAST_BATCH_S = 0.2
 
 
 def wait_for_writes(url: str, timeout_s: float = 10.0) -> None:
     """Wait until Usher has committed the writes a run queued (its queue
-    gauge in ``/metrics`` reads 0, then one batch more), at most
-    ``timeout_s``: a run's CPU and answers are counted in its own window,
-    not in the next run's."""
+    gauge reads 0, then one batch more), at most ``timeout_s``: a run's CPU
+    and answers are counted in its own window, not in the next run's."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = _PENDING_WRITES.search(httpx.get(url + "/metrics", timeout=30).text)
-        if found is None or float(found.group(1)) == 0:
-            break
+    while time.monotonic() < deadline and pending_writes(url) > 0:
         time.sleep(0.05)
     time.sleep(_LAST_BATCH_S)
 
@@ -433,8 +441,7 @@ _CHECK_ANSWERS = re.compile(
 
 def check_answers(url: str) -> dict[str, int]:
     """Usher's ``/usher/check`` answers so far by HTTP status, from ``/metrics``."""
-    text = httpx.get(url + "/metrics", timeout=30).text
-    return {status: int(float(n)) for status, n in _CHECK_ANSWERS.findall(text)}
+    return {status: int(float(n)) for status, n in _CHECK_ANSWERS.findall(_metrics(url))}
 
 
 def answers_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -446,8 +453,8 @@ def answers_between(before: dict[str, int], after: dict[str, int]) -> dict[str, 
 def latency_buckets(url: str, route: str) -> list[tuple[float, float]]:
     """The server's own latency histogram of ``route`` from ``/metrics``:
     (upper bound in seconds, cumulative count) pairs."""
-    text = httpx.get(url + "/metrics", timeout=30).text
-    return [(float(le), float(n)) for le, name, n in _BUCKET.findall(text) if name == route]
+    buckets = _BUCKET.findall(_metrics(url))
+    return [(float(le), float(n)) for le, name, n in buckets if name == route]
 
 
 def bucket_quantile(

@@ -21,7 +21,7 @@ Only the writer thread touches this object.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Collection
 from typing import Final
 
 from usher.storage.sqlite.engine import BATCH_MAX
@@ -68,7 +68,7 @@ class TicketCache:
     def __contains__(self, key: str) -> bool:
         return key in self._tickets
 
-    def keep(self, keys: Iterable[str]) -> None:
+    def keep(self, keys: Collection[str]) -> None:
         """Make the cached ones of ``keys`` the newest entries, so that
         loading the rest of a group's tickets (at most a batch, and the cache
         holds two) evicts none of the group's own. Without it, a full cache
@@ -77,6 +77,8 @@ class TicketCache:
         refused a valid viewer with Invalid Auth Token (the full benchmark's
         20,000 tickets did this to the first one, once a run)."""
         tickets = self._tickets
+        if len(tickets) + len(keys) <= self._limit:
+            return  # loading them all could evict nothing
         for key in keys:
             entry = tickets.pop(key, None)
             if entry is not None:
