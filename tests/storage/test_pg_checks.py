@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import NOW, DeciderAbort
 from usher.protocol.errors import StorageBusy, StorageUnavailable
 from usher.storage.postgres import PostgresStorage
-from usher.storage.postgres.checks import CheckBatcher
+from usher.storage.postgres.checks import IN_FLIGHT, CheckBatcher
 from usher.storage.postgres.sql import Conn
 from usher.tickets.decision import decide
 from usher.tickets.model import (
@@ -149,11 +149,13 @@ async def test_checks_queued_too_long_are_shed(storage: PostgresStorage, pg_url:
     await _with_ticket(storage, uses=0)
     storage.max_write_wait = 0.05
     with psycopg.connect(pg_url) as holder:
-        # Another client holds the ticket, so the first batch waits on the
-        # lock and the checks behind it queue.
+        # Another client holds the ticket, so the first batches wait on the
+        # lock (as many as the node keeps open) and the checks behind them queue.
         holder.execute("SELECT 1 FROM tickets WHERE key = 'k.1' FOR UPDATE")
-        first = asyncio.ensure_future(storage.record_check(_request(), decide, NOW))
-        await asyncio.sleep(0.05)
+        first = []
+        for _ in range(IN_FLIGHT):
+            first.append(asyncio.ensure_future(storage.record_check(_request(), decide, NOW)))
+            await asyncio.sleep(0.05)
         queued = [
             asyncio.ensure_future(storage.record_check(_request(), decide, NOW)) for _ in range(5)
         ]
@@ -164,11 +166,54 @@ async def test_checks_queued_too_long_are_shed(storage: PostgresStorage, pg_url:
             await storage.record_check(_request(), decide, NOW)
         holder.rollback()
     with anyio.fail_after(10):
-        outcomes = await asyncio.gather(first, *queued)
+        outcomes = await asyncio.gather(*first, *queued)
     assert all(outcome.decision.allowed for outcome in outcomes)
     assert not storage.sheds_checks()
     ticket = await storage.get_ticket(1, "k.1")
-    assert ticket is not None and ticket.use_count == 6
+    assert ticket is not None and ticket.use_count == IN_FLIGHT + 5
+
+
+@pytest.mark.xdist_group("timing")  # waits on a lock held for a while (see conftest.py)
+async def test_a_node_keeps_more_than_one_batch_open_while_one_waits(
+    storage: PostgresStorage, pg_url: str
+) -> None:
+    """A second batch does not wait for the first's COMMIT; one past IN_FLIGHT does."""
+    await _with_ticket(storage, uses=IN_FLIGHT)
+    open_now = most_open = 0
+    original = CheckBatcher._run
+
+    async def counted(self: CheckBatcher, batch: list[object]) -> None:
+        nonlocal open_now, most_open
+        open_now += 1
+        most_open = max(most_open, open_now)
+        try:
+            await original(self, batch)  # type: ignore[arg-type]
+        finally:
+            open_now -= 1
+
+    with pytest.MonkeyPatch.context() as patch, psycopg.connect(pg_url) as holder:
+        patch.setattr(CheckBatcher, "_run", counted)
+        holder.execute("SELECT 1 FROM tickets WHERE key = 'k.1' FOR UPDATE")
+        checks = []
+        for i in range(IN_FLIGHT + 1):
+            check = storage.record_check(_request(_ip(i)), decide, NOW)
+            checks.append(asyncio.ensure_future(check))
+            await asyncio.sleep(0.1)
+        # IN_FLIGHT transactions wait on the holder's lock; the last check queues.
+        assert (open_now, storage.pending_writes) == (IN_FLIGHT, 1)
+        waiting = holder.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()
+        assert waiting == (IN_FLIGHT,)
+        holder.rollback()
+        with anyio.fail_after(10):
+            outcomes = await asyncio.gather(*checks)
+    assert most_open == IN_FLIGHT
+    # Serialised on the ticket's lock: exactly its uses, whatever the order.
+    assert sum(o.decision.allowed for o in outcomes) == IN_FLIGHT
+    ticket = await storage.get_ticket(1, "k.1")
+    assert ticket is not None and ticket.use_count == IN_FLIGHT
 
 
 async def test_closing_answers_every_queued_check(pg_url: str) -> None:

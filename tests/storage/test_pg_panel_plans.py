@@ -226,9 +226,11 @@ async def test_a_busy_video_without_an_app_is_listed_by_walking_the_time_index(
     ran: list[tuple[str, list[object]]] = []
     fetchall = storage._db.fetchall
 
-    async def logged(sql: str, params: Iterable[object] = ()) -> list[tuple[object, ...]]:
+    async def logged(
+        sql: str, params: Iterable[object] = (), *, prepare: bool | None = None
+    ) -> list[tuple[object, ...]]:
         ran.append((sql, list(params)))
-        return await fetchall(sql, params)
+        return await fetchall(sql, params, prepare=prepare)
 
     try:
         storage._db.fetchall = logged  # type: ignore[method-assign]  # to see the statement

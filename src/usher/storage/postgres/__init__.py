@@ -9,9 +9,9 @@ Why this shape:
     so concurrent checks of one ticket queue on that lock whichever node they
     arrive at: ``uses = N`` allows exactly N and an ``auto`` slot binds once.
     Only the ticket row is locked, never its account. Each node runs its
-    checks in batches, one transaction and one commit per batch (group
-    commit, see postgres/checks.py), so a popular ticket's checks do not each wait
-    for the previous one's WAL flush;
+    checks in batches, one transaction and one commit per batch, two batches
+    open at a time (group commit, see postgres/checks.py), so a popular
+    ticket's checks do not each wait for the previous one's WAL flush;
   - a replay claim is one ``INSERT … ON CONFLICT DO UPDATE … WHERE expired``;
   - a revocation is a committed ``UPDATE`` that the next check on any node
     reads, because nothing about tickets is cached. A node keeps a copy of

@@ -3,13 +3,15 @@
 A check locks its ticket row until its transaction commits, and the commit
 waits for a WAL flush. Checks of one popular ticket therefore ran one behind
 the other at one flush each, however many connections the pool had. So each
-node queues its checks and runs them in batches instead, one transaction at a
-time, SQLite's writer in miniature:
+node queues its checks and runs them in batches instead, SQLite's writer in
+miniature, with up to ``IN_FLIGHT`` batch transactions open at once: while
+one waits for its COMMIT's flush, the next is locked, decided and written.
+To the database, two open batches of one node are like batches of two nodes:
 
 * the batch locks every ticket it needs in one ``SELECT … ORDER BY id FOR
-  UPDATE``; every node locks in that order, so batches of different nodes
-  queue on each other's locks but never deadlock, and each ticket's checks
-  stay serialised across all nodes;
+  UPDATE``; every batch locks in that order, so open batches, of this node
+  or others, queue on each other's locks but never deadlock, and each
+  ticket's checks stay serialised across all of them;
 * each check is decided in arrival order against the ticket as the checks
   before it in the batch left it, so ``uses = N`` still allows exactly N and
   an ``auto`` slot still binds once;
@@ -60,6 +62,11 @@ log = logging.getLogger("usher.storage.postgres")
 BATCH_MAX: Final = 256
 #: Checks allowed to wait for the batcher before new ones are shed (code 1000).
 QUEUE_MAX: Final = 20_000
+#: Batch transactions one node keeps open at once. One left the node idle
+#: while its COMMIT waited for the WAL flush; a second overlaps that wait
+#: with the next batch's work. More would only queue on the same flushes and
+#: ticket locks, and hold more pooled connections.
+IN_FLIGHT: Final = 2
 
 
 class SessionsChanged(Exception):
@@ -176,19 +183,40 @@ class CheckBatcher:
     async def _loop(self) -> None:
         wake = self._wake
         assert wake is not None  # start() made it
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        running: set[asyncio.Task[None]] = set()
+
+        def ran(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+
         try:
             while True:
                 if not self._queue:
                     if self._closing:
+                        if running:
+                            await asyncio.wait(running)
                         return
                     wake.clear()
                     await wake.wait()
                     continue
+                await slots.acquire()
+                # Only this task takes from the queue, so it still holds
+                # what it held before the wait for a slot (and maybe more).
                 size = min(BATCH_MAX, len(self._queue))
-                await self._run([self._queue.popleft() for _ in range(size)])
+                task = asyncio.get_running_loop().create_task(
+                    self._run([self._queue.popleft() for _ in range(size)])
+                )
+                running.add(task)
+                task.add_done_callback(ran)
         finally:
-            # However the loop ended, nothing may wait for it any more.
+            # However the loop ended, nothing may wait for it any more: a
+            # batch still open is cancelled, which fails its checks.
             self._closing = True
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running)
             self._fail_queued()
 
     async def _run(self, batch: list[_Check]) -> None:
@@ -262,8 +290,9 @@ class CheckBatcher:
                 named = named_ids(c.session for c in starts if c.session is not None)
                 if named:
                     holders_cursor = await conn.execute(BATCH_SESSION_HOLDERS, (named,))
+                # Planned at each run (see sql.py).
                 viewers_cursor = await conn.execute(
-                    BATCH_VIEWERS, (started, min(c.now for c in starts))
+                    BATCH_VIEWERS, (min(c.now for c in starts), started), prepare=False
                 )
             rows = await lock_cursor.fetchall()
             if starts:

@@ -13,7 +13,7 @@ from typing import Final
 
 from usher.storage.base import SWEEP_BATCH, SessionCursor, SessionFilter, SessionsToEnd
 from usher.storage.postgres.runner import PgRunner
-from usher.storage.postgres.sql import BATCH_VIEWERS, Conn
+from usher.storage.postgres.sql import VIEWERS, Conn
 from usher.storage.rows import ticket_from_row
 from usher.storage.schema import SESSION_WIDTH, TICKET_COLUMNS, TICKET_FROM
 from usher.storage.sessions import (
@@ -96,7 +96,7 @@ class PostgresPlaybackMixin:
         wanted = sorted({storable(key) for key in keys})
         if not wanted:
             return {}
-        rows = await self._db.fetchall(BATCH_VIEWERS, (wanted, now))
+        rows = await self._db.fetchall(VIEWERS, (now, wanted), prepare=False)
         return {str(key): int(count) for key, count in rows}
 
     async def count_open_sessions(self, now: int, cdn: int | None = None) -> int:

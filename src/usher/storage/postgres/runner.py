@@ -338,11 +338,13 @@ class PgRunner:
 
         return await self.run(work, read=True)
 
-    async def fetchall(self, sql: str, params: Iterable[object] = ()) -> list[Row]:
-        """Every row of a read."""
+    async def fetchall(
+        self, sql: str, params: Iterable[object] = (), *, prepare: bool | None = None
+    ) -> list[Row]:
+        """Every row of a read; ``prepare=False`` plans it at every run."""
 
         async def work(conn: Conn) -> list[Row]:
-            return await (await conn.execute(sql, tuple(params))).fetchall()
+            return await (await conn.execute(sql, tuple(params), prepare=prepare)).fetchall()
 
         return await self.run(work, read=True)
 
