@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import psycopg
@@ -238,3 +239,34 @@ async def test_closing_answers_every_queued_check(pg_url: str) -> None:
         assert ticket is not None and ticket.use_count == committed
     finally:
         await storage.close()
+
+
+class _Interrupt(BaseException):
+    """Something no check path catches, like a KeyboardInterrupt."""
+
+
+async def test_a_batch_ended_by_an_uncaught_error_is_answered_logged_and_not_fatal(
+    storage: PostgresStorage, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _with_ticket(storage, uses=0)
+    runner = storage._db
+    run = runner.run
+    interrupted = False
+
+    async def interrupt_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise _Interrupt
+        return await run(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "run", interrupt_once)
+    with anyio.fail_after(10):
+        first = await asyncio.gather(
+            *(storage.record_check(_request(ip=_ip(i)), decide, NOW) for i in range(3)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, StorageUnavailable) for r in first), first
+        assert "A batch of playback checks ended with _Interrupt()" in caplog.text
+        # The batcher lives on.
+        assert (await storage.record_check(_request(), decide, NOW)).decision.allowed

@@ -189,6 +189,10 @@ class CheckBatcher:
         def ran(task: asyncio.Task[None]) -> None:
             running.discard(task)
             slots.release()
+            # _run answers its checks whatever happens; only something like
+            # a KeyboardInterrupt gets here, and must not pass unseen.
+            if not task.cancelled() and (error := task.exception()) is not None:
+                log.error("A batch of playback checks ended with %r.", error)
 
         try:
             while True:
