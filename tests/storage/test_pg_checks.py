@@ -201,7 +201,7 @@ async def test_a_node_keeps_more_than_one_batch_open_while_one_waits(
             checks.append(asyncio.ensure_future(check))
             await asyncio.sleep(0.1)
         # IN_FLIGHT transactions wait on the holder's lock; the last check queues.
-        assert (open_now, storage.pending_writes) == (IN_FLIGHT, 1)
+        assert (open_now, storage._checks.waiting) == (IN_FLIGHT, 1)
         waiting = holder.execute(
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE wait_event_type = 'Lock' AND datname = current_database()"
@@ -249,18 +249,17 @@ async def test_a_batch_ended_by_an_uncaught_error_is_answered_logged_and_not_fat
     storage: PostgresStorage, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     await _with_ticket(storage, uses=0)
-    runner = storage._db
-    run = runner.run
+    transaction = CheckBatcher._transaction
     interrupted = False
 
-    async def interrupt_once(*args: Any, **kwargs: Any) -> Any:
+    async def interrupt_once(self: CheckBatcher, batch: list[Any], conn: Conn) -> Any:
         nonlocal interrupted
         if not interrupted:
             interrupted = True
             raise _Interrupt
-        return await run(*args, **kwargs)
+        return await transaction(self, batch, conn)
 
-    monkeypatch.setattr(runner, "run", interrupt_once)
+    monkeypatch.setattr(CheckBatcher, "_transaction", interrupt_once)
     with anyio.fail_after(10):
         first = await asyncio.gather(
             *(storage.record_check(_request(ip=_ip(i)), decide, NOW) for i in range(3)),

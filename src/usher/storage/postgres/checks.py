@@ -14,7 +14,8 @@ To the database, two open batches of one node are like batches of two nodes:
   ticket's checks stay serialised across all of them;
 * each check is decided in arrival order against the ticket as the checks
   before it in the batch left it, so ``uses = N`` still allows exactly N and
-  an ``auto`` slot still binds once;
+  an ``auto`` slot still binds once (between two open batches, as between
+  nodes, whichever takes a ticket's lock first goes first);
 * the changed tickets are written with one ``UPDATE``, the attempts with one
   ``INSERT``, and one ``COMMIT`` makes the whole batch durable; only then is
   any caller answered.
@@ -70,8 +71,9 @@ IN_FLIGHT: Final = 2
 
 
 class SessionsChanged(Exception):
-    """A batch's session rows changed under it (another node's kick, end or
-    start): its transaction is rolled back and its checks run again alone."""
+    """A batch's session rows changed under it (a kick, end or start by another
+    node or another open batch of this one): its transaction is rolled back
+    and its checks run again alone."""
 
 
 #: Runs one check in a transaction of its own.
@@ -186,12 +188,18 @@ class CheckBatcher:
         slots = asyncio.Semaphore(IN_FLIGHT)
         running: set[asyncio.Task[None]] = set()
 
-        def ran(task: asyncio.Task[None]) -> None:
+        def ran(batch: list[_Check], task: asyncio.Task[None]) -> None:
             running.discard(task)
             slots.release()
-            # _run answers its checks whatever happens; only something like
-            # a KeyboardInterrupt gets here, and must not pass unseen.
-            if not task.cancelled() and (error := task.exception()) is not None:
+            if task.cancelled():
+                # Cancelled before its first step, it never ran _run's own
+                # handler: answer its checks (a no-op for answered ones).
+                for check in batch:
+                    _fail(check, StorageUnavailable("The PostgreSQL storage is closing."))
+            elif (error := task.exception()) is not None:
+                # Only a BaseException that is not a cancellation gets past
+                # _run (asyncio re-raises KeyboardInterrupt and SystemExit
+                # itself); _run has answered the batch.
                 log.error("A batch of playback checks ended with %r.", error)
 
         try:
@@ -208,11 +216,10 @@ class CheckBatcher:
                 # Only this task takes from the queue, so it still holds
                 # what it held before the wait for a slot (and maybe more).
                 size = min(BATCH_MAX, len(self._queue))
-                task = asyncio.get_running_loop().create_task(
-                    self._run([self._queue.popleft() for _ in range(size)])
-                )
+                batch = [self._queue.popleft() for _ in range(size)]
+                task = asyncio.get_running_loop().create_task(self._run(batch))
                 running.add(task)
-                task.add_done_callback(ran)
+                task.add_done_callback(partial(ran, batch))
         finally:
             # However the loop ended, nothing may wait for it any more: a
             # batch still open is cancelled, which fails its checks.
@@ -244,10 +251,15 @@ class CheckBatcher:
             else:
                 for check, outcome in answers:
                     _resolve(check, outcome)
-        except BaseException:
+        except BaseException as exc:
             # Cancelled by close() (or worse): the batch's callers must not hang.
+            why = (
+                "The PostgreSQL storage is closing."
+                if isinstance(exc, asyncio.CancelledError)
+                else "A batch of playback checks failed; try again."
+            )
             for check in batch:
-                _fail(check, StorageUnavailable("The PostgreSQL storage is closing."))
+                _fail(check, StorageUnavailable(why))
             raise
 
     async def _alone(self, check: _Check) -> None:
@@ -355,8 +367,9 @@ class CheckBatcher:
                 values = [value for s in written for value in session_values(s)]
                 stored = await conn.execute(upsert_sql("%s", len(written)), values)
                 if len(await stored.fetchall()) != len(written):
-                    # Another node kicked, ended or took one of these sessions
-                    # after this batch read it: decide again, one at a time.
+                    # Another node or open batch kicked, ended or took one of
+                    # these sessions after this batch read it: decide again,
+                    # one at a time.
                     raise SessionsChanged("A session changed while its start was decided.")
             logged = [
                 attempt_row(check.request, outcome.ticket, outcome.decision, check.now)

@@ -93,7 +93,7 @@ BATCH_SESSION_HOLDERS: Final = "SELECT id, handle FROM sessions WHERE id = ANY(%
 # statistics were an empty table's), PostgreSQL kept a plan that read every
 # open session through the expiry index once per ticket, and the count grew
 # with them: 5, then 14, then 18 ms a batch within half a minute of starts,
-# most of the database's time under the realistic load.
+# more than all the batch's other statements together.
 _OPEN_UNDER = (
     "(SELECT COUNT(*) FROM sessions s WHERE s.key = {key}"
     " AND s.ended_at IS NULL AND s.expires_at > %s)"
