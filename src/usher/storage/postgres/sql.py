@@ -88,12 +88,14 @@ BATCH_LATEST_SESSIONS: Final = (
 )
 BATCH_SESSION_HOLDERS: Final = "SELECT id, handle FROM sessions WHERE id = ANY(%s::text[])"
 # Open sessions are counted by one probe of sessions_open_key under each key,
-# and the statements are planned at each run (``prepare=False``): as a
-# prepared statement, planned while the sessions table was small (or its
-# statistics were an empty table's), PostgreSQL kept a plan that read every
+# and the statements are planned at each run (``prepare=False``), so that the
+# plan follows the table's statistics once autovacuum has taken them: as a
+# prepared statement, planned while the sessions table was small and its
+# statistics were an empty table's, PostgreSQL kept a plan that read every
 # open session through the expiry index once per ticket, and the count grew
 # with them: 5, then 14, then 18 ms a batch within half a minute of starts,
-# more than all the batch's other statements together.
+# more than all the batch's other statements together. (Without statistics
+# a fresh plan may read the expiry index too, until the table is analysed.)
 _OPEN_UNDER = (
     "(SELECT COUNT(*) FROM sessions s WHERE s.key = {key}"
     " AND s.ended_at IS NULL AND s.expires_at > %s)"
