@@ -89,7 +89,9 @@ SESSIONS = "sessions"
 
 
 def viewers_sql(keys: int, mark: str, table: str = SESSIONS) -> str:
-    """Open sessions per key for ``keys`` keys, then ``now`` (index ``sessions_open_key``)."""
+    """Open sessions per key for ``keys`` keys, then ``now`` (index
+    ``sessions_open_key``). SQLite's; PostgreSQL probes the index under each
+    key instead (``VIEWERS`` and ``BATCH_VIEWERS`` in postgres/sql.py)."""
     marks = ", ".join([mark] * keys)
     return (
         f"SELECT key, COUNT(*) FROM {table} WHERE key IN ({marks})"
