@@ -179,6 +179,7 @@ async def test_a_node_keeps_more_than_one_batch_open_while_one_waits(
     storage: PostgresStorage, pg_url: str
 ) -> None:
     """A second batch does not wait for the first's COMMIT; one past IN_FLIGHT does."""
+    assert IN_FLIGHT >= 2, "a node is meant to keep more than one batch open"
     await _with_ticket(storage, uses=IN_FLIGHT)
     open_now = most_open = 0
     original = CheckBatcher._run
@@ -192,21 +193,34 @@ async def test_a_node_keeps_more_than_one_batch_open_while_one_waits(
         finally:
             open_now -= 1
 
-    with pytest.MonkeyPatch.context() as patch, psycopg.connect(pg_url) as holder:
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        psycopg.connect(pg_url) as holder,
+        psycopg.connect(pg_url, autocommit=True) as watcher,
+    ):
         patch.setattr(CheckBatcher, "_run", counted)
         holder.execute("SELECT 1 FROM tickets WHERE key = 'k.1' FOR UPDATE")
         checks = []
         for i in range(IN_FLIGHT + 1):
             check = storage.record_check(_request(_ip(i)), decide, NOW)
             checks.append(asyncio.ensure_future(check))
-            await asyncio.sleep(0.1)
-        # IN_FLIGHT transactions wait on the holder's lock; the last check queues.
+            await asyncio.sleep(0.05)
+
+        def waiting_on_locks() -> int:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).fetchone()
+            return 0 if row is None else int(row[0])
+
+        # IN_FLIGHT transactions come to wait on the holder's lock (each may
+        # first wait for a pooled connection); the last check stays queued.
+        with anyio.fail_after(10):
+            while waiting_on_locks() < IN_FLIGHT:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        assert waiting_on_locks() == IN_FLIGHT
         assert (open_now, storage._checks.waiting) == (IN_FLIGHT, 1)
-        waiting = holder.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-        ).fetchone()
-        assert waiting == (IN_FLIGHT,)
         holder.rollback()
         with anyio.fail_after(10):
             outcomes = await asyncio.gather(*checks)
