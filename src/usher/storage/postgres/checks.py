@@ -192,16 +192,20 @@ class CheckBatcher:
         def ran(batch: list[_Check], task: asyncio.Task[None]) -> None:
             running.discard(task)
             slots.release()
+            # The one place a batch that did not finish is answered: cancelled
+            # by close() (before its first step or during it), or ended by a
+            # BaseException _run does not catch (asyncio re-raises
+            # KeyboardInterrupt and SystemExit itself). Its callers must not
+            # hang; answered checks are left as they are.
             if task.cancelled():
-                # Cancelled before its first step, it never ran _run's own
-                # handler: answer its checks (a no-op for answered ones).
-                for check in batch:
-                    _fail(check, StorageUnavailable("The PostgreSQL storage is closing."))
+                why = "The PostgreSQL storage is closing."
             elif (error := task.exception()) is not None:
-                # Only a BaseException that is not a cancellation gets past
-                # _run (asyncio re-raises KeyboardInterrupt and SystemExit
-                # itself); _run has answered the batch.
                 log.error("A batch of playback checks ended with %r.", error)
+                why = "A batch of playback checks failed; try again."
+            else:
+                return
+            for check in batch:
+                _fail(check, StorageUnavailable(why))
 
         try:
             while True:
@@ -232,36 +236,27 @@ class CheckBatcher:
             self._fail_queued()
 
     async def _run(self, batch: list[_Check]) -> None:
+        """Run one batch and answer its checks. A batch that ends otherwise
+        (cancelled, or a BaseException) is answered by ``_loop``'s callback."""
+        if len(batch) == 1 and batch[0].session is None:
+            await self._alone(batch[0])
+            return
         try:
-            if len(batch) == 1 and batch[0].session is None:
-                await self._alone(batch[0])
-                return
-            try:
-                answers = await self._db.run(partial(self._transaction, batch))
-            except (StorageBusy, StorageUnavailable) as exc:
-                # Each check alone would meet the same busy pool or dead
-                # database, and after a lost connection the batch may have
-                # committed: answer every check, run none again.
-                for check in batch:
-                    _fail(check, exc)
-            except Exception as exc:
-                log.info("A batch of playback checks failed; running them one at a time: %s", exc)
-                for check in batch:
-                    if not check.future.done():
-                        await self._alone(check)
-            else:
-                for check, outcome in answers:
-                    _resolve(check, outcome)
-        except BaseException as exc:
-            # Cancelled by close() (or worse): the batch's callers must not hang.
-            why = (
-                "The PostgreSQL storage is closing."
-                if isinstance(exc, asyncio.CancelledError)
-                else "A batch of playback checks failed; try again."
-            )
+            answers = await self._db.run(partial(self._transaction, batch))
+        except (StorageBusy, StorageUnavailable) as exc:
+            # Each check alone would meet the same busy pool or dead
+            # database, and after a lost connection the batch may have
+            # committed: answer every check, run none again.
             for check in batch:
-                _fail(check, StorageUnavailable(why))
-            raise
+                _fail(check, exc)
+        except Exception as exc:
+            log.info("A batch of playback checks failed; running them one at a time: %s", exc)
+            for check in batch:
+                if not check.future.done():
+                    await self._alone(check)
+        else:
+            for check, outcome in answers:
+                _resolve(check, outcome)
 
     async def _alone(self, check: _Check) -> None:
         try:
