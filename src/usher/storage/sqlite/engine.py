@@ -354,12 +354,28 @@ class SQLiteEngine:
 
     def _expected_wait(self, now: float) -> float:
         """Seconds until a job queued now would be committed: the batch being
-        written, what is queued, and the job itself, at the writer's recent
-        wall-clock cost per job."""
+        written, what is queued, and the job's own batch, at the writer's
+        recent wall-clock cost per job.
+
+        Its own batch counts whole, as many jobs as the queue ahead of it
+        holds, up to a batch: the jobs queued after it that the batch also
+        takes are written before its ``COMMIT`` too, and a queue longer than
+        a batch says they are coming (a short one, that few are). Under a
+        flood the queue is longer than a batch when shedding starts, so the
+        batch is full. Counting the job alone, in 36 steps of 8 s at
+        1,024, 2,048 and 4,096 connections on the full-size benchmark file
+        (one hot ticket), 9 had answers that took over 1 s inside the
+        server and 4 a p99 over 1 s; counting its batch (as here, or always
+        as a full one), 1 of 27 had any (144 of 29,609 answers) and none a
+        p99 over 1 s, with as many checks answered (docs/benchmarks.md,
+        "Overload: the writer's budget and its own batch").
+        """
         per_job = self._drain_per_job or self._per_job
         began, size = self._in_flight
         writing = max(0.0, size * per_job - (now - began)) if size else 0.0
-        return writing + (len(self._queue) + 1) * per_job
+        queued = len(self._queue)
+        own_batch = min(self._batch_size(self._per_job), queued + 1) * per_job
+        return writing + queued * per_job + own_batch
 
     def _learn(self, worked: float, jobs: int, wall: float, now: float) -> None:
         """Record a batch: ``worked``, its jobs' own seconds; ``wall``, the
