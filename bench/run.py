@@ -173,24 +173,39 @@ def _realistic(
     return workload
 
 
+def node_visits(rounds: int) -> list[int]:
+    """The node counts in the order their rounds run: 1, 2, 3, then 3, 2, 1,
+    and so on, a round each. Measured in rising order only, a database
+    still warming up after the copy (in one run every round did better
+    than the one before, up to three nodes) passes for nodes scaling;
+    each count measured once early and once late tells them apart."""
+    visits: list[int] = []
+    for n in range(rounds):
+        visits += PG_NODES if n % 2 == 0 else PG_NODES[::-1]
+    return visits
+
+
 def _nodes(
     mode: Mode, database: str, workdir: Path, first: str, paths: Path
 ) -> list[dict[str, Any]]:
-    """The realistic workload against 1, 2, then 3 servers on one
-    database, all at once: a wrk per node, each cycling through its own
-    share of the check paths, CHECK_CONNECTIONS and WRK_THREADS split
-    between them. ``first`` is the server already running."""
-    measured = []
+    """The realistic workload against 1, 2 and 3 servers on one database,
+    all at once, in the order of :func:`node_visits`: a wrk per node, each
+    cycling through its own share of the check paths, CHECK_CONNECTIONS and
+    WRK_THREADS split between them. ``first`` is the server already running.
+    Each count's rounds are in the order they ran; ``visits`` says where in
+    the whole sequence (1 is the first round)."""
+    measured: dict[int, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
         urls = [first]
-        for count in PG_NODES:
+        for visit, count in enumerate(node_visits(mode.rounds), 1):
             while len(urls) < count:
                 name = f"usher-postgres-{len(urls) + 1}"
                 url, _pid = stack.enter_context(procs.usher_server(database, workdir, name))
                 urls.append(url)
             print(f"== realistic checks on PostgreSQL, {count} node(s)", file=sys.stderr)
             parts = realistic.split(paths, count)
-            for url, part in zip(urls, parts, strict=True):
+            nodes = urls[:count]
+            for url, part in zip(nodes, parts, strict=True):
                 # The round before may have left a queue on this node: its
                 # oldest check past the write budget would shed the first
                 # check tried here with 503.
@@ -199,14 +214,15 @@ def _nodes(
             connections = [CHECK_CONNECTIONS // count + (n < CHECK_CONNECTIONS % count)
                            for n in range(count)]  # fmt: skip
             threads = max(1, WRK_THREADS // count)
-            loads = list(zip(urls, connections, parts, strict=True))
-            rounds = [
+            loads = list(zip(nodes, connections, parts, strict=True))
+            entry = measured.setdefault(count, {"nodes": count, "connections": connections,
+                                                "wrk_threads": threads, "rounds": [],
+                                                "visits": []})  # fmt: skip
+            entry["rounds"].append(
                 [asdict(r) for r in _at_once(loads, seconds=mode.wrk_s, threads=threads)]
-                for _ in range(mode.rounds)
-            ]
-            measured.append({"nodes": count, "connections": connections,
-                             "wrk_threads": threads, "rounds": rounds})  # fmt: skip
-    return measured
+            )
+            entry["visits"].append(visit)
+    return [measured[count] for count in PG_NODES]
 
 
 def _at_once(

@@ -251,7 +251,8 @@ class Settings:
     #: for them.
     bench_routes: bool = False
     #: ``USHER_MAX_WRITE_WAIT_MS``: once the oldest queued write has waited
-    #: this long, new writes are shed with code 1000 (HTTP 503).
+    #: this long (on SQLite also: once a new write would not be committed
+    #: within it), new writes are shed with code 1000 (HTTP 503).
     max_write_wait_ms: int = 500
     #: ``USHER_PANEL_TRUSTED_PROXIES``: the reverse proxies whose ``X-Real-IP``,
     #: ``X-Forwarded-For`` and ``X-Forwarded-Proto`` the panel believes. Empty:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from bench.procs import require_postgres
+from bench.run import node_visits
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,6 +95,7 @@ def test_tiny_benchmark_run_prints_the_table_and_writes_the_plots(tmp_path: Path
         assert [n["nodes"] for n in nodes] == [1, 2, 3]
         for measured in nodes:
             assert sum(measured["connections"]) == 64
+            assert measured["visits"] == [measured["nodes"]]  # tiny: one round, rising
             for round_ in measured["rounds"]:
                 assert len(round_) == measured["nodes"]
                 assert all(node["requests"] > 0 for node in round_)
@@ -111,3 +113,11 @@ def _row(table: str, figure: str) -> str:
     match = re.search(rf"^\| [^|]*{figure}[^|]*\| [\d,.]+[^|]*\|.*$", table, re.MULTILINE)
     assert match, f"no row {figure!r} with a number in:\n{table}"
     return match.group(0)
+
+
+def test_node_counts_are_measured_rising_then_falling() -> None:
+    # A database warming up raises each round over the one before: every
+    # count gets an early round and a late one.
+    assert node_visits(1) == [1, 2, 3]
+    assert node_visits(2) == [1, 2, 3, 3, 2, 1]
+    assert node_visits(3) == [1, 2, 3, 3, 2, 1, 1, 2, 3]

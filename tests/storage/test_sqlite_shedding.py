@@ -76,7 +76,8 @@ async def test_writes_are_shed_when_the_work_queued_ahead_would_take_too_long(
         return run_group(self, conn, items)
 
     monkeypatch.setattr(CheckGroup, "run_group", slow)
-    # Room for a batch (0.1 s of jobs: 20 of these) and 30 queued ahead.
+    # A budget that holds a batch (0.1 s of jobs: 20 of these) and about as
+    # much again queued ahead, so that some of the 300 are accepted.
     storage.max_write_wait = 0.25
     for _ in range(3):  # the writer learns what a check costs
         await storage.record_check(REQUEST, decide, NOW)

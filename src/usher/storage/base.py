@@ -293,8 +293,9 @@ class Storage(ABC):
         """The schema version the database is at."""
 
     #: Seconds the oldest queued write may wait before new writes are shed
-    #: with :class:`~usher.protocol.errors.StorageBusy` (code 1000 / 503).
-    #: Backends without a write queue ignore it.
+    #: with :class:`~usher.protocol.errors.StorageBusy` (code 1000 / 503);
+    #: a backend that can tell may also shed a new write that would not be
+    #: committed within it (SQLite). Backends without a write queue ignore it.
     max_write_wait: float = 0.5
 
     @property

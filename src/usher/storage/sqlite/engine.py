@@ -357,18 +357,23 @@ class SQLiteEngine:
         written, what is queued, and the job's own batch, at the writer's
         recent wall-clock cost per job.
 
-        Its own batch counts whole, as many jobs as the queue ahead of it
-        holds, up to a batch: the jobs queued after it that the batch also
+        Its own batch counts as the job itself and as many more as are
+        queued ahead of it, up to a full batch, as if the batch began with
+        it (the worst case): the jobs queued after it that the batch also
         takes are written before its ``COMMIT`` too, and a queue longer than
-        a batch says they are coming (a short one, that few are). Under a
-        flood the queue is longer than a batch when shedding starts, so the
-        batch is full. Counting the job alone, in 36 steps of 8 s at
-        1,024, 2,048 and 4,096 connections on the full-size benchmark file
-        (one hot ticket), 9 had answers that took over 1 s inside the
-        server and 4 a p99 over 1 s; counting its batch (as here, or always
-        as a full one), 1 of 27 had any (144 of 29,609 answers) and none a
-        p99 over 1 s, with as many checks answered (docs/benchmarks.md,
-        "Overload: the writer's budget and its own batch").
+        a batch says they are coming (a short one, that few are). With the
+        default budget, under a flood the queue is longer than a batch when
+        shedding starts (at 0.3-0.4 ms a check, 0.5 s holds 1,250-1,670
+        checks, batches of about 430 of them), so the batch counts full.
+
+        Counting the job alone, in 36 steps of 8 s at 1,024, 2,048 and
+        4,096 connections on the full-size benchmark file (one hot ticket),
+        9 had answers that took over 1 s inside the server and 4 a p99 over
+        1 s; counting its batch as here, none of 9 had any, and counting it
+        always as a full batch, 1 of 18 had some (144 of 29,609 answers)
+        and none a p99 over 1 s, with as many checks answered
+        (docs/benchmarks.md, "Overload: the writer's budget and its own
+        batch").
         """
         per_job = self._drain_per_job or self._per_job
         began, size = self._in_flight
@@ -717,7 +722,8 @@ class SQLiteAccess:
     one :class:`SQLiteEngine`."""
 
     _engine: SQLiteEngine
-    #: Seconds the oldest queued write may wait before new writes are shed.
+    #: Seconds the oldest queued write may wait, or a new write may expect to
+    #: wait for its commit, before new writes are shed.
     max_write_wait: float = 0.5
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
